@@ -1,0 +1,219 @@
+import NIOCore
+
+/// Reads and writes one Redis connection; the protocol logic lives in ``StateMachine``.
+///
+/// All methods run on the channel's event loop. Writes made during one event-loop tick are
+/// flushed together, so concurrent callers share syscalls.
+final class RedisChannelHandler: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+
+    /// Who waits for a reply: one caller, or one slot of a pipeline.
+    enum Completion {
+        case single(CheckedContinuation<RESPValue, any Error>)
+        case pipeline(PipelineCollector, Int)
+
+        func succeed(_ value: RESPValue) {
+            if case .error(let message) = value {
+                self.fail(RedisError(.serverError, message))
+                return
+            }
+            switch self {
+            case .single(let continuation): continuation.resume(returning: value)
+            case .pipeline(let collector, let index): collector.complete(index, .success(value))
+            }
+        }
+
+        func fail(_ error: any Error) {
+            switch self {
+            case .single(let continuation): continuation.resume(throwing: error)
+            case .pipeline(let collector, let index):
+                collector.complete(index, .failure(error as? RedisError ?? RedisError(.connectionClosed, "\(error)")))
+            }
+        }
+    }
+
+    private var stateMachine = StateMachine<Completion>()
+    private let reader = RESPReader()
+    private var context: ChannelHandlerContext?
+    private var flushScheduled = false
+    private var timer: Scheduled<Void>?
+    private var timerDeadline: NIODeadline?
+    /// Set on a subscriber connection: receives every Pub/Sub push.
+    private let onPush: ((RESPValue) -> Void)?
+
+    init(onPush: ((RESPValue) -> Void)? = nil) {
+        self.onPush = onPush
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.failAll(RedisError(.connectionClosed, "connection closed"))
+        self.context = nil
+    }
+
+    // MARK: Outbound
+
+    /// Writes an encoded command whose reply goes to `completion`.
+    func send(_ bytes: ByteBuffer, id: UInt64, completion: Completion, deadline: NIODeadline) {
+        switch self.stateMachine.send(id: id, continuation: completion, deadline: deadline) {
+        case .write:
+            self.write(bytes)
+            self.armTimer(for: deadline)
+        case .fail(let completion, let error):
+            completion.fail(error)
+        }
+    }
+
+    /// Writes a pipeline: every command is registered, then all go out in one flush.
+    func send(_ bytes: ByteBuffer, ids: Range<UInt64>, completions: [Completion], deadline: NIODeadline) {
+        var written = false
+        for (id, completion) in zip(ids, completions) {
+            switch self.stateMachine.send(id: id, continuation: completion, deadline: deadline) {
+            case .write: written = true
+            case .fail(let completion, let error): completion.fail(error)
+            }
+        }
+        if written {
+            self.write(bytes)
+            self.armTimer(for: deadline)
+        }
+    }
+
+    /// Writes a command that gets no positional reply (Pub/Sub subscriptions answer as pushes).
+    func sendWithoutReply(_ bytes: ByteBuffer) {
+        guard case .active = self.stateMachine.state else { return }
+        self.write(bytes)
+    }
+
+    func cancel(id: UInt64) {
+        if case .fail(let completion) = self.stateMachine.cancel(id: id) {
+            completion.fail(CancellationError())
+        }
+    }
+
+    func close() {
+        self.context?.close(promise: nil)
+    }
+
+    private func write(_ bytes: ByteBuffer) {
+        guard let context = self.context else { return }
+        context.write(NIOAny(bytes), promise: nil)
+        guard !self.flushScheduled else { return }
+        self.flushScheduled = true
+        context.eventLoop.assumeIsolated().execute {
+            self.flushScheduled = false
+            self.context?.flush()
+        }
+    }
+
+    // MARK: Inbound
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let buffer = self.unwrapInboundIn(data)
+        do {
+            try self.reader.feed(buffer)
+            while let value = try self.reader.next() {
+                if let onPush = self.onPush, Self.isPush(value) {
+                    onPush(value)
+                    continue
+                }
+                switch self.stateMachine.receivedReply(value) {
+                case .succeed(let completion, let value): completion.succeed(value)
+                case .drop: break
+                case .closeConnection(let error): self.closeWithError(error, context: context)
+                }
+            }
+        } catch {
+            self.closeWithError(error, context: context)
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        self.failAll(RedisError(.connectionClosed, "connection to Redis closed"))
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        self.closeWithError(RedisError(.connectionClosed, "connection to Redis failed: \(error)"), context: context)
+    }
+
+    private func closeWithError(_ error: RedisError, context: ChannelHandlerContext) {
+        self.failAll(error)
+        context.close(promise: nil)
+    }
+
+    private func failAll(_ error: RedisError) {
+        self.timer?.cancel()
+        self.timer = nil
+        for completion in self.stateMachine.close(error: error) {
+            completion.fail(error)
+        }
+    }
+
+    // MARK: Timeouts
+
+    private func armTimer(for deadline: NIODeadline) {
+        guard self.timer == nil, let context = self.context else { return }
+        self.timerDeadline = deadline
+        self.timer = context.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { self.timerFired() }
+    }
+
+    private func timerFired() {
+        self.timer = nil
+        switch self.stateMachine.checkDeadline(now: .now()) {
+        case .none:
+            break
+        case .schedule(let deadline):
+            self.armTimer(for: deadline)
+        case .timeout(let failures):
+            for (completion, error) in failures { completion.fail(error) }
+            self.context?.close(promise: nil)
+        }
+    }
+
+    /// Pub/Sub messages and subscription confirmations, as RESP2 sends them on a subscriber.
+    static func isPush(_ value: RESPValue) -> Bool {
+        guard case .array(let elements) = value, elements.count >= 3, case .bulkString(let kind) = elements[0] else {
+            return false
+        }
+        switch kind.readableBytes {
+        case 7...12:
+            let name = String(buffer: kind)
+            return pushKinds.contains(name)
+        default:
+            return false
+        }
+    }
+
+    private static let pushKinds: Set<String> = [
+        "message", "smessage", "pmessage", "subscribe", "ssubscribe", "psubscribe",
+        "unsubscribe", "sunsubscribe", "punsubscribe",
+    ]
+}
+
+/// Collects the replies of one pipeline and resumes its caller once all have arrived.
+final class PipelineCollector: @unchecked Sendable {
+    // Only touched on the connection's event loop, which completes every slot.
+    private var results: [Result<RESPValue, RedisError>?]
+    private var remaining: Int
+    private let continuation: CheckedContinuation<[Result<RESPValue, RedisError>], Never>
+
+    init(count: Int, continuation: CheckedContinuation<[Result<RESPValue, RedisError>], Never>) {
+        self.results = Array(repeating: nil, count: count)
+        self.remaining = count
+        self.continuation = continuation
+        if count == 0 { continuation.resume(returning: []) }
+    }
+
+    func complete(_ index: Int, _ result: Result<RESPValue, any Error>) {
+        guard self.results[index] == nil else { return }
+        self.results[index] = result.mapError { $0 as? RedisError ?? RedisError(.connectionClosed, "\($0)") }
+        self.remaining -= 1
+        if self.remaining == 0 {
+            self.continuation.resume(returning: self.results.map { $0! })
+        }
+    }
+}

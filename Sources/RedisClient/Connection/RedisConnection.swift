@@ -1,0 +1,143 @@
+import Logging
+import NIOCore
+import NIOPosix
+import Synchronization
+
+/// One connection to Redis: many commands in flight, replies in order.
+///
+/// Commands may be sent from any task. A command in flight when the connection dies fails
+/// with ``RedisError/Code/connectionClosed``; none waits longer than its timeout.
+public final class RedisConnection: Sendable {
+    let channel: any Channel
+    private let handler: NIOLoopBound<RedisChannelHandler>
+    private let nextID = Atomic<UInt64>(0)
+    private let commandTimeout: TimeAmount
+
+    private init(channel: any Channel, handler: NIOLoopBound<RedisChannelHandler>, commandTimeout: TimeAmount) {
+        self.channel = channel
+        self.handler = handler
+        self.commandTimeout = commandTimeout
+    }
+
+    /// Connects, then authenticates and selects the database the configuration names.
+    ///
+    /// - Parameter onPush: set for a subscriber connection; receives Pub/Sub pushes on the
+    ///   event loop, and must not block.
+    public static func connect(
+        configuration: RedisConfiguration,
+        eventLoop: any EventLoop,
+        onPush: (@Sendable (RESPValue) -> Void)? = nil
+    ) async throws -> RedisConnection {
+        let timeout = TimeAmount(configuration.commandTimeout)
+        let channel: any Channel
+        do {
+            channel = try await ClientBootstrap(group: eventLoop)
+                .connectTimeout(TimeAmount(configuration.connectTimeout))
+                .channelOption(.socketOption(.so_keepalive), value: 1)
+                .channelOption(.tcpOption(.tcp_nodelay), value: 1)
+                .channelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandler(RedisChannelHandler(onPush: onPush))
+                    }
+                }
+                .connect(host: configuration.host, port: configuration.port)
+                .get()
+        } catch {
+            throw RedisError(.unavailable, "cannot connect to Redis at \(configuration.host):\(configuration.port): \(error)")
+        }
+        let handler = try await channel.eventLoop.submit {
+            NIOLoopBound(try channel.pipeline.syncOperations.handler(type: RedisChannelHandler.self), eventLoop: channel.eventLoop)
+        }.get()
+        let connection = RedisConnection(channel: channel, handler: handler, commandTimeout: timeout)
+        do {
+            if let password = configuration.password {
+                var auth = RedisCommand("AUTH")
+                if let username = configuration.username { auth.append(username) }
+                auth.append(password)
+                _ = try await connection.execute(auth)
+            }
+            if configuration.database != 0 {
+                _ = try await connection.execute(RedisCommand("SELECT", [configuration.database]))
+            }
+        } catch {
+            connection.close()
+            throw error
+        }
+        return connection
+    }
+
+    /// Sends one command and waits for its reply.
+    ///
+    /// - Throws: ``RedisError`` with ``RedisError/Code/serverError`` for an error reply, or a
+    ///   transport code; `CancellationError` if the task is cancelled first.
+    public func execute(_ command: RedisCommand) async throws -> RESPValue {
+        var buffer = self.channel.allocator.buffer(capacity: 32 + command.storage.count + 16 * command.argumentCount)
+        command.encode(into: &buffer)
+        let bytes = buffer
+        let id = self.nextID.add(1, ordering: .relaxed).newValue
+        let deadline = NIODeadline.now() + self.commandTimeout
+        let handler = self.handler
+        let eventLoop = self.channel.eventLoop
+        return try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { continuation in
+                eventLoop.execute {
+                    handler.value.send(bytes, id: id, completion: .single(continuation), deadline: deadline)
+                }
+            }
+        } onCancel: {
+            eventLoop.execute { handler.value.cancel(id: id) }
+        }
+    }
+
+    /// Sends every command in one write and returns their results in order.
+    ///
+    /// Each result is the reply or that command's own error; a lost connection fails the
+    /// commands that had no reply yet.
+    public func pipeline(_ commands: [RedisCommand]) async -> [Result<RESPValue, RedisError>] {
+        var buffer = self.channel.allocator.buffer(capacity: 64 * commands.count)
+        for command in commands { command.encode(into: &buffer) }
+        let bytes = buffer
+        let count = UInt64(commands.count)
+        let last = self.nextID.add(count, ordering: .relaxed).newValue
+        let ids = (last - count + 1)..<(last + 1)
+        let deadline = NIODeadline.now() + self.commandTimeout
+        let handler = self.handler
+        return await withCheckedContinuation { continuation in
+            let collector = PipelineCollector(count: commands.count, continuation: continuation)
+            guard !commands.isEmpty else { return }
+            self.channel.eventLoop.execute {
+                let completions = (0..<commands.count).map { RedisChannelHandler.Completion.pipeline(collector, $0) }
+                handler.value.send(bytes, ids: ids, completions: completions, deadline: deadline)
+            }
+        }
+    }
+
+    /// Writes a command that gets no positional reply (subscriptions on a subscriber connection).
+    func sendWithoutReply(_ command: RedisCommand) {
+        var buffer = self.channel.allocator.buffer(capacity: 64)
+        command.encode(into: &buffer)
+        let bytes = buffer
+        let handler = self.handler
+        self.channel.eventLoop.execute { handler.value.sendWithoutReply(bytes) }
+    }
+
+    /// Closes the connection; commands in flight fail with ``RedisError/Code/connectionClosed``.
+    public func close() {
+        let handler = self.handler
+        self.channel.eventLoop.execute { handler.value.close() }
+    }
+
+    /// Waits until the connection has closed, for whatever reason.
+    public func closed() async {
+        try? await self.channel.closeFuture.get()
+    }
+
+    public var isActive: Bool { self.channel.isActive }
+}
+
+extension TimeAmount {
+    init(_ duration: Duration) {
+        let (seconds, attoseconds) = duration.components
+        self = .nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
+    }
+}
