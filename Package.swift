@@ -8,9 +8,10 @@ let swiftSettings: [SwiftSetting] = [
 
 let package = Package(
     name: "relay",
-    platforms: [.macOS(.v14)],
+    platforms: [.macOS(.v15)],
     products: [
         .executable(name: "relay", targets: ["relay"]),
+        .executable(name: "relay-bench", targets: ["relay-bench"]),
         .library(name: "RedisClient", targets: ["RedisClient"]),
     ],
     dependencies: [
@@ -67,17 +68,32 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        .executableTarget(
+            name: "relay-bench",
+            dependencies: [
+                "RedisClient",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "TestSupport",
+            path: "Tests/TestSupport",
+            swiftSettings: swiftSettings
+        ),
         .testTarget(
             name: "RedisClientTests",
-            dependencies: ["RedisClient"],
+            dependencies: ["RedisClient", "TestSupport"],
             swiftSettings: swiftSettings
         ),
         .testTarget(
             name: "RelayTests",
             dependencies: [
                 "Relay",
+                "TestSupport",
                 .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),
             ],
+            exclude: ["Fixtures"],
             swiftSettings: swiftSettings
         ),
     ]

@@ -1,0 +1,69 @@
+# Developer entry points; `make help` lists them. The scripts they call live in scripts/.
+#
+# Variables (set on the command line or in the environment):
+#   RELAY_PORT        port of the relay started by `make run` (default 8080)
+#   REDIS_PORT        port of the Redis started by `make run` (default 6379); `make test` picks a free one itself
+#   SWIFT_FLAGS       extra flags for every swift build/test, e.g. SWIFT_FLAGS=--scratch-path=.build-mine
+#   SWIFT_TEST_FLAGS  extra flags for swift test, e.g. SWIFT_TEST_FLAGS="--filter RedisClientTests"
+
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := build
+.NOTPARALLEL:
+MAKEFLAGS += --no-print-directory
+
+SWIFT ?= swift
+SWIFT_FLAGS ?=
+SWIFT_TEST_FLAGS ?=
+RELAY_PORT ?= 8080
+REDIS_PORT ?= 6379
+export SWIFT SWIFT_FLAGS SWIFT_TEST_FLAGS
+
+APT_PACKAGES := redis-server libhiredis-dev libssl-dev
+FORMAT_PATHS := Sources Tests
+REDIS_DIR := data/redis
+
+.PHONY: help deps build release run stop redis-cli test bench fmt format lint clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## /  \1\t/' | expand -t 14
+
+deps: ## install the missing apt packages (redis-server, libhiredis-dev, libssl-dev)
+	@bash scripts/deps.sh $(APT_PACKAGES)
+
+build: deps ## debug build
+	$(SWIFT) build $(SWIFT_FLAGS)
+
+release: deps ## release build
+	$(SWIFT) build $(SWIFT_FLAGS) -c release
+
+run: ## local Redis (AOF, data/redis) + the release relay in dev mode on RELAY_PORT
+	@RELAY_PORT=$(RELAY_PORT) REDIS_PORT=$(REDIS_PORT) bash scripts/run.sh check
+	@$(MAKE) release
+	@RELAY_PORT=$(RELAY_PORT) REDIS_PORT=$(REDIS_PORT) bash scripts/run.sh
+
+stop: ## stop the local Redis that `make run` started
+	@if bash scripts/redis.sh stop $(REDIS_DIR); then echo "Stopped the local Redis."; else echo "The local Redis is not running."; fi
+
+redis-cli: ## redis-cli on the local Redis of `make run`
+	@bash scripts/redis.sh cli $(REDIS_DIR)
+
+test: deps ## all tests, against a private Redis on a free port
+	@bash scripts/test.sh
+
+bench: ## benchmarks (none yet)
+	@bash scripts/bench.sh
+
+fmt: ## format Sources and Tests in place
+	$(SWIFT) format format --in-place --recursive --parallel $(FORMAT_PATHS)
+
+format: fmt
+
+lint: ## check formatting, strict (fails on any finding)
+	$(SWIFT) format lint --strict --recursive --parallel $(FORMAT_PATHS)
+
+clean: ## swift package clean; stop the local Redis and delete data/ (its data too)
+	@bash scripts/redis.sh stop $(REDIS_DIR) || true
+	@bash scripts/redis.sh reap
+	rm -rf data
+	$(SWIFT) package $(SWIFT_FLAGS) clean

@@ -1,0 +1,237 @@
+import COpenSSL
+import Foundation
+
+/// What the relay takes from a verified token.
+public struct JWTClaims: Sendable, Equatable {
+    /// The session id a token without `sid` stands for.
+    public static let defaultSessionID = "default"
+
+    /// `sub`: the user.
+    public var userID: String
+    /// `sid`: the session or device; ``defaultSessionID`` when the token has no `sid`.
+    public var sessionID: String
+    /// `exp`: unix seconds. The token is refused from this second on, not only after it.
+    public var expiresAt: Int64
+
+    public init(userID: String, sessionID: String = JWTClaims.defaultSessionID, expiresAt: Int64) {
+        self.userID = userID
+        self.sessionID = sessionID
+        self.expiresAt = expiresAt
+    }
+}
+
+/// Signs and verifies HS256 (HMAC-SHA256) JSON Web Tokens under one shared secret.
+///
+/// Only the compact form with `alg` exactly `HS256` is accepted; the algorithm is never taken
+/// from the token, so `none`, `HS512`, `RS256` and spellings like `hs256` are refused before
+/// any signature work. The claims read are `sub`, `exp` and `sid`; others (`iat`, `nbf`, `aud`,
+/// …) are ignored. `sub` and `sid` must be relay ids: 1 to 64 characters of
+/// `A-Z a-z 0-9 . _ -`.
+public struct HS256: Sendable {
+    /// Tokens longer than this many bytes are refused unread: they arrive in headers and query
+    /// strings, and nothing the relay issues comes close.
+    public static let maxTokenLength = 8 * 1024
+
+    private static let digestLength = 32
+    private static let dot = UInt8(ascii: ".")
+    /// `{"alg":"HS256","typ":"JWT"}`, the only header this type writes.
+    private static let encodedHeader = Base64URL.encode(#"{"alg":"HS256","typ":"JWT"}"#.utf8)
+
+    private let secret: [UInt8]
+
+    /// Creates a signer and verifier for `secret`.
+    ///
+    /// - Precondition: `secret` is not empty. RFC 7518 asks for at least 32 bytes; shorter
+    ///   secrets work but are weak.
+    public init(secret: [UInt8]) {
+        precondition(!secret.isEmpty, "an HS256 secret must not be empty")
+        self.secret = secret
+    }
+
+    /// 32 bytes from OpenSSL's CSPRNG, for a dev-mode secret that lives as long as the process.
+    public static func randomSecret() -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: 32)
+        guard RAND_bytes(&bytes, Int32(bytes.count)) == 1 else {
+            preconditionFailure("RAND_bytes failed: no secure randomness available")
+        }
+        return bytes
+    }
+
+    /// Returns a compact JWT carrying `claims` (as `sub`, `sid`, `exp`) and, if given,
+    /// `issuedAt` as `iat`.
+    ///
+    /// The claims are signed as given: a `userID` or `sessionID` that is not a valid relay id
+    /// yields a token ``verify(_:now:)`` refuses, so validate ids before signing.
+    public func sign(_ claims: JWTClaims, issuedAt: Int64? = nil) -> String {
+        let payload = Payload(sub: claims.userID, sid: claims.sessionID, exp: claims.expiresAt, iat: issuedAt)
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        let json: Data
+        do {
+            json = try encoder.encode(payload)
+        } catch {
+            preconditionFailure("encoding strings and integers cannot fail: \(error)")
+        }
+        let signingInput = Self.encodedHeader + "." + Base64URL.encode(json)
+        return signingInput + "." + Base64URL.encode(mac(signingInput.utf8))
+    }
+
+    /// Checks `token` and returns its claims.
+    ///
+    /// Nothing from the payload is read before the signature has been checked, and the
+    /// signature is compared in constant time.
+    ///
+    /// - Parameter now: unix seconds; the token must have `exp > now`.
+    /// - Throws: ``JWTError`` with `.malformed` (shape, encoding, size, header `typ`, or
+    ///   a missing or invalid `sub`/`exp`/`sid`), `.unsupportedAlgorithm`, `.badSignature` or
+    ///   `.expired`.
+    public func verify(_ token: some StringProtocol, now: Int64) throws(JWTError) -> JWTClaims {
+        let bytes = token.utf8
+        guard bytes.count <= Self.maxTokenLength,
+            let firstDot = bytes.firstIndex(of: Self.dot)
+        else { throw .malformed }
+        let payloadStart = bytes.index(after: firstDot)
+        guard let secondDot = bytes[payloadStart...].firstIndex(of: Self.dot) else { throw .malformed }
+        let signatureStart = bytes.index(after: secondDot)
+        guard !bytes[signatureStart...].contains(Self.dot) else { throw .malformed }
+
+        guard let headerJSON = Base64URL.decode(bytes[..<firstDot]) else { throw .malformed }
+        let header = try decodeJSON(Header.self, from: headerJSON)
+        guard header.alg == "HS256" else { throw .unsupportedAlgorithm }
+        if let type = header.typ, type.lowercased() != "jwt" { throw .unsupportedType }
+
+        guard let signature = Base64URL.decode(bytes[signatureStart...]) else { throw .malformed }
+        guard signature.count == Self.digestLength else { throw .badSignature }
+        let expected = mac(bytes[..<secondDot])
+        guard CRYPTO_memcmp(expected, signature, Self.digestLength) == 0 else { throw .badSignature }
+
+        guard let payloadJSON = Base64URL.decode(bytes[payloadStart..<secondDot]) else { throw .malformed }
+        let payload = try decodeJSON(Payload.self, from: payloadJSON)
+        guard payload.exp > now else { throw .expired }
+        return JWTClaims(
+            userID: payload.sub,
+            sessionID: payload.sid ?? JWTClaims.defaultSessionID,
+            expiresAt: payload.exp
+        )
+    }
+
+    /// HMAC-SHA256 of `input` under the secret.
+    func mac(_ input: some Collection<UInt8>) -> [UInt8] {
+        if let digest = input.withContiguousStorageIfAvailable({ mac(contiguous: $0) }) {
+            return digest
+        }
+        return Array(input).withUnsafeBufferPointer { mac(contiguous: $0) }
+    }
+
+    private func mac(contiguous input: UnsafeBufferPointer<UInt8>) -> [UInt8] {
+        var digest = [UInt8](repeating: 0, count: Self.digestLength)
+        var length: UInt32 = 0
+        let result = secret.withUnsafeBytes { key in
+            digest.withUnsafeMutableBufferPointer { output in
+                HMAC(
+                    EVP_sha256(),
+                    key.baseAddress,
+                    Int32(key.count),
+                    input.baseAddress,
+                    input.count,
+                    output.baseAddress,
+                    &length
+                )
+            }
+        }
+        // With the default provider this fails only when allocation does.
+        guard result != nil, length == Self.digestLength else {
+            preconditionFailure("HMAC-SHA256 failed")
+        }
+        return digest
+    }
+
+    private func decodeJSON<Value: Decodable>(_ type: Value.Type, from json: [UInt8]) throws(JWTError) -> Value {
+        do {
+            return try JSONDecoder().decode(Value.self, from: Data(json))
+        } catch let error as JWTError {
+            throw error
+        } catch {
+            throw .malformed
+        }
+    }
+}
+
+extension HS256 {
+    /// The JOSE header. Decoding fails only if it is not a JSON object or `typ` is not a string;
+    /// a non-string `alg` becomes `nil` so that it is reported as an unsupported algorithm.
+    private struct Header: Decodable {
+        var alg: String?
+        var typ: String?
+
+        private enum CodingKeys: String, CodingKey {
+            case alg, typ
+        }
+
+        init(from decoder: any Decoder) throws {
+            let container = try decoder.container(keyedBy: CodingKeys.self)
+            alg = try? container.decodeIfPresent(String.self, forKey: .alg)
+            do {
+                typ = try container.decodeIfPresent(String.self, forKey: .typ)
+            } catch {
+                throw JWTError.unsupportedType
+            }
+        }
+    }
+
+    /// The claims as they travel. Decoding enforces the contract, throwing ``JWTError``:
+    /// `sub` a relay id, `exp` an integer (`1e3` and `1000.0` count, `"1000"` and `1000.5`
+    /// don't), `sid` absent or a relay id.
+    private struct Payload: Codable {
+        var sub: String
+        var sid: String?
+        var exp: Int64
+        var iat: Int64?
+
+        private enum CodingKeys: String, CodingKey {
+            case sub, sid, exp, iat
+        }
+
+        init(sub: String, sid: String?, exp: Int64, iat: Int64?) {
+            self.sub = sub
+            self.sid = sid
+            self.exp = exp
+            self.iat = iat
+        }
+
+        init(from decoder: any Decoder) throws {
+            let container = try decoder.container(keyedBy: CodingKeys.self)
+            func claim<Value: Decodable>(_ type: Value.Type, _ key: CodingKeys) throws(JWTError) -> Value? {
+                do {
+                    return try container.decodeIfPresent(Value.self, forKey: key)
+                } catch {
+                    throw .invalidClaim(key.stringValue)
+                }
+            }
+            guard let sub = try claim(String.self, .sub) else { throw JWTError.missingClaim("sub") }
+            guard isRelayID(sub) else { throw JWTError.invalidClaim("sub") }
+            guard let exp = try claim(Int64.self, .exp) else { throw JWTError.missingClaim("exp") }
+            let sid = try claim(String.self, .sid)
+            if let sid, !isRelayID(sid) { throw JWTError.invalidClaim("sid") }
+            self.sub = sub
+            self.sid = sid
+            self.exp = exp
+            self.iat = nil
+        }
+    }
+}
+
+/// Whether `id` is 1 to 64 characters of `A-Z a-z 0-9 . _ -`.
+private func isRelayID(_ id: String) -> Bool {
+    let utf8 = id.utf8
+    guard (1...64).contains(utf8.count) else { return false }
+    return utf8.allSatisfy { byte in
+        switch byte {
+        case UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "a")...UInt8(ascii: "z"),
+            UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "-"):
+            true
+        default:
+            false
+        }
+    }
+}

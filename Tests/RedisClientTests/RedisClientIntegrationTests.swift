@@ -1,0 +1,194 @@
+import NIOCore
+import NIOPosix
+import Synchronization
+import TestSupport
+import Testing
+
+@testable import RedisClient
+
+@Suite("Redis client against redis-server", .timeLimit(.minutes(2)))
+struct RedisClientIntegrationTests {
+    @Test func oneHundredThousandCommandsFromOneHundredTasksAreAnsweredInOrder() async throws {
+        try await withRedisClient(try configuration()) { client in
+            let mismatches = try await withThrowingTaskGroup(of: Int.self) { group in
+                for task in 0..<100 {
+                    group.addTask {
+                        var mismatches = 0
+                        for index in 0..<1000 {
+                            let token = "\(task):\(index)"
+                            if try await client.execute("ECHO", token).string != token { mismatches += 1 }
+                        }
+                        return mismatches
+                    }
+                }
+                return try await group.reduce(0, +)
+            }
+            #expect(mismatches == 0)
+        }
+    }
+
+    @Test func anExplicitPipelineAnswersEachCommandInOrder() async throws {
+        let key = TestRedis.uniqueName("pipeline")
+        try await withRedisClient(try configuration()) { client in
+            var commands = (0..<1000).map { _ in RedisCommand("INCR", key: key, [key]) }
+            commands.insert(RedisCommand("HSET", key: key, [key, "f", "v"]), at: 500)
+            let results = try await client.pipeline(commands)
+            #expect(results.count == 1001)
+            let values = results.enumerated().filter { $0.offset != 500 }.compactMap { try? $0.element.get().int }
+            #expect(values == Array(1...1000))
+            guard case .failure(let error) = results[500] else {
+                Issue.record("HSET on a string must fail")
+                return
+            }
+            #expect(error.code == .serverError && error.replyCode == "WRONGTYPE")
+            _ = try await client.delete([key])
+        }
+    }
+
+    @Test func errorRepliesAreToldApartFromTransportFailures() async throws {
+        try await withRedisClient(try configuration()) { client in
+            let error = await #expect(throws: RedisError.self) { try await client.execute("NOSUCHCOMMAND", "x") }
+            #expect(error?.code == .serverError)
+            #expect(error?.replyCode == "ERR")
+            #expect(error?.isRetriable == false)
+            let pong = try await client.execute("PING")
+            #expect(pong == .simpleString("PONG"))
+        }
+    }
+
+    @Test func typedHelpersRoundTripBinaryValues() async throws {
+        let key = TestRedis.uniqueName("bin")
+        try await withRedisClient(try configuration()) { client in
+            let value: [UInt8] = [0, 13, 10, 255, 36]
+            try await client.set(key, to: value, expiresIn: .seconds(30))
+            #expect(try await client.get(key).map { Array($0.readableBytesView) } == value)
+            #expect(try await client.exists(key))
+            #expect(try await client.delete([key]) == 1)
+            #expect(try await client.get(key) == nil)
+        }
+    }
+
+    @Test func aConnectionKilledMidLoadFailsOnlyItsCallersAndRecovers() async throws {
+        let server = try RedisServerProcess()
+        let admin = try await RedisConnection.connect(configuration: configuration(url: server.url), eventLoop: MultiThreadedEventLoopGroup.singleton.any())
+        defer { admin.close() }
+        try await withRedisClient(try configuration(url: server.url, timeout: .seconds(2))) { client in
+            try await waitForRecovery(client)
+            let outcome = Outcome()
+            let killing = Outcome()
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for _ in 0..<20 {
+                    group.addTask {
+                        // Load runs until the kills are over (bounded), so every kill lands mid-load.
+                        for _ in 0..<20_000 {
+                            if killing.current.other == 1 { break }
+                            do {
+                                _ = try await client.execute("INCR", "counter")
+                                outcome.withLock { $0.answers += 1 }
+                            } catch let error as RedisError where error.isRetriable {
+                                outcome.withLock { $0.retriable += 1 }
+                                try await Task.sleep(for: .milliseconds(5))
+                            } catch {
+                                outcome.withLock { $0.other += 1 }
+                            }
+                        }
+                    }
+                }
+                group.addTask {
+                    for _ in 0..<3 {
+                        try await Task.sleep(for: .milliseconds(100))
+                        let killed = try await admin.execute(RedisCommand("CLIENT", ["KILL", "TYPE", "normal", "SKIPME", "yes"]))
+                        killing.withLock { $0.answers += Int(killed.int ?? 0) }
+                    }
+                    try await Task.sleep(for: .milliseconds(100))
+                    killing.withLock { $0.other = 1 }
+                }
+                try await group.waitForAll()
+            }
+            let (answers, retriable, other) = (outcome.current.answers, outcome.current.retriable, outcome.current.other)
+            #expect(killing.current.answers >= 3, "each kill closed at least one connection")
+            #expect(retriable > 0, "callers of killed connections see retriable errors")
+            #expect(other == 0)
+            #expect(answers > 0)
+            try await waitForRecovery(client)
+            // Every answered INCR ran; a failed one may or may not have run.
+            let counter = try #require(try await client.execute("GET", "counter").int)
+            #expect(counter >= Int64(answers))
+        }
+    }
+
+    @Test func theClientRecoversFromARedisRestart() async throws {
+        let server = try RedisServerProcess()
+        try await withRedisClient(try configuration(url: server.url, timeout: .seconds(1))) { client in
+            try await waitForRecovery(client)
+            try await client.set("k", to: "before")
+            server.kill()
+            let error = await #expect(throws: RedisError.self) { try await client.execute("GET", "k") }
+            #expect(error?.isRetriable == true)
+            try server.start()
+            try await waitForRecovery(client)
+            // The server restarted empty (no persistence in this test): the key is gone, the client works.
+            #expect(try await client.get("k") == nil)
+            try await client.set("k", to: "after")
+            #expect(try await client.get("k").map { String(buffer: $0) } == "after")
+        }
+    }
+
+    @Test func scriptsSurviveScriptFlush() async throws {
+        let script = RedisScript("return {KEYS[1], ARGV[1], '\(TestRedis.uniqueName())'}")
+        let key = TestRedis.uniqueName("script")
+        try await withRedisClient(try configuration()) { client in
+            let first = try await client.run(script, keys: [key], arguments: ["a"])
+            #expect(first.array?.prefix(2).compactMap(\.string) == [key, "a"])
+            try await client.execute("SCRIPT", "FLUSH")
+            let second = try await client.run(script, keys: [key], arguments: ["b"])
+            #expect(second.array?.prefix(2).compactMap(\.string) == [key, "b"])
+            let error = await #expect(throws: RedisError.self) {
+                try await client.run(RedisScript("return redis.error_reply('NOTMEMBER bob')"), keys: [key], arguments: [])
+            }
+            #expect(error?.replyCode == "NOTMEMBER")
+            #expect(error?.replyDetail == "bob")
+        }
+    }
+
+    @Test func aCommandTimesOutAgainstAPausedServer() async throws {
+        let server = try RedisServerProcess()
+        let admin = try await RedisConnection.connect(configuration: configuration(url: server.url), eventLoop: MultiThreadedEventLoopGroup.singleton.any())
+        defer { admin.close() }
+        try await withRedisClient(try configuration(url: server.url, timeout: .milliseconds(300))) { client in
+            try await waitForRecovery(client)
+            async let pause = admin.execute(RedisCommand("DEBUG", ["SLEEP", "1.5"]))
+            try await Task.sleep(for: .milliseconds(150))
+            let started = ContinuousClock.now
+            let error = await #expect(throws: RedisError.self) { try await client.execute("GET", "k") }
+            #expect(error?.code == .timeout || error?.code == .unavailable)
+            #expect(ContinuousClock.now - started < .seconds(1.4), "the command must fail before the pause ends")
+            _ = try await pause
+            try await waitForRecovery(client)
+        }
+    }
+
+    @Test func noConnectionFailsFastWithUnavailable() async throws {
+        let server = try RedisServerProcess()
+        let url = server.url
+        server.kill()
+        try await withRedisClient(try configuration(url: url, timeout: .seconds(2))) { client in
+            try await waitUntil("a connect attempt failed") {
+                do {
+                    _ = try await client.execute("PING")
+                    return false
+                } catch let error as RedisError {
+                    return error.code == .unavailable
+                }
+            }
+        }
+    }
+}
+
+/// Tallies the outcomes of concurrent commands.
+final class Outcome: Sendable {
+    struct Counts { var answers = 0, retriable = 0, other = 0 }
+    private let counts = Mutex(Counts())
+    func withLock(_ body: (inout Counts) -> Void) { self.counts.withLock { body(&$0) } }
+    var current: Counts { self.counts.withLock { $0 } }
+}

@@ -1,0 +1,93 @@
+import NIOCore
+import NIOPosix
+import TestSupport
+import Testing
+
+@testable import RedisClient
+
+@Suite("Sharded Pub/Sub subscriber", .timeLimit(.minutes(2)))
+struct RedisSubscriberTests {
+    /// Runs a subscriber whose events go to a recorder, beside a client to publish with.
+    func withSubscriber(
+        url: String,
+        _ body: (RedisSubscriber, EventRecorder, RedisClient) async throws -> Void
+    ) async throws {
+        let subscriber = RedisSubscriber(configuration: try configuration(url: url))
+        let recorder = EventRecorder()
+        try await withRedisClient(try configuration(url: url)) { client in
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { try await subscriber.run() }
+                group.addTask { for await event in subscriber.events { recorder.record(event) } }
+                defer { group.cancelAll() }
+                try await body(subscriber, recorder, client)
+            }
+        }
+    }
+
+    @Test func deliversMessagesOfSubscribedTopicsOnly() async throws {
+        let topic = "{\(TestRedis.uniqueName())}:live"
+        let other = "{\(TestRedis.uniqueName())}:live"
+        try await withSubscriber(url: TestRedis.url) { subscriber, recorder, client in
+            try await waitUntil("the subscriber connects") {
+                await subscriber.subscribe([topic])
+                return try await client.execute("PUBSUB", "SHARDNUMSUB", topic).array?.last?.int == 1
+            }
+            let before = recorder.messages.count
+            try await client.shardPublish(other, "ignored")
+            for index in 0..<50 { try await client.shardPublish(topic, "m\(index)") }
+            try await waitUntil("50 messages arrive") { recorder.messages.count - before >= 50 }
+            let received = recorder.messages.dropFirst(before).filter { $0.topic == topic }.map(\.payload)
+            #expect(received.suffix(50) == (0..<50).map { "m\($0)" })
+            #expect(!recorder.messages.contains { $0.topic == other })
+
+            subscriber.unsubscribe([topic])
+            try await waitUntil("the subscription is dropped") {
+                try await client.execute("PUBSUB", "SHARDNUMSUB", topic).array?.last?.int == 0
+            }
+            let count = recorder.messages.count
+            try await client.shardPublish(topic, "after")
+            try await Task.sleep(for: .milliseconds(100))
+            #expect(recorder.messages.count == count)
+        }
+    }
+
+    @Test func resubscribesAfterItsConnectionIsKilledAndSaysSo() async throws {
+        let server = try RedisServerProcess()
+        let topic = "{\(TestRedis.uniqueName())}:live"
+        try await withSubscriber(url: server.url) { subscriber, recorder, client in
+            try await waitForRecovery(client)
+            try await waitUntil("the subscriber connects") {
+                await subscriber.subscribe([topic])
+                return try await client.execute("PUBSUB", "SHARDNUMSUB", topic).array?.last?.int == 1
+            }
+            try await client.shardPublish(topic, "one")
+            try await waitUntil("the first message arrives") { recorder.messages.contains { $0.payload == "one" } }
+            let resubscriptions = recorder.resubscriptions.count
+
+            try await client.execute("CLIENT", "KILL", "TYPE", "pubsub")
+            try await waitUntil("the subscriber says it resubscribed") {
+                recorder.resubscriptions.count > resubscriptions
+            }
+            #expect(recorder.resubscriptions.last == [topic])
+            try await client.shardPublish(topic, "two")
+            try await waitUntil("a message after the reconnect arrives") { recorder.messages.contains { $0.payload == "two" } }
+            #expect(recorder.messages.map(\.payload) == ["one", "two"])
+        }
+    }
+
+    @Test func topicsSubscribedWhileRedisIsDownAreSubscribedWhenItReturns() async throws {
+        let server = try RedisServerProcess()
+        let topic = "{\(TestRedis.uniqueName())}:live"
+        try await withSubscriber(url: server.url) { subscriber, recorder, client in
+            try await waitForRecovery(client)
+            server.kill()
+            await subscriber.subscribe([topic])
+            #expect(subscriber.topics.contains(topic))
+            try server.start()
+            try await waitUntil("the subscriber resubscribes") { recorder.resubscriptions.contains { $0.contains(topic) } }
+            try await waitForRecovery(client)
+            try await client.shardPublish(topic, "back")
+            try await waitUntil("the message arrives") { recorder.messages.contains { $0.payload == "back" } }
+        }
+    }
+}

@@ -1,0 +1,105 @@
+import NIOCore
+import Testing
+
+@testable import RedisClient
+
+@Suite("Connection state machine")
+struct StateMachineTests {
+    typealias Machine = RedisChannelHandler.StateMachine<String>
+    let start = NIODeadline.uptimeNanoseconds(1_000_000_000)
+
+    @Test func repliesGoToRequestsInOrder() {
+        var machine = Machine()
+        for (id, name) in ["a", "b", "c"].enumerated() {
+            guard case .write = machine.send(id: UInt64(id), continuation: name, deadline: start) else {
+                Issue.record("send refused")
+                return
+            }
+        }
+        var order = [String]()
+        for value in [RESPValue.integer(1), .integer(2), .integer(3)] {
+            if case .succeed(let name, let reply) = machine.receivedReply(value) { order.append("\(name)=\(reply)") }
+        }
+        #expect(order == ["a=:1", "b=:2", "c=:3"])
+        #expect(machine.pendingCount == 0)
+    }
+
+    @Test func aReplyWithNoRequestClosesTheConnection() {
+        var machine = Machine()
+        guard case .closeConnection(let error) = machine.receivedReply(.simpleString("OK")) else {
+            Issue.record("expected closeConnection")
+            return
+        }
+        #expect(error.code == .protocolViolation)
+    }
+
+    @Test func aCancelledRequestKeepsItsPlaceAndItsReplyIsDropped() {
+        var machine = Machine()
+        _ = machine.send(id: 1, continuation: "first", deadline: start)
+        _ = machine.send(id: 2, continuation: "second", deadline: start)
+        guard case .fail(let cancelled) = machine.cancel(id: 1) else {
+            Issue.record("expected fail")
+            return
+        }
+        #expect(cancelled == "first")
+        guard case .none = machine.cancel(id: 1) else {
+            Issue.record("a second cancel must do nothing")
+            return
+        }
+        guard case .drop = machine.receivedReply(.integer(1)) else {
+            Issue.record("the cancelled request's reply must be dropped")
+            return
+        }
+        guard case .succeed(let name, let value) = machine.receivedReply(.integer(2)) else {
+            Issue.record("expected succeed")
+            return
+        }
+        #expect(name == "second" && value == .integer(2))
+    }
+
+    @Test func theHeadTimingOutFailsEveryoneAndClosesTheMachine() {
+        var machine = Machine()
+        _ = machine.send(id: 1, continuation: "a", deadline: start)
+        _ = machine.send(id: 2, continuation: "b", deadline: start + .seconds(1))
+        _ = machine.send(id: 3, continuation: "c", deadline: start + .seconds(2))
+        _ = machine.cancel(id: 2)
+        guard case .schedule(let deadline) = machine.checkDeadline(now: start - .milliseconds(1)) else {
+            Issue.record("expected schedule")
+            return
+        }
+        #expect(deadline == start)
+        guard case .timeout(let failures) = machine.checkDeadline(now: start) else {
+            Issue.record("expected timeout")
+            return
+        }
+        #expect(failures.map(\.0) == ["a", "c"])
+        #expect(failures.map(\.1.code) == [.timeout, .connectionClosed])
+        guard case .fail(_, let error) = machine.send(id: 4, continuation: "d", deadline: start) else {
+            Issue.record("a closed machine must refuse sends")
+            return
+        }
+        #expect(error.isRetriable)
+    }
+
+    @Test func closingFailsEveryPendingRequestOnce() {
+        var machine = Machine()
+        _ = machine.send(id: 1, continuation: "a", deadline: start)
+        _ = machine.send(id: 2, continuation: "b", deadline: start)
+        let failed = machine.close(error: RedisError(.connectionClosed, "gone"))
+        #expect(failed == ["a", "b"])
+        #expect(machine.close(error: RedisError(.connectionClosed, "again")).isEmpty)
+        guard case .none = machine.checkDeadline(now: start + .seconds(10)) else {
+            Issue.record("no timer after close")
+            return
+        }
+    }
+
+    @Test func pushesAreRecognised() {
+        let message = RESPValue.array([.bulkString(ByteBuffer(string: "smessage")), .bulkString(ByteBuffer(string: "t")), .bulkString(ByteBuffer(string: "p"))])
+        let pong = RESPValue.array([.bulkString(ByteBuffer(string: "pong")), .bulkString(ByteBuffer(string: ""))])
+        let reply = RESPValue.array([.bulkString(ByteBuffer(string: "message")), .integer(1)])
+        #expect(RedisChannelHandler.isPush(message))
+        #expect(!RedisChannelHandler.isPush(pong))
+        #expect(!RedisChannelHandler.isPush(reply))
+    }
+}
