@@ -9,13 +9,14 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 SWIFT=${SWIFT:-swift}
+read -r -a swift_flags <<<"${SWIFT_FLAGS:-}"
 REQUESTS=${BENCH_REQUESTS:-200000}
 ROUNDS=${BENCH_ROUNDS:-3}
 CONCURRENCY=50
 
 echo "==> release build of relay-bench"
-"$SWIFT" build -c release --product relay-bench
-BENCH=$("$SWIFT" build -c release --show-bin-path)/relay-bench
+"$SWIFT" build ${swift_flags[@]+"${swift_flags[@]}"} -c release --product relay-bench
+BENCH=$("$SWIFT" build ${swift_flags[@]+"${swift_flags[@]}"} -c release --show-bin-path)/relay-bench
 
 dir=$(mktemp -d "${TMPDIR:-/tmp}/relay-bench-redis.XXXXXX")
 cleanup() {

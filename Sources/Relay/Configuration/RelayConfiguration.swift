@@ -1,0 +1,40 @@
+/// Everything `relay serve` can be told. Every field has a default except the secret.
+public struct RelayConfiguration: Sendable {
+    public var host: String = "127.0.0.1"
+    public var port: Int = 8080
+    public var redisURL: String = "redis://127.0.0.1:6379"
+    /// The HS256 secret tokens are signed with.
+    public var jwtSecret: [UInt8]
+    /// Dev mode: `POST /auth/dev-token` exists.
+    public var devMode: Bool = false
+    /// How often the server pings each WebSocket; a socket silent for two intervals is closed.
+    public var heartbeat: Duration = .seconds(30)
+    public var limits = RelayLimits()
+
+    public init(jwtSecret: [UInt8]) {
+        self.jwtSecret = jwtSecret
+    }
+}
+
+/// Limits enforced on every request. Over a limit is a 400 or 413, never a crash.
+public struct RelayLimits: Sendable {
+    /// A message's text, in UTF-8 bytes.
+    public var maxTextBytes = 16 * 1024
+    /// A request body or a WebSocket frame, in bytes.
+    public var maxBodyBytes = 64 * 1024
+    /// Members of one group.
+    public var maxGroupMembers = 100_000
+    /// User ids in one `POST /channels` or `POST /channels/{id}/members`.
+    public var maxMembersPerRequest = 1000
+    /// Events per history page, by default and at most.
+    public var defaultHistoryLimit = 50
+    public var maxHistoryLimit = 200
+    /// How long a `client_msg_id` is remembered, for idempotent sends.
+    public var dedupWindowSeconds = 86_400
+    /// `client_msg_id` length, in characters.
+    public var maxClientMessageIDLength = 128
+    /// User ids in one `GET /presence`.
+    public var maxPresenceUsers = 1000
+
+    public init() {}
+}

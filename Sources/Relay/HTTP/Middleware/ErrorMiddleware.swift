@@ -1,0 +1,34 @@
+import Hummingbird
+import Logging
+
+/// Turns every error into the API's error body, and counts every response by route and status.
+struct ErrorMiddleware: RouterMiddleware {
+    typealias Context = RelayRequestContext
+    let metrics: RelayMetrics
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        let response: Response
+        do {
+            response = try await next(request, context)
+        } catch {
+            let apiError = APIError(from: error)
+            if apiError.code == .internal {
+                context.logger.error("request failed", metadata: ["error": "\(error)", "path": "\(request.uri.path)"])
+            }
+            response = .json(apiError.json, status: apiError.code.status)
+        }
+        self.metrics.request(route: context.endpointPath ?? "unmatched", method: request.method.rawValue, status: response.status.code)
+        return response
+    }
+}
+
+extension Response {
+    /// A JSON response whose body is already JSON text.
+    static func json(_ text: String, status: HTTPResponse.Status = .ok) -> Response {
+        Response(
+            status: status,
+            headers: [.contentType: "application/json; charset=utf-8", .cacheControl: "no-store"],
+            body: .init(byteBuffer: ByteBuffer(string: text))
+        )
+    }
+}

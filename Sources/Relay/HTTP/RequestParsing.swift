@@ -1,0 +1,67 @@
+import Foundation
+import Hummingbird
+
+/// Reading and checking what a request carries: bodies, path ids, query numbers.
+struct RequestParsing: Sendable {
+    let limits: RelayLimits
+
+    /// Decodes a JSON body of at most `maxBodyBytes`.
+    ///
+    /// - Throws: `too_large` over the limit, `bad_request` for anything that is not the expected JSON.
+    func decode<T: Decodable>(_ type: T.Type, from request: Request) async throws -> T {
+        var request = request
+        let buffer = try await request.collectBody(upTo: self.limits.maxBodyBytes)
+        do {
+            return try JSONDecoder().decode(T.self, from: Data(buffer.readableBytesView))
+        } catch let error as DecodingError {
+            throw APIError.badRequest(Self.describe(error))
+        } catch {
+            throw APIError.badRequest("malformed JSON body")
+        }
+    }
+
+    /// A path parameter that must be an id.
+    func id(_ name: String, in context: RelayRequestContext) throws -> String {
+        guard let value = context.parameters.get(name), Identifier.isValid(value) else {
+            throw APIError.badRequest("\(name): ids are 1 to 64 characters of A-Z a-z 0-9 . _ -")
+        }
+        return value
+    }
+
+    /// Checks an id from a body.
+    func id(_ value: String, field: String) throws -> String {
+        guard Identifier.isValid(value) else {
+            throw APIError.badRequest("\(field): ids are 1 to 64 characters of A-Z a-z 0-9 . _ -")
+        }
+        return value
+    }
+
+    /// A query parameter that must be a whole number in `range`, if present.
+    func integer(_ name: String, in request: Request, range: ClosedRange<Int64>) throws -> Int64? {
+        guard let text = request.uri.queryParameters[name[...]] else { return nil }
+        guard let value = Int64(text), range.contains(value) else {
+            throw APIError.badRequest("\(name) must be an integer from \(range.lowerBound) to \(range.upperBound)")
+        }
+        return value
+    }
+
+    /// A message text: not empty, at most `maxTextBytes` of UTF-8.
+    func text(_ text: String) throws -> String {
+        guard !text.isEmpty else { throw APIError.badRequest("text must not be empty") }
+        guard text.utf8.count <= self.limits.maxTextBytes else {
+            throw APIError(.tooLarge, "text is over \(self.limits.maxTextBytes) bytes")
+        }
+        return text
+    }
+
+    private static func describe(_ error: DecodingError) -> String {
+        switch error {
+        case .keyNotFound(let key, _): "missing field \(key.stringValue)"
+        case .typeMismatch(_, let context), .valueNotFound(_, let context):
+            "wrong type for \(context.codingPath.map(\.stringValue).joined(separator: "."))"
+        case .dataCorrupted(let context) where !context.codingPath.isEmpty:
+            "bad value for \(context.codingPath.map(\.stringValue).joined(separator: "."))"
+        default: "malformed JSON body"
+        }
+    }
+}

@@ -1,0 +1,94 @@
+import Hummingbird
+
+/// `/channels`: create, list, show, members.
+struct ChannelRoutes: Sendable {
+    let store: ChatStore
+    let parsing: RequestParsing
+    let realtime: RealtimeNotifier
+
+    func register(on router: some RouterMethods<RelayRequestContext>) {
+        router.post("/channels", use: self.create)
+        router.get("/channels", use: self.list)
+        router.get("/channels/{channel}", use: self.show)
+        router.post("/channels/{channel}/members", use: self.addMembers)
+        router.delete("/channels/{channel}/members/{user}", use: self.removeMember)
+    }
+
+    struct CreateRequest: Decodable {
+        var type: String
+        var members: [String]
+        var name: String?
+        var id: String?
+    }
+
+    @Sendable func create(_ request: Request, context: RelayRequestContext) async throws -> Response {
+        let caller = try context.caller()
+        let body = try await self.parsing.decode(CreateRequest.self, from: request)
+        guard let type = ChatStore.ChannelType(rawValue: body.type) else {
+            throw APIError.badRequest("type must be \"dm\" or \"group\"")
+        }
+        guard body.members.count <= self.parsing.limits.maxMembersPerRequest else {
+            throw APIError(.tooLarge, "at most \(self.parsing.limits.maxMembersPerRequest) members per request")
+        }
+        let members = try body.members.map { try self.parsing.id($0, field: "members") }
+        let id = try body.id.map { try self.parsing.id($0, field: "id") }
+        let name = body.name ?? ""
+        guard name.utf8.count <= 256 else { throw APIError.badRequest("name is over 256 bytes") }
+        let (created, channel) = try await self.store.createChannel(
+            type: type,
+            id: id,
+            name: name,
+            creator: caller.userID,
+            members: members
+        )
+        if created {
+            await self.realtime.channelsChanged(for: [caller.userID] + members)
+        }
+        return .json(channel, status: created ? .created : .ok)
+    }
+
+    @Sendable func list(_ request: Request, context: RelayRequestContext) async throws -> Response {
+        let caller = try context.caller()
+        return .json(try await self.store.listChannels(user: caller.userID, session: caller.sessionID))
+    }
+
+    @Sendable func show(_ request: Request, context: RelayRequestContext) async throws -> Response {
+        let caller = try context.caller()
+        let id = try self.parsing.id("channel", in: context)
+        return .json(try await self.store.channel(id, caller: caller.userID))
+    }
+
+    struct AddMembersRequest: Decodable {
+        var user_id: String?
+        var user_ids: [String]?
+    }
+
+    @Sendable func addMembers(_ request: Request, context: RelayRequestContext) async throws -> Response {
+        let caller = try context.caller()
+        let id = try self.parsing.id("channel", in: context)
+        let body = try await self.parsing.decode(AddMembersRequest.self, from: request)
+        var users = [String]()
+        if let user = body.user_id { users.append(try self.parsing.id(user, field: "user_id")) }
+        if let list = body.user_ids {
+            guard list.count <= self.parsing.limits.maxMembersPerRequest else {
+                throw APIError(.tooLarge, "at most \(self.parsing.limits.maxMembersPerRequest) user_ids per request")
+            }
+            users += try list.map { try self.parsing.id($0, field: "user_ids") }
+        }
+        guard !users.isEmpty else { throw APIError.badRequest("give user_id or user_ids") }
+        let events = try await self.store.addMembers(channel: id, actor: caller.userID, users: users)
+        if !events.isEmpty {
+            await self.realtime.channelsChanged(for: users)
+        }
+        return .json("{\"events\":[" + events.joined(separator: ",") + "]}")
+    }
+
+    @Sendable func removeMember(_ request: Request, context: RelayRequestContext) async throws -> Response {
+        let caller = try context.caller()
+        let id = try self.parsing.id("channel", in: context)
+        let user = try self.parsing.id("user", in: context)
+        let event = try await self.store.removeMember(channel: id, actor: caller.userID, user: user)
+        await self.realtime.channelsChanged(for: [user])
+        return .json("{\"event\":\(event)}")
+    }
+}

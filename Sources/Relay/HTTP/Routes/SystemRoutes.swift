@@ -1,0 +1,73 @@
+import Hummingbird
+import RedisClient
+
+/// Routes without a token: health, metrics, dev tokens.
+struct SystemRoutes: Sendable {
+    let redis: RedisClient
+    let metrics: RelayMetrics
+    let parsing: RequestParsing
+    let signer: HS256
+    let devMode: Bool
+
+    func register(on router: some RouterMethods<RelayRequestContext>) {
+        router.get("/healthz", use: self.health)
+        router.get("/metrics", use: self.renderMetrics)
+        router.post("/auth/dev-token", use: self.devToken)
+    }
+
+    @Sendable func health(_ request: Request, context: RelayRequestContext) async throws -> Response {
+        do {
+            try await self.redis.ping()
+            return .json("{\"status\":\"ok\"}")
+        } catch {
+            throw APIError(.unavailable, "Redis does not answer")
+        }
+    }
+
+    @Sendable func renderMetrics(_ request: Request, context: RelayRequestContext) async throws -> Response {
+        Response(
+            status: .ok,
+            headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+            body: .init(byteBuffer: ByteBuffer(bytes: self.metrics.render()))
+        )
+    }
+
+    struct DevTokenRequest: Decodable {
+        var user_id: String
+        var session_id: String?
+    }
+
+    /// Dev mode only: a token for anyone, valid for a day.
+    @Sendable func devToken(_ request: Request, context: RelayRequestContext) async throws -> Response {
+        guard self.devMode else { throw APIError(.notFound, "not found") }
+        let body = try await self.parsing.decode(DevTokenRequest.self, from: request)
+        let user = try self.parsing.id(body.user_id, field: "user_id")
+        let session = try self.parsing.id(body.session_id ?? JWTClaims.defaultSessionID, field: "session_id")
+        let token = self.signer.sign(JWTClaims(userID: user, sessionID: session, expiresAt: Clock.seconds() + 86_400))
+        return .json("{\"token\":\"\(token)\",\"user_id\":\"\(user)\",\"session_id\":\"\(session)\"}")
+    }
+}
+
+/// `GET /presence?user_ids=a,b`.
+struct PresenceRoutes: Sendable {
+    let store: ChatStore
+    let parsing: RequestParsing
+
+    func register(on router: some RouterMethods<RelayRequestContext>) {
+        router.get("/presence", use: self.presence)
+    }
+
+    @Sendable func presence(_ request: Request, context: RelayRequestContext) async throws -> Response {
+        _ = try context.caller()
+        guard let list = request.uri.queryParameters["user_ids"], !list.isEmpty else {
+            throw APIError.badRequest("user_ids is required: a comma-separated list of user ids")
+        }
+        let users = try list.split(separator: ",", omittingEmptySubsequences: false).map { try self.parsing.id(String($0), field: "user_ids") }
+        guard users.count <= self.parsing.limits.maxPresenceUsers else {
+            throw APIError.badRequest("at most \(self.parsing.limits.maxPresenceUsers) user_ids")
+        }
+        let online = try await self.store.presence(of: users)
+        let entries = zip(users, online).map { "\"\($0)\":\"\($1 ? "online" : "offline")\"" }
+        return .json("{\"presence\":{" + entries.joined(separator: ",") + "}}")
+    }
+}

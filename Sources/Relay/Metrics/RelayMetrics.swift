@@ -1,0 +1,53 @@
+import Prometheus
+
+/// The relay's Prometheus metrics, on a registry of its own (`GET /metrics` renders it).
+final class RelayMetrics: Sendable {
+    let registry = PrometheusCollectorRegistry()
+    private let eventsAppended: Counter
+    private static var requests: MetricNameDescriptor {
+        MetricNameDescriptor(
+        namespace: "relay", metricName: "http_requests", unitName: "total", helpText: "HTTP requests by route, method and status"
+        )
+    }
+    private static var redisLatency: MetricNameDescriptor {
+        MetricNameDescriptor(
+        namespace: "relay", metricName: "redis_command_duration", unitName: "seconds", helpText: "Latency of Redis operations, as the relay sees it"
+        )
+    }
+    private static let latencyBuckets: [Duration] = [
+        .microseconds(100), .microseconds(250), .microseconds(500), .milliseconds(1), .milliseconds(2), .milliseconds(5),
+        .milliseconds(10), .milliseconds(25), .milliseconds(50), .milliseconds(100), .milliseconds(250), .seconds(1),
+    ]
+
+    init() {
+        self.eventsAppended = self.registry.makeCounter(
+            descriptor: MetricNameDescriptor(namespace: "relay", metricName: "events_appended", unitName: "total", helpText: "Events appended to channel logs")
+        )
+    }
+
+    /// Counts one HTTP request by route pattern (not by concrete path: ids would explode the label set).
+    func request(route: String, method: String, status: Int) {
+        self.registry.makeCounter(
+            descriptor: Self.requests,
+            labels: [("route", route), ("method", method), ("status", String(status))]
+        ).increment()
+    }
+
+    func appended(_ count: Int = 1) {
+        self.eventsAppended.increment(by: Int64(count))
+    }
+
+    /// Records how long one Redis operation (a script or a command) took.
+    func redisLatency(_ operation: String, _ duration: Duration) {
+        self.registry.makeDurationHistogram(
+            descriptor: Self.redisLatency,
+            labels: [("operation", operation)],
+            buckets: Self.latencyBuckets
+        ).record(duration)
+    }
+
+    /// The Prometheus text exposition of every metric.
+    func render() -> [UInt8] {
+        self.registry.emitToBuffer()
+    }
+}

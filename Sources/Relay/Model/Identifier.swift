@@ -1,0 +1,71 @@
+/// Ids of users, sessions and channels: 1 to 64 characters of `A-Z a-z 0-9 . _ -`.
+///
+/// The charset keeps ids safe in Redis key names, in hash tags (no braces) and in JSON without
+/// escaping, which the event encoding relies on.
+enum Identifier {
+    static let maxLength = 64
+
+    static func isValid(_ text: some StringProtocol) -> Bool {
+        let utf8 = text.utf8
+        guard !utf8.isEmpty, utf8.count <= Self.maxLength else { return false }
+        return utf8.allSatisfy(Self.isAllowed)
+    }
+
+    @inline(__always)
+    static func isAllowed(_ byte: UInt8) -> Bool {
+        switch byte {
+        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
+            UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "-"):
+            true
+        default:
+            false
+        }
+    }
+
+    /// A new random id, `prefix` then 20 characters of Crockford base32, time-ordered: the
+    /// first 10 encode the millisecond clock, so ids sort by creation time.
+    static func make(prefix: String, now: UInt64 = Clock.milliseconds()) -> String {
+        var text = prefix
+        text.reserveCapacity(prefix.utf8.count + 20)
+        var time = now
+        var timeChars = [Character](repeating: "0", count: 10)
+        for index in stride(from: 9, through: 0, by: -1) {
+            timeChars[index] = Self.alphabet[Int(time & 31)]
+            time >>= 5
+        }
+        text.append(contentsOf: timeChars)
+        var random = SystemRandomNumberGenerator()
+        let bits = random.next() as UInt64
+        for index in 0..<10 {
+            text.append(Self.alphabet[Int((bits >> (UInt64(index) * 5)) & 31)])
+        }
+        return text
+    }
+
+    private static let alphabet = Array("0123456789abcdefghjkmnpqrstvwxyz")
+}
+
+/// Wall-clock milliseconds since the epoch.
+enum Clock {
+    static func milliseconds() -> UInt64 {
+        var now = timespec()
+        clock_gettime(CLOCK_REALTIME, &now)
+        return UInt64(now.tv_sec) * 1000 + UInt64(now.tv_nsec) / 1_000_000
+    }
+
+    static func seconds() -> Int64 {
+        Int64(Self.milliseconds() / 1000)
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// The id rule, for the command line's own checks.
+public enum RelayIdentifier {
+    /// Whether `text` is 1 to 64 characters of `A-Z a-z 0-9 . _ -`.
+    public static func isValid(_ text: String) -> Bool { Identifier.isValid(text) }
+}

@@ -1,0 +1,40 @@
+/// Redis key and topic names. Every key of a channel carries the hash tag `{channel_id}` and
+/// every key of a user `{user_id}`, so that a cluster keeps each together (ids cannot contain
+/// braces, so the tag is always the id). The README lists each key with what it holds.
+enum RelayKeys {
+    struct Channel {
+        let id: String
+        init(_ id: String) { self.id = id }
+
+        var meta: String { "ch:{\(self.id)}:meta" }
+        var members: String { "ch:{\(self.id)}:members" }
+        var seq: String { "ch:{\(self.id)}:seq" }
+        var log: String { "ch:{\(self.id)}:log" }
+        var messages: String { "ch:{\(self.id)}:msgs" }
+        var reads: String { "ch:{\(self.id)}:reads" }
+        /// Sharded Pub/Sub topic on which every appended event is published as `<seq> <json>`.
+        var topic: String { "ch:{\(self.id)}:live" }
+
+        func dedup(sender: String, clientMessageID: String) -> String {
+            "ch:{\(self.id)}:dedup:\(sender):\(clientMessageID)"
+        }
+    }
+
+    struct User {
+        let id: String
+        init(_ id: String) { self.id = id }
+
+        /// The channels the user belongs to (an index; the channel's member set is the truth).
+        var channels: String { "user:{\(self.id)}:channels" }
+        /// Exists while the user has a live connection (a TTL of two heartbeats).
+        var presence: String { "user:{\(self.id)}:presence" }
+        /// Sharded Pub/Sub topic telling the user's connections that their channel set changed.
+        var topic: String { "user:{\(self.id)}:live" }
+    }
+
+    /// The topic's channel id, if `topic` is a channel topic.
+    static func channelID(fromTopic topic: String) -> Substring? {
+        guard topic.hasPrefix("ch:{"), topic.hasSuffix("}:live") else { return nil }
+        return topic.dropFirst(4).dropLast(6)
+    }
+}
