@@ -51,7 +51,8 @@ redis-cli: ## redis-cli on the local Redis of `make run`
 test: deps ## all tests, against a private Redis on a free port
 	@bash scripts/test.sh
 
-bench: ## benchmarks (none yet)
+bench: ## benchmarks, each beside a baseline from the same run (docs/BENCHMARKS.md)
+	@bash scripts/deps.sh $(APT_PACKAGES) wrk
 	@bash scripts/bench.sh
 
 fmt: ## format Sources and Tests in place

@@ -11,6 +11,9 @@ struct RequestParsing: Sendable {
     func decode<T: Decodable>(_ type: T.Type, from request: Request) async throws -> T {
         var request = request
         let buffer = try await request.collectBody(upTo: self.limits.maxBodyBytes)
+        guard StrictJSON.isValid(buffer.readableBytesView) else {
+            throw APIError.badRequest("malformed JSON body")
+        }
         do {
             return try JSONDecoder().decode(T.self, from: Data(buffer.readableBytesView))
         } catch let error as DecodingError {

@@ -1,3 +1,5 @@
+import Foundation
+
 /// Ids of users, sessions and channels: 1 to 64 characters of `A-Z a-z 0-9 . _ -`.
 ///
 /// The charset keeps ids safe in Redis key names, in hash tags (no braces) and in JSON without
@@ -48,21 +50,13 @@ enum Identifier {
 /// Wall-clock milliseconds since the epoch.
 enum Clock {
     static func milliseconds() -> UInt64 {
-        var now = timespec()
-        clock_gettime(CLOCK_REALTIME, &now)
-        return UInt64(now.tv_sec) * 1000 + UInt64(now.tv_nsec) / 1_000_000
+        UInt64(Date().timeIntervalSince1970 * 1000)
     }
 
     static func seconds() -> Int64 {
         Int64(Self.milliseconds() / 1000)
     }
 }
-
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
 
 /// The id rule, for the command line's own checks.
 public enum RelayIdentifier {

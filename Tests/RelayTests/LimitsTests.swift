@@ -1,0 +1,179 @@
+import Foundation
+import Relay
+import TestSupport
+import Testing
+
+@Suite("Limits and bad input", .timeLimit(.minutes(3)))
+struct LimitsTests {
+    @Test func atMost1000MembersPerRequest() async throws {
+        try await withRelay { relay in
+            let alice = TestRedis.uniqueName("alice")
+            let prefix = TestRedis.uniqueName("m")
+            let thousand = (0..<1000).map { "\(prefix)-\($0)" }
+            let id = try await relay.createGroup(alice)
+
+            let over = try await relay.request(
+                "POST",
+                "/channels/\(id)/members",
+                token: relay.token(alice),
+                json: ["user_ids": thousand + ["\(prefix)-extra"]]
+            )
+            expectOverLimit(over)
+            #expect(try await relay.lastSeq(alice, id) == 1, "nothing was added")
+
+            let exactly = try await relay.request(
+                "POST",
+                "/channels/\(id)/members",
+                token: relay.token(alice),
+                json: ["user_ids": thousand]
+            )
+            #expect(exactly.status == 200, "\(exactly)")
+            #expect(try await relay.lastSeq(alice, id) == 1001)
+            #expect(try await relay.channel(alice, id)["member_count"].int == 1001)
+
+            let create = try await relay.request(
+                "POST",
+                "/channels",
+                token: relay.token(alice),
+                json: ["type": "group", "members": thousand + ["\(prefix)-extra"]]
+            )
+            expectOverLimit(create)
+        }
+    }
+
+    @Test func groupSizeLimitHolds() async throws {
+        let smallGroups: (inout RelayConfiguration) -> Void = { $0.limits.maxGroupMembers = 5 }
+        try await withRelay(smallGroups) { relay in
+            let alice = TestRedis.uniqueName("alice")
+            let others = (0..<5).map { TestRedis.uniqueName("u\($0)") }
+            let id = try await relay.createGroup(alice, members: Array(others.prefix(4)))  // 5 members
+            expectOverLimit(
+                try await relay.request("POST", "/channels/\(id)/members", token: relay.token(alice), json: ["user_id": others[4]])
+            )
+            expectOverLimit(
+                try await relay.request("POST", "/channels/\(id)/members", token: relay.token(alice), json: ["user_ids": [others[4]]])
+            )
+            #expect(try await relay.lastSeq(alice, id) == 5, "nothing was added")
+            #expect(try await relay.channel(alice, id)["member_count"].int == 5)
+            // Adding someone already in is not over the limit.
+            #expect(
+                try await relay.request("POST", "/channels/\(id)/members", token: relay.token(alice), json: ["user_id": others[0]]).status
+                    == 200
+            )
+
+            expectOverLimit(
+                try await relay.request("POST", "/channels", token: relay.token(alice), json: ["type": "group", "members": others])
+            )
+        }
+    }
+
+    @Test func configuredTextAndBodyLimitsHold() async throws {
+        let smallMessages: (inout RelayConfiguration) -> Void = {
+            $0.limits.maxTextBytes = 10
+            $0.limits.maxBodyBytes = 1024
+        }
+        try await withRelay(smallMessages) { relay in
+            let alice = TestRedis.uniqueName("alice")
+            let id = try await relay.createGroup(alice)
+            let path = "/channels/\(id)/messages"
+            try await relay.send(alice, id, "0123456789")
+            expectOverLimit(
+                try await relay.request("POST", path, token: relay.token(alice), json: ["client_msg_id": "a", "text": "0123456789a"])
+            )
+            expectOverLimit(
+                try await relay.request("POST", path, token: relay.token(alice), json: ["client_msg_id": "b", "text": "ééééé\u{301}"])
+            )
+            let padding = String(repeating: " ", count: 1024)
+            let big = try await relay.request(
+                "POST",
+                path,
+                token: relay.token(alice),
+                rawBody: Array(#"{"client_msg_id": "c", "text": "ok"}\#(padding)"#.utf8)
+            )
+            expectError(big, 413, "too_large")
+            #expect(try await relay.lastSeq(alice, id) == 2)
+        }
+    }
+
+    @Test func presenceQueriesAreLimited() async throws {
+        let smallPresence: (inout RelayConfiguration) -> Void = { $0.limits.maxPresenceUsers = 3 }
+        try await withRelay(smallPresence) { relay in
+            let alice = TestRedis.uniqueName("alice")
+            #expect(try await relay.request("GET", "/presence?user_ids=a,b,c", token: relay.token(alice)).status == 200)
+            expectOverLimit(try await relay.request("GET", "/presence?user_ids=a,b,c,d", token: relay.token(alice)))
+        }
+        try await withRelay { relay in
+            let alice = TestRedis.uniqueName("alice")
+            let ids = (0...1000).map { "p\($0)" }.joined(separator: ",")
+            expectOverLimit(try await relay.request("GET", "/presence?user_ids=\(ids)", token: relay.token(alice)))
+        }
+    }
+
+    @Test func noRateLimitByDefault() async throws {
+        try await withRelay { relay in
+            let alice = TestRedis.uniqueName("alice")
+            let id = try await relay.createGroup(alice)
+            let statuses = try await withThrowingTaskGroup(of: Int.self) { group in
+                for index in 0..<200 {
+                    group.addTask {
+                        try await relay.request(
+                            "POST",
+                            "/channels/\(id)/messages",
+                            token: relay.token(alice),
+                            json: ["client_msg_id": "r\(index)", "text": "quick"]
+                        ).status
+                    }
+                }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+            #expect(statuses.allSatisfy { $0 == 201 }, "\(Dictionary(grouping: statuses, by: { $0 }).mapValues(\.count))")
+        }
+    }
+
+    /// Garbage on every route: always a 4xx with the error body, never a 500, and the relay serves on.
+    @Test func garbageInputIsNeverAServerError() async throws {
+        try await withRelay { relay in
+            let alice = TestRedis.uniqueName("alice")
+            let id = try await relay.createGroup(alice)
+            let messageID = try #require(try await relay.send(alice, id, "target")["message_id"].string)
+            let routes = [
+                ("POST", "/channels"), ("POST", "/channels/\(id)/members"), ("POST", "/channels/\(id)/messages"),
+                ("PATCH", "/channels/\(id)/messages/\(messageID)"), ("POST", "/channels/\(id)/read"),
+            ]
+            let bodies: [[UInt8]] = [
+                [], Array("null".utf8), Array("[]".utf8), Array("{}".utf8), Array("\"\"".utf8), Array("0".utf8), Array("-".utf8),
+                Array(#"{"text": {}, "client_msg_id": {}, "seq": {}, "type": {}, "members": {}, "user_id": {}, "user_ids": {}}"#.utf8),
+                Array(#"{"text": {}, "client_msg_id": 1e400, "seq": 1e400, "type": 1e400, "members": [1e400], "user_id": 1e400}"#.utf8),
+                Array(#"{"text": [], "client_msg_id": -0, "seq": "1", "type": "", "members": [null], "user_ids": [null]}"#.utf8),
+                Array(#"{"seq": 9223372036854775808, "user_ids": [[]], "members": [{}]}"#.utf8),
+                Array(#"{"seq": -9223372036854775809, "members": null, "user_id": null}"#.utf8),
+                [0x00, 0x01, 0x02, 0xFF], [UInt8](repeating: 0x7B, count: 5000),
+            ]
+            for (method, path) in routes {
+                for body in bodies {
+                    let response = try await relay.request(method, path, token: relay.token(alice), rawBody: body)
+                    let what = "\(method) \(path) with \(String(decoding: body.prefix(80), as: UTF8.self).debugDescription)"
+                    #expect((400..<500).contains(response.status), "\(what): \(response)")
+                    #expect(response.errorCode != nil, "\(what): \(response)")
+                }
+                let wrongType = try await relay.request(
+                    method,
+                    path,
+                    token: relay.token(alice),
+                    rawBody: Array(#"{"text":"x"}"#.utf8),
+                    headers: ["Content-Type": "text/plain"]
+                )
+                #expect(wrongType.status < 500, "\(wrongType)")
+            }
+            for query in ["limit=%", "after=%zz", "before=%00", "limit=1&limit=2&limit=x", "a=%FF%FE"] {
+                let response = try await relay.request("GET", "/channels/\(id)/messages?\(query)", token: relay.token(alice))
+                #expect(response.status < 500, "\(response)")
+            }
+            for path in ["/channels/%", "/channels/%zz/messages", "/channels/\(id)/messages/%FF", "/presence?user_ids=%"] {
+                let response = try await relay.request("GET", path, token: relay.token(alice))
+                #expect((400..<500).contains(response.status), "\(response)")
+            }
+            try await relay.send(alice, id, "still serving")
+        }
+    }
+}

@@ -1,0 +1,98 @@
+import Foundation
+import TestSupport
+import Testing
+
+@Suite("Redis outage", .timeLimit(.minutes(5)))
+struct RedisOutageTests {
+    /// Redis is killed (SIGKILL) under a running relay and started again on the same port and
+    /// files: meanwhile requests get a prompt 503, afterwards the relay serves again by itself, and
+    /// every acknowledged message is still there with its seq.
+    @Test func relayAnswers503WhileRedisIsDownAndRecoversWithoutLosingAcknowledgedMessages() async throws {
+        let redis = try await runOnOwnThread {
+            try RedisServerProcess(arguments: ["--appendonly", "yes", "--appendfsync", "always"])
+        }
+        defer { redis.stop() }
+        try await withRelay(redisURL: redis.url) { relay in
+            var relay = relay
+            // The bound on "promptly": a request that takes longer fails the test as hung.
+            relay.requestTimeout = .seconds(15)
+            let (alice, bob) = (TestRedis.uniqueName("alice"), TestRedis.uniqueName("bob"))
+            let id = try await relay.createGroup(alice, members: [bob])
+            var acknowledged: [JSON] = []
+            for index in 0..<10 {
+                acknowledged.append(
+                    try await relay.send(index.isMultiple(of: 2) ? alice : bob, id, "before \(index)", clientMessageID: "before-\(index)")
+                )
+            }
+            #expect(seqs(acknowledged) == Array(3...12))
+            #expect(try await relay.request("GET", "/healthz").status == 200)
+
+            try await runOnOwnThread { redis.kill() }
+
+            for index in 0..<3 {
+                let send = try await relay.request(
+                    "POST",
+                    "/channels/\(id)/messages",
+                    token: relay.token(alice),
+                    json: ["client_msg_id": "during-\(index)", "text": "during \(index)"]
+                )
+                expectError(send, 503, "unavailable")
+            }
+            expectError(try await relay.request("GET", "/channels/\(id)/messages", token: relay.token(alice)), 503, "unavailable")
+            expectError(try await relay.request("GET", "/channels", token: relay.token(bob)), 503, "unavailable")
+            expectError(try await relay.request("GET", "/channels/\(id)", token: relay.token(bob)), 503, "unavailable")
+            expectError(
+                try await relay.request("POST", "/channels", token: relay.token(bob), json: ["type": "group", "members": [alice]]),
+                503,
+                "unavailable"
+            )
+            expectError(
+                try await relay.request("POST", "/channels/\(id)/read", token: relay.token(bob), json: ["seq": 3]),
+                503,
+                "unavailable"
+            )
+            let health = try await relay.request("GET", "/healthz")
+            #expect(health.status == 503, "\(health)")
+
+            try await runOnOwnThread { try redis.start() }
+
+            try await waitUntil("the relay's /healthz is 200 again", timeout: .seconds(30)) {
+                try await relay.request("GET", "/healthz").status == 200
+            }
+            try await waitUntil("the relay serves history again", timeout: .seconds(30)) {
+                try await relay.request("GET", "/channels/\(id)/messages", token: relay.token(alice)).status == 200
+            }
+            let events = try await relay.allEvents(bob, id)
+            #expect(seqs(events) == Array(1...12), "nothing lost, nothing logged by the refused requests")
+            #expect(Array(events.dropFirst(2)) == acknowledged, "every acknowledged message, as acknowledged")
+
+            // The log goes on without a gap, and a send refused during the outage can be retried.
+            let retried = try await relay.send(alice, id, "during 0", clientMessageID: "during-0")
+            #expect(retried["seq"].int == 13)
+            let entry = try await relay.listEntry(bob, id)
+            #expect(entry["last_seq"].int == 13)
+        }
+    }
+
+    @Test func healthzIs503WhileRedisIsDown() async throws {
+        let redis = try await runOnOwnThread { try RedisServerProcess() }
+        defer { redis.stop() }
+        try await withRelay(redisURL: redis.url) { relay in
+            var relay = relay
+            relay.requestTimeout = .seconds(15)
+            #expect(try await relay.request("GET", "/healthz").status == 200)
+            try await runOnOwnThread { redis.kill() }
+            // /healthz asks Redis on each call: down at once, then up once it is back.
+            let down = try await relay.request("GET", "/healthz")
+            #expect(down.status == 503, "\(down)")
+            let again = try await relay.request("GET", "/healthz")
+            #expect(again.status == 503, "\(again)")
+            // Metrics need no Redis.
+            #expect(try await relay.request("GET", "/metrics").status == 200)
+            try await runOnOwnThread { try redis.start() }
+            try await waitUntil("the relay's /healthz is 200 again", timeout: .seconds(30)) {
+                try await relay.request("GET", "/healthz").status == 200
+            }
+        }
+    }
+}

@@ -1,0 +1,188 @@
+import Foundation
+import Relay
+import TestSupport
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The lines of `text`, without a final empty line.
+private func lines(_ text: String) -> [Substring] {
+    var lines = text.split(separator: "\n", omittingEmptySubsequences: false)
+    if lines.last == "" { lines.removeLast() }
+    return lines
+}
+
+/// Polls `GET /healthz` on `port` until it answers 200 or `process` ends.
+private func waitUntilServing(_ process: ChildProcess, port: Int) async throws {
+    let client = RelayTestClient(port: port, secret: [0], requestTimeout: .seconds(5))
+    try await waitUntil("relay serve answers /healthz on port \(port)", timeout: .seconds(60)) {
+        if let status = process.exitStatus {
+            throw TestFailure("relay serve ended (\(status)) before serving; stderr: \(process.standardError)")
+        }
+        return (try? await client.request("GET", "/healthz"))?.status == 200
+    }
+}
+
+@Suite("The relay executable", .timeLimit(.minutes(5)))
+struct RelayExecutableTests {
+    let relay = RelayExecutable.path
+
+    init() throws {
+        try #require(
+            FileManager.default.isExecutableFile(atPath: relay),
+            "no relay executable at \(relay): build it first (or set RELAY_BIN)"
+        )
+    }
+
+    @Test(arguments: [
+        ("--port", "notanumber"), ("--port", "70000"), ("--port", "-1"), ("--heartbeat", "soon"), ("--heartbeat", "-5"),
+        ("--redis", "http://127.0.0.1:6379"), ("--redis", "not a url"),
+    ])
+    func badValueNamesTheFlagOnTheFirstLineAndExitsNonZero(_ flag: String, _ value: String) async throws {
+        var options = ["--port": "\(try unusedPort())", "--jwt-secret": "x", "--redis": TestRedis.url]
+        options[flag] = value
+        let arguments = ["serve"] + options.sorted { $0.key < $1.key }.flatMap { [$0.key, $0.value] }
+        let result = try await ChildProcess.run(relay, arguments, environment: RelayExecutable.environment())
+        #expect(result.termination != .exited(0), "\(result)")
+        if case .signaled = result.termination { Issue.record("relay serve crashed: \(result)") }
+        let first = lines(result.standardError).first.map(String.init) ?? ""
+        let name = flag.dropFirst(2)
+        #expect(first.lowercased().contains(name), "the first line of stderr names \(flag): \(result.standardError)")
+    }
+
+    @Test func unknownFlagIsAnErrorThatNamesIt() async throws {
+        let result = try await ChildProcess.run(relay, ["serve", "--no-such-flag"], environment: RelayExecutable.environment())
+        #expect(result.termination != .exited(0), "\(result)")
+        #expect(lines(result.standardError).first?.contains("no-such-flag") == true, "\(result.standardError)")
+    }
+
+    @Test func badPortInTheEnvironmentIsAnError() async throws {
+        let environment = RelayExecutable.environment(["RELAY_PORT": "notanumber", "RELAY_JWT_SECRET": "x", "REDIS_URL": TestRedis.url])
+        let result = try await ChildProcess.run(relay, ["serve"], environment: environment)
+        #expect(result.termination != .exited(0), "\(result)")
+        #expect(
+            lines(result.standardError).first?.contains("PORT") == true || lines(result.standardError).first?.contains("port") == true,
+            "\(result.standardError)"
+        )
+    }
+
+    @Test func missingSecretIsOneLineOnStderrAndANonZeroExit() async throws {
+        let port = try unusedPort()
+        let result = try await ChildProcess.run(
+            relay,
+            ["serve", "--port", "\(port)", "--redis", TestRedis.url],
+            environment: RelayExecutable.environment()
+        )
+        #expect(result.termination != .exited(0), "\(result)")
+        if case .signaled = result.termination { Issue.record("relay serve crashed: \(result)") }
+        let errorLines = lines(result.standardError)
+        #expect(errorLines.count == 1, "exactly one line: \(result.standardError.debugDescription)")
+        let line = errorLines.first?.lowercased() ?? ""
+        #expect(line.contains("secret") || line.contains("jwt"), "it says the secret is missing: \(result.standardError)")
+    }
+
+    @Test func unreachableRedisAtStartIsOneLineOnStderrAndANonZeroExit() async throws {
+        let deadRedis = try unusedPort()
+        let result = try await ChildProcess.run(
+            relay,
+            ["serve", "--port", "\(try unusedPort())", "--jwt-secret", "x", "--redis", "redis://127.0.0.1:\(deadRedis)"],
+            environment: RelayExecutable.environment(),
+            timeout: .seconds(60)
+        )
+        #expect(result.termination != .exited(0), "\(result)")
+        if case .signaled = result.termination { Issue.record("relay serve crashed: \(result)") }
+        let errorLines = lines(result.standardError)
+        #expect(errorLines.count == 1, "exactly one line: \(result.standardError.debugDescription)")
+        #expect(errorLines.first?.lowercased().contains("redis") == true, "it says Redis is unreachable: \(result.standardError)")
+    }
+
+    @Test func tokenCommandPrintsATokenTheRelayAccepts() async throws {
+        let secret = "relay-executable-test-\(UUID().uuidString)"
+        let alice = TestRedis.uniqueName("alice")
+        let environment = RelayExecutable.environment(["RELAY_JWT_SECRET": secret])
+        let result = try await ChildProcess.run(relay, ["token", alice, "--ttl", "60"], environment: environment)
+        #expect(result.termination == .exited(0), "\(result)")
+        let token = result.standardOutput.trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(token.split(separator: ".", omittingEmptySubsequences: false).count == 3, "\(result.standardOutput.debugDescription)")
+
+        let claims = try HS256(secret: Array(secret.utf8)).verify(token, now: unixNow())
+        #expect(claims.userID == alice)
+        #expect(claims.sessionID == "default")
+        #expect(abs(claims.expiresAt - (unixNow() + 60)) <= 5, "expires in 60 s: \(claims.expiresAt)")
+
+        let sameSecret: (inout RelayConfiguration) -> Void = { $0.jwtSecret = Array(secret.utf8) }
+        try await withRelay(sameSecret) { client in
+            let response = try await client.request("GET", "/channels", token: token)
+            #expect(response.status == 200, "\(response)")
+        }
+
+        let withSession = try await ChildProcess.run(relay, ["token", alice, "--session", "phone"], environment: environment)
+        #expect(withSession.termination == .exited(0), "\(withSession)")
+        let sessionClaims = try HS256(secret: Array(secret.utf8))
+            .verify(withSession.standardOutput.trimmingCharacters(in: .whitespacesAndNewlines), now: unixNow())
+        #expect(sessionClaims.sessionID == "phone")
+        #expect(sessionClaims.userID == alice)
+    }
+
+    @Test func tokenCommandRefusesABadUserID() async throws {
+        let result = try await ChildProcess.run(
+            relay,
+            ["token", "bad user"],
+            environment: RelayExecutable.environment(["RELAY_JWT_SECRET": "x"])
+        )
+        #expect(result.termination != .exited(0), "\(result)")
+        #expect(!result.standardError.isEmpty)
+    }
+
+    /// `relay serve` as a process: configured from the environment with a flag winning over its
+    /// variable, it serves, accepts a token from `relay token` with the same secret, and exits 0
+    /// on SIGTERM.
+    @Test func serveRunsWithEnvironmentAndFlagsAndExitsZeroOnSIGTERM() async throws {
+        let secret = "serve-test-\(UUID().uuidString)"
+        let (ignoredPort, port) = (try unusedPort(), try unusedPort())
+        let environment = RelayExecutable.environment([
+            "RELAY_JWT_SECRET": secret, "REDIS_URL": TestRedis.url, "RELAY_PORT": "\(ignoredPort)", "RELAY_HOST": "127.0.0.1",
+        ])
+        let process = try ChildProcess(relay, ["serve", "--port", "\(port)"], environment: environment)
+        defer { process.killAndReap() }
+        try await waitUntilServing(process, port: port)
+
+        let alice = TestRedis.uniqueName("alice")
+        let tokenResult = try await ChildProcess.run(relay, ["token", alice], environment: environment)
+        let token = tokenResult.standardOutput.trimmingCharacters(in: .whitespacesAndNewlines)
+        let client = RelayTestClient(port: port, secret: Array(secret.utf8))
+        let channels = try await client.request("GET", "/channels", token: token)
+        #expect(channels.status == 200, "\(channels)")
+        let created = try await client.request("POST", "/channels", token: token, json: ["type": "group", "members": []])
+        #expect(created.status == 201, "\(created)")
+        let other = HS256(secret: randomBytes(32)).sign(JWTClaims(userID: alice, expiresAt: unixNow() + 60))
+        expectError(try await client.request("GET", "/channels", token: other), 401, "unauthorized")
+        expectError(try await client.request("POST", "/auth/dev-token", json: ["user_id": alice]), 404, "not_found")
+
+        process.send(SIGTERM)
+        let termination = try await process.wait(timeout: .seconds(20))
+        #expect(termination == .exited(0), "stderr: \(process.standardError)")
+    }
+
+    @Test(arguments: [true, false])
+    func devModeServesWithoutASecretAndIssuesDevTokens(byFlag: Bool) async throws {
+        let port = try unusedPort()
+        let process = try ChildProcess(
+            relay,
+            ["serve", "--port", "\(port)", "--redis", TestRedis.url] + (byFlag ? ["--dev"] : []),
+            environment: RelayExecutable.environment(byFlag ? [:] : ["RELAY_DEV": "1"])
+        )
+        defer { process.killAndReap() }
+        try await waitUntilServing(process, port: port)
+        let client = RelayTestClient(port: port, secret: [0])
+        let alice = TestRedis.uniqueName("alice")
+        let issued = try await client.request("POST", "/auth/dev-token", json: ["user_id": alice])
+        #expect(issued.status == 200, "\(issued)")
+        let token = try #require(issued.value["token"].string, "\(issued)")
+        #expect(try await client.request("GET", "/channels", token: token).status == 200)
+        process.send(SIGINT)
+        #expect(try await process.wait(timeout: .seconds(20)) == .exited(0), "stderr: \(process.standardError)")
+    }
+}
