@@ -60,7 +60,10 @@ public enum RelayServer {
             var configuration = try RedisConfiguration(url: url)
             configuration.connectTimeout = timeout
             configuration.commandTimeout = timeout
-            let connection = try await RedisConnection.connect(configuration: configuration, eventLoop: MultiThreadedEventLoopGroup.singleton.any())
+            let connection = try await RedisConnection.connect(
+                configuration: configuration,
+                eventLoop: MultiThreadedEventLoopGroup.singleton.any()
+            )
             defer { connection.close() }
             _ = try await connection.execute(RedisCommand("PING"))
         } catch {

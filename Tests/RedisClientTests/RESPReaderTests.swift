@@ -24,18 +24,22 @@ struct RESPReaderTests {
     @Test func everyRESP2Type() throws {
         let wire = "+OK\r\n-ERR wrong\r\n:42\r\n:-7\r\n$5\r\nhello\r\n$0\r\n\r\n$-1\r\n*-1\r\n*0\r\n*2\r\n$1\r\na\r\n:1\r\n"
         let values = try parseAll(Array(wire.utf8))
-        #expect(values == [
-            .simpleString("OK"), .error("ERR wrong"), .integer(42), .integer(-7), bulk("hello"), bulk(""),
-            .null, .null, .array([]), .array([bulk("a"), .integer(1)]),
-        ])
+        #expect(
+            values == [
+                .simpleString("OK"), .error("ERR wrong"), .integer(42), .integer(-7), bulk("hello"), bulk(""),
+                .null, .null, .array([]), .array([bulk("a"), .integer(1)]),
+            ]
+        )
     }
 
     @Test func nestedArrays() throws {
         let wire = "*2\r\n*2\r\n*1\r\n:1\r\n$-1\r\n*3\r\n+x\r\n-E y\r\n*0\r\n"
         let values = try parseAll(Array(wire.utf8))
-        #expect(values == [
-            .array([.array([.array([.integer(1)]), .null]), .array([.simpleString("x"), .error("E y"), .array([])])])
-        ])
+        #expect(
+            values == [
+                .array([.array([.array([.integer(1)]), .null]), .array([.simpleString("x"), .error("E y"), .array([])])])
+            ]
+        )
     }
 
     @Test func nestingDeeperThanHiredisAllowsIsAnError() throws {

@@ -70,7 +70,10 @@ struct RedisClientIntegrationTests {
 
     @Test func aConnectionKilledMidLoadFailsOnlyItsCallersAndRecovers() async throws {
         let server = try RedisServerProcess()
-        let admin = try await RedisConnection.connect(configuration: configuration(url: server.url), eventLoop: MultiThreadedEventLoopGroup.singleton.any())
+        let admin = try await RedisConnection.connect(
+            configuration: configuration(url: server.url),
+            eventLoop: MultiThreadedEventLoopGroup.singleton.any()
+        )
         defer { admin.close() }
         try await withRedisClient(try configuration(url: server.url, timeout: .seconds(2))) { client in
             try await waitForRecovery(client)
@@ -153,7 +156,10 @@ struct RedisClientIntegrationTests {
 
     @Test func aCommandTimesOutAgainstAPausedServer() async throws {
         let server = try RedisServerProcess()
-        let admin = try await RedisConnection.connect(configuration: configuration(url: server.url), eventLoop: MultiThreadedEventLoopGroup.singleton.any())
+        let admin = try await RedisConnection.connect(
+            configuration: configuration(url: server.url),
+            eventLoop: MultiThreadedEventLoopGroup.singleton.any()
+        )
         defer { admin.close() }
         try await withRedisClient(try configuration(url: server.url, timeout: .milliseconds(300))) { client in
             try await waitForRecovery(client)

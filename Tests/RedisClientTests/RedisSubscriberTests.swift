@@ -91,3 +91,70 @@ struct RedisSubscriberTests {
         }
     }
 }
+
+@Suite("Sharded Pub/Sub subscriber under a paused Redis", .timeLimit(.minutes(2)))
+struct RedisSubscriberPauseTests {
+    @Test func aSubscriptionNeverConfirmedDoesNotWedgeTheSubscriber() async throws {
+        let server = try RedisServerProcess()
+        let admin = try await RedisConnection.connect(
+            configuration: configuration(url: server.url),
+            eventLoop: MultiThreadedEventLoopGroup.singleton.any()
+        )
+        defer { admin.close() }
+        var subscriberConfiguration = try configuration(url: server.url, timeout: .milliseconds(300))
+        subscriberConfiguration.healthCheckInterval = .milliseconds(200)
+        let subscriber = RedisSubscriber(configuration: subscriberConfiguration)
+        let recorder = EventRecorder()
+        let first = "{\(TestRedis.uniqueName())}:live"
+        let second = "{\(TestRedis.uniqueName())}:live"
+        try await withRedisClient(try configuration(url: server.url)) { client in
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { try await subscriber.run() }
+                group.addTask { for await event in subscriber.events { recorder.record(event) } }
+                defer { group.cancelAll() }
+                try await waitUntil("the subscriber connects") {
+                    await subscriber.subscribe([first])
+                    return try await client.execute("PUBSUB", "SHARDNUMSUB", first).array?.last?.int == 1
+                }
+                // While Redis sleeps, a new subscription gets no confirmation: the subscriber must
+                // give up on that connection, reconnect, and resubscribe both topics.
+                async let pause = admin.execute(RedisCommand("DEBUG", ["SLEEP", "1"]))
+                try await Task.sleep(for: .milliseconds(100))
+                await subscriber.subscribe([second])
+                _ = try await pause
+                try await waitUntil("both topics are subscribed again") {
+                    recorder.resubscriptions.contains { Set($0) == [first, second] }
+                }
+                try await waitForRecovery(client)
+                try await client.shardPublish(second, "after the pause")
+                try await waitUntil("a message arrives") { recorder.messages.contains { $0.payload == "after the pause" } }
+            }
+        }
+    }
+
+    @Test func unsubscribingWhileASubscribeWaitsReleasesIt() async throws {
+        let server = try RedisServerProcess()
+        let admin = try await RedisConnection.connect(
+            configuration: configuration(url: server.url),
+            eventLoop: MultiThreadedEventLoopGroup.singleton.any()
+        )
+        defer { admin.close() }
+        let subscriber = RedisSubscriber(configuration: try configuration(url: server.url, timeout: .seconds(30)))
+        let topic = "{\(TestRedis.uniqueName())}:live"
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await subscriber.run() }
+            group.addTask { for await _ in subscriber.events {} }
+            defer { group.cancelAll() }
+            await subscriber.subscribe(["{\(TestRedis.uniqueName())}:warm-up"])
+            async let pause = admin.execute(RedisCommand("DEBUG", ["SLEEP", "2"]))
+            try await Task.sleep(for: .milliseconds(100))
+            let started = ContinuousClock.now
+            async let waiting: Void = subscriber.subscribe([topic])
+            try await Task.sleep(for: .milliseconds(100))
+            subscriber.unsubscribe([topic])
+            await waiting
+            #expect(ContinuousClock.now - started < .seconds(1.5), "the subscribe returned when its topic was dropped")
+            _ = try await pause
+        }
+    }
+}

@@ -95,7 +95,9 @@ struct StateMachineTests {
     }
 
     @Test func pushesAreRecognised() {
-        let message = RESPValue.array([.bulkString(ByteBuffer(string: "smessage")), .bulkString(ByteBuffer(string: "t")), .bulkString(ByteBuffer(string: "p"))])
+        let message = RESPValue.array([
+            .bulkString(ByteBuffer(string: "smessage")), .bulkString(ByteBuffer(string: "t")), .bulkString(ByteBuffer(string: "p")),
+        ])
         let pong = RESPValue.array([.bulkString(ByteBuffer(string: "pong")), .bulkString(ByteBuffer(string: ""))])
         let reply = RESPValue.array([.bulkString(ByteBuffer(string: "message")), .integer(1)])
         #expect(RedisChannelHandler.isPush(message))

@@ -24,8 +24,10 @@ struct ModelTests {
     }
 
     @Test func quotedTextIsJSONThatDecodesToTheSameString() throws {
-        let samples = ["", "plain", "quote \" backslash \\ slash /", "new\nline\ttab\r", "\u{0}\u{1}\u{1f}\u{7f}", "🚀 日本語 é",
-                       "sep\u{2028}and\u{2029}", "</script>"]
+        let samples = [
+            "", "plain", "quote \" backslash \\ slash /", "new\nline\ttab\r", "\u{0}\u{1}\u{1f}\u{7f}", "🚀 日本語 é",
+            "sep\u{2028}and\u{2029}", "</script>",
+        ]
         for sample in samples {
             let quoted = JSONText.quoted(sample)
             let decoded = try JSONDecoder().decode(String.self, from: Data(quoted.utf8))
@@ -45,7 +47,10 @@ struct ModelTests {
 
     @Test func keysOfAChannelShareItsHashTag() {
         let keys = RelayKeys.Channel("c-1")
-        let all = [keys.meta, keys.members, keys.seq, keys.log, keys.messages, keys.reads, keys.topic, keys.dedup(sender: "u", clientMessageID: "x}{y")]
+        let all = [
+            keys.meta, keys.members, keys.seq, keys.log, keys.messages, keys.reads, keys.topic,
+            keys.dedup(sender: "u", clientMessageID: "x}{y"),
+        ]
         for key in all {
             let open = try! #require(key.firstIndex(of: "{"))
             let close = try! #require(key[open...].firstIndex(of: "}"))

@@ -17,7 +17,8 @@ public final class RedisServerProcess: @unchecked Sendable {
         self.port = try Self.freePort()
         // Under the suite's own Redis directory when `make test` runs it, so that its clean-up
         // stops this server too should the test process die first.
-        let parent = ProcessInfo.processInfo.environment["REDIS_TEST_DIR"].map { URL(fileURLWithPath: $0) }
+        let parent =
+            ProcessInfo.processInfo.environment["REDIS_TEST_DIR"].map { URL(fileURLWithPath: $0) }
             ?? FileManager.default.temporaryDirectory
         self.directory = parent.appendingPathComponent("redis-\(UUID().uuidString.prefix(8))")
         self.extraArguments = arguments
@@ -35,12 +36,13 @@ public final class RedisServerProcess: @unchecked Sendable {
     /// Starts the server (again, on the same port and directory) and waits until it accepts connections.
     public func start() throws {
         let binary = ProcessInfo.processInfo.environment["REDIS_SERVER_BIN"] ?? "/usr/bin/redis-server"
-        let arguments = [
-            binary, "--port", "\(self.port)", "--bind", "127.0.0.1", "--dir", self.directory.path,
-            "--save", "", "--appendonly", "no", "--enable-debug-command", "yes", "--daemonize", "no",
-            "--logfile", self.directory.appendingPathComponent("redis.log").path,
-            "--pidfile", self.directory.appendingPathComponent("redis.pid").path,
-        ] + self.extraArguments
+        let arguments =
+            [
+                binary, "--port", "\(self.port)", "--bind", "127.0.0.1", "--dir", self.directory.path,
+                "--save", "", "--appendonly", "no", "--enable-debug-command", "yes", "--daemonize", "no",
+                "--logfile", self.directory.appendingPathComponent("redis.log").path,
+                "--pidfile", self.directory.appendingPathComponent("redis.pid").path,
+            ] + self.extraArguments
         // posix_spawn and waitpid rather than Foundation's Process, whose waitUntilExit can wait
         // forever on Linux; the child's output goes to /dev/null so it never holds the test's open.
         var actions = posix_spawn_file_actions_t()

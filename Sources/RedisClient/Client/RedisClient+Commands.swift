@@ -74,14 +74,21 @@ extension RedisClient {
     /// `XRANGE key start end [COUNT n]`: entries in ascending id order.
     public func streamRange(_ key: String, from start: String, to end: String, count: Int? = nil) async throws -> [RedisStreamEntry] {
         var command = RedisCommand("XRANGE", key: key, [key, start, end])
-        if let count { command.append("COUNT"); command.append(count) }
+        if let count {
+            command.append("COUNT")
+            command.append(count)
+        }
         return try RedisStreamEntry.entries(from: await self.execute(command))
     }
 
     /// `XREVRANGE key end start [COUNT n]`: entries in descending id order.
-    public func streamReverseRange(_ key: String, from end: String, to start: String, count: Int? = nil) async throws -> [RedisStreamEntry] {
+    public func streamReverseRange(_ key: String, from end: String, to start: String, count: Int? = nil) async throws -> [RedisStreamEntry]
+    {
         var command = RedisCommand("XREVRANGE", key: key, [key, end, start])
-        if let count { command.append("COUNT"); command.append(count) }
+        if let count {
+            command.append("COUNT")
+            command.append(count)
+        }
         return try RedisStreamEntry.entries(from: await self.execute(command))
     }
 

@@ -134,13 +134,16 @@ public final class RedisClient: Service, Sendable {
         let eventLoop = self.eventLoopGroup.any()
         return try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<RedisConnection, any Error>) in
-                let connection: RedisConnection? = self.state.withLock { state in
-                    if let connection = state.pick() { return connection }
+                let outcome: Result<RedisConnection, RedisError>? = self.state.withLock { state in
+                    if let connection = state.pick() { return .success(connection) }
+                    // Checked again under the lock: the waiters may have been drained since.
+                    if state.isShutDown { return .failure(RedisError(.shutdown, "the Redis client is shut down")) }
+                    if state.lastConnectFailed { return .failure(RedisError(.unavailable, "Redis is unreachable")) }
                     state.waiters[id] = continuation
                     return nil
                 }
-                if let connection {
-                    continuation.resume(returning: connection)
+                if let outcome {
+                    continuation.resume(with: outcome)
                     return
                 }
                 eventLoop.scheduleTask(in: TimeAmount(timeout)) {

@@ -85,12 +85,17 @@ public final class RedisSubscriber: Service, Sendable {
 
     /// Drops topics; their messages stop arriving (any already in flight are discarded).
     public func unsubscribe(_ topics: some Sequence<String>) {
-        self.state.withLock { state in
+        let waiters = self.state.withLock { state -> [PendingSubscription] in
+            var waiters = [PendingSubscription]()
             for topic in topics where state.topics.remove(topic) != nil {
                 state.confirmed.remove(topic)
                 state.connection?.sendWithoutReply(RedisCommand("SUNSUBSCRIBE", key: topic, [topic]))
+                // A subscribe still waiting for this topic has nothing left to wait for.
+                waiters += state.waiters.removeValue(forKey: topic) ?? []
             }
+            return waiters
         }
+        for waiter in waiters { waiter.confirmOne() }
     }
 
     /// The topics subscribed now (or to be subscribed when the connection is back).
@@ -127,10 +132,11 @@ public final class RedisSubscriber: Service, Sendable {
         let topics = self.state.withLock { state in
             state.connection = connection
             state.confirmed = []
+            // Sent under the lock, so that an unsubscribe cannot slip its SUNSUBSCRIBE in first.
+            for topic in state.topics {
+                connection.sendWithoutReply(RedisCommand("SSUBSCRIBE", key: topic, [topic]))
+            }
             return state.topics
-        }
-        for topic in topics {
-            connection.sendWithoutReply(RedisCommand("SSUBSCRIBE", key: topic, [topic]))
         }
         await withTaskGroup(of: Void.self) { group in
             group.addTask {
@@ -139,11 +145,14 @@ public final class RedisSubscriber: Service, Sendable {
                 } onCancel: {
                     connection.close()
                 }
+                // Release whoever waits for a confirmation from this connection: none will come.
+                self.detach(connection)
             }
             group.addTask {
                 if !topics.isEmpty {
                     await self.subscribe(topics)
-                    self.eventSink.yield(.resubscribed(topics: topics.sorted()))
+                    let current = self.state.withLock { $0.connection === connection }
+                    if current { self.eventSink.yield(.resubscribed(topics: topics.sorted())) }
                 }
                 while !Task.isCancelled {
                     try? await Task.sleep(for: self.configuration.healthCheckInterval)
@@ -159,13 +168,18 @@ public final class RedisSubscriber: Service, Sendable {
             await group.next()
             group.cancelAll()
         }
-        let waiters = self.state.withLock { state in
+        self.logger.debug("Redis subscriber connection closed")
+    }
+
+    /// Forgets a closed connection and releases every subscribe waiting on it.
+    private func detach(_ connection: RedisConnection) {
+        let waiters = self.state.withLock { state -> [PendingSubscription] in
+            guard state.connection === connection else { return [] }
             state.connection = nil
             state.confirmed = []
             return state.takeAllWaiters()
         }
         for waiter in waiters { waiter.release() }
-        self.logger.debug("Redis subscriber connection closed")
     }
 
     /// Handles a push on the connection's event loop: it must not block.

@@ -6,12 +6,18 @@ final class RelayMetrics: Sendable {
     private let eventsAppended: Counter
     private static var requests: MetricNameDescriptor {
         MetricNameDescriptor(
-        namespace: "relay", metricName: "http_requests", unitName: "total", helpText: "HTTP requests by route, method and status"
+            namespace: "relay",
+            metricName: "http_requests",
+            unitName: "total",
+            helpText: "HTTP requests by route, method and status"
         )
     }
     private static var redisLatency: MetricNameDescriptor {
         MetricNameDescriptor(
-        namespace: "relay", metricName: "redis_command_duration", unitName: "seconds", helpText: "Latency of Redis operations, as the relay sees it"
+            namespace: "relay",
+            metricName: "redis_command_duration",
+            unitName: "seconds",
+            helpText: "Latency of Redis operations, as the relay sees it"
         )
     }
     private static let latencyBuckets: [Duration] = [
@@ -21,7 +27,12 @@ final class RelayMetrics: Sendable {
 
     init() {
         self.eventsAppended = self.registry.makeCounter(
-            descriptor: MetricNameDescriptor(namespace: "relay", metricName: "events_appended", unitName: "total", helpText: "Events appended to channel logs")
+            descriptor: MetricNameDescriptor(
+                namespace: "relay",
+                metricName: "events_appended",
+                unitName: "total",
+                helpText: "Events appended to channel logs"
+            )
         )
     }
 

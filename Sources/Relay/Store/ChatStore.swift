@@ -38,6 +38,9 @@ struct ChatStore: Sendable {
             guard requestedID == nil else { throw APIError.badRequest("a dm's id is derived from its members") }
             id = Self.dmID(unique[0], unique[1])
         case .group:
+            guard !(requestedID ?? "").hasPrefix("dm-") else {
+                throw APIError.badRequest("ids starting with dm- are kept for direct messages")
+            }
             guard unique.count <= self.limits.maxGroupMembers else {
                 throw APIError.badRequest("a group has at most \(self.limits.maxGroupMembers) members")
             }
@@ -100,14 +103,13 @@ struct ChatStore: Sendable {
         }
         let results = try await self.timed("channels") { try await self.redis.pipeline(commands) }
         var entries = [String]()
-        var stale = [String]()
         for (index, id) in ids.enumerated() {
             let base = index * 5
             let meta = try results[base].get().array ?? []
-            guard try results[base + 1].get().int == 1, let type = meta.first?.string else {
-                stale.append(id)
-                continue
-            }
+            // An index entry whose channel does not list the user (left, or a creation that
+            // failed, or one still under way) is skipped, not deleted: deleting it could race
+            // with the script that is about to make the user a member.
+            guard try results[base + 1].get().int == 1, let type = meta.first?.string else { continue }
             let name = meta.count > 1 ? meta[1].string : nil
             let count = try results[base + 2].get().int ?? 0
             let lastSeq = try results[base + 3].get().int ?? 0
@@ -116,10 +118,6 @@ struct ChatStore: Sendable {
                 "{\"id\":\"\(id)\",\"type\":\"\(type)\",\"name\":\(Self.name(name)),\"member_count\":\(count)"
                     + ",\"last_seq\":\(lastSeq),\"last_read_seq\":\(lastRead),\"unread\":\(lastSeq - lastRead)}"
             )
-        }
-        if !stale.isEmpty {
-            // Index entries of channels the user left (or whose creation failed): tidy them.
-            _ = try? await self.redis.setRemove(RelayKeys.User(user).channels, stale)
         }
         return "{\"channels\":[" + entries.joined(separator: ",") + "]}"
     }
@@ -153,8 +151,18 @@ struct ChatStore: Sendable {
             )
         }
         self.metrics.appended()
-        _ = try? await self.redis.setRemove(RelayKeys.User(user).channels, [id])
+        await self.unindexChannel(id, for: user)
         return try Self.string(reply)
+    }
+
+    /// Drops the channel from the user's index, unless a concurrent add made the user a member again.
+    private func unindexChannel(_ id: String, for user: String) async {
+        let index = RelayKeys.User(user).channels
+        let members = RelayKeys.Channel(id).members
+        _ = try? await self.redis.setRemove(index, [id])
+        if (try? await self.redis.isMember(members, user)) == true {
+            _ = try? await self.redis.setAdd(index, [id])
+        }
     }
 
     private func indexChannel(_ id: String, for users: [String]) async throws {
@@ -178,7 +186,10 @@ struct ChatStore: Sendable {
         let reply = try await self.timed("send") {
             try await self.redis.run(
                 RelayScripts.send,
-                keys: [keys.meta, keys.members, keys.seq, keys.log, keys.messages, keys.dedup(sender: sender, clientMessageID: clientMessageID)],
+                keys: [
+                    keys.meta, keys.members, keys.seq, keys.log, keys.messages,
+                    keys.dedup(sender: sender, clientMessageID: clientMessageID),
+                ],
                 arguments: [sender, messageID, body, id, keys.topic, self.limits.dedupWindowSeconds]
             )
         }
@@ -203,7 +214,14 @@ struct ChatStore: Sendable {
         return try await self.change(RelayScripts.delete, "delete", channel: id, sender: sender, messageID: messageID, body: body)
     }
 
-    private func change(_ script: RedisScript, _ name: String, channel id: String, sender: String, messageID: String, body: String) async throws -> String {
+    private func change(
+        _ script: RedisScript,
+        _ name: String,
+        channel id: String,
+        sender: String,
+        messageID: String,
+        body: String
+    ) async throws -> String {
         let keys = RelayKeys.Channel(id)
         let reply = try await self.timed(name) {
             try await self.redis.run(
@@ -342,9 +360,10 @@ struct ChatStore: Sendable {
             EVP_Digest(bytes.baseAddress, bytes.count, &digest, &length, EVP_sha256(), nil)
         }
         precondition(ok == 1, "EVP_Digest(SHA-256) failed")
-        return "dm-" + digest.prefix(16).map { byte in
-            let hex = String(byte, radix: 16)
-            return byte < 16 ? "0" + hex : hex
-        }.joined()
+        return "dm-"
+            + digest.prefix(16).map { byte in
+                let hex = String(byte, radix: 16)
+                return byte < 16 ? "0" + hex : hex
+            }.joined()
     }
 }

@@ -39,7 +39,8 @@ struct MessageRoutes: Sendable {
         let caller = try context.caller()
         let id = try self.parsing.id("channel", in: context)
         let limits = self.parsing.limits
-        let limit = try self.parsing.integer("limit", in: request, range: 1...Int64(limits.maxHistoryLimit)) ?? Int64(limits.defaultHistoryLimit)
+        let limit =
+            try self.parsing.integer("limit", in: request, range: 1...Int64(limits.maxHistoryLimit)) ?? Int64(limits.defaultHistoryLimit)
         let before = try self.parsing.integer("before", in: request, range: 0...Int64.max - 1)
         let after = try self.parsing.integer("after", in: request, range: 0...Int64.max - 1)
         let range: ChatStore.HistoryRange =

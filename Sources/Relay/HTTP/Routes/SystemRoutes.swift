@@ -62,7 +62,12 @@ struct PresenceRoutes: Sendable {
         guard let list = request.uri.queryParameters["user_ids"], !list.isEmpty else {
             throw APIError.badRequest("user_ids is required: a comma-separated list of user ids")
         }
-        let users = try list.split(separator: ",", omittingEmptySubsequences: false).map { try self.parsing.id(String($0), field: "user_ids") }
+        var users = [String]()
+        var seen = Set<String>()
+        for item in list.split(separator: ",", omittingEmptySubsequences: false) {
+            let user = try self.parsing.id(String(item), field: "user_ids")
+            if seen.insert(user).inserted { users.append(user) }
+        }
         guard users.count <= self.parsing.limits.maxPresenceUsers else {
             throw APIError.badRequest("at most \(self.parsing.limits.maxPresenceUsers) user_ids")
         }
