@@ -1,0 +1,120 @@
+import Logging
+import NIOCore
+import RedisClient
+import ServiceLifecycle
+import Synchronization
+
+/// What the hub hands to a local subscriber (a live connection).
+enum LiveSignal: Sendable {
+    /// An event of `channel`: `frame` is the event's JSON, the same bytes for every receiver.
+    case event(channel: String, seq: Int64, frame: ByteBuffer)
+    /// The subscription to `channel` was re-established: events may have been missed, so the
+    /// receiver must compare with the log.
+    case mayHaveMissed(channel: String)
+    /// The user's set of channels changed (joined, added, removed).
+    case channelsChanged
+}
+
+/// A local receiver of live signals. `receive` runs on the hub's task and must not block:
+/// a receiver queues what it gets and does the work elsewhere.
+protocol LiveReceiver: AnyObject, Sendable {
+    func receive(_ signal: LiveSignal)
+}
+
+/// One Redis subscription per channel per relay, however many local connections follow the
+/// channel; each event is received once and handed, as the same bytes, to each of them.
+final class FanoutHub: Service, Sendable {
+    let subscriber: RedisSubscriber
+    private let logger: Logger
+    private let state = Mutex(State())
+
+    struct State {
+        /// Topic → receivers following it (a channel's or a user's topic).
+        var receivers: [String: [ObjectIdentifier: any LiveReceiver]] = [:]
+    }
+
+    init(subscriber: RedisSubscriber, logger: Logger) {
+        self.subscriber = subscriber
+        self.logger = logger
+    }
+
+    /// Starts handing `receiver` the events of `channels` and the notices for `user`.
+    /// Returns once Redis confirmed the new subscriptions (or at once while it is unreachable:
+    /// a `mayHaveMissed` signal follows when it is back).
+    func attach(_ receiver: any LiveReceiver, channels: some Sequence<String>, user: String? = nil) async {
+        var topics = channels.map { RelayKeys.Channel($0).topic }
+        if let user { topics.append(RelayKeys.User(user).topic) }
+        let key = ObjectIdentifier(receiver)
+        self.state.withLock { state in
+            for topic in topics { state.receivers[topic, default: [:]][key] = receiver }
+        }
+        // Sends SSUBSCRIBE only for topics not yet subscribed, and waits for any still unconfirmed,
+        // another receiver's included: events published after this returns will arrive.
+        await self.subscriber.subscribe(topics)
+    }
+
+    /// Stops handing `receiver` the events of `channels` (and the notices for `user`); a topic
+    /// no local receiver follows any more is unsubscribed.
+    func detach(_ receiver: any LiveReceiver, channels: some Sequence<String>, user: String? = nil) {
+        var topics = channels.map { RelayKeys.Channel($0).topic }
+        if let user { topics.append(RelayKeys.User(user).topic) }
+        let key = ObjectIdentifier(receiver)
+        let emptied = self.state.withLock { state in
+            topics.filter { topic in
+                state.receivers[topic]?.removeValue(forKey: key)
+                guard state.receivers[topic]?.isEmpty == true else { return false }
+                state.receivers[topic] = nil
+                return true
+            }
+        }
+        if !emptied.isEmpty {
+            self.subscriber.unsubscribe(emptied)
+        }
+    }
+
+    /// How many local receivers follow a channel (for tests and metrics).
+    func receiverCount(channel: String) -> Int {
+        self.state.withLock { $0.receivers[RelayKeys.Channel(channel).topic]?.count ?? 0 }
+    }
+
+    /// Runs the subscriber and dispatches what it delivers, until shutdown.
+    func run() async throws {
+        try await withThrowingDiscardingTaskGroup { group in
+            group.addTask { try await self.subscriber.run() }
+            for await event in self.subscriber.events {
+                switch event {
+                case .message(let topic, let payload):
+                    self.dispatch(topic: topic, payload: payload)
+                case .resubscribed(let topics):
+                    for topic in topics {
+                        guard let channel = RelayKeys.channelID(fromTopic: topic) else { continue }
+                        self.send(.mayHaveMissed(channel: String(channel)), to: topic)
+                    }
+                }
+            }
+        }
+    }
+
+    private func dispatch(topic: String, payload: ByteBuffer) {
+        if let channel = RelayKeys.channelID(fromTopic: topic) {
+            // "<seq> <json>": the seq for ordering, the JSON as the frame, sliced not copied.
+            guard let space = payload.readableBytesView.firstIndex(of: UInt8(ascii: " ")),
+                let seq = Int64(String(decoding: payload.readableBytesView[payload.readerIndex..<space], as: UTF8.self)),
+                let frame = payload.getSlice(at: space + 1, length: payload.writerIndex - space - 1)
+            else {
+                self.logger.warning("malformed live event", metadata: ["topic": "\(topic)"])
+                return
+            }
+            self.send(.event(channel: String(channel), seq: seq, frame: frame), to: topic)
+        } else {
+            self.send(.channelsChanged, to: topic)
+        }
+    }
+
+    private func send(_ signal: LiveSignal, to topic: String) {
+        guard let receivers = self.state.withLock({ $0.receivers[topic] }) else { return }
+        for receiver in receivers.values {
+            receiver.receive(signal)
+        }
+    }
+}

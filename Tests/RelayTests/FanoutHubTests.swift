@@ -1,0 +1,147 @@
+import Foundation
+import Logging
+import NIOCore
+import RedisClient
+import Synchronization
+import TestSupport
+import Testing
+
+@testable import Relay
+
+/// Records what the hub hands it.
+final class RecordingReceiver: LiveReceiver {
+    private let signals = Mutex<[LiveSignal]>([])
+
+    func receive(_ signal: LiveSignal) {
+        self.signals.withLock { $0.append(signal) }
+    }
+
+    var events: [(channel: String, seq: Int64, json: String)] {
+        self.signals.withLock { signals in
+            signals.compactMap { signal in
+                if case .event(let channel, let seq, let frame) = signal { return (channel, seq, String(buffer: frame)) }
+                return nil
+            }
+        }
+    }
+
+    var missed: [String] {
+        self.signals.withLock { signals in
+            signals.compactMap { signal in
+                if case .mayHaveMissed(let channel) = signal { return channel }
+                return nil
+            }
+        }
+    }
+
+    var channelsChanged: Int {
+        self.signals.withLock { signals in
+            signals.count { if case .channelsChanged = $0 { true } else { false } }
+        }
+    }
+}
+
+@Suite("Fan-out hub against redis-server", .timeLimit(.minutes(1)))
+struct FanoutHubTests {
+    func withHub(url: String, _ body: (FanoutHub, RedisClient) async throws -> Void) async throws {
+        var configuration = try RedisConfiguration(url: url)
+        configuration.minimumBackoff = .milliseconds(20)
+        configuration.maximumBackoff = .milliseconds(200)
+        let hub = FanoutHub(subscriber: RedisSubscriber(configuration: configuration), logger: Logger(label: "test"))
+        let client = RedisClient(configuration: configuration)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await hub.run() }
+            group.addTask { try await client.run() }
+            defer { group.cancelAll() }
+            try await body(hub, client)
+        }
+    }
+
+    func shardSubscribers(_ client: RedisClient, _ topic: String) async throws -> Int64? {
+        try await client.execute("PUBSUB", "SHARDNUMSUB", topic).array?.last?.int
+    }
+
+    func waitUntil(_ what: String, _ condition: () async throws -> Bool) async throws {
+        for _ in 0..<500 {
+            if try await condition() { return }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        throw TestFailure("timed out waiting until \(what)")
+    }
+
+    @Test func oneSubscriptionServesEveryLocalReceiverWithTheSameBytes() async throws {
+        let channel = TestRedis.uniqueName("c")
+        let topic = RelayKeys.Channel(channel).topic
+        try await withHub(url: TestRedis.url) { hub, client in
+            let receivers = (0..<3).map { _ in RecordingReceiver() }
+            for receiver in receivers { await hub.attach(receiver, channels: [channel]) }
+            // Until the subscriber's first connection is up, attach returns at once.
+            try await waitUntil("the hub subscribes") { try await shardSubscribers(client, topic) == 1 }
+            #expect(hub.receiverCount(channel: channel) == 3)
+
+            for seq in 1...20 { try await client.shardPublish(topic, "\(seq) {\"seq\":\(seq)}") }
+            try await waitUntil("every receiver has 20 events") { receivers.allSatisfy { $0.events.count == 20 } }
+            for receiver in receivers {
+                #expect(receiver.events.map(\.seq) == Array(1...20))
+                #expect(receiver.events.map(\.json) == (1...20).map { "{\"seq\":\($0)}" })
+                #expect(receiver.events.allSatisfy { $0.channel == channel })
+            }
+
+            hub.detach(receivers[0], channels: [channel])
+            hub.detach(receivers[1], channels: [channel])
+            #expect(try await shardSubscribers(client, topic) == 1, "one receiver still follows the channel")
+            hub.detach(receivers[2], channels: [channel])
+            try await waitUntil("the topic is unsubscribed") { try await shardSubscribers(client, topic) == 0 }
+            try await client.shardPublish(topic, "21 {}")
+            try await Task.sleep(for: .milliseconds(100))
+            #expect(receivers[2].events.count == 20)
+        }
+    }
+
+    @Test func userNoticesReachThatUsersReceivers() async throws {
+        let user = TestRedis.uniqueName("u")
+        try await withHub(url: TestRedis.url) { hub, client in
+            let mine = RecordingReceiver()
+            let other = RecordingReceiver()
+            await hub.attach(mine, channels: [], user: user)
+            await hub.attach(other, channels: [], user: TestRedis.uniqueName("u"))
+            try await waitUntil("the hub subscribes") { try await shardSubscribers(client, RelayKeys.User(user).topic) == 1 }
+            await RealtimeNotifier(redis: client).channelsChanged(for: [user])
+            try await waitUntil("the notice arrives") { mine.channelsChanged == 1 }
+            #expect(other.channelsChanged == 0)
+        }
+    }
+
+    @Test func aLostSubscriptionTellsEveryReceiverOfTheChannel() async throws {
+        let server = try RedisServerProcess()
+        let channel = TestRedis.uniqueName("c")
+        try await withHub(url: server.url) { hub, client in
+            let receiver = RecordingReceiver()
+            try await waitUntil("the hub subscribes") {
+                await hub.attach(receiver, channels: [channel])
+                return try await shardSubscribers(client, RelayKeys.Channel(channel).topic) == 1
+            }
+            let before = receiver.missed.count
+            try await client.execute("CLIENT", "KILL", "TYPE", "pubsub")
+            try await waitUntil("the receiver hears it may have missed events") { receiver.missed.count > before }
+            #expect(receiver.missed.last == channel)
+            try await client.shardPublish(RelayKeys.Channel(channel).topic, "7 {}")
+            try await waitUntil("events flow again") { receiver.events.map(\.seq).contains(7) }
+        }
+    }
+
+    @Test func malformedPayloadsAreDroppedNotDelivered() async throws {
+        let channel = TestRedis.uniqueName("c")
+        let topic = RelayKeys.Channel(channel).topic
+        try await withHub(url: TestRedis.url) { hub, client in
+            let receiver = RecordingReceiver()
+            await hub.attach(receiver, channels: [channel])
+            try await waitUntil("the hub subscribes") { try await shardSubscribers(client, topic) == 1 }
+            try await client.shardPublish(topic, "no-seq-here")
+            try await client.shardPublish(topic, "x {}")
+            try await client.shardPublish(topic, "3 {\"ok\":true}")
+            try await waitUntil("the good event arrives") { !receiver.events.isEmpty }
+            #expect(receiver.events.map(\.seq) == [3])
+        }
+    }
+}
