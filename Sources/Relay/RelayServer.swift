@@ -1,4 +1,5 @@
 import Hummingbird
+import HummingbirdWebSocket
 import Logging
 import NIOCore
 import NIOPosix
@@ -33,13 +34,34 @@ public enum RelayServer {
             .register(on: router)
         let api = router.group().add(middleware: AuthMiddleware(verifier: signer))
         ChannelRoutes(store: store, parsing: parsing, realtime: RealtimeNotifier(redis: redis)).register(on: api)
-        MessageRoutes(store: store, parsing: parsing).register(on: api)
+        let messages = MessageRoutes(store: store, parsing: parsing)
+        messages.register(on: api)
         PresenceRoutes(store: store, parsing: parsing).register(on: api)
+
+        let hub = FanoutHub(subscriber: RedisSubscriber(configuration: redisConfiguration, logger: logger), logger: logger)
+        let webSocketRouter = Router(context: BasicWebSocketRequestContext.self)
+        WebSocketRoute(
+            store: store,
+            hub: hub,
+            messages: messages,
+            verifier: AuthMiddleware(verifier: signer),
+            heartbeat: configuration.heartbeat,
+            maxQueued: configuration.limits.maxQueuedEvents
+        ).register(on: webSocketRouter)
 
         return Application(
             router: router,
+            server: .http1WebSocketUpgrade(
+                webSocketRouter: webSocketRouter,
+                configuration: .init(
+                    ws: WebSocketServerConfiguration(
+                        maxFrameSize: configuration.limits.maxBodyBytes,
+                        autoPing: .enabled(timePeriod: configuration.heartbeat)
+                    )
+                )
+            ),
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "relay"),
-            services: [redis],
+            services: [redis, hub],
             onServerRunning: onServerRunning,
             logger: logger
         )

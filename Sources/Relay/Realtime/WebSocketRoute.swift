@@ -1,0 +1,47 @@
+import Hummingbird
+import HummingbirdWebSocket
+import NIOWebSocket
+
+/// `GET /ws`: the live connection.
+struct WebSocketRoute: Sendable {
+    let store: ChatStore
+    let hub: FanoutHub
+    let messages: MessageRoutes
+    let verifier: AuthMiddleware
+    let heartbeat: Duration
+    /// Events a connection may have queued and not yet written before it counts as too slow.
+    let maxQueued: Int
+
+    func register(on router: Router<BasicWebSocketRequestContext>) {
+        router.ws("/ws") { _, _ in
+            // A bad token still upgrades: browsers cannot read an HTTP 401 on a WebSocket, so
+            // the answer is a close code (4001) they can read.
+            .upgrade([:])
+        } onUpgrade: { inbound, outbound, context in
+            let claims: JWTClaims
+            do {
+                claims = try self.verifier.verify(Self.token(from: context.request) ?? "")
+            } catch {
+                try? await outbound.close(.unknown(4001), reason: (error as? APIError)?.message ?? "invalid token")
+                return
+            }
+            let connection = LiveConnection(
+                user: claims.userID,
+                session: claims.sessionID,
+                store: self.store,
+                hub: self.hub,
+                messages: self.messages,
+                maxQueued: self.maxQueued
+            )
+            await connection.run(inbound: inbound, outbound: outbound, heartbeat: self.heartbeat, expiresAt: claims.expiresAt)
+        }
+    }
+
+    /// The token from `Authorization: Bearer …`, or from `?token=` (browsers cannot set headers on a WebSocket).
+    static func token(from request: Request) -> String? {
+        if let header = request.headers[.authorization], header.count > 7, header.prefix(7).lowercased() == "bearer " {
+            return String(header.dropFirst(7))
+        }
+        return request.uri.queryParameters["token"].map(String.init)
+    }
+}
