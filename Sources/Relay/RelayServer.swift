@@ -39,7 +39,7 @@ public enum RelayServer {
         PresenceRoutes(store: store, parsing: parsing).register(on: api)
 
         let hub = FanoutHub(subscriber: RedisSubscriber(configuration: redisConfiguration, logger: logger), logger: logger)
-        let webSocketRouter = Router(context: BasicWebSocketRequestContext.self)
+        let webSocketRouter = Router(context: RelayWebSocketContext.self)
         WebSocketRoute(
             store: store,
             hub: hub,

@@ -62,7 +62,13 @@ final class LiveConnection: LiveReceiver, Sendable {
     }
 
     /// Serves the socket until the client leaves, the server stops, or the client falls behind.
-    func run(inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter, heartbeat: Duration, expiresAt: Int64) async {
+    func run(
+        inbound: WebSocketInboundStream,
+        outbound: WebSocketOutboundWriter,
+        channel: any Channel,
+        heartbeat: Duration,
+        expiresAt: Int64
+    ) async {
         let channels = (try? await self.store.memberChannels(user: self.user)) ?? []
         self.following.withLock { $0 = Set(channels) }
         await self.hub.attach(self, channels: channels, user: self.user)
@@ -96,7 +102,12 @@ final class LiveConnection: LiveReceiver, Sendable {
                 return .processingEnded
             }
             group.addTask {
-                for await _ in self.overflowed { return .overflow }
+                for await _ in self.overflowed {
+                    // The processing task may be stuck writing to this client: close the channel
+                    // under it. The close frame goes first, for a client that still reads.
+                    Self.closeNow(channel, code: 4008, reason: "slow consumer: resume from your cursor")
+                    return .overflow
+                }
                 return .processingEnded
             }
             group.addTask {
@@ -112,12 +123,21 @@ final class LiveConnection: LiveReceiver, Sendable {
         self.hub.detach(self, channels: self.following.withLock { $0 }, user: self.user)
         switch ending {
         case .overflow:
-            try? await outbound.close(.unknown(4008), reason: "slow consumer: resume from your cursor")
+            break
         case .expired:
             try? await outbound.close(.unknown(4001), reason: "token expired")
         case .clientLeft, .processingEnded:
             break
         }
+    }
+
+    /// Writes a close frame and closes the channel a moment later, whatever is pending.
+    static func closeNow(_ channel: any Channel, code: UInt16, reason: String) {
+        var data = channel.allocator.buffer(capacity: 2 + reason.utf8.count)
+        data.writeInteger(code)
+        data.writeString(reason)
+        channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .connectionClose, data: data), promise: nil)
+        channel.eventLoop.scheduleTask(in: .seconds(1)) { channel.close(promise: nil) }
     }
 
     private func keepPresence(every heartbeat: Duration, until expiresAt: Int64) async {

@@ -1,5 +1,6 @@
 import Hummingbird
 import HummingbirdWebSocket
+import NIOCore
 import NIOWebSocket
 
 /// `GET /ws`: the live connection.
@@ -12,7 +13,7 @@ struct WebSocketRoute: Sendable {
     /// Events a connection may have queued and not yet written before it counts as too slow.
     let maxQueued: Int
 
-    func register(on router: Router<BasicWebSocketRequestContext>) {
+    func register(on router: Router<RelayWebSocketContext>) {
         router.ws("/ws") { _, _ in
             // A bad token still upgrades: browsers cannot read an HTTP 401 on a WebSocket, so
             // the answer is a close code (4001) they can read.
@@ -33,7 +34,13 @@ struct WebSocketRoute: Sendable {
                 messages: self.messages,
                 maxQueued: self.maxQueued
             )
-            await connection.run(inbound: inbound, outbound: outbound, heartbeat: self.heartbeat, expiresAt: claims.expiresAt)
+            await connection.run(
+                inbound: inbound,
+                outbound: outbound,
+                channel: context.requestContext.channel,
+                heartbeat: self.heartbeat,
+                expiresAt: claims.expiresAt
+            )
         }
     }
 
@@ -43,5 +50,19 @@ struct WebSocketRoute: Sendable {
             return String(header.dropFirst(7))
         }
         return request.uri.queryParameters["token"].map(String.init)
+    }
+}
+
+/// The context of a WebSocket upgrade; it keeps the connection's channel, so that a client too
+/// slow to read can be cut off even while a write to it is waiting.
+struct RelayWebSocketContext: RequestContext, WebSocketRequestContext {
+    var coreContext: CoreRequestContextStorage
+    let webSocket: WebSocketHandlerReference<Self>
+    let channel: any Channel
+
+    init(source: ApplicationRequestContextSource) {
+        self.coreContext = .init(source: source)
+        self.webSocket = .init()
+        self.channel = source.channel
     }
 }
