@@ -1,0 +1,186 @@
+import Foundation
+import Relay
+import TestSupport
+import Testing
+
+/// The heavier `GET /ws` tests (contract section 5): catch-up by resume, many senders and
+/// sockets, lost Pub/Sub messages, a slow consumer.
+@Suite("WebSocket delivery under load", .timeLimit(.minutes(5)))
+struct WebSocketLoadTests {
+    @Test func resumeReplaysEverythingAfterTheCursorThenGoesLive() async throws {
+        try await withRelay { relay in
+            let (alice, bob) = (TestRedis.uniqueName("alice"), TestRedis.uniqueName("bob"))
+            let id = try await relay.createGroup(alice, members: [bob])
+            let first = try await TestSocket.connect(relay, token: relay.token(bob), label: "first")
+            let seen = try await relay.send(alice, id, "seen live")
+            let cursor = try #require(seen["seq"].int)
+            _ = try await first.waitFor("the live message") { $0["seq"].int == cursor && $0["channel_id"].string == id }
+            await first.close()
+
+            for index in 0..<500 { try await relay.send(alice, id, "missed \(index)") }
+            let top = try await relay.lastSeq(alice, id)
+            #expect(top == cursor + 500)
+
+            let socket = try await TestSocket.connect(relay, token: relay.token(bob), label: "resumed")
+            defer { socket.abort() }
+            let start = socket.frames.count
+            try await socket.send(json: ["type": "resume", "cursors": [id: cursor]])
+            let resumed = try await socket.waitFor("resumed", from: start, timeout: .seconds(30)) { $0["type"].string == "resumed" }
+            #expect(resumed["type"].string == "resumed")
+            let frames = socket.frames
+            let resumedIndex = try #require(frames.firstIndex { $0["type"].string == "resumed" })
+            let replayed = frames[..<resumedIndex].filter { $0["channel_id"].string == id && $0["seq"].int != nil }
+            expectSeqs(replayed.map { $0["seq"].int ?? -1 }, Array((cursor + 1)...top), "replayed before resumed")
+            #expect(replayed.last["text"].string == "missed 499")
+
+            let live = try await relay.send(alice, id, "live after resume")
+            #expect(live["seq"].int == top + 1)
+            _ = try await socket.waitFor("the live message after resumed") { $0["seq"].int == top + 1 && $0["channel_id"].string == id }
+            expectSeqs(socket.seqs(id), Array((cursor + 1)...(top + 1)), "everything after the cursor, once, in order")
+            await socket.close()
+        }
+    }
+
+    // MARK: - many senders, gap fill, slow consumer
+
+    @Test
+    func manySendersManySocketsEverySocketSeesEverySeqInOrder() async throws {
+        try await withRelay { relay in
+            let owner = TestRedis.uniqueName("owner")
+            let senders = (0..<20).map { TestRedis.uniqueName("s\($0)") }
+            let listeners = (0..<50).map { TestRedis.uniqueName("l\($0)") }
+            let id = try await relay.createGroup(owner, members: senders + listeners)
+            let baseline = try await relay.lastSeq(owner, id)
+            try await withSockets { sockets in
+                for (index, user) in listeners.enumerated() {
+                    sockets.append(try await TestSocket.connect(relay, token: relay.token(user), label: "listener \(index)"))
+                }
+                for socket in sockets {
+                    let start = socket.frames.count
+                    try await socket.send(json: ["type": "resume", "cursors": [id: baseline]])
+                    _ = try await socket.waitFor("resumed", from: start) { $0["type"].string == "resumed" }
+                }
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    for sender in senders {
+                        group.addTask {
+                            for index in 0..<200 { try await relay.send(sender, id, "\(sender) \(index)") }
+                        }
+                    }
+                    try await group.waitForAll()
+                }
+                let top = baseline + 4000
+                #expect(try await relay.lastSeq(owner, id) == top)
+                let expected = Array((baseline + 1)...top)
+                for socket in sockets {
+                    try await socket.waitUntil("seq \(top)", timeout: .seconds(60)) { frames in
+                        frames.last { $0["channel_id"].string == id && $0["seq"].int != nil }["seq"].int == top
+                    }
+                    expectSeqs(socket.seqs(id), expected, socket.label)
+                }
+            }
+        }
+    }
+
+    @Test
+    func lostPubSubMessagesAreFilledFromTheLog() async throws {
+        let redis = try RedisServerProcess()
+        try await withRelay(redisURL: redis.url) { relay in
+            let owner = TestRedis.uniqueName("owner")
+            let listeners = (0..<5).map { TestRedis.uniqueName("l\($0)") }
+            let id = try await relay.createGroup(owner, members: listeners)
+            let baseline = try await relay.lastSeq(owner, id)
+            try await withSockets { sockets in
+                for (index, user) in listeners.enumerated() {
+                    sockets.append(try await TestSocket.connect(relay, token: relay.token(user), label: "listener \(index)"))
+                }
+                for socket in sockets {
+                    let start = socket.frames.count
+                    try await socket.send(json: ["type": "resume", "cursors": [id: baseline]])
+                    _ = try await socket.waitFor("resumed", from: start) { $0["type"].string == "resumed" }
+                }
+                let count = 600
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    for lane in 0..<4 {
+                        group.addTask {
+                            for index in 0..<(count / 4) { try await relay.send(owner, id, "lane \(lane) #\(index)") }
+                        }
+                    }
+                    group.addTask {
+                        for _ in 0..<5 {
+                            try await Task.sleep(for: .milliseconds(300))
+                            let result = try await ChildProcess.run(
+                                "/usr/bin/redis-cli",
+                                ["-p", "\(redis.port)", "CLIENT", "KILL", "TYPE", "pubsub"],
+                                environment: ProcessInfo.processInfo.environment
+                            )
+                            #expect(result.termination == .exited(0), "\(result.standardError)")
+                        }
+                    }
+                    try await group.waitForAll()
+                }
+                // One more after the kills, so that every socket has something live to catch up on.
+                try await Task.sleep(for: .milliseconds(500))
+                try await relay.send(owner, id, "last")
+                let top = baseline + count + 1
+                #expect(try await relay.lastSeq(owner, id) == top)
+                for socket in sockets {
+                    try await socket.waitUntil("seq \(top)", timeout: .seconds(30)) { frames in
+                        frames.contains { $0["channel_id"].string == id && $0["seq"].int == top }
+                    }
+                    expectSeqs(socket.seqs(id), Array((baseline + 1)...top), socket.label)
+                }
+            }
+        }
+        redis.kill()
+    }
+
+    @Test
+    func aSocketThatStopsReadingIsDroppedAndOthersKeepEverything() async throws {
+        // A small outbound queue (the limit is configurable), so that the stalled socket overflows it.
+        try await withRelay({ $0.limits.maxQueuedEvents = 256 }) { relay in
+            let owner = TestRedis.uniqueName("owner")
+            let (slow, fast) = (TestRedis.uniqueName("slow"), TestRedis.uniqueName("fast"))
+            let id = try await relay.createGroup(owner, members: [slow, fast])
+            let baseline = try await relay.lastSeq(owner, id)
+            let stalled = try await StalledSocket.open(port: relay.port, token: relay.token(slow))
+            let reader = try await TestSocket.connect(relay, token: relay.token(fast), label: "reader")
+            defer { reader.abort() }
+            let start = reader.frames.count
+            try await reader.send(json: ["type": "resume", "cursors": [id: baseline]])
+            _ = try await reader.waitFor("resumed", from: start) { $0["type"].string == "resumed" }
+
+            let text = String(repeating: "x", count: 1024)
+            let count = 4000
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for lane in 0..<20 {
+                    group.addTask {
+                        for index in 0..<(count / 20) { try await relay.send(owner, id, "\(lane)/\(index) \(text)") }
+                    }
+                }
+                try await group.waitForAll()
+            }
+            let top = baseline + count
+            try await reader.waitUntil("seq \(top)", timeout: .seconds(60)) { frames in
+                frames.contains { $0["channel_id"].string == id && $0["seq"].int == top }
+            }
+            expectSeqs(reader.seqs(id), Array((baseline + 1)...top), "the reading socket")
+            #expect(!reader.isClosed)
+
+            // Now read what the stalled socket got: the server must have ended the connection
+            // (4008 if its close frame made it into the stream) rather than queue without bound.
+            let (bytes, ended) = try await stalled.drain(timeout: .seconds(20))
+            let frames = StalledSocket.frames(in: bytes)
+            #expect(ended, "the relay kept a socket that never read (\(frames.count) frames, \(bytes.count) bytes queued)")
+            if let code = StalledSocket.closeCode(in: bytes) {
+                #expect(code == 4008, "close code \(code)")
+            }
+            // Events it did get are a gap-free prefix.
+            let seqs = frames.filter { $0.opcode == 0x1 }.compactMap { JSON(parsing: $0.payload) }
+                .filter { $0["channel_id"].string == id }.compactMap { $0["seq"].int }
+            #expect(seqs.count < count, "the stalled socket received every event: not slow enough to overflow")
+            if let first = seqs.first {
+                #expect(seqs == Array(first..<(first + seqs.count)), "the stalled socket's events have a gap")
+            }
+        }
+    }
+}

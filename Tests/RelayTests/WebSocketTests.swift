@@ -1,0 +1,438 @@
+import Foundation
+import Relay
+import TestSupport
+import Testing
+
+/// `GET /ws` (contract section 5), through real sockets against an in-process relay.
+@Suite("WebSocket", .timeLimit(.minutes(2)))
+struct WebSocketTests {
+    // MARK: - hello
+
+    @Test func helloNamesTheTokensUserAndSession() async throws {
+        try await withRelay { relay in
+            let alice = TestRedis.uniqueName("alice")
+            let socket = try await TestSocket.connect(relay, token: relay.token(alice, session: "laptop"))
+            defer { socket.abort() }
+            let hello = try #require(socket.frames.first)
+            #expect(hello["type"].string == "hello", "\(hello)")
+            #expect(hello["user_id"].string == alice, "\(hello)")
+            #expect(hello["session_id"].string == "laptop", "\(hello)")
+            #expect(hello["connection_id"].string.map { !$0.isEmpty } == true, "\(hello)")
+            #expect(hello["heartbeat_ms"].int == 30_000, "\(hello)")
+
+            // Default session, token in the Authorization header.
+            let second = try await TestSocket.connect(relay, token: relay.token(alice), viaHeader: true)
+            defer { second.abort() }
+            let hello2 = try #require(second.frames.first)
+            #expect(hello2["type"].string == "hello", "\(hello2)")
+            #expect(hello2["user_id"].string == alice, "\(hello2)")
+            #expect(hello2["session_id"].string == "default", "\(hello2)")
+            #expect(hello2["connection_id"] != hello["connection_id"], "connection ids must differ")
+            await socket.close()
+            await second.close()
+        }
+    }
+
+    @Test func heartbeatMsFollowsTheConfiguration() async throws {
+        try await withRelay({ $0.heartbeat = .seconds(2) }) { relay in
+            let socket = try await TestSocket.connect(relay, token: relay.token(TestRedis.uniqueName("u")))
+            defer { socket.abort() }
+            #expect(socket.frames.first["heartbeat_ms"].int == 2000, "\(socket.frames)")
+            await socket.close()
+        }
+    }
+
+    // MARK: - live delivery
+
+    @Test func liveEventsReachMembersOnly() async throws {
+        try await withRelay { relay in
+            let (alice, bob, carol) = (TestRedis.uniqueName("alice"), TestRedis.uniqueName("bob"), TestRedis.uniqueName("carol"))
+            let id = try await relay.createGroup(alice, members: [bob])
+            let bobSocket = try await TestSocket.connect(relay, token: relay.token(bob), label: "bob")
+            defer { bobSocket.abort() }
+            let carolSocket = try await TestSocket.connect(relay, token: relay.token(carol), label: "carol")
+            defer { carolSocket.abort() }
+
+            let event = try await relay.send(alice, id, "hello bob")
+            let seq = try #require(event["seq"].int)
+            let received = try await bobSocket.waitFor("the message") { $0["channel_id"].string == id && $0["seq"].int == seq }
+            #expect(received == event, "the socket's event must be REST's message")
+
+            // A ping round trip after bob got it: carol's socket saw nothing of the channel.
+            try await carolSocket.ping()
+            #expect(carolSocket.events(id).isEmpty, "a non-member received \(carolSocket.events(id))")
+            #expect(!carolSocket.frames.contains { $0["channel_id"].string == id })
+            await bobSocket.close()
+            await carolSocket.close()
+        }
+    }
+
+    @Test func editsAndDeletesArriveLiveToo() async throws {
+        try await withRelay { relay in
+            let (alice, bob) = (TestRedis.uniqueName("alice"), TestRedis.uniqueName("bob"))
+            let id = try await relay.createGroup(alice, members: [bob])
+            let socket = try await TestSocket.connect(relay, token: relay.token(bob))
+            defer { socket.abort() }
+            let message = try await relay.send(alice, id, "v1")
+            let messageID = try #require(message["message_id"].string)
+            let edit = try await relay.request(
+                "PATCH",
+                "/channels/\(id)/messages/\(messageID)",
+                token: relay.token(alice),
+                json: ["text": "v2"]
+            )
+            try #require(edit.status == 200, "\(edit)")
+            let delete = try await relay.request("DELETE", "/channels/\(id)/messages/\(messageID)", token: relay.token(alice))
+            try #require(delete.status == 200, "\(delete)")
+            let deleteSeq = try #require(delete.value["message"]["seq"].int)
+            _ = try await socket.waitFor("the delete") { $0["seq"].int == deleteSeq && $0["channel_id"].string == id }
+            let events = socket.events(id)
+            #expect(events.map { $0["type"].string ?? "" }.suffix(3) == ["message", "edit", "delete"], "\(events)")
+            #expect(events.last == delete.value["message"])
+            #expect(events.dropLast().last == edit.value["message"])
+            await socket.close()
+        }
+    }
+
+    // MARK: - joining while connected
+
+    @Test func joiningWhileConnectedDeliversOwnMemberJoinedThenMessages() async throws {
+        try await withRelay { relay in
+            let (alice, bob) = (TestRedis.uniqueName("alice"), TestRedis.uniqueName("bob"))
+            let socket = try await TestSocket.connect(relay, token: relay.token(bob))
+            defer { socket.abort() }
+
+            // Created with bob as a member.
+            let created = try await relay.createGroup(alice, members: [bob])
+            let joined = try await socket.waitFor("bob's member_joined in the new group") {
+                $0["channel_id"].string == created && $0["type"].string == "member_joined" && $0["user_id"].string == bob
+            }
+            #expect(joined["sender_id"].string == alice, "\(joined)")
+            let first = try await relay.send(alice, created, "welcome")
+            let got = try await socket.waitFor("the message after joining") {
+                $0["channel_id"].string == created && $0["seq"] == first["seq"]
+            }
+            #expect(got == first)
+
+            // Added to an existing group.
+            let later = try await relay.createGroup(alice)
+            try await relay.send(alice, later, "before bob")
+            let add = try await relay.request("POST", "/channels/\(later)/members", token: relay.token(alice), json: ["user_id": bob])
+            try #require(add.status == 200, "\(add)")
+            _ = try await socket.waitFor("bob's member_joined after being added") {
+                $0["channel_id"].string == later && $0["type"].string == "member_joined" && $0["user_id"].string == bob
+            }
+            let next = try await relay.send(alice, later, "now with bob")
+            let nextSeq = try #require(next["seq"].int)
+            _ = try await socket.waitFor("the message after being added") { $0["channel_id"].string == later && $0["seq"].int == nextSeq }
+            let seqs = socket.seqs(later)
+            #expect(seqs == seqs.sorted() && Set(seqs).count == seqs.count, "strictly increasing: \(seqs)")
+            #expect(seqs.last == nextSeq)
+            await socket.close()
+        }
+    }
+
+    @Test func leavingStopsDelivery() async throws {
+        try await withRelay { relay in
+            let (alice, bob) = (TestRedis.uniqueName("alice"), TestRedis.uniqueName("bob"))
+            let id = try await relay.createGroup(alice, members: [bob])
+            let socket = try await TestSocket.connect(relay, token: relay.token(bob))
+            defer { socket.abort() }
+            let remove = try await relay.request("DELETE", "/channels/\(id)/members/\(bob)", token: relay.token(alice))
+            try #require(remove.status == 200, "\(remove)")
+            _ = try await socket.waitFor("bob's member_left") { $0["channel_id"].string == id && $0["type"].string == "member_left" }
+            let after = try await relay.send(alice, id, "bob is gone")
+            try await socket.ping()
+            try await Task.sleep(for: .milliseconds(300))
+            try await socket.ping()
+            #expect(!socket.events(id).contains { $0["seq"] == after["seq"] }, "a removed member still receives the channel")
+            await socket.close()
+        }
+    }
+
+    // MARK: - send, read, ping
+
+    @Test func sendFrameIsAckedIdempotentlyAndRefusedToNonMembers() async throws {
+        try await withRelay { relay in
+            let (alice, bob, mallory) = (TestRedis.uniqueName("alice"), TestRedis.uniqueName("bob"), TestRedis.uniqueName("mallory"))
+            let id = try await relay.createGroup(alice, members: [bob])
+            let socket = try await TestSocket.connect(relay, token: relay.token(alice))
+            defer { socket.abort() }
+            let frame: [String: Any] = ["type": "send", "channel_id": id, "client_msg_id": "c-1", "text": "over the socket"]
+            let ack = try await socket.request(frame) {
+                $0["client_msg_id"].string == "c-1" && ["ack", "error"].contains($0["type"].string ?? "")
+            }
+            #expect(ack["type"].string == "ack", "\(ack)")
+            #expect(ack["channel_id"].string == id, "\(ack)")
+            let seq = try #require(ack["seq"].int, "\(ack)")
+            let messageID = try #require(ack["message_id"].string, "\(ack)")
+
+            let again = try await socket.request(frame) {
+                $0["client_msg_id"].string == "c-1" && ["ack", "error"].contains($0["type"].string ?? "")
+            }
+            #expect(again["type"].string == "ack", "\(again)")
+            #expect(again["seq"].int == seq, "same client_msg_id → same seq: \(again)")
+            #expect(again["message_id"].string == messageID)
+            #expect(try await relay.lastSeq(alice, id) == seq, "the repeat logged something new")
+
+            // The message itself, as REST stores it, and live to another member.
+            let history = try await relay.history(alice, id, "after=\(seq - 1)")
+            #expect(history.events.first["message_id"].string == messageID)
+            #expect(history.events.first["text"].string == "over the socket")
+            #expect(history.events.first["sender_id"].string == alice)
+            #expect(history.events.first["client_msg_id"].string == "c-1")
+
+            let intruder = try await TestSocket.connect(relay, token: relay.token(mallory), label: "mallory")
+            defer { intruder.abort() }
+            let refused = try await intruder.request(["type": "send", "channel_id": id, "client_msg_id": "m-1", "text": "let me in"]) {
+                $0["client_msg_id"].string == "m-1"
+            }
+            #expect(refused["type"].string == "error", "\(refused)")
+            #expect(refused["code"].string == "forbidden", "\(refused)")
+            #expect(refused["message"].string.map { !$0.isEmpty } == true, "\(refused)")
+            #expect(try await relay.lastSeq(alice, id) == seq)
+            try await intruder.ping()
+            await socket.close()
+            await intruder.close()
+        }
+    }
+
+    @Test func readFrameAnswersReadOkAndPingAnswersPong() async throws {
+        try await withRelay { relay in
+            let (alice, bob) = (TestRedis.uniqueName("alice"), TestRedis.uniqueName("bob"))
+            let id = try await relay.createGroup(alice, members: [bob])
+            for index in 0..<3 { try await relay.send(alice, id, "m\(index)") }
+            let last = try await relay.lastSeq(bob, id)
+            let socket = try await TestSocket.connect(relay, token: relay.token(bob))
+            defer { socket.abort() }
+            try await socket.ping()
+
+            let ok = try await socket.request(["type": "read", "channel_id": id, "seq": last - 1]) { $0["type"].string == "read_ok" }
+            #expect(ok["channel_id"].string == id, "\(ok)")
+            #expect(ok["last_read_seq"].int == last - 1, "\(ok)")
+            let back = try await socket.request(["type": "read", "channel_id": id, "seq": 1]) { $0["type"].string == "read_ok" }
+            #expect(back["last_read_seq"].int == last - 1, "never moves back: \(back)")
+            #expect(try await relay.listEntry(bob, id)["last_read_seq"].int == last - 1)
+            #expect(try await relay.listEntry(bob, id)["unread"].int == 1)
+
+            let tooFar = try await socket.request(["type": "read", "channel_id": id, "seq": last + 100]) {
+                ["read_ok", "error"].contains($0["type"].string ?? "")
+            }
+            #expect(tooFar["type"].string == "error", "a seq above last_seq: \(tooFar)")
+            try await socket.ping()
+            await socket.close()
+        }
+    }
+
+    @Test func twoSessionsOfOneUserHaveSeparateReadCursors() async throws {
+        try await withRelay { relay in
+            let (alice, bob) = (TestRedis.uniqueName("alice"), TestRedis.uniqueName("bob"))
+            let id = try await relay.createGroup(alice, members: [bob])
+            for index in 0..<4 { try await relay.send(alice, id, "m\(index)") }
+            let last = try await relay.lastSeq(bob, id)
+            let phone = try await TestSocket.connect(relay, token: relay.token(bob, session: "phone"), label: "phone")
+            defer { phone.abort() }
+            let laptop = try await TestSocket.connect(relay, token: relay.token(bob, session: "laptop"), label: "laptop")
+            defer { laptop.abort() }
+            #expect(phone.frames.first["session_id"].string == "phone")
+            #expect(laptop.frames.first["session_id"].string == "laptop")
+
+            let phoneRead = try await phone.request(["type": "read", "channel_id": id, "seq": last]) { $0["type"].string == "read_ok" }
+            #expect(phoneRead["last_read_seq"].int == last, "\(phoneRead)")
+            let laptopRead = try await laptop.request(["type": "read", "channel_id": id, "seq": 2]) { $0["type"].string == "read_ok" }
+            #expect(laptopRead["last_read_seq"].int == 2, "the laptop's cursor is its own: \(laptopRead)")
+
+            #expect(try await relay.listEntry(bob, session: "phone", id)["last_read_seq"].int == last)
+            #expect(try await relay.listEntry(bob, session: "laptop", id)["last_read_seq"].int == 2)
+            #expect(try await relay.listEntry(bob, session: "laptop", id)["unread"].int == last - 2)
+            #expect(try await relay.listEntry(bob, session: "other", id)["last_read_seq"].int == 0)
+            await phone.close()
+            await laptop.close()
+        }
+    }
+
+    // MARK: - resume
+
+    @Test func resumeWithALowerCursorReplaysFromThatCursor() async throws {
+        try await withRelay { relay in
+            let (alice, bob) = (TestRedis.uniqueName("alice"), TestRedis.uniqueName("bob"))
+            let id = try await relay.createGroup(alice, members: [bob])
+            let socket = try await TestSocket.connect(relay, token: relay.token(bob))
+            defer { socket.abort() }
+            for index in 0..<5 { try await relay.send(alice, id, "m\(index)") }
+            let top = try await relay.lastSeq(alice, id)
+            try await socket.waitUntil("all 5 live") { frames in frames.contains { $0["seq"].int == top && $0["channel_id"].string == id } }
+            let start = socket.frames.count
+            try await socket.send(json: ["type": "resume", "cursors": [id: top - 3]])
+            _ = try await socket.waitFor("resumed", from: start) { $0["type"].string == "resumed" }
+            let after = Array(socket.frames[start...]).filter { $0["channel_id"].string == id && $0["seq"].int != nil }
+            #expect(after.map { $0["seq"].int ?? -1 } == [top - 2, top - 1, top], "replays from the cursor: \(after)")
+            await socket.close()
+        }
+    }
+
+    // MARK: - across relays
+
+    @Test func aMessageSentThroughOneRelayReachesASocketOnAnother() async throws {
+        try await withRelay { relayA in
+            try await withRelay({ $0.jwtSecret = relayA.secret }) { relayB in
+                let (alice, bob) = (TestRedis.uniqueName("alice"), TestRedis.uniqueName("bob"))
+                let id = try await relayA.createGroup(alice, members: [bob])
+                let socket = try await TestSocket.connect(relayB, token: relayB.token(bob))
+                defer { socket.abort() }
+                let event = try await relayA.send(alice, id, "across relays")
+                let got = try await socket.waitFor("the message on relay B") { $0["channel_id"].string == id && $0["seq"] == event["seq"] }
+                #expect(got == event)
+
+                // And a send frame on B reaches a socket on A.
+                let aliceSocket = try await TestSocket.connect(relayA, token: relayA.token(alice))
+                defer { aliceSocket.abort() }
+                let ack = try await socket.request(["type": "send", "channel_id": id, "client_msg_id": "x", "text": "back"]) {
+                    $0["type"].string == "ack"
+                }
+                _ = try await aliceSocket.waitFor("bob's message on relay A") { $0["channel_id"].string == id && $0["seq"] == ack["seq"] }
+                await socket.close()
+                await aliceSocket.close()
+            }
+        }
+    }
+
+    // MARK: - malformed frames, limits, tokens
+
+    @Test func malformedFramesGetBadRequestAndTheSocketStaysOpen() async throws {
+        try await withRelay { relay in
+            let alice = TestRedis.uniqueName("alice")
+            let id = try await relay.createGroup(alice)
+            let socket = try await TestSocket.connect(relay, token: relay.token(alice))
+            defer { socket.abort() }
+            let isError: (JSON) -> Bool = { $0["type"].string == "error" }
+            let cases: [String] = [
+                "{not json",
+                "[1,2,3]",
+                "\"send\"",
+                #"{"type":"no-such-type"}"#,
+                #"{"no_type":1}"#,
+                #"{"type":"send","channel_id":"\#(id)","text":"no client_msg_id"}"#,
+                #"{"type":"send","channel_id":"\#(id)","client_msg_id":"c"}"#,
+                #"{"type":"read","channel_id":"\#(id)"}"#,
+                #"{"type":"read","channel_id":"\#(id)","seq":"1"}"#,
+                #"{"type":"resume"}"#,
+                #"{"type":"resume","cursors":[1]}"#,
+            ]
+            for text in cases {
+                let start = socket.frames.count
+                try await socket.sendRaw(text: text)
+                let error = try await socket.waitFor("an error for \(text)", from: start, isError)
+                #expect(error["code"].string == "bad_request", "\(text) → \(error)")
+                try await socket.ping()
+            }
+            let start = socket.frames.count
+            try await socket.sendBinary(Array(#"{"type":"ping"}"#.utf8))
+            let binaryError = try await socket.waitFor("an error for a binary frame", from: start, isError)
+            #expect(binaryError["code"].string == "bad_request", "\(binaryError)")
+            try await socket.ping()
+            #expect(!socket.isClosed)
+            await socket.close()
+        }
+    }
+
+    @Test func aFrameOver64KiBClosesWith1009() async throws {
+        try await withRelay { relay in
+            let alice = TestRedis.uniqueName("alice")
+            let id = try await relay.createGroup(alice)
+            let socket = try await TestSocket.connect(relay, token: relay.token(alice))
+            defer { socket.abort() }
+            // A frame just under the limit is fine (its text is too long: an error, not a close).
+            let justUnder = #"{"type":"send","channel_id":"\#(id)","client_msg_id":"u","text":""#
+            let padding = 64 * 1024 - justUnder.utf8.count - 2 - 16
+            try await socket.sendRaw(text: justUnder + String(repeating: "a", count: padding) + "\"}")
+            try await socket.ping()
+            #expect(!socket.isClosed)
+
+            let big =
+                #"{"type":"send","channel_id":"\#(id)","client_msg_id":"big","text":""# + String(repeating: "a", count: 64 * 1024) + "\"}"
+            try await socket.sendRaw(text: big)
+            let code = try await socket.waitForClose(timeout: .seconds(10))
+            #expect(code == 1009, "close code \(String(describing: code))")
+        }
+    }
+
+    @Test(arguments: ["none", "expired", "wrong secret", "garbage"])
+    func aBadTokenUpgradesThenClosesWith4001(kind: String) async throws {
+        try await withRelay { relay in
+            let alice = TestRedis.uniqueName("alice")
+            let token: String? =
+                switch kind {
+                case "none": nil
+                case "expired": relay.token(alice, ttl: -60)
+                case "wrong secret": RelayTestClient(port: relay.port, secret: randomBytes(32)).token(alice)
+                default: "not.a.jwt"
+                }
+            // A raw socket: the close frame and the end of the connection are read byte for byte.
+            let socket = try await StalledSocket.open(port: relay.port, token: token, receiveBuffer: 65_536)
+            let (bytes, ended) = try await socket.drain(timeout: .seconds(10))
+            let frames = StalledSocket.frames(in: bytes)
+            #expect(
+                StalledSocket.closeCode(in: bytes) == 4001,
+                "\(kind): frames \(frames.map { ($0.opcode, String(decoding: $0.payload, as: UTF8.self)) })"
+            )
+            #expect(ended, "\(kind): the connection stayed open")
+            #expect(
+                !frames.contains { $0.opcode == 0x1 && String(decoding: $0.payload, as: UTF8.self).contains("hello") },
+                "\(kind): a hello for a bad token"
+            )
+        }
+    }
+
+    /// The same through HummingbirdWSClient, as an application would see it.
+    @Test func aBadTokenIsReportedAs4001ToAWebSocketClient() async throws {
+        try await withRelay { relay in
+            let socket = try await TestSocket.connect(
+                relay,
+                token: relay.token(TestRedis.uniqueName("alice"), ttl: -60),
+                waitForHello: false
+            )
+            defer { socket.abort() }
+            // The raw-socket tests above prove the relay sends 4001 and closes; HummingbirdWSClient
+            // 2.8.1 now and then never ends when the close frame follows the 101 at once
+            // (seen in about 1 run of 3), so that case is a known, intermittent client issue.
+            await withKnownIssue("HummingbirdWSClient may miss a close sent right after the upgrade", isIntermittent: true) {
+                let code = try await socket.waitForClose(timeout: .seconds(10))
+                #expect(code == 4001, "close code \(String(describing: code)), error \(String(describing: socket.error))")
+            }
+        }
+    }
+
+    @Test func aBadTokenInTheHeaderClosesWith4001() async throws {
+        try await withRelay { relay in
+            let token = relay.token(TestRedis.uniqueName("alice"), ttl: -60)
+            let socket = try await StalledSocket.open(port: relay.port, token: token, viaHeader: true, receiveBuffer: 65_536)
+            let (bytes, ended) = try await socket.drain(timeout: .seconds(10))
+            #expect(StalledSocket.closeCode(in: bytes) == 4001)
+            #expect(ended)
+        }
+    }
+
+    // MARK: - presence
+
+    @Test func presenceIsOnlineWhileConnectedAndLapsesAfter() async throws {
+        try await withRelay({ $0.heartbeat = .seconds(1) }) { relay in
+            let (alice, bob) = (TestRedis.uniqueName("alice"), TestRedis.uniqueName("bob"))
+            func presence() async throws -> String? {
+                let response = try await relay.request("GET", "/presence?user_ids=\(bob)", token: relay.token(alice))
+                try #require(response.status == 200, "\(response)")
+                return response.value["presence"][bob].string
+            }
+            #expect(try await presence() == "offline")
+            let socket = try await TestSocket.connect(relay, token: relay.token(bob))
+            defer { socket.abort() }
+            try await waitUntil("bob is online", timeout: .seconds(5)) { try await presence() == "online" }
+            // Stays online across several heartbeats while the socket answers pings.
+            try await Task.sleep(for: .seconds(3))
+            #expect(try await presence() == "online")
+            #expect(!socket.isClosed, "a socket answering pings was closed")
+            await socket.close()
+            try await waitUntil("bob is offline", timeout: .seconds(8)) { try await presence() == "offline" }
+        }
+    }
+}
