@@ -137,7 +137,8 @@ struct WebSocketLoadTests {
     @Test
     func aSocketThatStopsReadingIsDroppedAndOthersKeepEverything() async throws {
         // A small outbound queue (the limit is configurable), so that the stalled socket overflows it.
-        try await withRelay({ $0.limits.maxQueuedEvents = 256 }) { relay in
+        let configure: (inout RelayConfiguration) -> Void = { $0.limits.maxQueuedEvents = 256 }
+        try await withRelay(configure) { relay in
             let owner = TestRedis.uniqueName("owner")
             let (slow, fast) = (TestRedis.uniqueName("slow"), TestRedis.uniqueName("fast"))
             let id = try await relay.createGroup(owner, members: [slow, fast])

@@ -34,7 +34,8 @@ struct WebSocketTests {
     }
 
     @Test func heartbeatMsFollowsTheConfiguration() async throws {
-        try await withRelay({ $0.heartbeat = .seconds(2) }) { relay in
+        let configure: (inout RelayConfiguration) -> Void = { $0.heartbeat = .seconds(2) }
+        try await withRelay(configure) { relay in
             let socket = try await TestSocket.connect(relay, token: relay.token(TestRedis.uniqueName("u")))
             defer { socket.abort() }
             #expect(socket.frames.first["heartbeat_ms"].int == 2000, "\(socket.frames)")
@@ -416,7 +417,8 @@ struct WebSocketTests {
     // MARK: - presence
 
     @Test func presenceIsOnlineWhileConnectedAndLapsesAfter() async throws {
-        try await withRelay({ $0.heartbeat = .seconds(1) }) { relay in
+        let configure: (inout RelayConfiguration) -> Void = { $0.heartbeat = .seconds(1) }
+        try await withRelay(configure) { relay in
             let (alice, bob) = (TestRedis.uniqueName("alice"), TestRedis.uniqueName("bob"))
             func presence() async throws -> String? {
                 let response = try await relay.request("GET", "/presence?user_ids=\(bob)", token: relay.token(alice))
