@@ -319,6 +319,9 @@ struct WebSocketTests {
                 #"{"type":"read","channel_id":"\#(id)","seq":"1"}"#,
                 #"{"type":"resume"}"#,
                 #"{"type":"resume","cursors":[1]}"#,
+                // Ids that are not ids must come back as valid JSON in the error, not spliced raw.
+                #"{"type":"read","channel_id":"a\"}b","seq":1}"#,
+                #"{"type":"send","channel_id":"x\"y","client_msg_id":"c","text":"t"}"#,
             ]
             for text in cases {
                 let start = socket.frames.count

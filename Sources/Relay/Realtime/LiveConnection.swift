@@ -316,7 +316,8 @@ final class LiveConnection: LiveReceiver, Sendable {
     private static func error(code: String, message: String, clientMessageID: String? = nil, channel: String? = nil) -> String {
         var json = "{\"type\":\"error\",\"code\":\"\(code)\",\"message\":\(JSONText.quoted(message))"
         if let clientMessageID { json += ",\"client_msg_id\":\(JSONText.quoted(clientMessageID))" }
-        if let channel { json += ",\"channel_id\":\"\(channel)\"" }
+        // Quoted, not spliced: the channel id may be whatever a malformed frame carried.
+        if let channel { json += ",\"channel_id\":\(JSONText.quoted(channel))" }
         return json + "}"
     }
 
