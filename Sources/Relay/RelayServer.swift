@@ -32,6 +32,7 @@ public enum RelayServer {
         router.add(middleware: ErrorMiddleware(metrics: metrics))
         SystemRoutes(redis: redis, metrics: metrics, parsing: parsing, signer: signer, devMode: configuration.devMode)
             .register(on: router)
+        WebRoutes().register(on: router)
         let api = router.group().add(middleware: AuthMiddleware(verifier: signer))
         ChannelRoutes(store: store, parsing: parsing, realtime: RealtimeNotifier(redis: redis)).register(on: api)
         let messages = MessageRoutes(store: store, parsing: parsing)

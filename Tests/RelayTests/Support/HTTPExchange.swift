@@ -92,7 +92,9 @@ enum HTTPExchange {
             }
         }
         while true {
-            if let response = try parse(received, atEOF: peerClosed) { return response }
+            if let response = try parse(received, atEOF: peerClosed, toHEAD: request.starts(with: Array("HEAD ".utf8))) {
+                return response
+            }
             if peerClosed {
                 throw Failure(description: "the connection closed before a complete response (\(received.count) bytes read)")
             }
@@ -102,7 +104,8 @@ enum HTTPExchange {
     }
 
     /// The first complete response in `bytes` after any 1xx responses, `nil` if more bytes are needed.
-    static func parse(_ bytes: [UInt8], atEOF: Bool) throws -> Response? {
+    /// A response to `HEAD` has no body, whatever its `Content-Length` says.
+    static func parse(_ bytes: [UInt8], atEOF: Bool, toHEAD: Bool = false) throws -> Response? {
         var start = 0
         while true {
             guard let headerEnd = find([13, 10, 13, 10], in: bytes, from: start) else {
@@ -124,7 +127,7 @@ enum HTTPExchange {
                 start = bodyStart
                 continue
             }
-            if status == 204 || status == 304 {
+            if status == 204 || status == 304 || toHEAD {
                 return Response(status: status, headers: headers, body: [])
             }
             if headers["transfer-encoding"]?.lowercased().contains("chunked") == true {
