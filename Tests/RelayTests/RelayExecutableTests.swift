@@ -166,6 +166,36 @@ struct RelayExecutableTests {
         #expect(termination == .exited(0), "stderr: \(process.standardError)")
     }
 
+    /// SIGTERM: every open WebSocket gets a close frame with 1001 (going away), then the process exits 0.
+    @Test func sigtermClosesWebSocketsWith1001AndExitsZero() async throws {
+        let port = try unusedPort()
+        let process = try ChildProcess(
+            relay,
+            ["serve", "--dev", "--port", "\(port)", "--redis", TestRedis.url],
+            environment: RelayExecutable.environment()
+        )
+        defer { process.killAndReap() }
+        try await waitUntilServing(process, port: port)
+        let client = RelayTestClient(port: port, secret: [0])
+        var sockets: [StalledSocket] = []
+        for user in ["alice", "bob"] {
+            let issued = try await client.request("POST", "/auth/dev-token", json: ["user_id": TestRedis.uniqueName(user)])
+            let token = try #require(issued.value["token"].string, "\(issued)")
+            let socket = try await StalledSocket.open(port: port, token: token, receiveBuffer: 65_536)
+            let (hello, _) = try await socket.drain(timeout: .seconds(1))
+            #expect(String(decoding: hello, as: UTF8.self).contains("\"type\":\"hello\""), "served before the signal")
+            sockets.append(socket)
+        }
+
+        process.send(SIGTERM)
+        for socket in sockets {
+            let (bytes, ended) = try await socket.drain(timeout: .seconds(15))
+            #expect(StalledSocket.closeCode(in: bytes) == 1001, "frames: \(StalledSocket.frames(in: bytes).map(\.opcode))")
+            #expect(ended)
+        }
+        #expect(try await process.wait(timeout: .seconds(20)) == .exited(0), "stderr: \(process.standardError)")
+    }
+
     @Test(arguments: [true, false])
     func devModeServesWithoutASecretAndIssuesDevTokens(byFlag: Bool) async throws {
         let port = try unusedPort()

@@ -4,6 +4,7 @@ import Logging
 import NIOCore
 import NIOWebSocket
 import RedisClient
+import ServiceLifecycle
 import Synchronization
 
 /// One WebSocket: follows its user's channels and delivers each channel's events in order with
@@ -77,8 +78,35 @@ final class LiveConnection: LiveReceiver, Sendable {
             + ",\"heartbeat_ms\":\(heartbeat.components.seconds * 1000 + heartbeat.components.attoseconds / 1_000_000_000_000_000)}"
         try? await self.write(hello, to: outbound)
 
-        enum Ending { case clientLeft, overflow, expired, processingEnded }
-        let ending: Ending = await withTaskGroup(of: Ending.self) { group in
+        let ending = await withGracefulShutdownHandler {
+            await self.serve(inbound: inbound, outbound: outbound, channel: channel, heartbeat: heartbeat, expiresAt: expiresAt)
+        } onGracefulShutdown: {
+            // Written straight to the channel, so that 1001 goes out before the WebSocket
+            // library's own close (1000) for the same shutdown; the client resumes elsewhere.
+            Self.closeNow(channel, code: 1001, reason: "server going away")
+        }
+        self.hub.detach(self, channels: self.following.withLock { $0 }, user: self.user)
+        switch ending {
+        case .overflow:
+            break
+        case .expired:
+            try? await outbound.close(.unknown(4001), reason: "token expired")
+        case .clientLeft, .processingEnded:
+            break
+        }
+    }
+
+    enum Ending { case clientLeft, overflow, expired, processingEnded }
+
+    /// Reads frames, processes the inbox and keeps presence until the first of them ends.
+    private func serve(
+        inbound: WebSocketInboundStream,
+        outbound: WebSocketOutboundWriter,
+        channel: any Channel,
+        heartbeat: Duration,
+        expiresAt: Int64
+    ) async -> Ending {
+        await withTaskGroup(of: Ending.self) { group in
             group.addTask {
                 do {
                     for try await message in inbound.messages(maxSize: self.store.limits.maxBodyBytes) {
@@ -119,15 +147,6 @@ final class LiveConnection: LiveReceiver, Sendable {
             self.overflowSignal.finish()
             group.cancelAll()
             return first
-        }
-        self.hub.detach(self, channels: self.following.withLock { $0 }, user: self.user)
-        switch ending {
-        case .overflow:
-            break
-        case .expired:
-            try? await outbound.close(.unknown(4001), reason: "token expired")
-        case .clientLeft, .processingEnded:
-            break
         }
     }
 

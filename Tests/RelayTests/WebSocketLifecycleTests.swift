@@ -1,0 +1,102 @@
+import Foundation
+import Relay
+import TestSupport
+import Testing
+
+/// How a WebSocket ends, and what it does while Redis is away (contract section 5).
+@Suite("WebSocket lifecycle", .timeLimit(.minutes(3)))
+struct WebSocketLifecycleTests {
+    @Test func aTokenThatExpiresWhileConnectedClosesTheSocketWith4001() async throws {
+        try await withRelay { relay in
+            let alice = TestRedis.uniqueName("alice")
+            let socket = try await StalledSocket.open(port: relay.port, token: relay.token(alice, ttl: 2), receiveBuffer: 65_536)
+            let (bytes, ended) = try await socket.drain(timeout: .seconds(15))
+            let frames = StalledSocket.frames(in: bytes)
+            let texts = frames.filter { $0.opcode == 0x1 }.map { String(decoding: $0.payload, as: UTF8.self) }
+            #expect(texts.first?.contains("\"type\":\"hello\"") == true, "served until the token expired: \(texts)")
+            #expect(StalledSocket.closeCode(in: bytes) == 4001, "frames: \(frames.map(\.opcode))")
+            #expect(ended, "the connection is closed after the close frame")
+        }
+    }
+
+    /// The raw socket never reads its pings, so never answers them; a client that does answer
+    /// (HummingbirdWSClient does it by itself) stays connected over the same number of heartbeats.
+    @Test func aSilentConnectionIsClosedAndAnAnsweringOneIsNot() async throws {
+        let configure: (inout RelayConfiguration) -> Void = { $0.heartbeat = .seconds(1) }
+        try await withRelay(configure) { relay in
+            let (alice, bob) = (TestRedis.uniqueName("alice"), TestRedis.uniqueName("bob"))
+            let answering = try await TestSocket.connect(relay, token: relay.token(bob), label: "answering")
+            defer { answering.abort() }
+            let silent = try await StalledSocket.open(port: relay.port, token: relay.token(alice), receiveBuffer: 65_536)
+            let (bytes, ended) = try await silent.drain(timeout: .seconds(15))
+            #expect(ended, "a socket that answers no ping is closed")
+            let opcodes = StalledSocket.frames(in: bytes).map(\.opcode)
+            #expect(opcodes.contains(0x9), "the relay pinged it first: \(opcodes)")
+
+            #expect(!answering.isClosed, "a socket that answers pings stays open")
+            try await answering.ping()
+            await answering.close()
+        }
+    }
+
+    /// Redis is killed under a relay with connected sockets and started again on the same files:
+    /// meanwhile the sockets stay open and sends are answered `unavailable`; afterwards sends work
+    /// again and a listening socket sees every seq in order, the gap filled.
+    @Test func whileRedisIsDownSocketsStayOpenAndSendsAreUnavailable() async throws {
+        let redis = try await runOnOwnThread {
+            try RedisServerProcess(arguments: ["--appendonly", "yes", "--appendfsync", "always"])
+        }
+        defer { redis.stop() }
+        try await withRelay(redisURL: redis.url) { relay in
+            let (alice, bob) = (TestRedis.uniqueName("alice"), TestRedis.uniqueName("bob"))
+            let id = try await relay.createGroup(alice, members: [bob])
+            let sender = try await TestSocket.connect(relay, token: relay.token(alice), label: "alice")
+            defer { sender.abort() }
+            let listener = try await TestSocket.connect(relay, token: relay.token(bob), label: "bob")
+            defer { listener.abort() }
+            let first = try await sender.request(["type": "send", "channel_id": id, "client_msg_id": "before", "text": "before"]) {
+                $0["type"].string == "ack" || $0["type"].string == "error"
+            }
+            #expect(first["type"].string == "ack", "\(first)")
+            let firstSeq = try #require(first["seq"].int)
+            try await listener.waitUntil("bob has the first message") { _ in listener.seqs(id).contains(firstSeq) }
+
+            try await runOnOwnThread { redis.kill() }
+            for index in 0..<3 {
+                let answer = try await sender.request(
+                    ["type": "send", "channel_id": id, "client_msg_id": "during-\(index)", "text": "during"],
+                    timeout: .seconds(20)
+                ) { $0["type"].string == "ack" || $0["type"].string == "error" }
+                #expect(answer["type"].string == "error", "\(answer)")
+                #expect(answer["code"].string == "unavailable", "\(answer)")
+                #expect(answer["client_msg_id"].string == "during-\(index)", "\(answer)")
+            }
+            try await sender.ping()
+            try await listener.ping()
+            #expect(!sender.isClosed && !listener.isClosed, "sockets stay open while Redis is down")
+
+            try await runOnOwnThread { try redis.start() }
+            var acked: [Int] = []
+            try await waitUntil("sends are acknowledged again", timeout: .seconds(30)) {
+                let answer = try await sender.request(
+                    ["type": "send", "channel_id": id, "client_msg_id": "after-\(acked.count)", "text": "after"],
+                    timeout: .seconds(20)
+                ) { $0["type"].string == "ack" || $0["type"].string == "error" }
+                if let seq = answer["seq"].int { acked.append(seq) }
+                return !acked.isEmpty
+            }
+            for index in 1...5 {
+                let answer = try await sender.request(
+                    ["type": "send", "channel_id": id, "client_msg_id": "after-\(index)", "text": "after"]
+                ) { $0["type"].string == "ack" || $0["type"].string == "error" }
+                acked.append(try #require(answer["seq"].int, "\(answer)"))
+            }
+            #expect(acked == Array((firstSeq + 1)...(firstSeq + 6)), "nothing was logged during the outage")
+            let last = try #require(acked.last)
+            try await listener.waitUntil("bob has every message sent after the outage") { _ in listener.seqs(id).last == last }
+            expectSeqs(listener.seqs(id), Array(firstSeq...last), "bob's seqs from his first live event on")
+            await sender.close()
+            await listener.close()
+        }
+    }
+}
