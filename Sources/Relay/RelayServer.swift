@@ -4,6 +4,8 @@ import Logging
 import NIOCore
 import NIOPosix
 import RedisClient
+import ServiceLifecycle
+import UnixSignals
 
 /// Builds the relay: its routes, and the Redis services they need.
 public enum RelayServer {
@@ -14,6 +16,20 @@ public enum RelayServer {
     public static func makeApplication(
         configuration: RelayConfiguration,
         logger: Logger = Logger(label: "relay"),
+        onServerRunning: @escaping @Sendable (any Channel) async -> Void = { _ in }
+    ) throws -> some ApplicationProtocol {
+        try self.makeApplication(
+            configuration: configuration,
+            logger: logger,
+            connections: LiveConnections(),
+            onServerRunning: onServerRunning
+        )
+    }
+
+    static func makeApplication(
+        configuration: RelayConfiguration,
+        logger: Logger,
+        connections: LiveConnections,
         onServerRunning: @escaping @Sendable (any Channel) async -> Void = { _ in }
     ) throws -> some ApplicationProtocol {
         let redisConfiguration: RedisConfiguration
@@ -47,7 +63,8 @@ public enum RelayServer {
             messages: messages,
             verifier: AuthMiddleware(verifier: signer),
             heartbeat: configuration.heartbeat,
-            maxQueued: configuration.limits.maxQueuedEvents
+            maxQueued: configuration.limits.maxQueuedEvents,
+            connections: connections
         ).register(on: webSocketRouter)
 
         return Application(
@@ -68,11 +85,33 @@ public enum RelayServer {
         )
     }
 
-    /// Runs the relay until SIGTERM or SIGINT, which stop it accepting, close its connections
-    /// and return.
+    /// Runs the relay until SIGTERM or SIGINT, then stops: every WebSocket is closed with 1001
+    /// (going away, so that clients resume on another relay), then the server stops accepting,
+    /// finishes its requests, and the Redis services end.
+    ///
+    /// The relay closes its WebSockets itself before the graceful shutdown starts: under a
+    /// graceful shutdown the WebSocket library closes them with 1000, which would tell a client
+    /// that the conversation is over rather than that this relay is.
     public static func run(configuration: RelayConfiguration, logger: Logger) async throws {
-        let app = try self.makeApplication(configuration: configuration, logger: logger)
-        try await app.runService()
+        let connections = LiveConnections()
+        let app = try self.makeApplication(configuration: configuration, logger: logger, connections: connections)
+        let group = ServiceGroup(
+            configuration: .init(services: [app], gracefulShutdownSignals: [], cancellationSignals: [], logger: logger)
+        )
+        try await withThrowingTaskGroup(of: Void.self) { tasks in
+            tasks.addTask { try await group.run() }
+            tasks.addTask {
+                for await signal in await UnixSignalsSequence(trapping: .sigterm, .sigint) {
+                    logger.info("Stopping", metadata: ["signal": "\(signal)", "websockets": "\(connections.count)"])
+                    connections.closeAll(code: 1001, reason: "server going away")
+                    await connections.waitUntilEmpty(timeout: .seconds(3))
+                    await group.triggerGracefulShutdown()
+                    return
+                }
+            }
+            try await tasks.next()
+            tasks.cancelAll()
+        }
     }
 
     /// Checks that Redis answers at `url`, once, within `timeout`.

@@ -22,10 +22,32 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .customLong("jwt-secret"), help: "HS256 secret for tokens (env RELAY_JWT_SECRET).") var jwtSecret: String?
     @Flag(help: "Dev mode: a random secret if none is given, and POST /auth/dev-token (env RELAY_DEV=1).") var dev = false
     @Option(help: "Seconds between WebSocket pings (env RELAY_HEARTBEAT_S).") var heartbeat: Int?
+    @Option(help: "Largest message text, in UTF-8 bytes (env RELAY_MAX_TEXT_BYTES; default 16384).") var maxTextBytes: Int?
+    @Option(help: "Largest request body or WebSocket frame, in bytes (env RELAY_MAX_BODY_BYTES; default 65536).")
+    var maxBodyBytes: Int?
+    @Option(help: "Most members in a group (env RELAY_MAX_GROUP_MEMBERS; default 100000).") var maxGroupMembers: Int?
+    @Option(help: "Events queued for one slow WebSocket before it is closed with 4008 (env RELAY_MAX_QUEUED_EVENTS; default 4096).")
+    var maxQueuedEvents: Int?
+
+    /// The allowed range of each limit option, by flag name.
+    static let limitRanges: [String: ClosedRange<Int>] = [
+        "max-text-bytes": 1...(1 << 24), "max-body-bytes": 1024...(1 << 26), "max-group-members": 2...10_000_000,
+        "max-queued-events": 16...1_000_000,
+    ]
 
     func validate() throws {
         if let port, !(0...65535).contains(port) { throw ValidationError("--port must be from 0 to 65535, not \(port)") }
         if let heartbeat, heartbeat < 1 { throw ValidationError("--heartbeat must be at least 1 second, not \(heartbeat)") }
+        let limits = [
+            ("max-text-bytes", maxTextBytes), ("max-body-bytes", maxBodyBytes), ("max-group-members", maxGroupMembers),
+            ("max-queued-events", maxQueuedEvents),
+        ]
+        for case (let name, let value?) in limits {
+            let range = Self.limitRanges[name]!
+            guard range.contains(value) else {
+                throw ValidationError("--\(name) must be from \(range.lowerBound) to \(range.upperBound), not \(value)")
+            }
+        }
     }
 
     func run() async throws {
@@ -46,6 +68,18 @@ struct Serve: AsyncParsableCommand {
         configuration.redisURL = self.redis ?? environment["REDIS_URL"] ?? configuration.redisURL
         let heartbeat = try self.heartbeat ?? integer(environment, "RELAY_HEARTBEAT_S", in: 1...86_400) ?? 30
         configuration.heartbeat = .seconds(heartbeat)
+        configuration.limits.maxTextBytes =
+            try self.maxTextBytes ?? integer(environment, "RELAY_MAX_TEXT_BYTES", in: Self.limitRanges["max-text-bytes"]!)
+            ?? configuration.limits.maxTextBytes
+        configuration.limits.maxBodyBytes =
+            try self.maxBodyBytes ?? integer(environment, "RELAY_MAX_BODY_BYTES", in: Self.limitRanges["max-body-bytes"]!)
+            ?? configuration.limits.maxBodyBytes
+        configuration.limits.maxGroupMembers =
+            try self.maxGroupMembers ?? integer(environment, "RELAY_MAX_GROUP_MEMBERS", in: Self.limitRanges["max-group-members"]!)
+            ?? configuration.limits.maxGroupMembers
+        configuration.limits.maxQueuedEvents =
+            try self.maxQueuedEvents ?? integer(environment, "RELAY_MAX_QUEUED_EVENTS", in: Self.limitRanges["max-queued-events"]!)
+            ?? configuration.limits.maxQueuedEvents
 
         var logger = Logger(label: "relay")
         logger.logLevel = Logger.Level(rawValue: environment["LOG_LEVEL"] ?? "") ?? .info

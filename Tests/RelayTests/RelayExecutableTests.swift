@@ -38,7 +38,8 @@ struct RelayExecutableTests {
 
     @Test(arguments: [
         ("--port", "notanumber"), ("--port", "70000"), ("--port", "-1"), ("--heartbeat", "soon"), ("--heartbeat", "-5"),
-        ("--redis", "http://127.0.0.1:6379"), ("--redis", "not a url"),
+        ("--redis", "http://127.0.0.1:6379"), ("--redis", "not a url"), ("--max-text-bytes", "0"), ("--max-body-bytes", "ten"),
+        ("--max-group-members", "1"), ("--max-queued-events", "1"),
     ])
     func badValueNamesTheFlagOnTheFirstLineAndExitsNonZero(_ flag: String, _ value: String) async throws {
         var options = ["--port": "\(try unusedPort())", "--jwt-secret": "x", "--redis": TestRedis.url]
@@ -164,6 +165,36 @@ struct RelayExecutableTests {
         process.send(SIGTERM)
         let termination = try await process.wait(timeout: .seconds(20))
         #expect(termination == .exited(0), "stderr: \(process.standardError)")
+    }
+
+    /// The limits are configurable by flag and by environment, and enforced as configured.
+    @Test func limitsFollowTheirFlagsAndVariables() async throws {
+        let port = try unusedPort()
+        let process = try ChildProcess(
+            relay,
+            ["serve", "--dev", "--port", "\(port)", "--redis", TestRedis.url, "--max-text-bytes", "10"],
+            environment: RelayExecutable.environment(["RELAY_MAX_BODY_BYTES": "2048"])
+        )
+        defer { process.killAndReap() }
+        try await waitUntilServing(process, port: port)
+        let client = RelayTestClient(port: port, secret: [0])
+        let alice = TestRedis.uniqueName("alice")
+        let issued = try await client.request("POST", "/auth/dev-token", json: ["user_id": alice])
+        let token = try #require(issued.value["token"].string, "\(issued)")
+        let created = try await client.request("POST", "/channels", token: token, json: ["type": "group", "members": []])
+        let id = try #require(created.value["id"].string, "\(created)")
+        let path = "/channels/\(id)/messages"
+        let fits = try await client.request("POST", path, token: token, json: ["client_msg_id": "a", "text": "0123456789"])
+        #expect(fits.status == 201, "\(fits)")
+        expectError(
+            try await client.request("POST", path, token: token, json: ["client_msg_id": "b", "text": "0123456789x"]),
+            413,
+            "too_large"
+        )
+        let padded = ["client_msg_id": "c", "text": "x", "padding": String(repeating: "p", count: 2100)]
+        expectError(try await client.request("POST", path, token: token, json: padded), 413, "too_large")
+        process.send(SIGTERM)
+        #expect(try await process.wait(timeout: .seconds(20)) == .exited(0), "stderr: \(process.standardError)")
     }
 
     /// SIGTERM: every open WebSocket gets a close frame with 1001 (going away), then the process exits 0.

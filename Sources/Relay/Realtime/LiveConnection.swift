@@ -4,7 +4,6 @@ import Logging
 import NIOCore
 import NIOWebSocket
 import RedisClient
-import ServiceLifecycle
 import Synchronization
 
 /// One WebSocket: follows its user's channels and delivers each channel's events in order with
@@ -78,13 +77,7 @@ final class LiveConnection: LiveReceiver, Sendable {
             + ",\"heartbeat_ms\":\(heartbeat.components.seconds * 1000 + heartbeat.components.attoseconds / 1_000_000_000_000_000)}"
         try? await self.write(hello, to: outbound)
 
-        let ending = await withGracefulShutdownHandler {
-            await self.serve(inbound: inbound, outbound: outbound, channel: channel, heartbeat: heartbeat, expiresAt: expiresAt)
-        } onGracefulShutdown: {
-            // Written straight to the channel, so that 1001 goes out before the WebSocket
-            // library's own close (1000) for the same shutdown; the client resumes elsewhere.
-            Self.closeNow(channel, code: 1001, reason: "server going away")
-        }
+        let ending = await self.serve(inbound: inbound, outbound: outbound, channel: channel, heartbeat: heartbeat, expiresAt: expiresAt)
         self.hub.detach(self, channels: self.following.withLock { $0 }, user: self.user)
         switch ending {
         case .overflow:

@@ -12,6 +12,7 @@ struct WebSocketRoute: Sendable {
     let heartbeat: Duration
     /// Events a connection may have queued and not yet written before it counts as too slow.
     let maxQueued: Int
+    let connections: LiveConnections
 
     func register(on router: Router<RelayWebSocketContext>) {
         router.ws("/ws") { _, _ in
@@ -26,6 +27,12 @@ struct WebSocketRoute: Sendable {
                 try? await outbound.close(.unknown(4001), reason: (error as? APIError)?.message ?? "invalid token")
                 return
             }
+            let channel = context.requestContext.channel
+            guard self.connections.add(channel) else {
+                LiveConnection.closeNow(channel, code: 1001, reason: "server going away")
+                return
+            }
+            defer { self.connections.remove(channel) }
             let connection = LiveConnection(
                 user: claims.userID,
                 session: claims.sessionID,
@@ -37,7 +44,7 @@ struct WebSocketRoute: Sendable {
             await connection.run(
                 inbound: inbound,
                 outbound: outbound,
-                channel: context.requestContext.channel,
+                channel: channel,
                 heartbeat: self.heartbeat,
                 expiresAt: claims.expiresAt
             )
