@@ -18,10 +18,12 @@ public enum RelayServer {
         logger: Logger = Logger(label: "relay"),
         onServerRunning: @escaping @Sendable (any Channel) async -> Void = { _ in }
     ) throws -> some ApplicationProtocol {
-        try self.makeApplication(
+        let metrics = RelayMetrics()
+        return try self.makeApplication(
             configuration: configuration,
             logger: logger,
-            connections: LiveConnections(),
+            metrics: metrics,
+            connections: LiveConnections(metrics: metrics),
             onServerRunning: onServerRunning
         )
     }
@@ -29,6 +31,7 @@ public enum RelayServer {
     static func makeApplication(
         configuration: RelayConfiguration,
         logger: Logger,
+        metrics: RelayMetrics,
         connections: LiveConnections,
         onServerRunning: @escaping @Sendable (any Channel) async -> Void = { _ in }
     ) throws -> some ApplicationProtocol {
@@ -39,7 +42,6 @@ public enum RelayServer {
             throw RelayConfigurationError(message: error.message)
         }
         let redis = RedisClient(configuration: redisConfiguration, logger: logger)
-        let metrics = RelayMetrics()
         let store = ChatStore(redis: redis, limits: configuration.limits, metrics: metrics)
         let parsing = RequestParsing(limits: configuration.limits)
         let signer = HS256(secret: configuration.jwtSecret)
@@ -93,8 +95,9 @@ public enum RelayServer {
     /// graceful shutdown the WebSocket library closes them with 1000, which would tell a client
     /// that the conversation is over rather than that this relay is.
     public static func run(configuration: RelayConfiguration, logger: Logger) async throws {
-        let connections = LiveConnections()
-        let app = try self.makeApplication(configuration: configuration, logger: logger, connections: connections)
+        let metrics = RelayMetrics()
+        let connections = LiveConnections(metrics: metrics)
+        let app = try self.makeApplication(configuration: configuration, logger: logger, metrics: metrics, connections: connections)
         let group = ServiceGroup(
             configuration: .init(services: [app], gracefulShutdownSignals: [], cancellationSignals: [], logger: logger)
         )

@@ -4,6 +4,7 @@ import Prometheus
 final class RelayMetrics: Sendable {
     let registry = PrometheusCollectorRegistry()
     private let eventsAppended: Counter
+    private let webSockets: Gauge
     private static var requests: MetricNameDescriptor {
         MetricNameDescriptor(
             namespace: "relay",
@@ -34,6 +35,14 @@ final class RelayMetrics: Sendable {
                 helpText: "Events appended to channel logs"
             )
         )
+        self.webSockets = self.registry.makeGauge(
+            descriptor: MetricNameDescriptor(namespace: "relay", metricName: "websockets", helpText: "WebSockets open now")
+        )
+    }
+
+    /// The number of WebSockets open now.
+    func openWebSockets(_ count: Int) {
+        self.webSockets.set(Int64(count))
     }
 
     /// Counts one HTTP request by route pattern (not by concrete path: ids would explode the label set).

@@ -9,20 +9,30 @@ final class LiveConnections: Sendable {
         var closing = false
     }
     private let state = Mutex(State())
+    private let metrics: RelayMetrics
 
-    init() {}
+    init(metrics: RelayMetrics) {
+        self.metrics = metrics
+    }
 
     /// Adds a connection; false once ``closeAll(code:reason:)`` has run (the relay is stopping).
     func add(_ channel: any Channel) -> Bool {
-        self.state.withLock { state in
-            guard !state.closing else { return false }
+        let count = self.state.withLock { state -> Int? in
+            guard !state.closing else { return nil }
             state.channels[ObjectIdentifier(channel)] = channel
-            return true
+            return state.channels.count
         }
+        guard let count else { return false }
+        self.metrics.openWebSockets(count)
+        return true
     }
 
     func remove(_ channel: any Channel) {
-        _ = self.state.withLock { $0.channels.removeValue(forKey: ObjectIdentifier(channel)) }
+        let count = self.state.withLock { state in
+            state.channels.removeValue(forKey: ObjectIdentifier(channel))
+            return state.channels.count
+        }
+        self.metrics.openWebSockets(count)
     }
 
     var count: Int {
