@@ -101,19 +101,30 @@ public enum RelayServer {
         let group = ServiceGroup(
             configuration: .init(services: [app], gracefulShutdownSignals: [], cancellationSignals: [], logger: logger)
         )
-        try await withThrowingTaskGroup(of: Void.self) { tasks in
-            tasks.addTask { try await group.run() }
+        enum Finished { case services, signalHandled }
+        try await withThrowingTaskGroup(of: Finished.self) { tasks in
+            tasks.addTask {
+                try await group.run()
+                return .services
+            }
             tasks.addTask {
                 for await signal in await UnixSignalsSequence(trapping: .sigterm, .sigint) {
                     logger.info("Stopping", metadata: ["signal": "\(signal)", "websockets": "\(connections.count)"])
                     connections.closeAll(code: 1001, reason: "server going away")
                     await connections.waitUntilEmpty(timeout: .seconds(3))
                     await group.triggerGracefulShutdown()
+                    break
+                }
+                return .signalHandled
+            }
+            // The signal task ends first on a normal stop; the services then finish their graceful
+            // shutdown, which must not be cut short.
+            while let finished = try await tasks.next() {
+                if finished == .services {
+                    tasks.cancelAll()
                     return
                 }
             }
-            try await tasks.next()
-            tasks.cancelAll()
         }
     }
 
