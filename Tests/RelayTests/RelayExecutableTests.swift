@@ -225,6 +225,10 @@ struct RelayExecutableTests {
             #expect(ended)
         }
         #expect(try await process.wait(timeout: .seconds(20)) == .exited(0), "stderr: \(process.standardError)")
+        // A graceful stop logs no error (a cancelled shutdown logs "Waiting on child channel: CancellationError").
+        let log = process.standardOutput + process.standardError
+        #expect(!log.contains(" error "), "\(log)")
+        #expect(log.contains("Stopping"), "\(log)")
     }
 
     @Test(arguments: [true, false])
