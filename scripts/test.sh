@@ -11,6 +11,10 @@
 #                                      port with `"$REDIS_SERVER_BIN" "$REDIS_TEST_DIR/redis.conf"` and then wait
 #                                      for PING. A server whose pidfile (*.pid) lies under REDIS_TEST_DIR is
 #                                      stopped at the end too.
+#
+# After the Swift tests, Tests/browser/run.sh drives the web client in headless Chromium against the same
+# Redis (it needs chromium, chromium-driver and python3-venv: `make test` installs them). BROWSER_TESTS=0
+# skips it. The run fails if any suite fails.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -65,6 +69,15 @@ echo "==> $SWIFT test"
 test_status=0
 "$SWIFT" test ${swift_flags[@]+"${swift_flags[@]}"} ${swift_test_flags[@]+"${swift_test_flags[@]}"} || test_status=$?
 
+browser_status=0
+if [ "${BROWSER_TESTS:-1}" != 0 ]; then
+    echo "==> Tests/browser/run.sh"
+    # The relay binary that `swift build --build-tests` just built (with the current web/ files).
+    relay_bin="$("$SWIFT" build ${swift_flags[@]+"${swift_flags[@]}"} --show-bin-path)/relay"
+    RELAY_BIN=$relay_bin bash Tests/browser/run.sh || browser_status=$?
+fi
+
 [ "$test_status" -ne 0 ] && exit "$test_status"
 [ "$lua_status" -ne 0 ] && { echo "error: Tests/lua/check.sh failed" >&2; exit "$lua_status"; }
+[ "$browser_status" -ne 0 ] && { echo "error: the browser test (Tests/browser/run.sh) failed" >&2; exit "$browser_status"; }
 exit 0

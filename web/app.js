@@ -63,6 +63,7 @@ function signOut(message) {
   localStorage.removeItem(AUTH_KEY);
   if (client) client.close();
   client = null;
+  globalThis.relayClient = null;
   clearInterval(presenceTimer);
   channels.clear();
   details.clear();
@@ -81,6 +82,7 @@ function start(auth) {
   $("app").hidden = false;
   $("me").textContent = me;
   client = new RelayClient({ token: auth.token });
+  globalThis.relayClient = client; // for the console (and the browser test)
   client.on("state", onState);
   client.on("event", onEvent);
   client.on("read", onRead);
@@ -369,6 +371,7 @@ function closeChannel() {
 async function openChannel(id) {
   if (!client) return;
   if (openId !== id) {
+    flushMarkRead();
     openId = id;
     $("channel-view").dataset.channelId = id;
     $("message-list").replaceChildren();
@@ -453,20 +456,32 @@ $("messages").addEventListener("scroll", () => {
   if (box.scrollTop < 120) loadOlder();
 });
 
+// Marks the open channel read up to the newest event shown, a moment after it changes (a burst of
+// events makes one read). Leaving the channel before that marks it at once.
 let markReadTimer = null;
+let markReadChannel = null;
 function scheduleMarkRead() {
+  if (markReadChannel && markReadChannel !== openId) flushMarkRead();
   clearTimeout(markReadTimer);
-  markReadTimer = setTimeout(markRead, 250);
+  markReadChannel = openId;
+  markReadTimer = setTimeout(flushMarkRead, 250);
 }
 
-function markRead() {
-  if (!openId || document.visibilityState !== "visible" || !client) return;
-  const store = stores.get(openId);
-  const summary = channels.get(openId);
+function flushMarkRead() {
+  clearTimeout(markReadTimer);
+  const id = markReadChannel;
+  markReadChannel = null;
+  if (id) markRead(id);
+}
+
+function markRead(id) {
+  if (document.visibilityState !== "visible" || !client) return;
+  const store = stores.get(id);
+  const summary = channels.get(id);
   if (!store || !summary) return;
   let top = 0;
   for (const seq of store.events.keys()) if (seq > top) top = seq;
-  if (top > summary.last_read_seq) client.markRead(openId, top).catch(() => {});
+  if (top > summary.last_read_seq) client.markRead(id, top).catch(() => {});
 }
 
 document.addEventListener("visibilitychange", scheduleMarkRead);

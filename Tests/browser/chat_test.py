@@ -144,13 +144,17 @@ class Browser:
     def wait_texts(self, expected, what="messages"):
         """Waits until the view shows exactly `expected` (all sent, none pending), then checks it stays so."""
 
+        last = [None]
+
         def settled():
             rows = self.rows()
-            if [r["text"] for r in rows] == expected and all(r["state"] == "sent" for r in rows):
-                return rows
-            return False
+            last[0] = [(r["text"], r["state"]) for r in rows]
+            return [r["text"] for r in rows] == expected and all(r["state"] == "sent" for r in rows) and rows
 
-        self.wait(settled, f"{what}: {expected!r}")
+        try:
+            self.wait(settled, what)
+        except AssertionError:
+            raise AssertionError(f"{self.name}: timed out waiting for {what}: {expected!r}; shown: {last[0]!r}") from None
         time.sleep(0.4)  # a duplicate or a late replay would show up now
         rows = self.rows()
         assert [r["text"] for r in rows] == expected, f"{self.name}: {what} changed to {[r['text'] for r in rows]!r}"
@@ -325,13 +329,65 @@ def scenario(alice, bob, a_name, b_name):
     assert not bob.row("This message was deleted.").find_elements(By.CSS_SELECTOR, ".actions:not([hidden])")
 
     step("back in the DM, history is intact")
-    alice.open_channel_in_list(dm)
-    alice.wait_texts(conversation)
+    for who in (alice, bob):
+        who.open_channel_in_list(dm)
+        who.wait_texts(conversation)
+        # Everything in the group was seen there: nothing unread once they left it.
+        who.wait(lambda w=who: w.present(f'#channel-list li[data-channel-id="{group}"][data-unread="0"]'), "group read")
     for who in (alice, bob):
         assert who.present('#conn-state[data-state="open"]'), f"{who.name} is not connected at the end"
 
+    step("alice's socket drops; she sends while it is down; it reconnects and resumes")
+    states = "window.__states = []; relayClient.on('state', (s) => window.__states.push(s.state));"
+    alice.js(states + "relayClient._socket.close();")
+    alice.send("sent while offline")
+    bob.send("sent while alice reconnects")
+    conversation += ["sent while offline", "sent while alice reconnects"]
+    alice.wait_connected()
+    seen = alice.js("return window.__states")
+    assert seen[:1] == ["reconnecting"] and seen[-1] == "open", f"alice's states: {seen}"
+    # The two messages were sent at once, so either order is fine; each exactly once.
+    for who in (alice, bob):
+        texts = who.wait(lambda w=who: len(w.texts()) == len(conversation) and w.texts(), "both new messages")
+        assert sorted(texts[-2:]) == sorted(conversation[-2:]), texts
+        conversation[-2:] = texts[-2:]
+        who.wait_texts(conversation)
+
     alice.screenshot("chat.png")
     bob.screenshot("chat-bob.png")
+
+    step("carol is added to the group; bob posts 70 messages there over REST")
+    c_name = a_name.replace("alice", "carol")
+    rest("POST", f"/channels/{group}/members", bob_token, {"user_id": c_name})
+    fillers = [f"filler {n}" for n in range(1, 71)]
+    for n, text in enumerate(fillers):
+        rest("POST", f"/channels/{group}/messages", bob_token, {"client_msg_id": f"filler-{n}", "text": text})
+    everything = ["This message was deleted.", "hey bob, edited"] + fillers
+    bob.open_channel_in_list(group)
+    bob.wait_texts(everything)
+
+    step("a bad token: the app signs out")
+    alice.js(
+        "localStorage.setItem('relay.auth', JSON.stringify({token: 'not-a-token', user_id: 'x', session_id: 'y'}))"
+    )
+    alice.open_app()
+    alice.wait(lambda: alice.present("#signin:not([hidden])"), "the sign-in form after a bad token")
+    message = alice.find("#signin-error").text
+    assert "session ended" in message, message
+
+    step("carol signs in, opens the group: the latest page, then older ones on scroll up")
+    carol = alice
+    carol.name = "carol"
+    carol.sign_in(c_name)
+    carol.wait(
+        lambda: carol.present(f'#channel-list li[data-channel-id="{group}"]:not([data-unread="0"])'),
+        "the group, unread, in carol's list",
+    )
+    carol.open_channel_in_list(group)
+    carol.wait_texts(fillers[-50:], "the latest page")  # the newest 50 events are all fillers
+    carol.js("document.getElementById('messages').scrollTop = 0")
+    carol.wait_texts(everything, "the whole history after scrolling up")
+    assert carol.js("return document.getElementById('messages').scrollTop") > 0, "the view jumped to the top"
 
 
 def main():
