@@ -10,11 +10,11 @@ public final class RedisServerProcess: @unchecked Sendable {
     public let port: Int
     public let directory: URL
     private let extraArguments: [String]
-    private var pid: pid_t?
+    private var process: ChildProcess?
 
     /// Starts a server on a free loopback port, in a fresh temporary directory.
     public init(arguments: [String] = []) throws {
-        self.port = try Self.freePort()
+        self.port = try unusedPort()
         // Under the suite's own Redis directory when `make test` runs it, so that its clean-up
         // stops this server too should the test process die first.
         let parent =
@@ -38,38 +38,15 @@ public final class RedisServerProcess: @unchecked Sendable {
         let binary = ProcessInfo.processInfo.environment["REDIS_SERVER_BIN"] ?? "/usr/bin/redis-server"
         let arguments =
             [
-                binary, "--port", "\(self.port)", "--bind", "127.0.0.1", "--dir", self.directory.path,
+                "--port", "\(self.port)", "--bind", "127.0.0.1", "--dir", self.directory.path,
                 "--save", "", "--appendonly", "no", "--enable-debug-command", "yes", "--daemonize", "no",
                 "--logfile", self.directory.appendingPathComponent("redis.log").path,
                 "--pidfile", self.directory.appendingPathComponent("redis.pid").path,
             ] + self.extraArguments
-        // posix_spawn and waitpid rather than Foundation's Process, whose waitUntilExit can wait
-        // forever on Linux; the child's output goes to /dev/null so it never holds the test's open.
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        for fd in Int32(0)...2 {
-            posix_spawn_file_actions_addopen(&actions, fd, "/dev/null", fd == 0 ? O_RDONLY : O_WRONLY, 0)
-        }
-        // The child must not inherit the test process's blocked signals, or SIGTERM would not stop it.
-        var attributes = posix_spawnattr_t()
-        posix_spawnattr_init(&attributes)
-        defer { posix_spawnattr_destroy(&attributes) }
-        var noSignals = sigset_t()
-        sigemptyset(&noSignals)
-        var allSignals = sigset_t()
-        sigfillset(&allSignals)
-        posix_spawnattr_setsigmask(&attributes, &noSignals)
-        posix_spawnattr_setsigdefault(&attributes, &allSignals)
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
-        var argv = arguments.map { strdup($0) } + [nil]
-        defer { for pointer in argv { free(pointer) } }
-        var pid: pid_t = 0
-        let status = posix_spawn(&pid, binary, &actions, &attributes, &argv, environ)
-        guard status == 0 else { throw TestFailure("cannot start \(binary): error \(status)") }
-        self.pid = pid
+        // A child with an empty signal mask, so that SIGTERM stops it; output in its log file.
+        self.process = try ChildProcess(binary, arguments, environment: ProcessInfo.processInfo.environment)
         for _ in 0..<400 {
-            if Self.canConnect(port: self.port) { return }
+            if canConnect(port: self.port) { return }
             usleep(25_000)
         }
         throw TestFailure("redis-server on port \(self.port) did not start")
@@ -86,44 +63,8 @@ public final class RedisServerProcess: @unchecked Sendable {
     }
 
     private func signal(_ signal: Int32) {
-        guard let pid = self.pid else { return }
-        Glibc.kill(pid, signal)
-        var status: Int32 = 0
-        waitpid(pid, &status, 0)
-        self.pid = nil
-    }
-
-    static func freePort() throws -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw TestFailure("socket() failed") }
-        defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = 0
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) }
-        }
-        guard bound == 0 else { throw TestFailure("bind() failed") }
-        let named = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
-        }
-        guard named == 0 else { throw TestFailure("getsockname() failed") }
-        return Int(UInt16(bigEndian: address.sin_port))
-    }
-
-    static func canConnect(port: Int) -> Bool {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { return false }
-        defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = UInt16(port).bigEndian
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        return withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        } == 0
+        self.process?.stop(signal)
+        self.process = nil
     }
 }
 

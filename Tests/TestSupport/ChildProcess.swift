@@ -1,5 +1,4 @@
 import Foundation
-import TestSupport
 
 #if canImport(Glibc)
 import Glibc
@@ -8,12 +7,12 @@ import Glibc
 /// A child process started with `posix_spawn` (Foundation's `Process` can wait forever in
 /// `waitUntilExit` on Linux), with an empty signal mask and default signal handlers, stdin from
 /// `/dev/null` and stdout and stderr into temporary files. Waits are bounded polls of `waitpid`.
-final class ChildProcess: @unchecked Sendable {
-    enum Termination: Equatable, CustomStringConvertible {
+public final class ChildProcess: @unchecked Sendable {
+    public enum Termination: Equatable, Sendable, CustomStringConvertible {
         case exited(Int32)
         case signaled(Int32)
 
-        var description: String {
+        public var description: String {
             switch self {
             case .exited(let code): "exit status \(code)"
             case .signaled(let signal): "signal \(signal)"
@@ -21,15 +20,15 @@ final class ChildProcess: @unchecked Sendable {
         }
     }
 
-    let pid: pid_t
-    let arguments: [String]
+    public let pid: pid_t
+    public let arguments: [String]
     private let outputPath: String
     private let errorPath: String
     private let lock = NSLock()
     private var termination: Termination?
 
     /// Starts `executable` with `arguments` and exactly `environment`.
-    init(_ executable: String, _ arguments: [String], environment: [String: String]) throws {
+    public init(_ executable: String, _ arguments: [String], environment: [String: String]) throws {
         self.arguments = [executable] + arguments
         let directory = FileManager.default.temporaryDirectory.path
         let stem = "relay-test-\(UUID().uuidString.prefix(8))"
@@ -74,12 +73,12 @@ final class ChildProcess: @unchecked Sendable {
     }
 
     /// What the process wrote to stdout so far.
-    var standardOutput: String { (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? "" }
+    public var standardOutput: String { (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? "" }
     /// What the process wrote to stderr so far.
-    var standardError: String { (try? String(contentsOfFile: errorPath, encoding: .utf8)) ?? "" }
+    public var standardError: String { (try? String(contentsOfFile: errorPath, encoding: .utf8)) ?? "" }
 
     /// How it ended, `nil` while it runs (reaps it if it has ended).
-    var exitStatus: Termination? {
+    public var exitStatus: Termination? {
         lock.withLock {
             if let termination { return termination }
             var status: Int32 = 0
@@ -91,7 +90,7 @@ final class ChildProcess: @unchecked Sendable {
     }
 
     /// Waits until the process ends; `nil` if it still runs after `timeout` (it is left running).
-    func wait(timeout: Duration) async throws -> Termination? {
+    public func wait(timeout: Duration) async throws -> Termination? {
         let deadline = ContinuousClock.now + timeout
         while true {
             if let exitStatus { return exitStatus }
@@ -101,24 +100,31 @@ final class ChildProcess: @unchecked Sendable {
     }
 
     /// Sends `signal` unless the process has ended.
-    func send(_ signal: Int32) {
+    public func send(_ signal: Int32) {
         if exitStatus == nil { Glibc.kill(pid, signal) }
     }
 
     /// Kills the process (SIGKILL) and reaps it.
-    func killAndReap() {
-        guard exitStatus == nil else { return }
-        Glibc.kill(pid, SIGKILL)
+    public func killAndReap() {
+        self.stop(SIGKILL)
+    }
+
+    /// Sends `signal` and waits, blocking the calling thread, until the process has ended.
+    /// Call it off the Swift concurrency pool, or only with a signal that ends the process at once.
+    public func stop(_ signal: Int32) {
         lock.withLock {
+            guard termination == nil else { return }
+            Glibc.kill(pid, signal)
             var status: Int32 = 0
             waitpid(pid, &status, 0)
-            termination = .signaled(SIGKILL)
+            let number = status & 0x7f
+            termination = number == 0 ? .exited((status >> 8) & 0xff) : .signaled(number)
         }
     }
 
     /// Runs `executable` to its end, killing it if it runs longer than `timeout`.
     /// - Throws: `TestFailure` if it had to be killed.
-    static func run(
+    public static func run(
         _ executable: String,
         _ arguments: [String],
         environment: [String: String],
@@ -133,51 +139,4 @@ final class ChildProcess: @unchecked Sendable {
         }
         return (termination, process.standardOutput, process.standardError)
     }
-}
-
-/// The `relay` executable and its environment.
-enum RelayExecutable {
-    /// `RELAY_BIN` if set; else the `relay` built next to this test bundle (same scratch path);
-    /// else `<package root>/.build/debug/relay`.
-    static var path: String {
-        if let path = ProcessInfo.processInfo.environment["RELAY_BIN"] { return path }
-        let sibling = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
-            .deletingLastPathComponent().appendingPathComponent("relay").path
-        if FileManager.default.isExecutableFile(atPath: sibling) { return sibling }
-        let packageRoot = URL(fileURLWithPath: #filePath)
-            .deletingLastPathComponent()  // Support
-            .deletingLastPathComponent()  // RelayTests
-            .deletingLastPathComponent()  // Tests
-            .deletingLastPathComponent()
-        return packageRoot.appendingPathComponent(".build/debug/relay").path
-    }
-
-    /// This process's environment without any `RELAY_*` or `REDIS_URL`, plus `extra`.
-    static func environment(_ extra: [String: String] = [:]) -> [String: String] {
-        var environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("RELAY_") && $0.key != "REDIS_URL" }
-        environment.merge(extra) { _, new in new }
-        return environment
-    }
-}
-
-/// A loopback TCP port that nothing listens on (bound, read and released: another process could
-/// take it in between, which is unlikely enough for tests).
-func unusedPort() throws -> Int {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    guard fd >= 0 else { throw TestFailure("socket() failed") }
-    defer { close(fd) }
-    var address = sockaddr_in()
-    address.sin_family = sa_family_t(AF_INET)
-    address.sin_port = 0
-    address.sin_addr.s_addr = inet_addr("127.0.0.1")
-    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-    let bound = withUnsafePointer(to: &address) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) }
-    }
-    guard bound == 0 else { throw TestFailure("bind() failed") }
-    let named = withUnsafeMutablePointer(to: &address) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
-    }
-    guard named == 0 else { throw TestFailure("getsockname() failed") }
-    return Int(UInt16(bigEndian: address.sin_port))
 }
