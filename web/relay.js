@@ -198,6 +198,8 @@ export class RelayClient {
     }
     if (globalThis.removeEventListener) globalThis.removeEventListener("pagehide", this._onPageHide);
     this._failReads();
+    for (const send of this._sends.values()) send.reject(new RelayError(0, "closed", "the client was closed before an ack"));
+    this._sends.clear();
     if (this.state !== "unauthorized") this._setState("closed");
   }
 

@@ -215,8 +215,27 @@ def wait_for(condition, what):
     raise AssertionError(f"timed out waiting for {what}; last seen: {last!r}")
 
 
+def library_checks(browser):
+    """Runs relay_unit.js (relay.js against a scripted fake server) in the page; fails on any failed check."""
+    with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "relay_unit.js"), encoding="utf-8") as file:
+        script = file.read()
+    browser.open_app()
+    browser.wait(lambda: browser.present("#signin:not([hidden])"), "the sign-in form")
+    browser.driver.set_script_timeout(30)
+    try:
+        result = browser.driver.execute_async_script(script)
+    finally:
+        browser.driver.set_script_timeout(WAIT_S)
+    for name in result["passed"]:
+        log(f"  relay.js: {name}")
+    assert not result["failed"], "relay.js checks failed:\n  " + "\n  ".join(result["failed"])
+
+
 def scenario(alice, bob, a_name, b_name):
     step = lambda text: log(text)  # noqa: E731
+
+    step("relay.js against a scripted server")
+    library_checks(bob)
 
     step("sign in")
     alice.sign_in(a_name)
