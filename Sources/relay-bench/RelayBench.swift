@@ -4,7 +4,11 @@ import ArgumentParser
 struct RelayBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "relay-bench",
-        abstract: "Load generator for the relay and its Redis client.",
-        subcommands: [RedisClientBenchmark.self]
+        abstract: "Load generator for the relay (and for nchan, its peer) and for the relay's Redis client.",
+        subcommands: [
+            FanoutScenario.self,
+            DirectMessagesScenario.self,
+            RedisClientBenchmark.self,
+        ]
     )
 }

@@ -1,0 +1,96 @@
+import Foundation
+
+/// CPU time and memory of processes, from /proc (Linux), and of the load generator itself.
+enum ProcessStats {
+    static let ticksPerSecond = Double(sysconf(Int32(_SC_CLK_TCK)))
+
+    /// utime + stime of `pid` in seconds, nil when it is gone (or /proc is missing).
+    static func cpuSeconds(pid: Int32) -> Double? {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+            let close = stat.lastIndex(of: ")")
+        else { return nil }
+        // Fields after "(comm)": state is field 3; utime and stime are fields 14 and 15.
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        guard fields.count > 13, let user = Double(fields[11]), let system = Double(fields[12]) else { return nil }
+        return (user + system) / self.ticksPerSecond
+    }
+
+    /// The summed CPU seconds of `pids` (missing ones count zero).
+    static func cpuSeconds(pids: [Int32]) -> Double {
+        pids.reduce(0) { $0 + (self.cpuSeconds(pid: $1) ?? 0) }
+    }
+
+    /// VmRSS of `pid` in bytes.
+    static func residentBytes(pid: Int32) -> Int? {
+        guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return nil }
+        for line in status.split(separator: "\n") where line.hasPrefix("VmRSS:") {
+            let number = line.split(separator: " ").dropFirst().first.flatMap { Int($0) }
+            return number.map { $0 * 1024 }
+        }
+        return nil
+    }
+
+    static func residentBytes(pids: [Int32]) -> Int {
+        pids.reduce(0) { $0 + (self.residentBytes(pid: $1) ?? 0) }
+    }
+
+    /// This process's user + system CPU seconds (getrusage).
+    static func ownCPUSeconds() -> Double {
+        var usage = rusage()
+        getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &usage)
+        func seconds(_ time: timeval) -> Double { Double(time.tv_sec) + Double(time.tv_usec) / 1e6 }
+        return seconds(usage.ru_utime) + seconds(usage.ru_stime)
+    }
+
+    /// Monotonic nanoseconds, comparable across the threads of this process.
+    @inline(__always)
+    static func now() -> UInt64 {
+        var time = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &time)
+        return UInt64(time.tv_sec) * 1_000_000_000 + UInt64(time.tv_nsec)
+    }
+}
+
+/// The processes whose CPU a scenario charges to the server: the server's own (the relay, or
+/// nginx's workers) and Redis's.
+struct ServerProcesses: Sendable {
+    var server: [Int32]
+    var redis: [Int32]
+
+    struct Sample: Sendable {
+        var server: Double
+        var redis: Double
+        var loadGenerator: Double
+        var wall: UInt64
+
+        /// CPU seconds spent between `earlier` and this sample, and the wall time elapsed.
+        func since(_ earlier: Sample) -> Usage {
+            Usage(
+                server: self.server - earlier.server,
+                redis: self.redis - earlier.redis,
+                loadGenerator: self.loadGenerator - earlier.loadGenerator,
+                seconds: Double(self.wall - earlier.wall) / 1e9
+            )
+        }
+    }
+
+    /// CPU seconds over an interval.
+    struct Usage: Sendable {
+        var server: Double
+        var redis: Double
+        var loadGenerator: Double
+        var seconds: Double
+        var serverAndRedis: Double { self.server + self.redis }
+    }
+
+    func sample() -> Sample {
+        Sample(
+            server: ProcessStats.cpuSeconds(pids: self.server),
+            redis: ProcessStats.cpuSeconds(pids: self.redis),
+            loadGenerator: ProcessStats.ownCPUSeconds(),
+            wall: ProcessStats.now()
+        )
+    }
+
+    var serverResidentBytes: Int { ProcessStats.residentBytes(pids: self.server) }
+}
