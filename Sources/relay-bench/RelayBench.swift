@@ -8,6 +8,9 @@ struct RelayBench: AsyncParsableCommand {
         subcommands: [
             FanoutScenario.self,
             DirectMessagesScenario.self,
+            SendScenario.self,
+            IdleScenario.self,
+            ResumeScenario.self,
             RedisClientBenchmark.self,
         ]
     )

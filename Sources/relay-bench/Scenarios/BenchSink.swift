@@ -102,13 +102,24 @@ final class StreamPublisher: @unchecked Sendable {
     let run: String
     /// Ack-paced publishing keeps this many in flight; 0 publishes only when `publish` is called.
     let window: Int
+    /// Ack-paced publishing stops after this many messages.
+    let limit: Int
     private(set) var number = 0
     private(set) var acked = 0
     private(set) var failed = 0
     private var sentAt: [UInt64] = []
     private var head = 0
 
-    init(stream: Int, route: Route, loop: any EventLoop, ackMeter: LoopMeter, counters: ScenarioCounters, run: String, window: Int = 0) {
+    init(
+        stream: Int,
+        route: Route,
+        loop: any EventLoop,
+        ackMeter: LoopMeter,
+        counters: ScenarioCounters,
+        run: String,
+        window: Int = 0,
+        limit: Int = .max
+    ) {
         self.stream = stream
         self.route = route
         self.loop = loop
@@ -116,6 +127,7 @@ final class StreamPublisher: @unchecked Sendable {
         self.counters = counters
         self.run = run
         self.window = window
+        self.limit = limit
     }
 
     var inFlight: Int { self.sentAt.count - self.head }
@@ -132,7 +144,7 @@ final class StreamPublisher: @unchecked Sendable {
     /// Fills the window (ack-paced publishing), from any thread.
     func start() {
         self.loop.execute {
-            while self.inFlight < self.window { self.publishNow() }
+            while self.inFlight < self.window, self.number < self.limit { self.publishNow() }
         }
     }
 
@@ -179,7 +191,7 @@ final class StreamPublisher: @unchecked Sendable {
             self.counters.errors.add(1, ordering: .relaxed)
         }
         if self.window > 0, !self.counters.stopped.load(ordering: .relaxed) {
-            while self.inFlight < self.window { self.publishNow() }
+            while self.inFlight < self.window, self.number < self.limit { self.publishNow() }
         }
     }
 }
