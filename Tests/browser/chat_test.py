@@ -22,7 +22,7 @@ import traceback
 import urllib.request
 
 from selenium import webdriver
-from selenium.common.exceptions import TimeoutException
+from selenium.common.exceptions import TimeoutException, WebDriverException
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
@@ -82,7 +82,11 @@ class Browser:
         last = [None]
 
         def probe(_):
-            last[0] = condition()
+            try:
+                last[0] = condition()
+            except WebDriverException as error:  # e.g. a script run while the page navigates
+                last[0] = f"{type(error).__name__}: {error.msg}"
+                return False
             return last[0]
 
         try:
@@ -288,10 +292,11 @@ def scenario(alice, bob, a_name, b_name):
     step("alice reloads while bob writes")
     cursors = alice.js("return Object.keys(localStorage).filter((k) => k.startsWith('relay.cursors.'))")
     assert cursors, "alice's page kept no cursors in localStorage"
-    alice.js("setTimeout(() => location.reload(), 0)")
+    alice.js("window.__before_reload = true; setTimeout(() => location.reload(), 0)")
     bob.send("sent during the reload")
     conversation.append("sent during the reload")
     bob.wait_texts(conversation)
+    alice.wait(lambda: alice.js("return document.readyState === 'complete' && !window.__before_reload"), "the reload")
     alice.wait_connected()
     alice.wait_open(dm)
     alice.wait_texts(conversation, "the conversation after the reload")
@@ -362,9 +367,13 @@ def scenario(alice, bob, a_name, b_name):
     alice.send("sent while offline")
     bob.send("sent while alice reconnects")
     conversation += ["sent while offline", "sent while alice reconnects"]
-    alice.wait_connected()
-    seen = alice.js("return window.__states")
-    assert seen[:1] == ["reconnecting"] and seen[-1] == "open", f"alice's states: {seen}"
+
+    def reconnected():
+        states = alice.js("return window.__states") or []
+        return "reconnecting" in states and states[-1] == "open" and states
+
+    seen = alice.wait(reconnected, "alice to reconnect")
+    assert seen[0] == "reconnecting", f"alice's states: {seen}"
     # The two messages were sent at once, so either order is fine; each exactly once.
     for who in (alice, bob):
         texts = who.wait(lambda w=who: len(w.texts()) == len(conversation) and w.texts(), "both new messages")
