@@ -269,9 +269,9 @@ def scenario(alice, bob, a_name, b_name):
     alice.send("how are you?")
     bob.wait_texts(["hello bob", "how are you?"])
     tricky = '<img src=x onerror="window.__pwned=1"> & <b>not bold</b>'
-    bob.send("fine, thanks")
+    bob.send("fine, thanks — ça va? ✓")
     bob.send(tricky)
-    conversation = ["hello bob", "how are you?", "fine, thanks", tricky]
+    conversation = ["hello bob", "how are you?", "fine, thanks — ça va? ✓", tricky]
     alice.wait_texts(conversation)
     bob.wait_texts(conversation)
     assert not alice.present("#message-list img, #message-list b"), "user text was parsed as HTML"
