@@ -1,121 +1,315 @@
 #!/usr/bin/env bash
 # `make bench`: benchmarks on a private redis-server (free loopback port, no persistence), each beside a
-# baseline measured in the same run, reported as ratios. The machine is shared and noisy, so every figure
-# is the best of ROUNDS alternating runs of the baseline and the candidate.
+# baseline or a peer measured in the same run, reported as ratios. See docs/BENCHMARKS.md.
 #
-#   BENCH_REQUESTS  requests per test (default 200000)
-#   BENCH_ROUNDS    alternating rounds (default 3)
+#   1. Redis client (relay-bench redis) beside redis-benchmark.
+#   2. Send path: POST /channels/{id}/messages (wrk) and relay-bench send (WebSocket and REST) beside
+#      send.lua driven by redis-benchmark (the ceiling Redis allows for the same atomic write).
+#   3. Scenarios (relay-bench fanout, dms, resume, idle) against a release relay and, where nchan supports
+#      them (fanout, dms, idle), against nchan (nginx + libnginx-mod-nchan, Redis storage) on the same Redis.
+#
+# Knobs (environment):
+#   BENCH_PARTS           which parts to run: any of "redis send scenarios" (default all three)
+#   BENCH_REQUESTS        requests per Redis client test (default 200000)
+#   BENCH_ROUNDS          alternating rounds of the Redis client and send-path tests (default 3)
+#   BENCH_SECONDS         seconds of each wrk / relay-bench send run (default 10)
+#   BENCH_FANOUT          fan-out socket counts (default "1000 10000")
+#   BENCH_FANOUT_RATE     fan-out messages/s (default 10)
+#   BENCH_FANOUT_SECONDS  seconds of fan-out publishing (default 10 at 1,000 sockets; 5 above)
+#   BENCH_DMS             DM channels (default 2500); BENCH_DM_RATE messages/s in total (default 2500)
+#   BENCH_IDLE            idle sockets (default 10000; the open-file limit here is 20,000 per process)
+#   BENCH_HEARTBEAT       heartbeat / ping interval for the idle scenario, seconds (default 5)
+#   BENCH_RESUME          resume clients (default 1000), each 1,000 events behind
+#   BENCH_THREADS         event loops of relay-bench (default 1)
+#   BENCH_NCHAN           0 to skip the nchan peer (default 1)
+#   SWIFT_FLAGS           e.g. --scratch-path=.build-bench to keep release builds apart
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 SWIFT=${SWIFT:-swift}
 read -r -a swift_flags <<<"${SWIFT_FLAGS:-}"
+PARTS=${BENCH_PARTS:-redis send scenarios}
 REQUESTS=${BENCH_REQUESTS:-200000}
 ROUNDS=${BENCH_ROUNDS:-3}
+SECONDS_PER_RUN=${BENCH_SECONDS:-10}
+FANOUT=${BENCH_FANOUT:-1000 10000}
+FANOUT_RATE=${BENCH_FANOUT_RATE:-10}
+DMS=${BENCH_DMS:-2500}
+DM_RATE=${BENCH_DM_RATE:-2500}
+IDLE=${BENCH_IDLE:-10000}
+HEARTBEAT=${BENCH_HEARTBEAT:-5}
+RESUME=${BENCH_RESUME:-1000}
+THREADS=${BENCH_THREADS:-1}
+NCHAN=${BENCH_NCHAN:-1}
 CONCURRENCY=50
+# Every relay-bench scenario ends by itself; this is the bound if something hangs.
+SCENARIO_TIMEOUT=300
 
-echo "==> release build of relay-bench"
+wants() { [[ " $PARTS " == *" $1 "* ]]; }
+
+packages=(redis-server wrk jq)
+[ "$NCHAN" = 1 ] && packages+=(nginx libnginx-mod-nchan)
+bash scripts/deps.sh "${packages[@]}"
+ulimit -n 20000 2>/dev/null || ulimit -n "$(ulimit -Hn)" || true
+
+echo "==> release build of relay-bench and relay"
 "$SWIFT" build ${swift_flags[@]+"${swift_flags[@]}"} -c release --product relay-bench
-BENCH=$("$SWIFT" build ${swift_flags[@]+"${swift_flags[@]}"} -c release --show-bin-path)/relay-bench
+"$SWIFT" build ${swift_flags[@]+"${swift_flags[@]}"} -c release --product relay
+bin=$("$SWIFT" build ${swift_flags[@]+"${swift_flags[@]}"} -c release --show-bin-path)
+BENCH=$bin/relay-bench
+RELAY=$bin/relay
 
-dir=$(mktemp -d "${TMPDIR:-/tmp}/relay-bench-redis.XXXXXX")
+dir=$(mktemp -d "${TMPDIR:-/tmp}/relay-bench.XXXXXX")
+relay_pid=
 cleanup() {
-    bash scripts/redis.sh stop "$dir" >/dev/null || true
+    trap - EXIT INT TERM
+    stop_relay
+    bash scripts/nchan.sh stop "$dir/nchan" >/dev/null 2>&1 || true
+    bash scripts/redis.sh stop "$dir/redis" >/dev/null 2>&1 || true
     rm -rf "$dir"
 }
 trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+stop_relay() {
+    [ -n "$relay_pid" ] || return 0
+    kill "$relay_pid" 2>/dev/null || true
+    for _ in $(seq 1 100); do
+        kill -0 "$relay_pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -9 "$relay_pid" 2>/dev/null || true
+    wait "$relay_pid" 2>/dev/null || true
+    relay_pid=
+}
+
+# Starts a release relay on a free port (any previous one stopped first); sets relay_port and relay_pid.
+start_relay() {
+    stop_relay
+    relay_port=$(bash scripts/redis.sh free-port)
+    "$RELAY" serve --port "$relay_port" --redis "$url" --jwt-secret "$secret" "$@" >>"$dir/relay.log" 2>&1 &
+    relay_pid=$!
+    for _ in $(seq 1 100); do
+        curl -fs "http://127.0.0.1:$relay_port/healthz" >/dev/null && return 0
+        kill -0 "$relay_pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    tail -n 20 "$dir/relay.log" >&2
+    echo "error: the relay did not start" >&2
+    exit 1
+}
+
+# Starts nchan on a free port with WebSocket pings every $1 seconds; sets nchan_port.
+start_nchan() {
+    bash scripts/nchan.sh stop "$dir/nchan" >/dev/null 2>&1 || true
+    nchan_port=$(bash scripts/redis.sh free-port)
+    bash scripts/nchan.sh start "$dir/nchan" "$nchan_port" "$port" "$1"
+}
+
 port=$(bash scripts/redis.sh free-port)
-bash scripts/redis.sh start "$dir" "$port" test >/dev/null
+bash scripts/redis.sh start "$dir/redis" "$port" test >/dev/null
 url=redis://127.0.0.1:$port
-echo "Redis $(redis-server --version | grep -o 'v=[^ ]*') on $url; $(nproc) cores; $REQUESTS requests, $CONCURRENCY in flight"
-
-# The same script relay-bench runs; redis-benchmark calls it by its SHA-1.
-script="return redis.call('SET', KEYS[1], ARGV[1])"
-sha=$(redis-cli -p "$port" SCRIPT LOAD "$script")
-
-# Prints the requests per second redis-benchmark reaches for one test (set, get or evalsha), given
-# how its CONCURRENCY requests in flight are spread: "-c 50" (50 connections, one each) or
-# "-c 1 -P 50" (one connection, 50 pipelined: the most Redis itself allows this work).
-baseline() {
-    local test=$1
-    shift
-    case $test in
-        set | get) redis-benchmark -p "$port" "$@" -n "$REQUESTS" -t "$test" -q ;;
-        evalsha) redis-benchmark -p "$port" "$@" -n "$REQUESTS" -q EVALSHA "$sha" 1 'key:__rand_int__' xxx ;;
-    esac | tr '\r' '\n' | grep -Eo '[0-9.]+ requests per second' | tail -1 | cut -d' ' -f1
-}
-
-candidate() {
-    "$BENCH" redis --url "$url" --requests "$REQUESTS" --concurrency "$CONCURRENCY" --tests "$1" |
-        grep -Eo '[0-9.]+ requests per second' | cut -d' ' -f1
-}
+redis_pid=$(<"$dir/redis/redis.pid")
+secret=bench-secret-$RANDOM$RANDOM
+echo "Redis $(redis-server --version | grep -o 'v=[^ ]*') on $url; $(nproc) cores"
 
 best() { sort -g | tail -1; }
-
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
-
-echo
-echo "Redis client: requests/s with $CONCURRENCY in flight (best of $ROUNDS), beside redis-benchmark"
-printf '%-8s %16s %16s %16s %10s %10s\n' test "rb -c 50" "rb -c 1 -P 50" "RedisClient" "/ -c 50" "/ -P 50"
-for test in set get evalsha; do
-    connections=() pipelined=() client=()
-    for ((round = 0; round < ROUNDS; round++)); do
-        connections+=("$(baseline "$test" -c "$CONCURRENCY")")
-        pipelined+=("$(baseline "$test" -c 1 -P "$CONCURRENCY")")
-        client+=("$(candidate "$test")")
-    done
-    c=$(printf '%s\n' "${connections[@]}" | best)
-    p=$(printf '%s\n' "${pipelined[@]}" | best)
-    r=$(printf '%s\n' "${client[@]}" | best)
-    printf '%-8s %16.0f %16.0f %16.0f %10s %10s\n' "$test" "$c" "$p" "$r" "$(ratio "$r" "$c")" "$(ratio "$r" "$p")"
-done
+ratio() {
+    awk -v a="$1" -v b="$2" 'BEGIN { n = "^[0-9.eE+-]+$"; if (a !~ n || b !~ n || b + 0 == 0) print "-"; else printf "%.2f", a / b }'
+}
 
 # ---------------------------------------------------------------------------------------------------------------
-# POST /channels/{id}/messages through a release relay (wrk, CONCURRENCY connections), beside send.lua driven
-# directly by redis-benchmark on the same Redis (the ceiling Redis allows for the same atomic write).
-echo
-echo "==> release build of relay"
-"$SWIFT" build ${swift_flags[@]+"${swift_flags[@]}"} -c release --product relay
-RELAY=$("$SWIFT" build ${swift_flags[@]+"${swift_flags[@]}"} -c release --show-bin-path)/relay
-relay_port=$(bash scripts/redis.sh free-port)
-secret=bench-secret-$RANDOM$RANDOM
-"$RELAY" serve --port "$relay_port" --redis "$url" --jwt-secret "$secret" >"$dir/relay.log" 2>&1 &
-relay_pid=$!
-trap 'kill "$relay_pid" 2>/dev/null || true; wait "$relay_pid" 2>/dev/null || true; cleanup' EXIT
-for _ in $(seq 1 100); do
-    curl -fs "http://127.0.0.1:$relay_port/healthz" >/dev/null && break
-    sleep 0.1
-done
-token=$("$RELAY" token bench-alice --jwt-secret "$secret")
-channel=$(curl -fs -X POST "http://127.0.0.1:$relay_port/channels" -H "Authorization: Bearer $token" \
-    -d '{"type":"group","members":["bench-bob"],"name":"bench"}' | grep -o '"id":"[^"]*"' | head -1 | cut -d'"' -f4)
-send_sha=$(redis-cli -p "$port" SCRIPT LOAD "$(cat lua/send.lua)")
-body='"type":"message","message_id":"m__rand_int__","sender_id":"bench-alice","text":"hello from the benchmark","client_msg_id":"__rand_int__"'
+if wants redis; then
+    # The same script relay-bench runs; redis-benchmark calls it by its SHA-1.
+    script="return redis.call('SET', KEYS[1], ARGV[1])"
+    sha=$(redis-cli -p "$port" SCRIPT LOAD "$script")
 
-baseline_send() {
-    redis-benchmark -p "$port" -c "$CONCURRENCY" -n "$REQUESTS" -r 999999999999 -q EVALSHA "$send_sha" 6 \
-        "ch:{$channel}:meta" "ch:{$channel}:members" "ch:{$channel}:seq" "ch:{$channel}:log" "ch:{$channel}:msgs" \
-        "ch:{$channel}:dedup:bench-alice:__rand_int__" bench-alice "m__rand_int__" "$body" "$channel" "ch:{$channel}:live" 86400 |
-        tr '\r' '\n' | grep -Eo '[0-9.]+ requests per second' | tail -1 | cut -d' ' -f1
-}
+    # Prints the requests per second redis-benchmark reaches for one test (set, get or evalsha), given
+    # how its CONCURRENCY requests in flight are spread: "-c 50" (50 connections, one each) or
+    # "-c 1 -P 50" (one connection, 50 pipelined: the most Redis itself allows this work).
+    baseline() {
+        local test=$1
+        shift
+        case $test in
+            set | get) redis-benchmark -p "$port" "$@" -n "$REQUESTS" -t "$test" -q ;;
+            evalsha) redis-benchmark -p "$port" "$@" -n "$REQUESTS" -q EVALSHA "$sha" 1 'key:__rand_int__' xxx ;;
+        esac | tr '\r' '\n' | grep -Eo '[0-9.]+ requests per second' | tail -1 | cut -d' ' -f1
+    }
 
-relay_send() {
-    RELAY_TOKEN=$token RELAY_CHANNEL=$channel wrk -t 2 -c "$CONCURRENCY" -d "${BENCH_SECONDS:-10}s" --latency \
-        -s scripts/wrk-send.lua "http://127.0.0.1:$relay_port" >"$dir/wrk.out"
-    awk '/Requests\/sec/ { rate = $2 } /^ +50%/ { p50 = $2 } /^ +90%/ { p90 = $2 } /^ +99%/ { p99 = $2 }
-        /Non-2xx/ { bad = $NF } END { printf "%s %s %s %s %s\n", rate, p50, p90, p99, (bad == "" ? 0 : bad) }' "$dir/wrk.out"
-}
+    candidate() {
+        timeout "$SCENARIO_TIMEOUT" "$BENCH" redis --url "$url" --requests "$REQUESTS" --concurrency "$CONCURRENCY" --tests "$1" |
+            grep -Eo '[0-9.]+ requests per second' | cut -d' ' -f1
+    }
 
-send_base=() send_relay=()
-for ((round = 0; round < ROUNDS; round++)); do
-    send_base+=("$(baseline_send)")
-    send_relay+=("$(relay_send)")
-done
-base=$(printf '%s\n' "${send_base[@]}" | best)
-read -r rate p50 p90 p99 bad <<<"$(printf '%s\n' "${send_relay[@]}" | sort -g -k1 | tail -1)"
-echo
-echo "Send path: messages/s with $CONCURRENCY in flight (best of $ROUNDS)"
-printf '%-34s %14s %10s %10s %10s %8s\n' path "messages/s" p50 p90 p99 "non-2xx"
-printf '%-34s %14.0f %10s %10s %10s %8s\n' "send.lua via redis-benchmark" "$base" - - - -
-printf '%-34s %14.0f %10s %10s %10s %8s\n' "POST /channels/{id}/messages" "$rate" "$p50" "$p90" "$p99" "$bad"
-echo "relay / redis-benchmark: $(ratio "$rate" "$base")"
+    echo
+    echo "Redis client: requests/s with $CONCURRENCY in flight (best of $ROUNDS), beside redis-benchmark"
+    printf '%-8s %16s %16s %16s %10s %10s\n' test "rb -c 50" "rb -c 1 -P 50" "RedisClient" "/ -c 50" "/ -P 50"
+    for test in set get evalsha; do
+        connections=() pipelined=() client=()
+        for ((round = 0; round < ROUNDS; round++)); do
+            connections+=("$(baseline "$test" -c "$CONCURRENCY")")
+            pipelined+=("$(baseline "$test" -c 1 -P "$CONCURRENCY")")
+            client+=("$(candidate "$test")")
+        done
+        c=$(printf '%s\n' "${connections[@]}" | best)
+        p=$(printf '%s\n' "${pipelined[@]}" | best)
+        r=$(printf '%s\n' "${client[@]}" | best)
+        printf '%-8s %16.0f %16.0f %16.0f %10s %10s\n' "$test" "$c" "$p" "$r" "$(ratio "$r" "$c")" "$(ratio "$r" "$p")"
+    done
+fi
+
+# ---------------------------------------------------------------------------------------------------------------
+# POST /channels/{id}/messages through a release relay (wrk, CONCURRENCY connections), and relay-bench send over
+# WebSocket and REST, beside send.lua driven directly by redis-benchmark on the same Redis (the ceiling Redis
+# allows for the same atomic write).
+if wants send; then
+    start_relay
+    token=$("$RELAY" token bench-alice --jwt-secret "$secret")
+    channel=$(curl -fs -X POST "http://127.0.0.1:$relay_port/channels" -H "Authorization: Bearer $token" \
+        -d '{"type":"group","members":["bench-bob"],"name":"bench"}' | grep -o '"id":"[^"]*"' | head -1 | cut -d'"' -f4)
+    send_sha=$(redis-cli -p "$port" SCRIPT LOAD "$(cat lua/send.lua)")
+    body='"type":"message","message_id":"m__rand_int__","sender_id":"bench-alice","text":"hello from the benchmark","client_msg_id":"__rand_int__"'
+
+    baseline_send() {
+        redis-benchmark -p "$port" -c "$CONCURRENCY" -n "$REQUESTS" -r 999999999999 -q EVALSHA "$send_sha" 6 \
+            "ch:{$channel}:meta" "ch:{$channel}:members" "ch:{$channel}:seq" "ch:{$channel}:log" "ch:{$channel}:msgs" \
+            "ch:{$channel}:dedup:bench-alice:__rand_int__" bench-alice "m__rand_int__" "$body" "$channel" "ch:{$channel}:live" 86400 |
+            tr '\r' '\n' | grep -Eo '[0-9.]+ requests per second' | tail -1 | cut -d' ' -f1
+    }
+
+    relay_send() {
+        RELAY_TOKEN=$token RELAY_CHANNEL=$channel timeout "$SCENARIO_TIMEOUT" wrk -t 2 -c "$CONCURRENCY" -d "${SECONDS_PER_RUN}s" \
+            --latency -s scripts/wrk-send.lua "http://127.0.0.1:$relay_port" >"$dir/wrk.out"
+        awk '/Requests\/sec/ { rate = $2 } /^ +50%/ { p50 = $2 } /^ +90%/ { p90 = $2 } /^ +99%/ { p99 = $2 }
+            /Non-2xx/ { bad = $NF } END { printf "%s %s %s %s %s\n", rate, p50, p90, p99, (bad == "" ? 0 : bad) }' "$dir/wrk.out"
+    }
+
+    # relay-bench send over one path (ws or rest); prints its JSON line.
+    bench_send() {
+        timeout "$SCENARIO_TIMEOUT" "$BENCH" send --url "http://127.0.0.1:$relay_port" --jwt-secret "$secret" --paths "$1" \
+            --connections "$CONCURRENCY" --seconds "$SECONDS_PER_RUN" --threads "$THREADS" \
+            --server-pids "$relay_pid" --redis-pid "$redis_pid" --json | tee -a "$dir/send.log" | grep '^json ' | cut -c6-
+    }
+
+    send_base=() send_relay=() send_ws=() send_rest=()
+    for ((round = 0; round < ROUNDS; round++)); do
+        send_base+=("$(baseline_send)")
+        send_relay+=("$(relay_send)")
+        send_ws+=("$(bench_send ws | jq -r '[.messages_per_s, .ack_p50_ms, .ack_p90_ms, .ack_p99_ms, .ack_max_ms, .errors, .server_redis_us_per_message] | @tsv')")
+        send_rest+=("$(bench_send rest | jq -r '[.messages_per_s, .ack_p50_ms, .ack_p90_ms, .ack_p99_ms, .ack_max_ms, .errors, .server_redis_us_per_message] | @tsv')")
+    done
+    base=$(printf '%s\n' "${send_base[@]}" | best)
+    read -r rate p50 p90 p99 bad <<<"$(printf '%s\n' "${send_relay[@]}" | sort -g -k1 | tail -1)"
+    echo
+    echo "Send path: messages/s with $CONCURRENCY in flight (best of $ROUNDS)"
+    printf '%-34s %12s %9s %9s %9s %9s %7s %12s %8s\n' path "messages/s" p50 p90 p99 max errors "µs CPU/msg" "/ ceiling"
+    printf '%-34s %12.0f %9s %9s %9s %9s %7s %12s %8s\n' "send.lua via redis-benchmark" "$base" - - - - - - 1.00
+    printf '%-34s %12.0f %9s %9s %9s %9s %7s %12s %8s\n' "POST /channels/{id}/messages (wrk)" "$rate" "$p50" "$p90" "$p99" - "$bad" - \
+        "$(ratio "$rate" "$base")"
+    for path in ws rest; do
+        if [ "$path" = ws ]; then rows=("${send_ws[@]}"); label="WebSocket send (relay-bench)"; else rows=("${send_rest[@]}"); label="REST POST (relay-bench)"; fi
+        IFS=$'\t' read -r r a b c m e cpu <<<"$(printf '%s\n' "${rows[@]}" | sort -g -k1 | tail -1)"
+        printf '%-34s %12.0f %8.2fms %8.2fms %8.2fms %8.2fms %7.0f %12.1f %8s\n' "$label" "$r" "$a" "$b" "$c" "$m" "$e" "$cpu" "$(ratio "$r" "$base")"
+    done
+    echo "(µs CPU/msg: relay + Redis CPU per acknowledged message; / ceiling: messages/s over send.lua's)"
+fi
+
+# ---------------------------------------------------------------------------------------------------------------
+if wants scenarios; then
+    results=$dir/results.jsonl
+    : >"$results"
+
+    # scenario TARGET ARGS...: one relay-bench scenario against the relay or nchan; prints its block and keeps
+    # its JSON line.
+    scenario() {
+        local target=$1 name=$2
+        shift 2
+        local pids=$relay_pid target_url=http://127.0.0.1:$relay_port
+        if [ "$target" = nchan ]; then
+            pids=$(bash scripts/nchan.sh pids "$dir/nchan")
+            target_url=http://127.0.0.1:$nchan_port
+        fi
+        echo
+        if ! timeout "$SCENARIO_TIMEOUT" "$BENCH" "$name" --target "$target" --url "$target_url" --jwt-secret "$secret" \
+            --redis "$url" --server-pids "$pids" --redis-pid "$redis_pid" --threads "$THREADS" --json "$@" >"$dir/last.out" 2>&1; then
+            echo "!! $name against $target failed:"
+        fi
+        grep -v '^json ' "$dir/last.out" || true
+        grep '^json ' "$dir/last.out" | cut -c6- | jq -c --arg name "$name $*" '. + {"label": $name}' >>"$results" || true
+    }
+
+    start_relay
+    [ "$NCHAN" = 1 ] && start_nchan 30
+    for sockets in $FANOUT; do
+        seconds=${BENCH_FANOUT_SECONDS:-$([ "$sockets" -le 1000 ] && echo 10 || echo 5)}
+        args=(--sockets "$sockets" --rate "$FANOUT_RATE" --seconds "$seconds" --drain 60)
+        scenario relay fanout "${args[@]}"
+        [ "$NCHAN" = 1 ] && scenario nchan fanout "${args[@]}"
+    done
+    args=(--channels "$DMS" --rate "$DM_RATE" --seconds "$SECONDS_PER_RUN" --drain 60)
+    scenario relay dms "${args[@]}"
+    [ "$NCHAN" = 1 ] && scenario nchan dms "${args[@]}"
+    scenario relay resume --clients "$RESUME" --behind 1000
+
+    # Idle: fresh servers, so that the RSS they gain is the connections' alone, with a short heartbeat.
+    start_relay --heartbeat "$HEARTBEAT"
+    scenario relay idle --sockets "$IDLE" --heartbeat "$HEARTBEAT"
+    stop_relay
+    if [ "$NCHAN" = 1 ]; then
+        start_nchan "$HEARTBEAT"
+        scenario nchan idle --sockets "$IDLE" --heartbeat "$HEARTBEAT"
+    fi
+
+    # The table: one row per figure, relay beside nchan, and their ratio (relay / nchan).
+    figure() { # SCENARIO TARGET LABEL-PREFIX EXPRESSION
+        jq -r --arg s "$1" --arg t "$2" --arg l "$3" \
+            "select(.scenario == \$s and .target == \$t and (.label | startswith(\$l))) | ($4) // empty" "$results" | head -1
+    }
+    row() { # TITLE SCENARIO LABEL-PREFIX EXPRESSION DECIMALS
+        local relay nchan
+        relay=$(figure "$2" relay "$3" "$4")
+        nchan=$(figure "$2" nchan "$3" "$4")
+        local r=-
+        [ "$5" = text ] || r=$(ratio "$relay" "$nchan")
+        printf '%-56s %14s %14s %8s\n' "$1" "$(fmt "$relay" "$5")" "$(fmt "$nchan" "$5")" "$r"
+    }
+    fmt() {
+        if [ -z "$1" ] || [ "$1" = null ]; then
+            echo -
+        elif [ "$2" = text ]; then
+            echo "$1"
+        else
+            printf "%.${2}f" "$1"
+        fi
+    }
+
+    echo
+    echo "Scenarios (relay-bench, $THREADS event loop(s)); ratio = relay / nchan (CPU and memory: lower is better)"
+    printf '%-56s %14s %14s %8s\n' figure relay nchan ratio
+    for sockets in $FANOUT; do
+        prefix="fanout --sockets $sockets "
+        row "fanout $sockets: server+Redis CPU per delivery (µs)" fanout "$prefix" .server_redis_us_per_delivery 2
+        row "fanout $sockets: deliveries/s" fanout "$prefix" .deliveries_per_s 0
+        row "fanout $sockets: latency p50 (ms)" fanout "$prefix" .latency_p50_ms 1
+        row "fanout $sockets: latency p99 (ms)" fanout "$prefix" .latency_p99_ms 1
+        row "fanout $sockets: missing / duplicate / out of order" fanout "$prefix" \
+            '"\(.missing) / \(.duplicates) / \(.out_of_order)"' text
+        row "fanout $sockets: sockets closed by the server" fanout "$prefix" .closed 0
+        row "fanout $sockets: load generator CPU per delivery (µs)" fanout "$prefix" .loadgen_us_per_delivery 2
+    done
+    row "dms $DMS: server+Redis CPU per message (µs)" dms dms .server_redis_us_per_message 1
+    row "dms $DMS: server+Redis CPU per delivery (µs)" dms dms .server_redis_us_per_delivery 2
+    row "dms $DMS: deliveries/s" dms dms .deliveries_per_s 0
+    row "dms $DMS: latency p50 (ms)" dms dms .latency_p50_ms 1
+    row "dms $DMS: latency p99 (ms)" dms dms .latency_p99_ms 1
+    row "dms $DMS: missing / duplicate / out of order" dms dms '"\(.missing) / \(.duplicates) / \(.out_of_order)"' text
+    row "idle $IDLE: server RSS per connection (KiB)" idle idle .rss_per_connection_kib 2
+    row "idle $IDLE: server CPU per connection per heartbeat (µs)" idle idle .server_us_per_conn_heartbeat 2
+    row "idle $IDLE: Redis CPU per connection per heartbeat (µs)" idle idle .redis_us_per_conn_heartbeat 2
+    row "resume $RESUME x 1000: time until all caught up (s)" resume resume .catch_up_s 2
+    row "resume: Redis commands per client" resume resume .redis_commands_per_client 1
+    row "resume: server+Redis CPU per replayed event (µs)" resume resume .server_redis_us_per_event 2
+    row "resume: missing / duplicate / out of order" resume resume '"\(.missing) / \(.duplicates) / \(.out_of_order)"' text
+    echo "(counts are summed over sockets and must all read 0)"
+fi

@@ -31,7 +31,9 @@ master_pid() {
 cmd_start() {
     [ $# -ge 3 ] || die "usage: $0 start DIR PORT REDIS_PORT [PING_SECONDS]"
     local port=$2 redis_port=$3 ping=${4:-30} dir i
-    [ -x "$NGINX" ] && [ -f "$MODULE" ] || die "nginx with nchan not found: run 'bash scripts/deps.sh nginx libnginx-mod-nchan'"
+    if [ ! -x "$NGINX" ] || [ ! -f "$MODULE" ]; then
+        die "nginx with nchan not found: run 'bash scripts/deps.sh nginx libnginx-mod-nchan'"
+    fi
     mkdir -p "$1"
     dir=$(cd "$1" && pwd)
     if master_pid "$dir" >/dev/null; then die "an nginx already runs from $dir"; fi
