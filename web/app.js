@@ -123,6 +123,7 @@ async function refreshChannels() {
   refreshing = (async () => {
     do {
       refreshAgain = false;
+      if (!client) break; // signed out meanwhile
       try {
         const list = await client.listChannels();
         const ids = new Set(list.map((c) => c.id));
