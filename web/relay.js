@@ -38,7 +38,8 @@
  *
  * After every (re)connect the client sends {"type":"resume","cursors":…} with the last seq it
  * delivered per channel; the cursors live in storage under "relay.cursors.<user>/<session>", so a
- * reloaded page resumes where it stopped. A silent socket (no frame for two heartbeat intervals,
+ * reloaded page resumes where it stopped (after each hello it also checks them against
+ * GET /channels: a cursor above a channel's last seq is lowered, one of a channel left dropped). A silent socket (no frame for two heartbeat intervals,
  * heartbeat_ms from the hello; the client pings every half interval) is dropped and reopened. Close
  * 4008 (slow consumer) reconnects at once and resumes; 4001 stops.
  *
@@ -367,6 +368,7 @@ export class RelayClient {
     this._lastPingAt = Date.now();
     this._emit("hello", frame);
     this._write({ type: "resume", cursors: { ...this._cursors } });
+    if (Object.keys(this._cursors).length) this._checkCursors(this._socket);
     for (const send of this._sends.values()) this._transmit(send);
     for (const [channel, waiters] of this._reads) {
       this._write({ type: "read", channel_id: channel, seq: Math.max(...waiters.map((w) => w.seq)) });
@@ -488,6 +490,33 @@ export class RelayClient {
         }, this.gapWaitMs * 2)
       );
     }
+  }
+
+  /**
+   * A stored cursor above a channel's last seq (the channel was made anew under the same id, say a
+   * DM after its Redis was emptied) would hide every event up to it: such a cursor is lowered to
+   * the channel's last seq and resumed again. Cursors of channels the user left are dropped.
+   */
+  async _checkCursors(socket) {
+    let list;
+    try {
+      list = await this.listChannels();
+    } catch {
+      return;
+    }
+    if (socket !== this._socket) return;
+    const lastSeq = new Map(list.map((c) => [c.id, c.last_seq]));
+    const lowered = {};
+    for (const [channel, cursor] of Object.entries(this._cursors)) {
+      if (!lastSeq.has(channel)) {
+        delete this._cursors[channel];
+      } else if (cursor > lastSeq.get(channel)) {
+        this._cursors[channel] = lowered[channel] = lastSeq.get(channel);
+        this._pendingEvents.delete(channel);
+      }
+    }
+    this._scheduleSave();
+    if (Object.keys(lowered).length) this._write({ type: "resume", cursors: lowered });
   }
 
   cursors() {

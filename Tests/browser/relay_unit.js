@@ -44,9 +44,14 @@ const done = arguments[arguments.length - 1];
 
   const fetched = [];
   let history = [];
+  let channels = [
+    { id: "c", last_seq: 100 },
+    { id: "old", last_seq: 100 },
+  ];
   const fakeFetch = async (url, init) => {
     fetched.push({ url: String(url), method: init.method, auth: init.headers.Authorization });
     const u = new URL(url);
+    if (u.pathname === "/channels") return new Response(JSON.stringify({ channels }), { status: 200 });
     const after = Number(u.searchParams.get("after") || 0);
     const messages = history.filter((e) => e.seq > after);
     return new Response(JSON.stringify({ messages, has_more: false }), { status: 200 });
@@ -127,7 +132,7 @@ const done = arguments[arguments.length - 1];
       equal(delivered, [], "held back");
       await until("the gap filled", () => delivered.length === 4);
       equal(delivered, ["c:5", "c:6", "c:7", "c:8"], "delivered");
-      const call = fetched.at(-1);
+      const call = fetched.filter((f) => f.url.includes("/messages")).at(-1);
       equal([new URL(call.url).pathname + new URL(call.url).search, call.auth], ["/channels/c/messages?after=4&limit=200", "Bearer tok"], "request");
     });
 
@@ -165,6 +170,20 @@ const done = arguments[arguments.length - 1];
       await until("a ping", () => s1.sent.some((f) => f.type === "ping"), 2500);
       await until("a reconnect", () => FakeSocket.all.length === 3, 4000);
       if (!states.includes("reconnecting")) throw new Error("no reconnecting state: " + states);
+    });
+
+    await check("a cursor above the channel's last seq is lowered and resumed again", async () => {
+      const s2 = FakeSocket.all[2];
+      await sleep(5);
+      channels = [{ id: "c", last_seq: 3 }];
+      s2.push({ type: "hello", user_id: "u", session_id: "s", connection_id: "w4", heartbeat_ms: 60000 });
+      equal(s2.sent[0], { type: "resume", cursors: { old: 8, c: 8 } }, "the first resume");
+      await until("a second resume", () => s2.sent.length > 1);
+      equal(s2.sent[1], { type: "resume", cursors: { c: 3 } }, "the second resume");
+      equal(client.cursors(), { c: 3 }, "cursors");
+      delivered.length = 0;
+      s2.push(event(4));
+      equal(delivered, ["c:4"], "delivered");
     });
 
     await check("close 4001 stops reconnecting and rejects pending sends", async () => {
