@@ -7,10 +7,13 @@ Run by Tests/browser/run.sh, which starts the relay and gives:
 Optional: CHROMIUM_BIN (/usr/bin/chromium), CHROMEDRIVER_BIN (/usr/bin/chromedriver),
 BROWSER_WAIT_S (10: the bound of every wait).
 
-Scenario: alice and bob sign in; alice opens a DM with bob and writes, bob sees it live and
+First relay_unit.js checks relay.js in the page against a scripted fake server. Then: alice and
+bob sign in; alice opens a DM with bob and writes, bob sees it live (with an unread count) and
 answers; alice reloads while bob writes, and again after being away, and sees exactly the whole
 conversation once; bob creates a group, they exchange a message there; alice edits a message and
-bob deletes one, and each sees the other's change.
+bob deletes one, and each sees the other's change; alice's socket drops while she sends; a bad
+token signs the app out; carol, added to the group after 70 more messages, pages its history in
+by scrolling up.
 """
 
 import json
