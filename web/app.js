@@ -364,7 +364,7 @@ function closeChannel() {
   $("channel-title").textContent = "No channel open";
   $("channel-members").replaceChildren();
   $("message-list").replaceChildren();
-  $("history-state").textContent = "";
+  setHistoryState("idle", "Pick a channel on the left, open a DM or create a group.");
   $("composer").hidden = true;
   renderChannels();
 }
@@ -373,6 +373,7 @@ async function openChannel(id) {
   if (!client) return;
   if (openId !== id) {
     flushMarkRead();
+    setHistoryState("idle", "");
     openId = id;
     $("channel-view").dataset.channelId = id;
     $("message-list").replaceChildren();
