@@ -61,8 +61,13 @@ RELAY=$bin/relay
 
 dir=$(mktemp -d "${TMPDIR:-/tmp}/relay-bench.XXXXXX")
 relay_pid=
+child=
 cleanup() {
     trap - EXIT INT TERM
+    if [ -n "$child" ]; then
+        kill "$child" 2>/dev/null || true
+        wait "$child" 2>/dev/null || true
+    fi
     stop_relay
     bash scripts/nchan.sh stop "$dir/nchan" >/dev/null 2>&1 || true
     bash scripts/redis.sh stop "$dir/redis" >/dev/null 2>&1 || true
@@ -71,6 +76,18 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
+
+# Runs COMMAND under `timeout SECONDS`, in the background, and waits for it: an interrupt then stops the
+# script at once (the trap kills the command) instead of after the command ends.
+run() {
+    local limit=$1 rc=0
+    shift
+    timeout "$limit" "$@" &
+    child=$!
+    wait "$child" || rc=$?
+    child=
+    return "$rc"
+}
 
 stop_relay() {
     [ -n "$relay_pid" ] || return 0
@@ -137,9 +154,10 @@ if wants redis; then
         esac | tr '\r' '\n' | grep -Eo '[0-9.]+ requests per second' | tail -1 | cut -d' ' -f1
     }
 
+    # relay-bench redis for one test; the rate lands in $dir/candidate.out.
     candidate() {
-        timeout "$SCENARIO_TIMEOUT" "$BENCH" redis --url "$url" --requests "$REQUESTS" --concurrency "$CONCURRENCY" --tests "$1" |
-            grep -Eo '[0-9.]+ requests per second' | cut -d' ' -f1
+        run "$SCENARIO_TIMEOUT" "$BENCH" redis --url "$url" --requests "$REQUESTS" --concurrency "$CONCURRENCY" --tests "$1" \
+            >"$dir/candidate.out"
     }
 
     echo
@@ -150,7 +168,8 @@ if wants redis; then
         for ((round = 0; round < ROUNDS; round++)); do
             connections+=("$(baseline "$test" -c "$CONCURRENCY")")
             pipelined+=("$(baseline "$test" -c 1 -P "$CONCURRENCY")")
-            client+=("$(candidate "$test")")
+            candidate "$test"
+            client+=("$(grep -Eo '[0-9.]+ requests per second' "$dir/candidate.out" | cut -d' ' -f1)")
         done
         c=$(printf '%s\n' "${connections[@]}" | best)
         p=$(printf '%s\n' "${pipelined[@]}" | best)
@@ -178,26 +197,37 @@ if wants send; then
             tr '\r' '\n' | grep -Eo '[0-9.]+ requests per second' | tail -1 | cut -d' ' -f1
     }
 
+    # wrk on the relay; its figures land in $dir/wrk.out.
     relay_send() {
-        RELAY_TOKEN=$token RELAY_CHANNEL=$channel timeout "$SCENARIO_TIMEOUT" wrk -t 2 -c "$CONCURRENCY" -d "${SECONDS_PER_RUN}s" \
+        RELAY_TOKEN=$token RELAY_CHANNEL=$channel run "$SCENARIO_TIMEOUT" wrk -t 2 -c "$CONCURRENCY" -d "${SECONDS_PER_RUN}s" \
             --latency -s scripts/wrk-send.lua "http://127.0.0.1:$relay_port" >"$dir/wrk.out"
+    }
+    wrk_figures() {
         awk '/Requests\/sec/ { rate = $2 } /^ +50%/ { p50 = $2 } /^ +90%/ { p90 = $2 } /^ +99%/ { p99 = $2 }
             /Non-2xx/ { bad = $NF } END { printf "%s %s %s %s %s\n", rate, p50, p90, p99, (bad == "" ? 0 : bad) }' "$dir/wrk.out"
     }
 
-    # relay-bench send over one path (ws or rest); prints its JSON line.
+    # relay-bench send over one path (ws or rest); its JSON line lands in $dir/send.json.
     bench_send() {
-        timeout "$SCENARIO_TIMEOUT" "$BENCH" send --url "http://127.0.0.1:$relay_port" --jwt-secret "$secret" --paths "$1" \
+        run "$SCENARIO_TIMEOUT" "$BENCH" send --url "http://127.0.0.1:$relay_port" --jwt-secret "$secret" --paths "$1" \
             --connections "$CONCURRENCY" --seconds "$SECONDS_PER_RUN" --threads "$THREADS" \
-            --server-pids "$relay_pid" --redis-pid "$redis_pid" --json | tee -a "$dir/send.log" | grep '^json ' | cut -c6-
+            --server-pids "$relay_pid" --redis-pid "$redis_pid" --json >"$dir/send.out" || true
+        grep '^json ' "$dir/send.out" | cut -c6- >"$dir/send.json" || true
+    }
+    send_figures() {
+        jq -r '[.messages_per_s, .ack_p50_ms, .ack_p90_ms, .ack_p99_ms, .ack_max_ms, .errors, .server_redis_us_per_message] | @tsv' \
+            "$dir/send.json"
     }
 
     send_base=() send_relay=() send_ws=() send_rest=()
     for ((round = 0; round < ROUNDS; round++)); do
         send_base+=("$(baseline_send)")
-        send_relay+=("$(relay_send)")
-        send_ws+=("$(bench_send ws | jq -r '[.messages_per_s, .ack_p50_ms, .ack_p90_ms, .ack_p99_ms, .ack_max_ms, .errors, .server_redis_us_per_message] | @tsv')")
-        send_rest+=("$(bench_send rest | jq -r '[.messages_per_s, .ack_p50_ms, .ack_p90_ms, .ack_p99_ms, .ack_max_ms, .errors, .server_redis_us_per_message] | @tsv')")
+        relay_send
+        send_relay+=("$(wrk_figures)")
+        bench_send ws
+        send_ws+=("$(send_figures)")
+        bench_send rest
+        send_rest+=("$(send_figures)")
     done
     base=$(printf '%s\n' "${send_base[@]}" | best)
     read -r rate p50 p90 p99 bad <<<"$(printf '%s\n' "${send_relay[@]}" | sort -g -k1 | tail -1)"
@@ -231,7 +261,7 @@ if wants scenarios; then
             target_url=http://127.0.0.1:$nchan_port
         fi
         echo
-        if ! timeout "$SCENARIO_TIMEOUT" "$BENCH" "$name" --target "$target" --url "$target_url" --jwt-secret "$secret" \
+        if ! run "$SCENARIO_TIMEOUT" "$BENCH" "$name" --target "$target" --url "$target_url" --jwt-secret "$secret" \
             --redis "$url" --server-pids "$pids" --redis-pid "$redis_pid" --threads "$THREADS" --json "$@" >"$dir/last.out" 2>&1; then
             echo "!! $name against $target failed:"
         fi
