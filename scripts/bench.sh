@@ -16,6 +16,8 @@
 #   BENCH_FANOUT          fan-out socket counts (default "1000 10000")
 #   BENCH_FANOUT_RATE     fan-out messages/s (default 10)
 #   BENCH_FANOUT_SECONDS  seconds of fan-out publishing (default 10 at 1,000 sockets; 5 above)
+#   BENCH_FANOUT_MAX      sockets of the ack-paced fan-out (4 messages in flight: the most each server delivers;
+#                         default 1000, empty to skip)
 #   BENCH_DMS             DM channels (default 2500); BENCH_DM_RATE messages/s in total (default 2500)
 #   BENCH_IDLE            idle sockets (default 10000; the open-file limit here is 20,000 per process)
 #   BENCH_HEARTBEAT       heartbeat / ping interval for the idle scenario, seconds (default 5)
@@ -34,6 +36,7 @@ ROUNDS=${BENCH_ROUNDS:-3}
 SECONDS_PER_RUN=${BENCH_SECONDS:-10}
 FANOUT=${BENCH_FANOUT:-1000 10000}
 FANOUT_RATE=${BENCH_FANOUT_RATE:-10}
+FANOUT_MAX=${BENCH_FANOUT_MAX-1000}
 DMS=${BENCH_DMS:-2500}
 DM_RATE=${BENCH_DM_RATE:-2500}
 IDLE=${BENCH_IDLE:-10000}
@@ -277,6 +280,11 @@ if wants scenarios; then
         scenario relay fanout "${args[@]}"
         [ "$NCHAN" = 1 ] && scenario nchan fanout "${args[@]}"
     done
+    if [ -n "$FANOUT_MAX" ]; then
+        args=(--sockets "$FANOUT_MAX" --rate 0 --window 4 --seconds 5 --drain 60)
+        scenario relay fanout "${args[@]}"
+        [ "$NCHAN" = 1 ] && scenario nchan fanout "${args[@]}"
+    fi
     args=(--channels "$DMS" --rate "$DM_RATE" --seconds "$SECONDS_PER_RUN" --drain 60)
     scenario relay dms "${args[@]}"
     [ "$NCHAN" = 1 ] && scenario nchan dms "${args[@]}"
@@ -318,7 +326,7 @@ if wants scenarios; then
     echo "Scenarios (relay-bench, $THREADS event loop(s)); ratio = relay / nchan (CPU and memory: lower is better)"
     printf '%-56s %14s %14s %8s\n' figure relay nchan ratio
     for sockets in $FANOUT; do
-        prefix="fanout --sockets $sockets "
+        prefix="fanout --sockets $sockets --rate $FANOUT_RATE "
         row "fanout $sockets: server+Redis CPU per delivery (µs)" fanout "$prefix" .server_redis_us_per_delivery 2
         row "fanout $sockets: deliveries/s" fanout "$prefix" .deliveries_per_s 0
         row "fanout $sockets: latency p50 (ms)" fanout "$prefix" .latency_p50_ms 1
@@ -328,6 +336,14 @@ if wants scenarios; then
         row "fanout $sockets: sockets closed by the server" fanout "$prefix" .closed 0
         row "fanout $sockets: load generator CPU per delivery (µs)" fanout "$prefix" .loadgen_us_per_delivery 2
     done
+    if [ -n "$FANOUT_MAX" ]; then
+        prefix="fanout --sockets $FANOUT_MAX --rate 0 "
+        row "fanout $FANOUT_MAX ack-paced: server+Redis CPU per delivery (µs)" fanout "$prefix" .server_redis_us_per_delivery 2
+        row "fanout $FANOUT_MAX ack-paced: deliveries/s" fanout "$prefix" .deliveries_per_s 0
+        row "fanout $FANOUT_MAX ack-paced: latency p99 (ms)" fanout "$prefix" .latency_p99_ms 1
+        row "fanout $FANOUT_MAX ack-paced: missing / duplicate / out of order" fanout "$prefix" \
+            '"\(.missing) / \(.duplicates) / \(.out_of_order)"' text
+    fi
     row "dms $DMS: server+Redis CPU per message (µs)" dms dms .server_redis_us_per_message 1
     row "dms $DMS: server+Redis CPU per delivery (µs)" dms dms .server_redis_us_per_delivery 2
     row "dms $DMS: deliveries/s" dms dms .deliveries_per_s 0

@@ -161,9 +161,3 @@ private final class HTTPResponseHandler: ChannelInboundHandler, @unchecked Senda
         context.close(promise: nil)
     }
 }
-
-/// Carries a non-Sendable value to the event loop that owns it.
-struct UncheckedBox<Value>: @unchecked Sendable {
-    var value: Value
-    init(_ value: Value) { self.value = value }
-}

@@ -3,15 +3,6 @@ import NIOHTTP1
 import NIOPosix
 import NIOWebSocket
 
-/// What a benchmark socket does with what arrives. Called on the socket's event loop, never
-/// concurrently for one socket; implementations must not block.
-protocol WebSocketSink: AnyObject, Sendable {
-    /// A complete text (or binary) message.
-    func received(_ message: ByteBuffer, on socket: WebSocketClient)
-    /// The socket closed: `code` is the close frame's code, nil when the peer just went away.
-    func closed(_ socket: WebSocketClient, code: UInt16?)
-}
-
 /// A minimal WebSocket client on a NIO channel: one handler, no tasks, so that one process
 /// holds thousands of them on a couple of event loops.
 ///
@@ -165,10 +156,4 @@ private final class WebSocketFrameHandler: ChannelInboundHandler {
         self.socket.markClosed(code: code)
         self.sink.closed(self.socket, code: code)
     }
-}
-
-/// An error of the load generator, with what went wrong in one line.
-struct BenchError: Error, CustomStringConvertible {
-    var description: String
-    init(_ description: String) { self.description = description }
 }
