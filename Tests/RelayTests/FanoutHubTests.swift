@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import NIOCore
+import NIOPosix
 import RedisClient
 import Synchronization
 import TestSupport
@@ -11,8 +12,17 @@ import Testing
 /// Records what the hub hands it.
 final class RecordingReceiver: LiveReceiver {
     private let signals = Mutex<[LiveSignal]>([])
+    let eventLoop: (any EventLoop)?
+
+    init(eventLoop: (any EventLoop)? = nil) {
+        self.eventLoop = eventLoop
+    }
+
+    /// Receptions off the receiver's event loop (must stay 0).
+    let offLoop = Atomic<Int>(0)
 
     func receive(_ signal: LiveSignal) {
+        if let eventLoop, !eventLoop.inEventLoop { self.offLoop.add(1, ordering: .relaxed) }
         self.signals.withLock { $0.append(signal) }
     }
 
@@ -76,7 +86,9 @@ struct FanoutHubTests {
         let channel = TestRedis.uniqueName("c")
         let topic = RelayKeys.Channel(channel).topic
         try await withHub(url: TestRedis.url) { hub, client in
-            let receivers = (0..<3).map { _ in RecordingReceiver() }
+            // Two bound to event loops (as sockets are), one called from the hub's task.
+            let loops = MultiThreadedEventLoopGroup.singleton
+            let receivers = [RecordingReceiver(eventLoop: loops.next()), RecordingReceiver(eventLoop: loops.next()), RecordingReceiver()]
             for receiver in receivers { await hub.attach(receiver, channels: [channel]) }
             // Until the subscriber's first connection is up, attach returns at once.
             try await waitUntil("the hub subscribes") { try await shardSubscribers(client, topic) == 1 }
@@ -88,6 +100,7 @@ struct FanoutHubTests {
                 #expect(receiver.events.map(\.seq) == Array(1...20))
                 #expect(receiver.events.map(\.json) == (1...20).map { "{\"seq\":\($0)}" })
                 #expect(receiver.events.allSatisfy { $0.channel == channel })
+                #expect(receiver.offLoop.load(ordering: .relaxed) == 0, "called on its own event loop")
             }
 
             hub.detach(receivers[0], channels: [channel])

@@ -274,6 +274,23 @@ struct WebSocketTests {
 
     // MARK: - across relays
 
+    /// A client may hold a cursor from an earlier channel of the same id (a DM after Redis was
+    /// emptied): the relay resumes from the log's end rather than hold live events back.
+    @Test func resumeWithACursorPastTheEndStillGoesLive() async throws {
+        try await withRelay { relay in
+            let (alice, bob) = (TestRedis.uniqueName("alice"), TestRedis.uniqueName("bob"))
+            let id = try await relay.createGroup(alice, members: [bob])
+            let top = try await relay.lastSeq(alice, id)
+            let socket = try await TestSocket.connect(relay, token: relay.token(bob))
+            defer { socket.abort() }
+            _ = try await socket.request(["type": "resume", "cursors": [id: top + 40]]) { $0["type"].string == "resumed" }
+            for index in 1...3 { _ = try await relay.send(alice, id, "after \(index)") }
+            try await socket.waitUntil("three live events") { _ in socket.seqs(id).count == 3 }
+            #expect(socket.seqs(id) == Array((top + 1)...(top + 3)))
+            await socket.close()
+        }
+    }
+
     @Test func aMessageSentThroughOneRelayReachesASocketOnAnother() async throws {
         try await withRelay { relayA in
             try await withRelay({ $0.jwtSecret = relayA.secret }) { relayB in

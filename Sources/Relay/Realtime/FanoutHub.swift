@@ -15,9 +15,11 @@ enum LiveSignal: Sendable {
     case channelsChanged
 }
 
-/// A local receiver of live signals. `receive` runs on the hub's task and must not block:
-/// a receiver queues what it gets and does the work elsewhere.
+/// A local receiver of live signals. `receive` must not block: it writes to a socket or
+/// queues what it gets, and does any slow work elsewhere.
 protocol LiveReceiver: AnyObject, Sendable {
+    /// The event loop `receive` is called on; `nil`: any thread (the hub's task).
+    var eventLoop: (any EventLoop)? { get }
     func receive(_ signal: LiveSignal)
 }
 
@@ -30,7 +32,37 @@ final class FanoutHub: Service, Sendable {
 
     struct State {
         /// Topic → receivers following it (a channel's or a user's topic).
-        var receivers: [String: [ObjectIdentifier: any LiveReceiver]] = [:]
+        var followers: [String: Followers] = [:]
+    }
+
+    /// The receivers of one topic, grouped by the event loop they are called on, so that one
+    /// event costs one hop per event loop, not one per receiver.
+    struct Followers {
+        var byLoop: [ObjectIdentifier: (loop: any EventLoop, receivers: [ObjectIdentifier: any LiveReceiver])] = [:]
+        var direct: [ObjectIdentifier: any LiveReceiver] = [:]
+
+        var count: Int { self.direct.count + self.byLoop.values.reduce(0) { $0 + $1.receivers.count } }
+        var isEmpty: Bool { self.direct.isEmpty && self.byLoop.isEmpty }
+
+        mutating func insert(_ receiver: any LiveReceiver) {
+            let key = ObjectIdentifier(receiver)
+            guard let loop = receiver.eventLoop else {
+                self.direct[key] = receiver
+                return
+            }
+            self.byLoop[ObjectIdentifier(loop), default: (loop, [:])].receivers[key] = receiver
+        }
+
+        mutating func remove(_ receiver: any LiveReceiver) {
+            let key = ObjectIdentifier(receiver)
+            guard let loop = receiver.eventLoop else {
+                self.direct[key] = nil
+                return
+            }
+            let loopKey = ObjectIdentifier(loop)
+            self.byLoop[loopKey]?.receivers[key] = nil
+            if self.byLoop[loopKey]?.receivers.isEmpty == true { self.byLoop[loopKey] = nil }
+        }
     }
 
     init(subscriber: RedisSubscriber, logger: Logger) {
@@ -44,9 +76,8 @@ final class FanoutHub: Service, Sendable {
     func attach(_ receiver: any LiveReceiver, channels: some Sequence<String>, user: String? = nil) async {
         var topics = channels.map { RelayKeys.Channel($0).topic }
         if let user { topics.append(RelayKeys.User(user).topic) }
-        let key = ObjectIdentifier(receiver)
         self.state.withLock { state in
-            for topic in topics { state.receivers[topic, default: [:]][key] = receiver }
+            for topic in topics { state.followers[topic, default: Followers()].insert(receiver) }
         }
         // Sends SSUBSCRIBE only for topics not yet subscribed, and waits for any still unconfirmed,
         // another receiver's included: events published after this returns will arrive.
@@ -58,12 +89,11 @@ final class FanoutHub: Service, Sendable {
     func detach(_ receiver: any LiveReceiver, channels: some Sequence<String>, user: String? = nil) {
         var topics = channels.map { RelayKeys.Channel($0).topic }
         if let user { topics.append(RelayKeys.User(user).topic) }
-        let key = ObjectIdentifier(receiver)
         let emptied = self.state.withLock { state in
             topics.filter { topic in
-                state.receivers[topic]?.removeValue(forKey: key)
-                guard state.receivers[topic]?.isEmpty == true else { return false }
-                state.receivers[topic] = nil
+                state.followers[topic]?.remove(receiver)
+                guard state.followers[topic]?.isEmpty == true else { return false }
+                state.followers[topic] = nil
                 return true
             }
         }
@@ -74,7 +104,7 @@ final class FanoutHub: Service, Sendable {
 
     /// How many local receivers follow a channel (for tests and metrics).
     func receiverCount(channel: String) -> Int {
-        self.state.withLock { $0.receivers[RelayKeys.Channel(channel).topic]?.count ?? 0 }
+        self.state.withLock { $0.followers[RelayKeys.Channel(channel).topic]?.count ?? 0 }
     }
 
     /// Runs the subscriber and dispatches what it delivers, until shutdown.
@@ -112,8 +142,13 @@ final class FanoutHub: Service, Sendable {
     }
 
     private func send(_ signal: LiveSignal, to topic: String) {
-        guard let receivers = self.state.withLock({ $0.receivers[topic] }) else { return }
-        for receiver in receivers.values {
+        guard let followers = self.state.withLock({ $0.followers[topic] }) else { return }
+        for (loop, receivers) in followers.byLoop.values {
+            loop.execute {
+                for receiver in receivers.values { receiver.receive(signal) }
+            }
+        }
+        for receiver in followers.direct.values {
             receiver.receive(signal)
         }
     }

@@ -9,147 +9,226 @@ import Synchronization
 /// One WebSocket: follows its user's channels and delivers each channel's events in order with
 /// no gap, fills gaps from the log, and answers the client's frames.
 ///
-/// Everything that changes the connection's state runs on one task, in the order it arrived
-/// (hub signals and client frames share one inbox), so replay and live events never interleave.
-/// The inbox is bounded: a client too slow to take what it is sent is closed with 4008.
+/// Two paths write events, both on the channel's event loop, where each decides and writes under
+/// the connection's lock, so the order on the wire is the order of the decisions:
+/// - the fast path: the hub calls ``receive(_:)`` on the event loop with a live event; if it is
+///   the channel's next seq and nothing of that channel waits on the slow path, its frame (the
+///   same bytes for every connection) is written at once;
+/// - the slow path: anything else (a gap, a socket that is not writable, a resume, a channel
+///   joined, a subscription that was lost) goes to the connection's task, in the order it
+///   arrived, together with the client's frames. The task fills gaps from the log and writes in
+///   seq order; while it owns a channel, that channel's live events queue behind it.
+///
+/// The slow path's queue is bounded: a client too slow to take what it is sent is closed with 4008.
 final class LiveConnection: LiveReceiver, Sendable {
     enum Input: Sendable {
         case signal(LiveSignal)
         case frame(WebSocketMessage)
     }
 
+    /// What the connection knows of one channel it follows.
+    struct Stream {
+        /// The last seq written; `nil` until the first event (then live from there).
+        var delivered: Int64?
+        /// Live events of this channel waiting in the inbox: the fast path waits for them.
+        var queued = 0
+        /// The task is filling this channel from the log: the fast path waits for it.
+        var filling = false
+    }
+
+    struct State {
+        var streams: [String: Stream] = [:]
+        /// Inputs in the inbox (signals and frames).
+        var queued = 0
+        /// Set once the connection is to be closed: the close code and reason to send.
+        var closing: (code: UInt16, reason: String)?
+        /// False until the hello is written: events that arrive earlier wait in the inbox.
+        var started = false
+    }
+
     let user: String
     let session: String
     let id: String
+    let channel: any Channel
+    var eventLoop: (any EventLoop)? { self.channel.eventLoop }
     private let store: ChatStore
     private let hub: FanoutHub
     private let messages: MessageRoutes
     private let maxQueued: Int
     private let inbox: AsyncStream<Input>.Continuation
     private let inputs: AsyncStream<Input>
-    private let queued = Atomic<Int>(0)
-    private let overflow = Atomic<Bool>(false)
-    private let overflowSignal: AsyncStream<Void>.Continuation
-    private let overflowed: AsyncStream<Void>
-    /// Channel → last seq delivered. Only the processing task touches it.
-    private let delivered = Mutex<[String: Int64]>([:])
-    /// The channels this connection follows. Only the processing task changes it.
-    private let following = Mutex<Set<String>>([])
+    private let state = Mutex(State())
 
     static let replayPage = 200
 
-    init(user: String, session: String, store: ChatStore, hub: FanoutHub, messages: MessageRoutes, maxQueued: Int) {
+    init(
+        user: String,
+        session: String,
+        channel: any Channel,
+        store: ChatStore,
+        hub: FanoutHub,
+        messages: MessageRoutes,
+        maxQueued: Int
+    ) {
         self.user = user
         self.session = session
         self.id = Identifier.make(prefix: "w")
+        self.channel = channel
         self.store = store
         self.hub = hub
         self.messages = messages
         self.maxQueued = maxQueued
         (self.inputs, self.inbox) = AsyncStream.makeStream(bufferingPolicy: .unbounded)
-        (self.overflowed, self.overflowSignal) = AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(1))
     }
 
-    /// From the hub's task: queue, never block.
+    /// The channels this connection follows.
+    var following: Set<String> {
+        self.state.withLock { Set($0.streams.keys) }
+    }
+
+    // MARK: Fast path (the channel's event loop)
+
+    /// From the hub, on the channel's event loop: writes an in-order live event at once, queues
+    /// everything else for the connection's task. Never blocks.
     func receive(_ signal: LiveSignal) {
-        guard !self.overflow.load(ordering: .relaxed) else { return }
-        if self.queued.add(1, ordering: .relaxed).newValue > self.maxQueued {
-            self.overflow.store(true, ordering: .relaxed)
-            self.overflowSignal.yield()
+        guard self.channel.eventLoop.inEventLoop else {
+            self.channel.eventLoop.execute { self.receive(signal) }
             return
         }
-        self.inbox.yield(.signal(signal))
+        enum Action {
+            case write(ByteBuffer)
+            case enqueue, overflow, drop
+        }
+        let action: Action = self.state.withLock { state in
+            guard state.closing == nil else { return .drop }
+            if case .event(let channel, let seq, let frame) = signal {
+                guard var stream = state.streams[channel] else { return .drop }
+                if state.started, stream.queued == 0, !stream.filling, self.channel.isWritable {
+                    if let last = stream.delivered, seq <= last { return .drop }
+                    if stream.delivered == nil || stream.delivered == seq - 1 {
+                        stream.delivered = seq
+                        state.streams[channel] = stream
+                        return .write(frame)
+                    }
+                }
+                guard state.queued < self.maxQueued else { return .overflow }
+                stream.queued += 1
+                state.streams[channel] = stream
+            } else if state.queued >= self.maxQueued {
+                return .overflow
+            }
+            state.queued += 1
+            return .enqueue
+        }
+        switch action {
+        case .write(let frame):
+            self.channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .text, data: frame), promise: nil)
+        case .enqueue:
+            self.inbox.yield(.signal(signal))
+        case .overflow:
+            self.requestClose(code: 4008, reason: "slow consumer: resume from your cursor")
+        case .drop:
+            break
+        }
     }
 
+    // MARK: Running
+
     /// Serves the socket until the client leaves, the server stops, or the client falls behind.
-    func run(
-        inbound: WebSocketInboundStream,
-        outbound: WebSocketOutboundWriter,
-        channel: any Channel,
-        heartbeat: Duration,
-        expiresAt: Int64
-    ) async {
+    func run(inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter, heartbeat: Duration, expiresAt: Int64) async {
+        // Subscribed before the hello, so that every event published after it reaches the
+        // client; queued until the hello is out, so that the hello comes first.
         let channels = (try? await self.store.memberChannels(user: self.user)) ?? []
-        self.following.withLock { $0 = Set(channels) }
+        self.state.withLock { state in
+            for channel in channels { state.streams[channel] = Stream() }
+        }
         await self.hub.attach(self, channels: channels, user: self.user)
         let hello =
             "{\"type\":\"hello\",\"user_id\":\"\(self.user)\",\"session_id\":\"\(self.session)\",\"connection_id\":\"\(self.id)\""
             + ",\"heartbeat_ms\":\(heartbeat.components.seconds * 1000 + heartbeat.components.attoseconds / 1_000_000_000_000_000)}"
-        try? await self.write(hello, to: outbound)
+        try? await self.write(hello)
+        self.state.withLock { $0.started = true }
 
-        let ending = await self.serve(inbound: inbound, outbound: outbound, channel: channel, heartbeat: heartbeat, expiresAt: expiresAt)
-        self.hub.detach(self, channels: self.following.withLock { $0 }, user: self.user)
-        switch ending {
-        case .overflow:
-            break
-        case .expired:
-            try? await outbound.close(.unknown(4001), reason: "token expired")
-        case .clientLeft, .processingEnded:
-            break
+        await self.serve(inbound: inbound, heartbeat: heartbeat, expiresAt: expiresAt)
+        self.inbox.finish()
+        self.hub.detach(self, channels: self.following, user: self.user)
+        if let (code, reason) = self.state.withLock({ $0.closing }) {
+            // Through the WebSocket library, so that it knows the connection is closing and does
+            // not answer the client's echo with a second close frame (which browsers reject).
+            try? await outbound.close(.unknown(code), reason: reason)
         }
     }
 
-    enum Ending { case clientLeft, overflow, expired, processingEnded }
+    /// Closes the connection with `code` (4001, 4008, 1001) once its task has stopped, at the
+    /// latest two seconds from now; the first request wins. Safe from any thread.
+    func requestClose(code: UInt16, reason: String) {
+        let first = self.state.withLock { state in
+            guard state.closing == nil else { return false }
+            state.closing = (code, reason)
+            return true
+        }
+        guard first else { return }
+        self.inbox.finish()
+        // A client that does not read never lets the close frame out: cut it off regardless.
+        let channel = self.channel
+        channel.eventLoop.scheduleTask(in: .seconds(2)) { channel.close(promise: nil) }
+    }
+
+    private var isClosing: Bool {
+        self.state.withLock { $0.closing != nil }
+    }
 
     /// Reads frames, processes the inbox and keeps presence until the first of them ends.
-    private func serve(
-        inbound: WebSocketInboundStream,
-        outbound: WebSocketOutboundWriter,
-        channel: any Channel,
-        heartbeat: Duration,
-        expiresAt: Int64
-    ) async -> Ending {
-        await withTaskGroup(of: Ending.self) { group in
+    private func serve(inbound: WebSocketInboundStream, heartbeat: Duration, expiresAt: Int64) async {
+        await withTaskGroup(of: Void.self) { group in
             group.addTask {
                 do {
                     for try await message in inbound.messages(maxSize: self.store.limits.maxBodyBytes) {
-                        self.inbox.yield(.frame(message))
+                        self.enqueue(.frame(message))
                     }
                 } catch {}
-                return .clientLeft
             }
             group.addTask {
                 for await input in self.inputs {
-                    if case .signal = input { self.queued.subtract(1, ordering: .relaxed) }
                     do {
-                        try await self.process(input, outbound: outbound)
+                        try await self.process(input)
                     } catch is CancellationError {
                         break
                     } catch {
                         // A write to a closed socket: the reader notices the close too.
                         if !(error is RedisError) && !(error is APIError) { break }
                     }
+                    self.state.withLock { state in
+                        state.queued -= 1
+                        if case .signal(.event(let channel, _, _)) = input { state.streams[channel]?.queued -= 1 }
+                    }
+                    if !self.channel.isActive || self.isClosing { break }
                 }
-                return .processingEnded
-            }
-            group.addTask {
-                for await _ in self.overflowed {
-                    // The processing task may be stuck writing to this client: close the channel
-                    // under it. The close frame goes first, for a client that still reads.
-                    Self.closeNow(channel, code: 4008, reason: "slow consumer: resume from your cursor")
-                    return .overflow
-                }
-                return .processingEnded
             }
             group.addTask {
                 await self.keepPresence(every: heartbeat, until: expiresAt)
-                return Task.isCancelled ? .processingEnded : .expired
+                if !Task.isCancelled { self.requestClose(code: 4001, reason: "token expired") }
             }
-            let first = await group.next() ?? .clientLeft
+            await group.next()
             self.inbox.finish()
-            self.overflowSignal.finish()
             group.cancelAll()
-            return first
         }
     }
 
-    /// Writes a close frame and closes the channel a moment later, whatever is pending.
-    static func closeNow(_ channel: any Channel, code: UInt16, reason: String) {
-        var data = channel.allocator.buffer(capacity: 2 + reason.utf8.count)
-        data.writeInteger(code)
-        data.writeString(reason)
-        channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .connectionClose, data: data), promise: nil)
-        channel.eventLoop.scheduleTask(in: .seconds(1)) { channel.close(promise: nil) }
+    /// Queues a client frame behind whatever the task has to do first.
+    private func enqueue(_ input: Input) {
+        enum Action { case enqueue, overflow, drop }
+        let action: Action = self.state.withLock { state in
+            guard state.closing == nil else { return .drop }
+            guard state.queued < self.maxQueued else { return .overflow }
+            state.queued += 1
+            return .enqueue
+        }
+        switch action {
+        case .enqueue: self.inbox.yield(input)
+        case .overflow: self.requestClose(code: 4008, reason: "slow consumer: resume from your cursor")
+        case .drop: break
+        }
     }
 
     private func keepPresence(every heartbeat: Duration, until expiresAt: Int64) async {
@@ -163,76 +242,117 @@ final class LiveConnection: LiveReceiver, Sendable {
         }
     }
 
-    // MARK: Processing (one task)
+    // MARK: Slow path (the connection's task)
 
-    private func process(_ input: Input, outbound: WebSocketOutboundWriter) async throws {
-        let following = self.following.withLock { $0 }
+    private func process(_ input: Input) async throws {
         switch input {
         case .signal(.event(let channel, let seq, let frame)):
-            guard following.contains(channel) else { return }
-            let last = self.delivered.withLock { $0[channel] }
-            guard let last else {
-                try await self.deliver(channel, seq, frame, outbound)
+            guard let last = self.state.withLock({ $0.streams[channel] })?.delivered else {
+                // Not followed (any more), or live from this first event on.
+                try await self.writeInOrder(channel, [(seq, frame)], startingLive: true)
                 return
             }
-            guard seq > last else { return }
             if seq > last + 1 {
-                try await self.fill(channel, through: seq - 1, outbound: outbound)
+                try await self.fill(channel, through: seq - 1)
             }
-            if seq == (self.delivered.withLock { $0[channel] } ?? 0) + 1 {
-                try await self.deliver(channel, seq, frame, outbound)
-            }
+            try await self.writeInOrder(channel, [(seq, frame)])
         case .signal(.mayHaveMissed(let channel)):
-            guard following.contains(channel), self.delivered.withLock({ $0[channel] }) != nil else { return }
-            try await self.fill(channel, through: nil, outbound: outbound)
+            guard self.state.withLock({ $0.streams[channel]?.delivered }) != nil else { return }
+            try await self.fill(channel, through: nil)
         case .signal(.channelsChanged):
-            try await self.refreshChannels(following, outbound: outbound)
+            try await self.refreshChannels()
         case .frame(.text(let text)):
-            try await self.handle(text: text, outbound: outbound, following: following)
+            try await self.handle(text: text)
         case .frame(.binary):
-            try await self.write(
-                "{\"type\":\"error\",\"code\":\"bad_request\",\"message\":\"binary frames are not understood\"}",
-                to: outbound
-            )
+            try await self.write("{\"type\":\"error\",\"code\":\"bad_request\",\"message\":\"binary frames are not understood\"}")
         }
     }
 
-    private func deliver(_ channel: String, _ seq: Int64, _ frame: ByteBuffer, _ outbound: WebSocketOutboundWriter) async throws {
-        try await outbound.write(.custom(WebSocketFrame(fin: true, opcode: .text, data: frame)))
-        self.delivered.withLock { $0[channel] = seq }
+    /// On the event loop, writes those of `events` (ascending) that continue the channel's
+    /// delivered seq, skipping any at or below it and stopping at a gap; then waits, if the
+    /// socket is not writable, until it is (the client reads) or the connection ends.
+    ///
+    /// - Parameter startingLive: a channel with nothing delivered yet starts at the first event.
+    private func writeInOrder(_ channel: String, _ events: [(seq: Int64, frame: ByteBuffer)], startingLive: Bool = false) async throws {
+        try await self.channel.eventLoop.submit {
+            let frames: [ByteBuffer] = self.state.withLock { state in
+                guard var stream = state.streams[channel] else { return [] }
+                var frames: [ByteBuffer] = []
+                for (seq, frame) in events {
+                    if stream.delivered == nil && !startingLive { break }
+                    if let last = stream.delivered {
+                        if seq <= last { continue }
+                        if seq > last + 1 { break }
+                    }
+                    stream.delivered = seq
+                    frames.append(frame)
+                }
+                state.streams[channel] = stream
+                return frames
+            }
+            for frame in frames {
+                self.channel.write(WebSocketFrame(fin: true, opcode: .text, data: frame), promise: nil)
+            }
+            if !frames.isEmpty { self.channel.flush() }
+        }.get()
+        try await self.waitUntilWritable()
+    }
+
+    /// Backpressure for the slow path: a replay never piles up more than the socket's buffer.
+    private func waitUntilWritable() async throws {
+        while !self.channel.isWritable && self.channel.isActive && !self.isClosing {
+            try await Task.sleep(for: .milliseconds(5))
+        }
+    }
+
+    /// Writes one text frame (an answer) after everything written before it.
+    private func write(_ text: String) async throws {
+        try await self.channel.eventLoop.submit {
+            self.channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .text, data: ByteBuffer(string: text)), promise: nil)
+        }.get()
     }
 
     /// Delivers the log's events after the last delivered one, up to `target` (or to the end).
-    private func fill(_ channel: String, through target: Int64?, outbound: WebSocketOutboundWriter) async throws {
+    /// Meanwhile the channel's live events wait in the inbox, behind this.
+    private func fill(_ channel: String, through target: Int64?, from cursor: Int64? = nil) async throws {
+        let owned = self.state.withLock { state -> Bool in
+            guard state.streams[channel] != nil else { return false }
+            state.streams[channel]?.filling = true
+            if let cursor { state.streams[channel]?.delivered = cursor }
+            return true
+        }
+        guard owned else { return }
+        defer { self.state.withLock { $0.streams[channel]?.filling = false } }
         while true {
-            let after = self.delivered.withLock { $0[channel] } ?? 0
+            guard let after = self.state.withLock({ $0.streams[channel]?.delivered }) ?? nil else { return }
             if let target, after >= target { return }
             var limit = Self.replayPage
             if let target { limit = Int(min(Int64(limit), target - after)) }
             let page = try await self.store.events(channel: channel, after: after, limit: limit)
-            for event in page where event.seq > (self.delivered.withLock { $0[channel] } ?? 0) {
-                try await self.deliver(channel, event.seq, ByteBuffer(string: event.json), outbound)
-            }
+            try await self.writeInOrder(channel, page.map { ($0.seq, ByteBuffer(string: $0.json)) })
             if page.count < limit { return }
         }
     }
 
-    private func refreshChannels(_ following: Set<String>, outbound: WebSocketOutboundWriter) async throws {
+    private func refreshChannels() async throws {
         let now = Set(try await self.store.memberChannels(user: self.user))
+        let following = self.following
         let joined = now.subtracting(following)
         let left = following.subtracting(now)
         if !left.isEmpty {
             self.hub.detach(self, channels: left)
-            self.delivered.withLock { delivered in for channel in left { delivered[channel] = nil } }
+            self.state.withLock { state in for channel in left { state.streams[channel] = nil } }
         }
-        self.following.withLock { $0 = now }
         guard !joined.isEmpty else { return }
+        self.state.withLock { state in
+            // Owned by this task until filled below: live events queue behind the fill.
+            for channel in joined { state.streams[channel] = Stream(delivered: nil, queued: 0, filling: true) }
+        }
         await self.hub.attach(self, channels: joined)
-        for channel in joined {
+        for channel in joined.sorted() {
             // Start at the user's own member_joined, so the client learns it joined.
             let start = try await self.store.joinSeq(channel: channel, user: self.user)
-            self.delivered.withLock { $0[channel] = start - 1 }
-            try await self.fill(channel, through: nil, outbound: outbound)
+            try await self.fill(channel, through: nil, from: start - 1)
         }
     }
 
@@ -248,38 +368,38 @@ final class LiveConnection: LiveReceiver, Sendable {
         var seq: Int64?
     }
 
-    private func handle(text: String, outbound: WebSocketOutboundWriter, following: Set<String>) async throws {
+    private func handle(text: String) async throws {
         guard StrictJSON.isValid(text.utf8), let frame = try? JSONDecoder().decode(ClientFrame.self, from: Data(text.utf8)) else {
             try await self.write(
-                Self.error(code: "bad_request", message: "frames are JSON objects with a type and typed fields"),
-                to: outbound
+                Self.error(code: "bad_request", message: "frames are JSON objects with a type and typed fields")
             )
             return
         }
         switch frame.type {
         case "ping":
-            try await self.write("{\"type\":\"pong\"}", to: outbound)
+            try await self.write("{\"type\":\"pong\"}")
         case "resume":
             guard let cursors = frame.cursors else {
-                try await self.write(Self.error(code: "bad_request", message: "resume needs cursors: {channel_id: seq}"), to: outbound)
+                try await self.write(Self.error(code: "bad_request", message: "resume needs cursors: {channel_id: seq}"))
                 return
             }
             for (channel, cursor) in cursors.sorted(by: { $0.key < $1.key }) {
                 guard cursor >= 0, Identifier.isValid(channel) else {
-                    try await self.write(Self.error(code: "bad_request", message: "bad cursor for \(channel)"), to: outbound)
+                    try await self.write(Self.error(code: "bad_request", message: "bad cursor for \(channel)"))
                     continue
                 }
-                guard following.contains(channel) else {
+                guard self.following.contains(channel) else {
                     try await self.write(
-                        Self.error(code: "forbidden", message: "not a member of \(channel)", channel: channel),
-                        to: outbound
+                        Self.error(code: "forbidden", message: "not a member of \(channel)", channel: channel)
                     )
                     continue
                 }
-                self.delivered.withLock { $0[channel] = cursor }
-                try await self.fill(channel, through: nil, outbound: outbound)
+                // A cursor past the log's end (a client that knew an earlier channel of that id)
+                // would hold back every live event up to it: resume from the end instead.
+                let last = try await self.store.lastSeq(channel: channel)
+                try await self.fill(channel, through: nil, from: min(cursor, last))
             }
-            try await self.write("{\"type\":\"resumed\"}", to: outbound)
+            try await self.write("{\"type\":\"resumed\"}")
         case "send":
             do {
                 guard let channel = frame.channel_id, let clientMessageID = frame.client_msg_id, let text = frame.text else {
@@ -292,14 +412,12 @@ final class LiveConnection: LiveReceiver, Sendable {
                 let seq = Self.field("seq", in: event) ?? "0"
                 let messageID = Self.field("message_id", in: event) ?? ""
                 try await self.write(
-                    "{\"type\":\"ack\",\"client_msg_id\":\(JSONText.quoted(id)),\"channel_id\":\"\(channel)\",\"seq\":\(seq),\"message_id\":\"\(messageID)\"}",
-                    to: outbound
+                    "{\"type\":\"ack\",\"client_msg_id\":\(JSONText.quoted(id)),\"channel_id\":\"\(channel)\",\"seq\":\(seq),\"message_id\":\"\(messageID)\"}"
                 )
             } catch {
                 let apiError = APIError(from: error)
                 try await self.write(
-                    Self.error(code: apiError.code.name, message: apiError.message, clientMessageID: frame.client_msg_id),
-                    to: outbound
+                    Self.error(code: apiError.code.name, message: apiError.message, clientMessageID: frame.client_msg_id)
                 )
             }
         case "read":
@@ -308,21 +426,16 @@ final class LiveConnection: LiveReceiver, Sendable {
                     throw APIError.badRequest("read needs channel_id and a seq")
                 }
                 let last = try await self.store.markRead(channel: channel, user: self.user, session: self.session, seq: seq)
-                try await self.write("{\"type\":\"read_ok\",\"channel_id\":\"\(channel)\",\"last_read_seq\":\(last)}", to: outbound)
+                try await self.write("{\"type\":\"read_ok\",\"channel_id\":\"\(channel)\",\"last_read_seq\":\(last)}")
             } catch {
                 let apiError = APIError(from: error)
                 try await self.write(
-                    Self.error(code: apiError.code.name, message: apiError.message, channel: frame.channel_id),
-                    to: outbound
+                    Self.error(code: apiError.code.name, message: apiError.message, channel: frame.channel_id)
                 )
             }
         default:
-            try await self.write(Self.error(code: "bad_request", message: "unknown frame type \(frame.type)"), to: outbound)
+            try await self.write(Self.error(code: "bad_request", message: "unknown frame type \(frame.type)"))
         }
-    }
-
-    private func write(_ text: String, to outbound: WebSocketOutboundWriter) async throws {
-        try await outbound.write(.text(text))
     }
 
     private static func error(code: String, message: String, clientMessageID: String? = nil, channel: String? = nil) -> String {

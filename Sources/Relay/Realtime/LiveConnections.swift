@@ -1,11 +1,10 @@
-import NIOCore
 import Synchronization
 
 /// The relay's open WebSockets, so that a stopping relay can close each of them with 1001
 /// (going away) itself, before the server's own shutdown closes them with 1000.
 final class LiveConnections: Sendable {
     private struct State {
-        var channels: [ObjectIdentifier: any Channel] = [:]
+        var connections: [ObjectIdentifier: LiveConnection] = [:]
         var closing = false
     }
     private let state = Mutex(State())
@@ -16,37 +15,37 @@ final class LiveConnections: Sendable {
     }
 
     /// Adds a connection; false once ``closeAll(code:reason:)`` has run (the relay is stopping).
-    func add(_ channel: any Channel) -> Bool {
+    func add(_ connection: LiveConnection) -> Bool {
         let count = self.state.withLock { state -> Int? in
             guard !state.closing else { return nil }
-            state.channels[ObjectIdentifier(channel)] = channel
-            return state.channels.count
+            state.connections[ObjectIdentifier(connection)] = connection
+            return state.connections.count
         }
         guard let count else { return false }
         self.metrics.openWebSockets(count)
         return true
     }
 
-    func remove(_ channel: any Channel) {
+    func remove(_ connection: LiveConnection) {
         let count = self.state.withLock { state in
-            state.channels.removeValue(forKey: ObjectIdentifier(channel))
-            return state.channels.count
+            state.connections.removeValue(forKey: ObjectIdentifier(connection))
+            return state.connections.count
         }
         self.metrics.openWebSockets(count)
     }
 
     var count: Int {
-        self.state.withLock { $0.channels.count }
+        self.state.withLock { $0.connections.count }
     }
 
-    /// Sends every connection a close frame with `code` and closes it; connections added later are refused.
+    /// Closes every connection with `code`; connections added later are refused.
     func closeAll(code: UInt16, reason: String) {
-        let channels = self.state.withLock { state in
+        let connections = self.state.withLock { state in
             state.closing = true
-            return Array(state.channels.values)
+            return Array(state.connections.values)
         }
-        for channel in channels {
-            LiveConnection.closeNow(channel, code: code, reason: reason)
+        for connection in connections {
+            connection.requestClose(code: code, reason: reason)
         }
     }
 

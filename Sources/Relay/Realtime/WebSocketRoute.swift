@@ -27,27 +27,21 @@ struct WebSocketRoute: Sendable {
                 try? await outbound.close(.unknown(4001), reason: (error as? APIError)?.message ?? "invalid token")
                 return
             }
-            let channel = context.requestContext.channel
-            guard self.connections.add(channel) else {
-                LiveConnection.closeNow(channel, code: 1001, reason: "server going away")
-                return
-            }
-            defer { self.connections.remove(channel) }
             let connection = LiveConnection(
                 user: claims.userID,
                 session: claims.sessionID,
+                channel: context.requestContext.channel,
                 store: self.store,
                 hub: self.hub,
                 messages: self.messages,
                 maxQueued: self.maxQueued
             )
-            await connection.run(
-                inbound: inbound,
-                outbound: outbound,
-                channel: channel,
-                heartbeat: self.heartbeat,
-                expiresAt: claims.expiresAt
-            )
+            guard self.connections.add(connection) else {
+                try? await outbound.close(.goingAway, reason: "server going away")
+                return
+            }
+            defer { self.connections.remove(connection) }
+            await connection.run(inbound: inbound, outbound: outbound, heartbeat: self.heartbeat, expiresAt: claims.expiresAt)
         }
     }
 

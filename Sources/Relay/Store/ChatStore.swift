@@ -284,6 +284,12 @@ struct ChatStore: Sendable {
         }
     }
 
+    /// The channel's last seq (0 for a channel with no events, or none).
+    func lastSeq(channel id: String) async throws -> Int64 {
+        let reply = try await self.timed("seq") { try await self.redis.execute("GET", RelayKeys.Channel(id).seq) }
+        return reply.string.flatMap { Int64($0) } ?? 0
+    }
+
     /// The channels `user` is a member of (the index, checked against each channel's members).
     func memberChannels(user: String) async throws -> [String] {
         let ids = try await self.timed("channels") { try await self.redis.setMembers(RelayKeys.User(user).channels) }

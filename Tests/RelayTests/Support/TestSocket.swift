@@ -392,6 +392,37 @@ final class StalledSocket: @unchecked Sendable {
         }
     }
 
+    /// Reads until a close frame has arrived (or the connection ends, or `timeout` passes);
+    /// returns everything read.
+    func readUntilCloseFrame(timeout: Duration) async throws -> [UInt8] {
+        let fd = self.fd
+        return try await runOnOwnThread {
+            var seconds = timeval(tv_sec: 1, tv_usec: 0)
+            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &seconds, socklen_t(MemoryLayout<timeval>.size))
+            var bytes: [UInt8] = []
+            var chunk = [UInt8](repeating: 0, count: 65_536)
+            let deadline = ContinuousClock.now + timeout
+            while ContinuousClock.now < deadline, StalledSocket.closeCode(in: bytes) == nil {
+                let count = chunk.withUnsafeMutableBytes { Glibc.recv(fd, $0.baseAddress, $0.count, 0) }
+                if count > 0 {
+                    bytes += chunk[0..<count]
+                } else if count == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+                    break
+                }
+            }
+            return bytes
+        }
+    }
+
+    /// Sends a close frame with `code`, masked as a client must.
+    func sendClose(code: UInt16) throws {
+        let mask: [UInt8] = [0x11, 0x22, 0x33, 0x44]
+        let payload = [UInt8(code >> 8), UInt8(code & 0xff)]
+        let frame = [0x88, 0x80 | UInt8(payload.count)] + mask + payload.enumerated().map { $0.element ^ mask[$0.offset % 4] }
+        let sent = frame.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        guard sent == frame.count else { throw TestFailure("send(close): errno \(errno)") }
+    }
+
     /// The unmasked server frames in `bytes`: (opcode, payload); a truncated last frame is dropped.
     static func frames(in bytes: [UInt8]) -> [(opcode: UInt8, payload: [UInt8])] {
         var frames: [(UInt8, [UInt8])] = []
