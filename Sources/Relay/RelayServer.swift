@@ -58,10 +58,12 @@ public enum RelayServer {
         PresenceRoutes(store: store, parsing: parsing).register(on: api)
 
         let hub = FanoutHub(subscriber: RedisSubscriber(configuration: redisConfiguration, logger: logger), logger: logger)
+        let presence = PresenceKeeper(redis: redis, heartbeat: configuration.heartbeat, logger: logger)
         let webSocketRouter = Router(context: RelayWebSocketContext.self)
         WebSocketRoute(
             store: store,
             hub: hub,
+            presence: presence,
             messages: messages,
             verifier: AuthMiddleware(verifier: signer),
             heartbeat: configuration.heartbeat,
@@ -81,7 +83,7 @@ public enum RelayServer {
                 )
             ),
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "relay"),
-            services: [redis, hub],
+            services: [redis, hub, presence],
             onServerRunning: onServerRunning,
             logger: logger
         )

@@ -436,6 +436,18 @@ struct WebSocketTests {
             #expect(!socket.isClosed, "a socket answering pings was closed")
             await socket.close()
             try await waitUntil("bob is offline", timeout: .seconds(8)) { try await presence() == "offline" }
+
+            // Two connections: closing one leaves bob online past the key's lifetime (two heartbeats).
+            let phone = try await TestSocket.connect(relay, token: relay.token(bob, session: "phone"), label: "phone")
+            defer { phone.abort() }
+            let laptop = try await TestSocket.connect(relay, token: relay.token(bob, session: "laptop"), label: "laptop")
+            defer { laptop.abort() }
+            try await waitUntil("bob is online again", timeout: .seconds(5)) { try await presence() == "online" }
+            await phone.close()
+            try await Task.sleep(for: .seconds(3))
+            #expect(try await presence() == "online", "the laptop still keeps bob online")
+            await laptop.close()
+            try await waitUntil("bob is offline again", timeout: .seconds(8)) { try await presence() == "offline" }
         }
     }
 }

@@ -53,6 +53,7 @@ final class LiveConnection: LiveReceiver, Sendable {
     var eventLoop: (any EventLoop)? { self.channel.eventLoop }
     private let store: ChatStore
     private let hub: FanoutHub
+    private let presence: PresenceKeeper
     private let messages: MessageRoutes
     private let maxQueued: Int
     private let inbox: AsyncStream<Input>.Continuation
@@ -67,6 +68,7 @@ final class LiveConnection: LiveReceiver, Sendable {
         channel: any Channel,
         store: ChatStore,
         hub: FanoutHub,
+        presence: PresenceKeeper,
         messages: MessageRoutes,
         maxQueued: Int
     ) {
@@ -76,6 +78,7 @@ final class LiveConnection: LiveReceiver, Sendable {
         self.channel = channel
         self.store = store
         self.hub = hub
+        self.presence = presence
         self.messages = messages
         self.maxQueued = maxQueued
         (self.inputs, self.inbox) = AsyncStream.makeStream(bufferingPolicy: .unbounded)
@@ -143,15 +146,21 @@ final class LiveConnection: LiveReceiver, Sendable {
             for channel in channels { state.streams[channel] = Stream() }
         }
         await self.hub.attach(self, channels: channels, user: self.user)
+        await self.presence.connected(self.user)
         let hello =
             "{\"type\":\"hello\",\"user_id\":\"\(self.user)\",\"session_id\":\"\(self.session)\",\"connection_id\":\"\(self.id)\""
             + ",\"heartbeat_ms\":\(heartbeat.components.seconds * 1000 + heartbeat.components.attoseconds / 1_000_000_000_000_000)}"
         try? await self.write(hello)
         self.state.withLock { $0.started = true }
 
-        await self.serve(inbound: inbound, heartbeat: heartbeat, expiresAt: expiresAt)
+        let expiry = self.channel.eventLoop.scheduleTask(in: .seconds(max(0, expiresAt - Clock.seconds()))) {
+            self.requestClose(code: 4001, reason: "token expired")
+        }
+        await self.serve(inbound: inbound)
+        expiry.cancel()
         self.inbox.finish()
         self.hub.detach(self, channels: self.following, user: self.user)
+        self.presence.disconnected(self.user)
         if let (code, reason) = self.state.withLock({ $0.closing }) {
             // Through the WebSocket library, so that it knows the connection is closing and does
             // not answer the client's echo with a second close frame (which browsers reject).
@@ -178,8 +187,8 @@ final class LiveConnection: LiveReceiver, Sendable {
         self.state.withLock { $0.closing != nil }
     }
 
-    /// Reads frames, processes the inbox and keeps presence until the first of them ends.
-    private func serve(inbound: WebSocketInboundStream, heartbeat: Duration, expiresAt: Int64) async {
+    /// Reads frames and processes the inbox until either ends.
+    private func serve(inbound: WebSocketInboundStream) async {
         await withTaskGroup(of: Void.self) { group in
             group.addTask {
                 do {
@@ -205,10 +214,6 @@ final class LiveConnection: LiveReceiver, Sendable {
                     if !self.channel.isActive || self.isClosing { break }
                 }
             }
-            group.addTask {
-                await self.keepPresence(every: heartbeat, until: expiresAt)
-                if !Task.isCancelled { self.requestClose(code: 4001, reason: "token expired") }
-            }
             await group.next()
             self.inbox.finish()
             group.cancelAll()
@@ -228,17 +233,6 @@ final class LiveConnection: LiveReceiver, Sendable {
         case .enqueue: self.inbox.yield(input)
         case .overflow: self.requestClose(code: 4008, reason: "slow consumer: resume from your cursor")
         case .drop: break
-        }
-    }
-
-    private func keepPresence(every heartbeat: Duration, until expiresAt: Int64) async {
-        let key = RelayKeys.User(self.user).presence
-        let ttl = heartbeat * 2
-        while !Task.isCancelled {
-            _ = try? await self.store.redis.set(key, to: self.id, expiresIn: ttl)
-            let untilExpiry = Duration.seconds(max(0, expiresAt - Clock.seconds()))
-            guard untilExpiry > .zero else { return }
-            try? await Task.sleep(for: min(heartbeat, untilExpiry))
         }
     }
 

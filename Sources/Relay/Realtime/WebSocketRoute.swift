@@ -7,6 +7,7 @@ import NIOWebSocket
 struct WebSocketRoute: Sendable {
     let store: ChatStore
     let hub: FanoutHub
+    let presence: PresenceKeeper
     let messages: MessageRoutes
     let verifier: AuthMiddleware
     let heartbeat: Duration
@@ -33,6 +34,7 @@ struct WebSocketRoute: Sendable {
                 channel: context.requestContext.channel,
                 store: self.store,
                 hub: self.hub,
+                presence: self.presence,
                 messages: self.messages,
                 maxQueued: self.maxQueued
             )
