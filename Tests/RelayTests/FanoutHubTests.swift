@@ -29,7 +29,7 @@ final class RecordingReceiver: LiveReceiver {
     var events: [(channel: String, seq: Int64, json: String)] {
         self.signals.withLock { signals in
             signals.compactMap { signal in
-                if case .event(let channel, let seq, let frame) = signal { return (channel, seq, String(buffer: frame)) }
+                if case .event(let channel, let seq, let frame) = signal { return (channel, seq, String(buffer: frame.json)) }
                 return nil
             }
         }
@@ -166,5 +166,20 @@ struct FanoutHubTests {
             try await waitUntil("the good event arrives") { !receiver.events.isEmpty }
             #expect(receiver.events.map(\.seq) == [3])
         }
+    }
+
+    @Test(arguments: [0, 1, 125, 126, 127, 65_535, 65_536, 200_000])
+    func aPreEncodedFrameIsOneUnmaskedFinalTextFrame(length: Int) {
+        let payload = ByteBuffer(bytes: (0..<length).map { UInt8(truncatingIfNeeded: $0 * 7) })
+        let wire = LiveFrame(json: payload).wire
+        let bytes = Array(wire.readableBytesView)
+        #expect(bytes.first == 0x81, "FIN and text")
+        #expect(bytes[1] & 0x80 == 0, "not masked")
+        let frames = StalledSocket.frames(in: bytes)
+        #expect(frames.count == 1)
+        #expect(frames.first?.opcode == 0x1)
+        #expect(frames.first?.payload == Array(payload.readableBytesView))
+        let header = length <= 125 ? 2 : (length <= 65_535 ? 4 : 10)
+        #expect(bytes.count == header + length, "the shortest length encoding")
     }
 }

@@ -4,10 +4,43 @@ import RedisClient
 import ServiceLifecycle
 import Synchronization
 
+/// One event as the hub hands it out: encoded once, the same bytes for every receiver.
+struct LiveFrame: Sendable {
+    /// The event's JSON.
+    let json: ByteBuffer
+    /// The whole WebSocket text frame carrying it (a server's frames are not masked, so one
+    /// encoding serves every socket).
+    let wire: ByteBuffer
+
+    init(json: ByteBuffer) {
+        self.json = json
+        self.wire = Self.textFrame(json)
+    }
+
+    /// An unmasked, final WebSocket text frame (RFC 6455 section 5.2) with `payload`.
+    static func textFrame(_ payload: ByteBuffer) -> ByteBuffer {
+        let length = payload.readableBytes
+        var frame = ByteBuffer()
+        frame.reserveCapacity(10 + length)
+        frame.writeInteger(UInt8(0x81))
+        if length <= 125 {
+            frame.writeInteger(UInt8(length))
+        } else if length <= 0xFFFF {
+            frame.writeInteger(UInt8(126))
+            frame.writeInteger(UInt16(length))
+        } else {
+            frame.writeInteger(UInt8(127))
+            frame.writeInteger(UInt64(length))
+        }
+        frame.writeImmutableBuffer(payload)
+        return frame
+    }
+}
+
 /// What the hub hands to a local subscriber (a live connection).
 enum LiveSignal: Sendable {
-    /// An event of `channel`: `frame` is the event's JSON, the same bytes for every receiver.
-    case event(channel: String, seq: Int64, frame: ByteBuffer)
+    /// An event of `channel`.
+    case event(channel: String, seq: Int64, frame: LiveFrame)
     /// The subscription to `channel` was re-established: events may have been missed, so the
     /// receiver must compare with the log.
     case mayHaveMissed(channel: String)
@@ -135,7 +168,7 @@ final class FanoutHub: Service, Sendable {
                 self.logger.warning("malformed live event", metadata: ["topic": "\(topic)"])
                 return
             }
-            self.send(.event(channel: String(channel), seq: seq, frame: frame), to: topic)
+            self.send(.event(channel: String(channel), seq: seq, frame: LiveFrame(json: frame)), to: topic)
         } else {
             self.send(.channelsChanged, to: topic)
         }

@@ -59,6 +59,9 @@ final class LiveConnection: LiveReceiver, Sendable {
     private let inbox: AsyncStream<Input>.Continuation
     private let inputs: AsyncStream<Input>
     private let state = Mutex(State())
+    /// The WebSocket frame encoder's context, found on first use: pre-encoded frames are
+    /// written from there, past the encoder. Only touched on the event loop.
+    private let encoderContext: NIOLoopBoundBox<ChannelHandlerContext?>
 
     static let replayPage = 200
 
@@ -76,6 +79,7 @@ final class LiveConnection: LiveReceiver, Sendable {
         self.session = session
         self.id = Identifier.make(prefix: "w")
         self.channel = channel
+        self.encoderContext = .makeEmptyBox(valueType: ChannelHandlerContext.self, eventLoop: channel.eventLoop)
         self.store = store
         self.hub = hub
         self.presence = presence
@@ -99,7 +103,7 @@ final class LiveConnection: LiveReceiver, Sendable {
             return
         }
         enum Action {
-            case write(ByteBuffer)
+            case write(LiveFrame)
             case enqueue, overflow, drop
         }
         let action: Action = self.state.withLock { state in
@@ -125,13 +129,26 @@ final class LiveConnection: LiveReceiver, Sendable {
         }
         switch action {
         case .write(let frame):
-            self.channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .text, data: frame), promise: nil)
+            self.writeWire(frame)
         case .enqueue:
             self.inbox.yield(.signal(signal))
         case .overflow:
             self.requestClose(code: 4008, reason: "slow consumer: resume from your cursor")
         case .drop:
             break
+        }
+    }
+
+    /// On the event loop: writes an event's pre-encoded frame straight to the socket's side of
+    /// the WebSocket encoder, or, should the encoder not be found, the frame through it.
+    private func writeWire(_ frame: LiveFrame) {
+        if self.encoderContext.value == nil {
+            self.encoderContext.value = try? self.channel.pipeline.syncOperations.context(handlerType: WebSocketFrameEncoder.self)
+        }
+        if let context = self.encoderContext.value {
+            context.writeAndFlush(NIOAny(frame.wire), promise: nil)
+        } else {
+            self.channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .text, data: frame.json), promise: nil)
         }
     }
 
@@ -243,13 +260,13 @@ final class LiveConnection: LiveReceiver, Sendable {
         case .signal(.event(let channel, let seq, let frame)):
             guard let last = self.state.withLock({ $0.streams[channel] })?.delivered else {
                 // Not followed (any more), or live from this first event on.
-                try await self.writeInOrder(channel, [(seq, frame)], startingLive: true)
+                try await self.writeInOrder(channel, [(seq, frame.json)], startingLive: true)
                 return
             }
             if seq > last + 1 {
                 try await self.fill(channel, through: seq - 1)
             }
-            try await self.writeInOrder(channel, [(seq, frame)])
+            try await self.writeInOrder(channel, [(seq, frame.json)])
         case .signal(.mayHaveMissed(let channel)):
             guard self.state.withLock({ $0.streams[channel]?.delivered }) != nil else { return }
             try await self.fill(channel, through: nil)

@@ -2,6 +2,7 @@ import Hummingbird
 import HummingbirdWebSocket
 import NIOCore
 import NIOWebSocket
+import Synchronization
 
 /// `GET /ws`: the live connection.
 struct WebSocketRoute: Sendable {
@@ -21,6 +22,7 @@ struct WebSocketRoute: Sendable {
             // the answer is a close code (4001) they can read.
             .upgrade([:])
         } onUpgrade: { inbound, outbound, context in
+            context.requestContext.releaseWebSocketReference()
             let claims: JWTClaims
             do {
                 claims = try self.verifier.verify(Self.token(from: context.request) ?? "")
@@ -56,16 +58,32 @@ struct WebSocketRoute: Sendable {
     }
 }
 
-/// The context of a WebSocket upgrade; it keeps the connection's channel, so that a client too
-/// slow to read can be cut off even while a write to it is waiting.
+/// The context of a WebSocket upgrade; it keeps the connection's channel, so that the relay can
+/// write to it from the channel's event loop and cut off a client too slow to read.
 struct RelayWebSocketContext: RequestContext, WebSocketRequestContext {
     var coreContext: CoreRequestContextStorage
-    let webSocket: WebSocketHandlerReference<Self>
     let channel: any Channel
+    private let reference: WebSocketReferenceBox
 
     init(source: ApplicationRequestContextSource) {
         self.coreContext = .init(source: source)
-        self.webSocket = .init()
         self.channel = source.channel
+        self.reference = WebSocketReferenceBox()
     }
+
+    var webSocket: WebSocketHandlerReference<Self> {
+        self.reference.value.withLock { $0 } ?? WebSocketHandlerReference()
+    }
+
+    /// Breaks the reference cycle the WebSocket router leaves behind: its handler reference holds
+    /// a copy of this context, which holds the reference. Left in place, every upgraded socket's
+    /// context, and with it the channel, would never be freed. Call it once the handler runs.
+    func releaseWebSocketReference() {
+        self.reference.value.withLock { $0 = nil }
+    }
+}
+
+/// Holds a context's `WebSocketHandlerReference` so that it can be let go of.
+final class WebSocketReferenceBox: Sendable {
+    let value = Mutex<WebSocketHandlerReference<RelayWebSocketContext>?>(WebSocketHandlerReference())
 }

@@ -316,6 +316,12 @@ final class StalledSocket: @unchecked Sendable {
         }
     }
 
+    /// ``open(port:token:viaHeader:receiveBuffer:timeout:)`` on the calling thread, which must
+    /// not be one of the Swift concurrency pool's (use `runOnOwnThread`).
+    static func openBlocking(port: Int, token: String?, timeout: Duration = .seconds(30)) throws -> StalledSocket {
+        try StalledSocket(port: port, token: token, viaHeader: false, receiveBuffer: 65_536, timeout: timeout)
+    }
+
     private init(port: Int, token: String?, viaHeader: Bool, receiveBuffer: Int32, timeout: Duration) throws {
         fd = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw TestFailure("socket(): errno \(errno)") }
