@@ -56,11 +56,15 @@ final class RecordingReceiver: LiveReceiver {
 
 @Suite("Fan-out hub against redis-server", .timeLimit(.minutes(1)))
 struct FanoutHubTests {
-    func withHub(url: String, _ body: (FanoutHub, RedisClient) async throws -> Void) async throws {
+    func withHub(url: String, maxPendingHops: Int = 4096, _ body: (FanoutHub, RedisClient) async throws -> Void) async throws {
         var configuration = try RedisConfiguration(url: url)
         configuration.minimumBackoff = .milliseconds(20)
         configuration.maximumBackoff = .milliseconds(200)
-        let hub = FanoutHub(subscriber: RedisSubscriber(configuration: configuration), logger: Logger(label: "test"))
+        let hub = FanoutHub(
+            subscriber: RedisSubscriber(configuration: configuration),
+            logger: Logger(label: "test"),
+            maxPendingHops: maxPendingHops
+        )
         let client = RedisClient(configuration: configuration)
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await hub.run() }
@@ -181,5 +185,43 @@ struct FanoutHubTests {
         #expect(frames.first?.payload == Array(payload.readableBytesView))
         let header = length <= 125 ? 2 : (length <= 65_535 ? 4 : 10)
         #expect(bytes.count == header + length, "the shortest length encoding")
+    }
+
+    /// A receiver's event loop that falls behind gets no more than the bound of queued events;
+    /// once it has caught up it hears which channels may have missed some (the log has them).
+    @Test func aLoopFarBehindGetsMayHaveMissedInsteadOfAnUnboundedQueue() async throws {
+        let channel = TestRedis.uniqueName("c")
+        let topic = RelayKeys.Channel(channel).topic
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let loop = group.next()
+        defer { group.shutdownGracefully { _ in } }
+        try await withHub(url: TestRedis.url, maxPendingHops: 3) { hub, client in
+            let receiver = RecordingReceiver(eventLoop: loop)
+            await hub.attach(receiver, channels: [channel])
+            try await waitUntil("the first event arrives") {
+                try await client.shardPublish(topic, "1 {}")
+                return receiver.events.map(\.seq).contains(1)
+            }
+            // Let any signal of the subscription's start settle before counting hops.
+            try await Task.sleep(for: .milliseconds(300))
+            let before = receiver.events.count
+
+            // Hold the loop while ten events arrive.
+            let release = Mutex<Bool>(false)
+            loop.execute {
+                let deadline = ContinuousClock.now + .seconds(10)
+                while !release.withLock({ $0 }) && ContinuousClock.now < deadline { usleep(1000) }
+            }
+            for seq in 2...11 { try await client.shardPublish(topic, "\(seq) {}") }
+            // Three hops queue; the hub drops the other seven for this loop.
+            try await waitUntil("the hub has seen every event") { hub.droppedHops.load(ordering: .relaxed) == 7 }
+            release.withLock { $0 = true }
+
+            try await waitUntil("the receiver hears it may have missed events") { receiver.missed(after: 4) == [channel] }
+            #expect(receiver.events.dropFirst(before).map(\.seq) == [2, 3, 4], "three queued hops, the rest dropped for this loop")
+            try await client.shardPublish(topic, "12 {}")
+            try await waitUntil("events flow again") { receiver.events.map(\.seq).contains(12) }
+            #expect(receiver.offLoop.load(ordering: .relaxed) == 0)
+        }
     }
 }

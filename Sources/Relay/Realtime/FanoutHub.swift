@@ -66,24 +66,41 @@ final class FanoutHub: Service, Sendable {
     struct State {
         /// Topic → receivers following it (a channel's or a user's topic).
         var followers: [String: Followers] = [:]
+        /// Event loop → its hops not yet run; one per loop, shared by every topic.
+        var backlogs: [ObjectIdentifier: LoopBacklog] = [:]
     }
+
+    /// Hops queued on one event loop and not yet run, and the channels whose events were
+    /// dropped for that loop meanwhile (its sockets fill them from the log).
+    final class LoopBacklog: Sendable {
+        let pending = Atomic<Int>(0)
+        let lossy = Mutex<Set<String>>([])
+    }
+
+    /// Hops an event loop may have queued before the hub stops adding events for it: a loop
+    /// that far behind gets the channels' `mayHaveMissed` instead, once it has caught up.
+    let maxPendingHops: Int
+    /// Events not handed to a loop that was too far behind (its sockets filled them from the log).
+    let droppedHops = Atomic<Int>(0)
 
     /// The receivers of one topic, grouped by the event loop they are called on, so that one
     /// event costs one hop per event loop, not one per receiver.
     struct Followers {
-        var byLoop: [ObjectIdentifier: (loop: any EventLoop, receivers: [ObjectIdentifier: any LiveReceiver])] = [:]
+        var byLoop: [ObjectIdentifier: (loop: any EventLoop, backlog: LoopBacklog, receivers: [ObjectIdentifier: any LiveReceiver])] = [:]
         var direct: [ObjectIdentifier: any LiveReceiver] = [:]
 
         var count: Int { self.direct.count + self.byLoop.values.reduce(0) { $0 + $1.receivers.count } }
         var isEmpty: Bool { self.direct.isEmpty && self.byLoop.isEmpty }
 
-        mutating func insert(_ receiver: any LiveReceiver) {
+        mutating func insert(_ receiver: any LiveReceiver, backlogs: inout [ObjectIdentifier: LoopBacklog]) {
             let key = ObjectIdentifier(receiver)
             guard let loop = receiver.eventLoop else {
                 self.direct[key] = receiver
                 return
             }
-            self.byLoop[ObjectIdentifier(loop), default: (loop, [:])].receivers[key] = receiver
+            let loopKey = ObjectIdentifier(loop)
+            if backlogs[loopKey] == nil { backlogs[loopKey] = LoopBacklog() }
+            self.byLoop[loopKey, default: (loop, backlogs[loopKey]!, [:])].receivers[key] = receiver
         }
 
         mutating func remove(_ receiver: any LiveReceiver) {
@@ -98,9 +115,10 @@ final class FanoutHub: Service, Sendable {
         }
     }
 
-    init(subscriber: RedisSubscriber, logger: Logger) {
+    init(subscriber: RedisSubscriber, logger: Logger, maxPendingHops: Int = 4096) {
         self.subscriber = subscriber
         self.logger = logger
+        self.maxPendingHops = maxPendingHops
     }
 
     /// Starts handing `receiver` the events of `channels` and the notices for `user`.
@@ -110,7 +128,7 @@ final class FanoutHub: Service, Sendable {
         var topics = channels.map { RelayKeys.Channel($0).topic }
         if let user { topics.append(RelayKeys.User(user).topic) }
         self.state.withLock { state in
-            for topic in topics { state.followers[topic, default: Followers()].insert(receiver) }
+            for topic in topics { state.followers[topic, default: Followers()].insert(receiver, backlogs: &state.backlogs) }
         }
         // Sends SSUBSCRIBE only for topics not yet subscribed, and waits for any still unconfirmed,
         // another receiver's included: events published after this returns will arrive.
@@ -176,13 +194,46 @@ final class FanoutHub: Service, Sendable {
 
     private func send(_ signal: LiveSignal, to topic: String) {
         guard let followers = self.state.withLock({ $0.followers[topic] }) else { return }
-        for (loop, receivers) in followers.byLoop.values {
+        for (loop, backlog, receivers) in followers.byLoop.values {
+            // An event may be dropped for a loop that is far behind: the log has it, and its
+            // sockets fill it in. Other signals (channel-set changes) have no log: never dropped.
+            if case .event = signal, backlog.pending.load(ordering: .relaxed) >= self.maxPendingHops {
+                backlog.lossy.withLock { _ = $0.insert(topic) }
+                self.droppedHops.add(1, ordering: .relaxed)
+                // Should the loop have caught up in between, no hop is left to announce it.
+                if backlog.pending.load(ordering: .relaxed) == 0 {
+                    loop.execute { self.announceDropped(on: loop, backlog) }
+                }
+                continue
+            }
+            backlog.pending.add(1, ordering: .relaxed)
             loop.execute {
                 for receiver in receivers.values { receiver.receive(signal) }
+                if backlog.pending.subtract(1, ordering: .relaxed).newValue == 0 {
+                    self.announceDropped(on: loop, backlog)
+                }
             }
         }
         for receiver in followers.direct.values {
             receiver.receive(signal)
+        }
+    }
+
+    /// On `loop`, once it has caught up: tells its receivers of each channel whose events were
+    /// dropped for it that they may have missed some.
+    private func announceDropped(on loop: any EventLoop, _ backlog: LoopBacklog) {
+        let topics = backlog.lossy.withLock { lossy in
+            defer { lossy.removeAll() }
+            return lossy
+        }
+        guard !topics.isEmpty else { return }
+        let loopKey = ObjectIdentifier(loop)
+        for topic in topics {
+            guard let channel = RelayKeys.channelID(fromTopic: topic),
+                let receivers = self.state.withLock({ $0.followers[topic]?.byLoop[loopKey]?.receivers })
+            else { continue }
+            let signal = LiveSignal.mayHaveMissed(channel: String(channel))
+            for receiver in receivers.values { receiver.receive(signal) }
         }
     }
 }
