@@ -57,7 +57,11 @@ public enum RelayServer {
         messages.register(on: api)
         PresenceRoutes(store: store, parsing: parsing).register(on: api)
 
-        let hub = FanoutHub(subscriber: RedisSubscriber(configuration: redisConfiguration, logger: logger), logger: logger)
+        let hub = FanoutHub(
+            subscriber: RedisSubscriber(configuration: redisConfiguration, logger: logger),
+            logger: logger,
+            metrics: metrics
+        )
         let presence = PresenceKeeper(redis: redis, heartbeat: configuration.heartbeat, logger: logger)
         let webSocketRouter = Router(context: RelayWebSocketContext.self)
         WebSocketRoute(

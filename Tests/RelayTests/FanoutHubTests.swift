@@ -56,13 +56,19 @@ final class RecordingReceiver: LiveReceiver {
 
 @Suite("Fan-out hub against redis-server", .timeLimit(.minutes(1)))
 struct FanoutHubTests {
-    func withHub(url: String, maxPendingHops: Int = 4096, _ body: (FanoutHub, RedisClient) async throws -> Void) async throws {
+    func withHub(
+        url: String,
+        maxPendingHops: Int = 4096,
+        metrics: RelayMetrics? = nil,
+        _ body: (FanoutHub, RedisClient) async throws -> Void
+    ) async throws {
         var configuration = try RedisConfiguration(url: url)
         configuration.minimumBackoff = .milliseconds(20)
         configuration.maximumBackoff = .milliseconds(200)
         let hub = FanoutHub(
             subscriber: RedisSubscriber(configuration: configuration),
             logger: Logger(label: "test"),
+            metrics: metrics,
             maxPendingHops: maxPendingHops
         )
         let client = RedisClient(configuration: configuration)
@@ -195,7 +201,8 @@ struct FanoutHubTests {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let loop = group.next()
         defer { group.shutdownGracefully { _ in } }
-        try await withHub(url: TestRedis.url, maxPendingHops: 3) { hub, client in
+        let metrics = RelayMetrics()
+        try await withHub(url: TestRedis.url, maxPendingHops: 3, metrics: metrics) { hub, client in
             let receiver = RecordingReceiver(eventLoop: loop)
             await hub.attach(receiver, channels: [channel])
             try await waitUntil("the first event arrives") {
@@ -221,6 +228,7 @@ struct FanoutHubTests {
             #expect(receiver.events.dropFirst(before).map(\.seq) == [2, 3, 4], "three queued hops, the rest dropped for this loop")
             try await client.shardPublish(topic, "12 {}")
             try await waitUntil("events flow again") { receiver.events.map(\.seq).contains(12) }
+            #expect(String(decoding: metrics.render(), as: UTF8.self).contains("relay_fanout_events_shed_total 7"))
             #expect(receiver.offLoop.load(ordering: .relaxed) == 0)
         }
     }

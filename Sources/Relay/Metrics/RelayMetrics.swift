@@ -5,6 +5,7 @@ final class RelayMetrics: Sendable {
     let registry = PrometheusCollectorRegistry()
     private let eventsAppended: Counter
     private let webSockets: Gauge
+    private let droppedHops: Counter
     private static var requests: MetricNameDescriptor {
         MetricNameDescriptor(
             namespace: "relay",
@@ -35,9 +36,22 @@ final class RelayMetrics: Sendable {
                 helpText: "Events appended to channel logs"
             )
         )
+        self.droppedHops = self.registry.makeCounter(
+            descriptor: MetricNameDescriptor(
+                namespace: "relay",
+                metricName: "fanout_events_shed",
+                unitName: "total",
+                helpText: "Live events not handed to an event loop that was too far behind (its sockets filled them from the log)"
+            )
+        )
         self.webSockets = self.registry.makeGauge(
             descriptor: MetricNameDescriptor(namespace: "relay", metricName: "websockets", helpText: "WebSockets open now")
         )
+    }
+
+    /// Counts one live event shed for a lagging event loop.
+    func shedEvent() {
+        self.droppedHops.increment()
     }
 
     /// The number of WebSockets open now.

@@ -115,9 +115,12 @@ final class FanoutHub: Service, Sendable {
         }
     }
 
-    init(subscriber: RedisSubscriber, logger: Logger, maxPendingHops: Int = 4096) {
+    private let metrics: RelayMetrics?
+
+    init(subscriber: RedisSubscriber, logger: Logger, metrics: RelayMetrics? = nil, maxPendingHops: Int = 4096) {
         self.subscriber = subscriber
         self.logger = logger
+        self.metrics = metrics
         self.maxPendingHops = maxPendingHops
     }
 
@@ -200,6 +203,7 @@ final class FanoutHub: Service, Sendable {
             if case .event = signal, backlog.pending.load(ordering: .relaxed) >= self.maxPendingHops {
                 backlog.lossy.withLock { _ = $0.insert(topic) }
                 self.droppedHops.add(1, ordering: .relaxed)
+                self.metrics?.shedEvent()
                 // Should the loop have caught up in between, no hop is left to announce it.
                 if backlog.pending.load(ordering: .relaxed) == 0 {
                     loop.execute { self.announceDropped(on: loop, backlog) }
