@@ -25,6 +25,29 @@ private func waitUntilServing(_ process: ChildProcess, port: Int) async throws {
     }
 }
 
+/// Starts `relay serve --dev` on a free port against the suite's Redis, with `arguments` and
+/// `environment` added, and waits until it serves. (A process that is not reaped is killed when
+/// it is released.)
+private func startDevRelay(
+    _ arguments: [String] = [],
+    environment: [String: String] = [:]
+) async throws -> (process: ChildProcess, client: RelayTestClient) {
+    let port = try unusedPort()
+    let process = try ChildProcess(
+        RelayExecutable.path,
+        ["serve", "--dev", "--port", "\(port)", "--redis", TestRedis.url] + arguments,
+        environment: RelayExecutable.environment(environment)
+    )
+    try await waitUntilServing(process, port: port)
+    return (process, RelayTestClient(port: port, secret: [0]))
+}
+
+/// A token for `user` from a relay in dev mode.
+private func devToken(_ client: RelayTestClient, _ user: String) async throws -> String {
+    let issued = try await client.request("POST", "/auth/dev-token", json: ["user_id": user])
+    return try #require(issued.value["token"].string, "\(issued)")
+}
+
 @Suite("The relay executable", .timeLimit(.minutes(5)))
 struct RelayExecutableTests {
     let relay = RelayExecutable.path
@@ -169,18 +192,9 @@ struct RelayExecutableTests {
 
     /// The limits are configurable by flag and by environment, and enforced as configured.
     @Test func limitsFollowTheirFlagsAndVariables() async throws {
-        let port = try unusedPort()
-        let process = try ChildProcess(
-            relay,
-            ["serve", "--dev", "--port", "\(port)", "--redis", TestRedis.url, "--max-text-bytes", "10"],
-            environment: RelayExecutable.environment(["RELAY_MAX_BODY_BYTES": "2048"])
-        )
+        let (process, client) = try await startDevRelay(["--max-text-bytes", "10"], environment: ["RELAY_MAX_BODY_BYTES": "2048"])
         defer { process.killAndReap() }
-        try await waitUntilServing(process, port: port)
-        let client = RelayTestClient(port: port, secret: [0])
-        let alice = TestRedis.uniqueName("alice")
-        let issued = try await client.request("POST", "/auth/dev-token", json: ["user_id": alice])
-        let token = try #require(issued.value["token"].string, "\(issued)")
+        let token = try await devToken(client, TestRedis.uniqueName("alice"))
         let created = try await client.request("POST", "/channels", token: token, json: ["type": "group", "members": []])
         let id = try #require(created.value["id"].string, "\(created)")
         let path = "/channels/\(id)/messages"
@@ -201,17 +215,10 @@ struct RelayExecutableTests {
     /// over rounds of 1,000 connections (each one held the channel forever while the WebSocket
     /// router's handler reference kept its context alive: about 4 KiB per connection).
     @Test func webSocketsThatComeAndGoLeaveNoMemoryBehind() async throws {
-        let port = try unusedPort()
-        let process = try ChildProcess(
-            relay,
-            ["serve", "--dev", "--port", "\(port)", "--redis", TestRedis.url],
-            environment: RelayExecutable.environment()
-        )
+        let (process, client) = try await startDevRelay()
         defer { process.killAndReap() }
-        try await waitUntilServing(process, port: port)
-        let client = RelayTestClient(port: port, secret: [0])
-        let issued = try await client.request("POST", "/auth/dev-token", json: ["user_id": TestRedis.uniqueName("churn")])
-        let token = try #require(issued.value["token"].string, "\(issued)")
+        let port = client.port
+        let token = try await devToken(client, TestRedis.uniqueName("churn"))
         func residentKiB() throws -> Int {
             let status = try String(contentsOfFile: "/proc/\(process.pid)/status", encoding: .utf8)
             let line = try #require(status.split(separator: "\n").first { $0.hasPrefix("VmRSS:") })
@@ -245,20 +252,12 @@ struct RelayExecutableTests {
 
     /// SIGTERM: every open WebSocket gets a close frame with 1001 (going away), then the process exits 0.
     @Test func sigtermClosesWebSocketsWith1001AndExitsZero() async throws {
-        let port = try unusedPort()
-        let process = try ChildProcess(
-            relay,
-            ["serve", "--dev", "--port", "\(port)", "--redis", TestRedis.url],
-            environment: RelayExecutable.environment()
-        )
+        let (process, client) = try await startDevRelay()
         defer { process.killAndReap() }
-        try await waitUntilServing(process, port: port)
-        let client = RelayTestClient(port: port, secret: [0])
         var sockets: [StalledSocket] = []
         for user in ["alice", "bob"] {
-            let issued = try await client.request("POST", "/auth/dev-token", json: ["user_id": TestRedis.uniqueName(user)])
-            let token = try #require(issued.value["token"].string, "\(issued)")
-            let socket = try await StalledSocket.open(port: port, token: token, receiveBuffer: 65_536)
+            let token = try await devToken(client, TestRedis.uniqueName(user))
+            let socket = try await StalledSocket.open(port: client.port, token: token, receiveBuffer: 65_536)
             let (hello, _) = try await socket.drain(timeout: .seconds(1))
             #expect(String(decoding: hello, as: UTF8.self).contains("\"type\":\"hello\""), "served before the signal")
             sockets.append(socket)

@@ -5,7 +5,7 @@ final class RelayMetrics: Sendable {
     let registry = PrometheusCollectorRegistry()
     private let eventsAppended: Counter
     private let webSockets: Gauge
-    private let droppedHops: Counter
+    private let shedEvents: Counter
     private static var requests: MetricNameDescriptor {
         MetricNameDescriptor(
             namespace: "relay",
@@ -36,7 +36,7 @@ final class RelayMetrics: Sendable {
                 helpText: "Events appended to channel logs"
             )
         )
-        self.droppedHops = self.registry.makeCounter(
+        self.shedEvents = self.registry.makeCounter(
             descriptor: MetricNameDescriptor(
                 namespace: "relay",
                 metricName: "fanout_events_shed",
@@ -51,7 +51,7 @@ final class RelayMetrics: Sendable {
 
     /// Counts one live event shed for a lagging event loop.
     func shedEvent() {
-        self.droppedHops.increment()
+        self.shedEvents.increment()
     }
 
     /// The number of WebSockets open now.

@@ -80,8 +80,6 @@ final class FanoutHub: Service, Sendable {
     /// Hops an event loop may have queued before the hub stops adding events for it: a loop
     /// that far behind gets the channels' `mayHaveMissed` instead, once it has caught up.
     let maxPendingHops: Int
-    /// Events not handed to a loop that was too far behind (its sockets filled them from the log).
-    let droppedHops = Atomic<Int>(0)
 
     /// The receivers of one topic, grouped by the event loop they are called on, so that one
     /// event costs one hop per event loop, not one per receiver.
@@ -202,7 +200,6 @@ final class FanoutHub: Service, Sendable {
             // sockets fill it in. Other signals (channel-set changes) have no log: never dropped.
             if case .event = signal, backlog.pending.load(ordering: .relaxed) >= self.maxPendingHops {
                 backlog.lossy.withLock { _ = $0.insert(topic) }
-                self.droppedHops.add(1, ordering: .relaxed)
                 self.metrics?.shedEvent()
                 // Should the loop have caught up in between, no hop is left to announce it.
                 if backlog.pending.load(ordering: .relaxed) == 0 {

@@ -399,7 +399,7 @@ final class LiveConnection: LiveReceiver, Sendable {
                     try await self.write(Self.error(code: "bad_request", message: "bad cursor for \(channel)"))
                     continue
                 }
-                guard self.following.contains(channel) else {
+                guard self.state.withLock({ $0.streams[channel] != nil }) else {
                     try await self.write(
                         Self.error(code: "forbidden", message: "not a member of \(channel)", channel: channel)
                     )

@@ -19,14 +19,7 @@ struct DirectMessagesScenario: AsyncParsableCommand {
     var publishConnections = 32
 
     func run() async throws {
-        let target = try await BenchTarget.start(self.options)
-        do {
-            try await self.run(target)
-            await target.shutdown()
-        } catch {
-            await target.shutdown()
-            throw error
-        }
+        try await BenchTarget.with(self.options) { try await self.run($0) }
     }
 
     private func run(_ target: BenchTarget) async throws {
@@ -34,7 +27,7 @@ struct DirectMessagesScenario: AsyncParsableCommand {
         let relay = target.kind == .relay
         let users = 2 * self.channels
         let sinks = (0..<users).map {
-            BenchSink(counters: counters, meter: target.meters[$0 % target.loops.count], inJSON: relay)
+            BenchSink(counters: counters, meter: target.meter(forSocket: $0), inJSON: relay)
         }
         let window = self.rate > 0 ? 0 : 1
         var publishers: [StreamPublisher] = []

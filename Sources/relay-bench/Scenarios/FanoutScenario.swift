@@ -17,21 +17,14 @@ struct FanoutScenario: AsyncParsableCommand {
     @Option(help: "Seconds to wait for the last deliveries.") var drain = 15.0
 
     func run() async throws {
-        let target = try await BenchTarget.start(self.options)
-        do {
-            try await self.run(target)
-            await target.shutdown()
-        } catch {
-            await target.shutdown()
-            throw error
-        }
+        try await BenchTarget.with(self.options) { try await self.run($0) }
     }
 
     private func run(_ target: BenchTarget) async throws {
         let counters = ScenarioCounters()
         let relay = target.kind == .relay
         let sinks = (0..<self.sockets).map {
-            BenchSink(counters: counters, meter: target.meters[$0 % target.loops.count], inJSON: relay)
+            BenchSink(counters: counters, meter: target.meter(forSocket: $0), inJSON: relay)
         }
         let channel: String
         var memberSockets: [WebSocketClient]

@@ -17,14 +17,7 @@ struct ResumeScenario: AsyncParsableCommand {
 
     func run() async throws {
         guard self.options.target == .relay else { throw ValidationError("resume runs against the relay only") }
-        let target = try await BenchTarget.start(self.options)
-        do {
-            try await self.run(target)
-            await target.shutdown()
-        } catch {
-            await target.shutdown()
-            throw error
-        }
+        try await BenchTarget.with(self.options) { try await self.run($0) }
     }
 
     private func run(_ target: BenchTarget) async throws {
@@ -65,7 +58,7 @@ struct ResumeScenario: AsyncParsableCommand {
         let cursor = lastSeq - self.behind
         let resume = #"{"type":"resume","cursors":{"\#(channel)":\#(cursor)}}"#
         let sinks = (0..<self.clients).map {
-            BenchSink(counters: counters, meter: target.meters[$0 % target.loops.count], inJSON: true) { socket in socket.send(resume) }
+            BenchSink(counters: counters, meter: target.meter(forSocket: $0), inJSON: true) { socket in socket.send(resume) }
         }
         try await Task.sleep(for: .seconds(1))
         _ = try await target.collect(target.meters)

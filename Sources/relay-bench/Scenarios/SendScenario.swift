@@ -24,8 +24,7 @@ struct SendScenario: AsyncParsableCommand {
 
     func run() async throws {
         guard self.options.target == .relay else { throw ValidationError("send runs against the relay only") }
-        let target = try await BenchTarget.start(self.options)
-        do {
+        try await BenchTarget.with(self.options) { target in
             let names = (0..<self.connections).map { target.user("s", $0) }
             let tokens = try await target.tokens(users: names)
             let channels = try await target.concurrentMap(self.connections, width: 16) { index in
@@ -34,10 +33,6 @@ struct SendScenario: AsyncParsableCommand {
             for path in self.paths.split(separator: ",") {
                 try await self.measure(String(path), target: target, tokens: tokens, channels: channels)
             }
-            await target.shutdown()
-        } catch {
-            await target.shutdown()
-            throw error
         }
     }
 
@@ -49,7 +44,7 @@ struct SendScenario: AsyncParsableCommand {
         if path == "ws" {
             // The sender's own socket receives each message too: one delivery per message.
             let sinks = (0..<self.connections).map {
-                BenchSink(counters: counters, meter: target.meters[$0 % target.loops.count], inJSON: true, countsDeliveries: false)
+                BenchSink(counters: counters, meter: target.meter(forSocket: $0), inJSON: true, countsDeliveries: false)
             }
             sockets = try await target.connect(count: self.connections) { index, _ in
                 ("/ws", [("Authorization", "Bearer \(tokens[index])")], sinks[index])

@@ -35,7 +35,21 @@ final class BenchTarget: Sendable {
         self.connectConcurrency = max(1, options.connectConcurrency)
     }
 
-    static func start(_ options: TargetOptions) async throws -> BenchTarget {
+    /// Runs `body` against the target of `options`, and shuts the load generator's side down
+    /// afterwards, whether `body` returned or threw.
+    static func with<T>(_ options: TargetOptions, _ body: (BenchTarget) async throws -> T) async throws -> T {
+        let target = try await Self.start(options)
+        do {
+            let result = try await body(target)
+            await target.shutdown()
+            return result
+        } catch {
+            await target.shutdown()
+            throw error
+        }
+    }
+
+    private static func start(_ options: TargetOptions) async throws -> BenchTarget {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: options.threads)
         let endpoint = Endpoint(url: options.url)!
         var setup: [HTTPClient] = []
@@ -48,9 +62,14 @@ final class BenchTarget: Sendable {
         return BenchTarget(options: options, group: group, setup: setup)
     }
 
-    func shutdown() async {
+    private func shutdown() async {
         for client in self.setup { client.close() }
         try? await self.group.shutdownGracefully()
+    }
+
+    /// The meter of the event loop that socket number `index` is spread onto.
+    func meter(forSocket index: Int) -> LoopMeter {
+        self.meters[index % self.loops.count]
     }
 
     func meter(for loop: any EventLoop) -> LoopMeter {
