@@ -32,6 +32,12 @@ struct RedisSubscriberTests {
                 await subscriber.subscribe([topic])
                 return try await client.execute("PUBSUB", "SHARDNUMSUB", topic).array?.last?.int == 1
             }
+            // On a live connection, subscribe returns once Redis has the subscription.
+            let third = "{\(TestRedis.uniqueName())}:live"
+            #expect(await subscriber.subscribe([third]))
+            #expect(try await client.execute("PUBSUB", "SHARDNUMSUB", third).array?.last?.int == 1)
+            subscriber.unsubscribe([third])
+
             let before = recorder.messages.count
             try await client.shardPublish(other, "ignored")
             for index in 0..<50 { try await client.shardPublish(topic, "m\(index)") }
@@ -49,6 +55,13 @@ struct RedisSubscriberTests {
             try await Task.sleep(for: .milliseconds(100))
             #expect(recorder.messages.count == count)
         }
+    }
+
+    @Test func aSubscribeWithoutAConnectionReturnsAtOnceUnconfirmed() async throws {
+        let subscriber = RedisSubscriber(configuration: try configuration(url: TestRedis.url))
+        let topic = "{\(TestRedis.uniqueName())}:live"
+        #expect(await subscriber.subscribe([topic]) == false, "not running, so not connected")
+        #expect(subscriber.topics == [topic], "kept, to subscribe on connect")
     }
 
     @Test func resubscribesAfterItsConnectionIsKilledAndSaysSo() async throws {
@@ -145,14 +158,16 @@ struct RedisSubscriberPauseTests {
             group.addTask { try await subscriber.run() }
             group.addTask { for await _ in subscriber.events {} }
             defer { group.cancelAll() }
-            await subscriber.subscribe(["{\(TestRedis.uniqueName())}:warm-up"])
+            try await waitUntil("the subscriber connects") {
+                await subscriber.subscribe(["{\(TestRedis.uniqueName())}:warm-up"])
+            }
             async let pause = admin.execute(RedisCommand("DEBUG", ["SLEEP", "2"]))
             try await Task.sleep(for: .milliseconds(100))
             let started = ContinuousClock.now
-            async let waiting: Void = subscriber.subscribe([topic])
+            async let waiting = subscriber.subscribe([topic])
             try await Task.sleep(for: .milliseconds(100))
             subscriber.unsubscribe([topic])
-            await waiting
+            _ = await waiting
             #expect(ContinuousClock.now - started < .seconds(1.5), "the subscribe returned when its topic was dropped")
             _ = try await pause
         }

@@ -108,12 +108,7 @@ struct WebSocketLoadTests {
                     group.addTask {
                         for _ in 0..<5 {
                             try await Task.sleep(for: .milliseconds(300))
-                            let result = try await ChildProcess.run(
-                                "/usr/bin/redis-cli",
-                                ["-p", "\(redis.port)", "CLIENT", "KILL", "TYPE", "pubsub"],
-                                environment: ProcessInfo.processInfo.environment
-                            )
-                            #expect(result.termination == .exited(0), "\(result.standardError)")
+                            try await Self.killSubscriptions(redis)
                         }
                     }
                     try await group.waitForAll()
@@ -132,6 +127,51 @@ struct WebSocketLoadTests {
             }
         }
         redis.kill()
+    }
+
+    /// While the relay's subscription is down (killed here; at start-up it is not up yet),
+    /// what is published reaches no relay: a socket must still get every event after its hello,
+    /// the first one included, and learn of a channel its user joined meanwhile.
+    @Test func whatIsPublishedWhileTheSubscriptionIsDownStillArrives() async throws {
+        let redis = try RedisServerProcess()
+        try await withRelay(redisURL: redis.url) { relay in
+            let (alice, bob) = (TestRedis.uniqueName("alice"), TestRedis.uniqueName("bob"))
+            let id = try await relay.createGroup(alice, members: [bob])
+
+            // The first event after the hello, published while the subscription is down.
+            let socket = try await TestSocket.connect(relay, token: relay.token(bob))
+            defer { socket.abort() }
+            try await Self.killSubscriptions(redis)
+            let message = try await relay.send(alice, id, "the first event after the hello")
+            let seq = try #require(message["seq"].int)
+            let got = try await socket.waitFor("the first event after the hello") { $0["channel_id"].string == id && $0["seq"].int == seq }
+            #expect(got == message)
+
+            // The notice of a new channel, published while the subscription is down.
+            try await Self.killSubscriptions(redis)
+            let created = try await relay.createGroup(alice, members: [bob])
+            let joined = try await socket.waitFor("bob's member_joined in the group made while the subscription was down") {
+                $0["channel_id"].string == created && $0["type"].string == "member_joined" && $0["user_id"].string == bob
+            }
+            let next = try await relay.send(alice, created, "in the new group")
+            let nextSeq = try #require(next["seq"].int)
+            _ = try await socket.waitFor("the message in the new group") { $0["channel_id"].string == created && $0["seq"].int == nextSeq }
+            let joinedSeq = try #require(joined["seq"].int)
+            let seqs = socket.seqs(created)
+            #expect(seqs == Array(joinedSeq...nextSeq), "from bob's member_joined on: \(seqs)")
+            await socket.close()
+        }
+        redis.kill()
+    }
+
+    /// Drops every Pub/Sub connection of `redis`: what is published next reaches no one.
+    static func killSubscriptions(_ redis: RedisServerProcess) async throws {
+        let result = try await ChildProcess.run(
+            "/usr/bin/redis-cli",
+            ["-p", "\(redis.port)", "CLIENT", "KILL", "TYPE", "pubsub"],
+            environment: ProcessInfo.processInfo.environment
+        )
+        #expect(result.termination == .exited(0), "\(result.standardError)")
     }
 
     @Test

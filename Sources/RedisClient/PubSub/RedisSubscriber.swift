@@ -48,9 +48,13 @@ public final class RedisSubscriber: Service, Sendable {
     /// If the connection is down, returns at once: the topics are subscribed when it is back,
     /// and a ``RedisSubscriberEvent/resubscribed(topics:)`` event says so. A confirmation that
     /// does not come within the command timeout closes the connection, with the same outcome.
-    public func subscribe(_ topics: some Sequence<String>) async {
+    ///
+    /// - Returns: `true` if Redis confirmed every topic; `false` if the call returned without
+    ///   (messages published meanwhile may be missed until the `resubscribed` event).
+    @discardableResult
+    public func subscribe(_ topics: some Sequence<String>) async -> Bool {
         let topics = Array(topics)
-        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+        return await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
             let pending = PendingSubscription(continuation)
             let connection: RedisConnection? = self.state.withLock { state in
                 guard let connection = state.connection else {
@@ -66,8 +70,12 @@ public final class RedisSubscriber: Service, Sendable {
                 }
                 return connection
             }
-            guard let connection, pending.arm() else {
+            guard let connection else {
                 pending.release()
+                return
+            }
+            guard pending.arm() else {
+                pending.resume(confirmed: true)
                 return
             }
             let timeout = TimeAmount(self.configuration.commandTimeout)
@@ -208,13 +216,13 @@ public final class RedisSubscriber: Service, Sendable {
 /// One ``RedisSubscriber/subscribe(_:)`` call waiting for its topics' confirmations.
 final class PendingSubscription: Sendable {
     private struct State {
-        var continuation: CheckedContinuation<Void, Never>?
+        var continuation: CheckedContinuation<Bool, Never>?
         var remaining = 0
         var armed = false
     }
     private let state: Mutex<State>
 
-    init(_ continuation: CheckedContinuation<Void, Never>) {
+    init(_ continuation: CheckedContinuation<Bool, Never>) {
         self.state = Mutex(State(continuation: continuation))
     }
 
@@ -231,21 +239,24 @@ final class PendingSubscription: Sendable {
     }
 
     func confirmOne() {
-        let continuation: CheckedContinuation<Void, Never>? = self.state.withLock { state in
+        let done = self.state.withLock { state in
             state.remaining -= 1
-            guard state.armed, state.remaining <= 0 else { return nil }
-            defer { state.continuation = nil }
-            return state.continuation
+            return state.armed && state.remaining <= 0
         }
-        continuation?.resume()
+        if done { self.resume(confirmed: true) }
     }
 
     /// Resumes the caller now, whatever is still unconfirmed (the connection went away).
     func release() {
+        self.resume(confirmed: false)
+    }
+
+    /// Resumes the caller, once: later calls do nothing.
+    func resume(confirmed: Bool) {
         let continuation = self.state.withLock { state in
             defer { state.continuation = nil }
             return state.continuation
         }
-        continuation?.resume()
+        continuation?.resume(returning: confirmed)
     }
 }

@@ -123,9 +123,13 @@ final class FanoutHub: Service, Sendable {
     }
 
     /// Starts handing `receiver` the events of `channels` and the notices for `user`.
-    /// Returns once Redis confirmed the new subscriptions (or at once while it is unreachable:
-    /// a `mayHaveMissed` signal follows when it is back).
-    func attach(_ receiver: any LiveReceiver, channels: some Sequence<String>, user: String? = nil) async {
+    /// Returns once Redis confirmed the new subscriptions, or at once while the subscriber is
+    /// not connected (at start-up, or while Redis is unreachable): when it is, each channel gets
+    /// `mayHaveMissed` and the user `channelsChanged`.
+    ///
+    /// - Returns: `true` if every subscription is confirmed, so events published from now on arrive.
+    @discardableResult
+    func attach(_ receiver: any LiveReceiver, channels: some Sequence<String>, user: String? = nil) async -> Bool {
         var topics = channels.map { RelayKeys.Channel($0).topic }
         if let user { topics.append(RelayKeys.User(user).topic) }
         self.state.withLock { state in
@@ -133,7 +137,7 @@ final class FanoutHub: Service, Sendable {
         }
         // Sends SSUBSCRIBE only for topics not yet subscribed, and waits for any still unconfirmed,
         // another receiver's included: events published after this returns will arrive.
-        await self.subscriber.subscribe(topics)
+        return await self.subscriber.subscribe(topics)
     }
 
     /// Stops handing `receiver` the events of `channels` (and the notices for `user`); a topic
@@ -168,9 +172,14 @@ final class FanoutHub: Service, Sendable {
                 case .message(let topic, let payload):
                     self.dispatch(topic: topic, payload: payload)
                 case .resubscribed(let topics):
+                    // What was published while the topics were not subscribed is lost: a channel's
+                    // events are in its log; a user's channel-set changes are read again.
                     for topic in topics {
-                        guard let channel = RelayKeys.channelID(fromTopic: topic) else { continue }
-                        self.send(.mayHaveMissed(channel: String(channel)), to: topic)
+                        if let channel = RelayKeys.channelID(fromTopic: topic) {
+                            self.send(.mayHaveMissed(channel: String(channel)), to: topic)
+                        } else {
+                            self.send(.channelsChanged, to: topic)
+                        }
                     }
                 }
             }

@@ -44,6 +44,8 @@ final class LiveConnection: LiveReceiver, Sendable {
         var closing: (code: UInt16, reason: String)?
         /// False until the hello is written: events that arrive earlier wait in the inbox.
         var started = false
+        /// False while the user's channels could not be read (Redis was unreachable at connect).
+        var channelsKnown = true
     }
 
     let user: String
@@ -158,11 +160,18 @@ final class LiveConnection: LiveReceiver, Sendable {
     func run(inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter, heartbeat: Duration, expiresAt: Int64) async {
         // Subscribed before the hello, so that every event published after it reaches the
         // client; queued until the hello is out, so that the hello comes first.
-        let channels = (try? await self.store.memberChannels(user: self.user)) ?? []
+        let channels = try? await self.store.memberChannels(user: self.user)
         self.state.withLock { state in
-            for channel in channels { state.streams[channel] = Stream() }
+            state.channelsKnown = channels != nil
+            for channel in channels ?? [] { state.streams[channel] = Stream() }
         }
-        await self.hub.attach(self, channels: channels, user: self.user)
+        await self.hub.attach(self, channels: channels ?? [], user: self.user)
+        if let channels {
+            // Each stream starts at its log's end as of now, once subscribed: what is published
+            // later comes live or, should the subscription not be up yet or be lost before the
+            // first event, from the log (the `mayHaveMissed` that follows fills from there).
+            await self.anchorAtLogEnd(channels)
+        }
         await self.presence.connected(self.user)
         let hello =
             "{\"type\":\"hello\",\"user_id\":\"\(self.user)\",\"session_id\":\"\(self.session)\",\"connection_id\":\"\(self.id)\""
@@ -345,8 +354,21 @@ final class LiveConnection: LiveReceiver, Sendable {
         }
     }
 
+    /// Starts each of `channels` that has nothing delivered yet at its last seq (a read that
+    /// fails leaves them live from their first event).
+    private func anchorAtLogEnd(_ channels: [String]) async {
+        guard let seqs = try? await self.store.lastSeqs(channels: channels) else { return }
+        self.state.withLock { state in
+            for (channel, seq) in seqs where state.streams[channel] != nil && state.streams[channel]?.delivered == nil {
+                state.streams[channel]?.delivered = seq
+            }
+        }
+    }
+
     private func refreshChannels() async throws {
         let now = Set(try await self.store.memberChannels(user: self.user))
+        // Channels that could not be read at connect are not new: they start at the log's end.
+        let known = self.state.withLock { $0.channelsKnown }
         let following = self.following
         let joined = now.subtracting(following)
         let left = following.subtracting(now)
@@ -354,16 +376,34 @@ final class LiveConnection: LiveReceiver, Sendable {
             self.hub.detach(self, channels: left)
             self.state.withLock { state in for channel in left { state.streams[channel] = nil } }
         }
-        guard !joined.isEmpty else { return }
+        guard !joined.isEmpty else {
+            self.state.withLock { $0.channelsKnown = true }
+            return
+        }
         self.state.withLock { state in
             // Owned by this task until filled below: live events queue behind the fill.
             for channel in joined { state.streams[channel] = Stream(delivered: nil, queued: 0, filling: true) }
         }
         await self.hub.attach(self, channels: joined)
-        for channel in joined.sorted() {
-            // Start at the user's own member_joined, so the client learns it joined.
-            let start = try await self.store.joinSeq(channel: channel, user: self.user)
-            try await self.fill(channel, through: nil, from: start - 1)
+        var pending = joined
+        do {
+            let seqs = known ? [:] : try await self.store.lastSeqs(channels: joined.sorted())
+            for channel in joined.sorted() {
+                if let last = seqs[channel] {
+                    try await self.fill(channel, through: nil, from: last)
+                } else {
+                    // Start at the user's own member_joined, so the client learns it joined.
+                    let start = try await self.store.joinSeq(channel: channel, user: self.user)
+                    try await self.fill(channel, through: nil, from: start - 1)
+                }
+                pending.remove(channel)
+            }
+            self.state.withLock { $0.channelsKnown = true }
+        } catch {
+            // Not started: forgotten, so that the next refresh finds them new again.
+            self.hub.detach(self, channels: pending)
+            self.state.withLock { state in for channel in pending { state.streams[channel] = nil } }
+            throw error
         }
     }
 

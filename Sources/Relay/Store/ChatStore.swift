@@ -290,6 +290,21 @@ struct ChatStore: Sendable {
         return reply.string.flatMap { Int64($0) } ?? 0
     }
 
+    /// Each channel's last seq, in one round trip.
+    func lastSeqs(channels ids: [String]) async throws -> [String: Int64] {
+        guard !ids.isEmpty else { return [:] }
+        let commands = ids.map { id in
+            let seq = RelayKeys.Channel(id).seq
+            return RedisCommand("GET", key: seq, [seq])
+        }
+        let results = try await self.timed("seq") { try await self.redis.pipeline(commands) }
+        var seqs: [String: Int64] = [:]
+        for (id, result) in zip(ids, results) {
+            seqs[id] = try result.get().string.flatMap { Int64($0) } ?? 0
+        }
+        return seqs
+    }
+
     /// The channels `user` is a member of (the index, checked against each channel's members).
     func memberChannels(user: String) async throws -> [String] {
         let ids = try await self.timed("channels") { try await self.redis.setMembers(RelayKeys.User(user).channels) }
