@@ -82,7 +82,8 @@ public enum RelayServer {
                 configuration: .init(
                     ws: WebSocketServerConfiguration(
                         maxFrameSize: configuration.limits.maxBodyBytes,
-                        autoPing: .enabled(timePeriod: configuration.heartbeat)
+                        // Pings come from each connection's HeartbeatHandler, on its event loop.
+                        autoPing: .disabled
                     )
                 )
             ),

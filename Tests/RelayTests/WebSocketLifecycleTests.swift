@@ -27,11 +27,14 @@ struct WebSocketLifecycleTests {
             let (alice, bob) = (TestRedis.uniqueName("alice"), TestRedis.uniqueName("bob"))
             let answering = try await TestSocket.connect(relay, token: relay.token(bob), label: "answering")
             defer { answering.abort() }
+            let opened = ContinuousClock.now
             let silent = try await StalledSocket.open(port: relay.port, token: relay.token(alice), receiveBuffer: 65_536)
             let (bytes, ended) = try await silent.drain(timeout: .seconds(15))
             #expect(ended, "a socket that answers no ping is closed")
+            #expect(ContinuousClock.now - opened >= .seconds(2), "not before two heartbeats of silence")
             let opcodes = StalledSocket.frames(in: bytes).map(\.opcode)
             #expect(opcodes.contains(0x9), "the relay pinged it first: \(opcodes)")
+            #expect(StalledSocket.closeCode(in: bytes) == 1001, "frames: \(opcodes)")
 
             #expect(!answering.isClosed, "a socket that answers pings stays open")
             try await answering.ping()

@@ -176,8 +176,13 @@ struct WebSocketLoadTests {
 
     @Test
     func aSocketThatStopsReadingIsDroppedAndOthersKeepEverything() async throws {
-        // A small outbound queue (the limit is configurable), so that the stalled socket overflows it.
-        let configure: (inout RelayConfiguration) -> Void = { $0.limits.maxQueuedEvents = 256 }
+        // A small outbound queue (the limit is configurable), so that the stalled socket overflows
+        // it; heartbeats far apart, so that on a slow machine the stalled socket is not closed as
+        // silent before it overflows.
+        let configure: (inout RelayConfiguration) -> Void = {
+            $0.limits.maxQueuedEvents = 256
+            $0.heartbeat = .seconds(3600)
+        }
         try await withRelay(configure) { relay in
             let owner = TestRedis.uniqueName("owner")
             let (slow, fast) = (TestRedis.uniqueName("slow"), TestRedis.uniqueName("fast"))
@@ -190,7 +195,8 @@ struct WebSocketLoadTests {
             try await reader.send(json: ["type": "resume", "cursors": [id: baseline]])
             _ = try await reader.waitFor("resumed", from: start) { $0["type"].string == "resumed" }
 
-            let text = String(repeating: "x", count: 1024)
+            // 16 MB in all: more than the kernel's socket buffers can hold for the stalled socket.
+            let text = String(repeating: "x", count: 4096)
             let count = 4000
             try await withThrowingTaskGroup(of: Void.self) { group in
                 for lane in 0..<20 {

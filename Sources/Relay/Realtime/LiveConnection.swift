@@ -158,6 +158,7 @@ final class LiveConnection: LiveReceiver, Sendable {
 
     /// Serves the socket until the client leaves, the server stops, or the client falls behind.
     func run(inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter, heartbeat: Duration, expiresAt: Int64) async {
+        await self.startHeartbeat(every: heartbeat)
         // Subscribed before the hello, so that every event published after it reaches the
         // client; queued until the hello is out, so that the hello comes first.
         let channels = try? await self.store.memberChannels(user: self.user)
@@ -192,6 +193,20 @@ final class LiveConnection: LiveReceiver, Sendable {
             // not answer the client's echo with a second close frame (which browsers reject).
             try? await outbound.close(.unknown(code), reason: reason)
         }
+    }
+
+    /// Pings from the event loop (``HeartbeatHandler``), after the frame decoder; a connection
+    /// silent for two intervals is closed with 1001.
+    private func startHeartbeat(every interval: Duration) async {
+        let channel = self.channel
+        try? await channel.eventLoop.submit {
+            let heartbeat = HeartbeatHandler(interval: TimeAmount(interval)) { [weak self] in
+                self?.requestClose(code: 1001, reason: "no pong for two heartbeats")
+            }
+            let pipeline = channel.pipeline.syncOperations
+            let decoder = try pipeline.handler(type: ByteToMessageHandler<WebSocketFrameDecoder>.self)
+            try pipeline.addHandler(heartbeat, position: .after(decoder))
+        }.get()
     }
 
     /// Closes the connection with `code` (4001, 4008, 1001) once its task has stopped, at the
