@@ -18,6 +18,9 @@ extension RedisChannelHandler {
         enum State {
             case active(Deque<Request>)
             case closed(RedisError)
+            /// Only while a method changes the FIFO: the state lets go of it, so that it is
+            /// changed in place rather than copied (a pipeline of N commands would copy N² requests).
+            case modifying
         }
 
         private(set) var state: State = .active([])
@@ -31,11 +34,14 @@ extension RedisChannelHandler {
         mutating func send(id: UInt64, continuation: Continuation, deadline: NIODeadline) -> SendAction {
             switch self.state {
             case .active(var pending):
+                self.state = .modifying
                 pending.append(Request(id: id, continuation: continuation, deadline: deadline))
                 self.state = .active(pending)
                 return .write
             case .closed(let error):
                 return .fail(continuation, error)
+            case .modifying:
+                preconditionFailure("invalid state")
             }
         }
 
@@ -49,14 +55,18 @@ extension RedisChannelHandler {
         mutating func receivedReply(_ value: RESPValue) -> ReplyAction {
             switch self.state {
             case .active(var pending):
-                guard let request = pending.popFirst() else {
+                self.state = .modifying
+                let request = pending.popFirst()
+                self.state = .active(pending)
+                guard let request else {
                     return .closeConnection(RedisError(.protocolViolation, "reply without a request: \(value)"))
                 }
-                self.state = .active(pending)
                 guard let continuation = request.continuation else { return .drop }
                 return .succeed(continuation, value)
             case .closed:
                 return .drop
+            case .modifying:
+                preconditionFailure("invalid state")
             }
         }
 
@@ -71,6 +81,7 @@ extension RedisChannelHandler {
                 let index = pending.firstIndex(where: { $0.id == id }),
                 let continuation = pending[index].continuation
             else { return .none }
+            self.state = .modifying
             pending[index].continuation = nil
             self.state = .active(pending)
             return .fail(continuation)
@@ -109,6 +120,8 @@ extension RedisChannelHandler {
                 return pending.compactMap(\.continuation)
             case .closed:
                 return []
+            case .modifying:
+                preconditionFailure("invalid state")
             }
         }
 
