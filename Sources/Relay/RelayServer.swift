@@ -70,7 +70,7 @@ public enum RelayServer {
             presence: presence,
             messages: messages,
             verifier: AuthMiddleware(verifier: signer),
-            heartbeat: configuration.heartbeat,
+            heartbeats: Heartbeats(interval: configuration.heartbeat),
             maxQueued: configuration.limits.maxQueuedEvents,
             connections: connections
         ).register(on: webSocketRouter)
@@ -82,7 +82,7 @@ public enum RelayServer {
                 configuration: .init(
                     ws: WebSocketServerConfiguration(
                         maxFrameSize: configuration.limits.maxBodyBytes,
-                        // Pings come from each connection's HeartbeatHandler, on its event loop.
+                        // Pings come from HeartbeatHandler and a timer per event loop (Heartbeats).
                         autoPing: .disabled
                     )
                 )

@@ -1,70 +1,155 @@
 import NIOCore
 import NIOWebSocket
+import Synchronization
 
-/// The WebSocket heartbeat, on the channel's event loop: pings the client every interval and
-/// reports a connection from which nothing (no frame at all, pongs included) has been heard for
-/// two intervals.
+/// The WebSocket heartbeat of one connection, on its channel's event loop: pinged every
+/// interval, and reported once nothing (no frame at all, pongs included) has been heard from it
+/// for two intervals.
 ///
-/// Pongs stop here: they are the idle connection's only traffic, and passing them on would wake
+/// Pongs stop here: they are an idle connection's only traffic, and passing them on would wake
 /// the connection's reader task once per interval for nothing. Every other frame goes on.
 /// It sits between the frame decoder and the WebSocket library's handler, in place of the
 /// library's auto-ping, which costs each connection a task and two wake-ups per interval.
+/// The pings themselves come from its event loop's ``Heartbeats/Wheel``.
 final class HeartbeatHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = WebSocketFrame
     typealias InboundOut = WebSocketFrame
     typealias OutboundOut = WebSocketFrame
 
-    private let interval: TimeAmount
+    private let heartbeats: Heartbeats
     private let onSilence: @Sendable () -> Void
-    private var lastHeard = NIODeadline.now()
-    private var timer: RepeatedTask?
+    private var lastHeard = NIODeadline.uptimeNanoseconds(0)
+    private var context: ChannelHandlerContext?
+    /// The wheel's slot this handler is in, while it is in one.
+    fileprivate var slot: Int?
 
     /// - Parameters:
-    ///   - interval: the time between pings.
+    ///   - heartbeats: the relay's heartbeats: the interval, and a wheel per event loop.
     ///   - onSilence: called once, on the event loop, when nothing was heard for two intervals.
-    init(interval: TimeAmount, onSilence: @escaping @Sendable () -> Void) {
-        self.interval = interval
+    init(heartbeats: Heartbeats, onSilence: @escaping @Sendable () -> Void) {
+        self.heartbeats = heartbeats
         self.onSilence = onSilence
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
-        self.lastHeard = .now()
-        let bound = NIOLoopBound((handler: self, context: context), eventLoop: context.eventLoop)
-        self.timer = context.eventLoop.scheduleRepeatedTask(initialDelay: self.interval, delay: self.interval) { task in
-            bound.value.handler.tick(context: bound.value.context, task: task)
+        self.lastHeard = context.eventLoop.now
+        self.context = context
+        if context.channel.isActive {
+            self.heartbeats.wheel(on: context.eventLoop).add(self)
         }
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
-        self.timer?.cancel()
-        self.timer = nil
+        self.stop(on: context.eventLoop)
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        self.timer?.cancel()
-        self.timer = nil
+        self.stop(on: context.eventLoop)
         context.fireChannelInactive()
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        self.lastHeard = .now()
+        self.lastHeard = context.eventLoop.now
         let frame = self.unwrapInboundIn(data)
         if frame.opcode == .pong { return }
         context.fireChannelRead(data)
     }
 
-    private func tick(context: ChannelHandlerContext, task: RepeatedTask) {
-        guard context.channel.isActive else {
-            task.cancel()
-            return
-        }
-        if NIODeadline.now() - self.lastHeard >= self.interval * 2 {
-            task.cancel()
-            self.timer = nil
+    private func stop(on eventLoop: any EventLoop) {
+        if self.slot != nil { self.heartbeats.wheel(on: eventLoop).remove(self) }
+        self.context = nil
+    }
+
+    /// The wheel's turn: pings, or reports the silence.
+    /// - Returns: false once the connection is silent (the wheel lets go of it).
+    fileprivate func beat(now: NIODeadline, interval: TimeAmount) -> Bool {
+        guard let context, context.channel.isActive else { return false }
+        if now - self.lastHeard >= interval * 2 {
             self.onSilence()
-            return
+            return false
         }
         let ping = WebSocketFrame(fin: true, opcode: .ping, data: context.channel.allocator.buffer(capacity: 0))
         context.writeAndFlush(self.wrapOutboundOut(ping), promise: nil)
+        return true
+    }
+}
+
+/// The relay's heartbeats: the interval, and one timer per event loop for every connection on it.
+/// A timer per connection would cost a scheduled-task heap operation per ping, more than the
+/// ping itself with thousands of connections.
+final class Heartbeats: Sendable {
+    let interval: Duration
+    private let wheels = Mutex<[ObjectIdentifier: NIOLoopBoundBox<Wheel>]>([:])
+
+    init(interval: Duration) {
+        self.interval = interval
+    }
+
+    /// The wheel of `eventLoop`; call it on that loop.
+    fileprivate func wheel(on eventLoop: any EventLoop) -> Wheel {
+        let box = self.wheels.withLock { wheels in
+            if let box = wheels[ObjectIdentifier(eventLoop)] { return box }
+            let box = NIOLoopBoundBox(Wheel(eventLoop: eventLoop, interval: TimeAmount(self.interval)), eventLoop: eventLoop)
+            wheels[ObjectIdentifier(eventLoop)] = box
+            return box
+        }
+        return box.value
+    }
+
+    /// The connections of one event loop, spread over slots; each tick serves the next slot, so
+    /// that every connection is served once per interval and the pings are spread over it.
+    /// Used only on its event loop.
+    fileprivate final class Wheel {
+        static let slotCount = 8
+        private let eventLoop: any EventLoop
+        private let interval: TimeAmount
+        private var slots = [[ObjectIdentifier: HeartbeatHandler]](repeating: [:], count: Wheel.slotCount)
+        private var count = 0
+        /// The slot the next tick serves.
+        private var current = 0
+        private var timer: RepeatedTask?
+
+        init(eventLoop: any EventLoop, interval: TimeAmount) {
+            self.eventLoop = eventLoop
+            self.interval = interval
+        }
+
+        /// Served first a whole interval from now: in the slot that the tick just served.
+        func add(_ handler: HeartbeatHandler) {
+            let slot = (self.current + Self.slotCount - 1) % Self.slotCount
+            self.slots[slot][ObjectIdentifier(handler)] = handler
+            handler.slot = slot
+            self.count += 1
+            if self.timer == nil {
+                let step = TimeAmount.nanoseconds(max(1, self.interval.nanoseconds / Int64(Self.slotCount)))
+                let wheel = NIOLoopBound(self, eventLoop: self.eventLoop)
+                self.timer = self.eventLoop.scheduleRepeatedTask(initialDelay: step, delay: step) { _ in
+                    wheel.value.tick()
+                }
+            }
+        }
+
+        func remove(_ handler: HeartbeatHandler) {
+            guard let slot = handler.slot else { return }
+            handler.slot = nil
+            guard self.slots[slot].removeValue(forKey: ObjectIdentifier(handler)) != nil else { return }
+            self.count -= 1
+            if self.count == 0 {
+                // No connection left on this loop: no timer until the next one.
+                self.timer?.cancel()
+                self.timer = nil
+            }
+        }
+
+        private func tick() {
+            let slot = self.current
+            self.current = (self.current + 1) % Self.slotCount
+            let now = self.eventLoop.now
+            var silent: [HeartbeatHandler] = []
+            for handler in self.slots[slot].values where !handler.beat(now: now, interval: self.interval) {
+                silent.append(handler)
+            }
+            for handler in silent { self.remove(handler) }
+        }
     }
 }

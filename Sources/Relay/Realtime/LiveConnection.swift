@@ -157,8 +157,9 @@ final class LiveConnection: LiveReceiver, Sendable {
     // MARK: Running
 
     /// Serves the socket until the client leaves, the server stops, or the client falls behind.
-    func run(inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter, heartbeat: Duration, expiresAt: Int64) async {
-        await self.startHeartbeat(every: heartbeat)
+    func run(inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter, heartbeats: Heartbeats, expiresAt: Int64) async {
+        await self.startHeartbeat(heartbeats)
+        let heartbeat = heartbeats.interval
         // Subscribed before the hello, so that every event published after it reaches the
         // client; queued until the hello is out, so that the hello comes first.
         let channels = try? await self.store.memberChannels(user: self.user)
@@ -197,10 +198,10 @@ final class LiveConnection: LiveReceiver, Sendable {
 
     /// Pings from the event loop (``HeartbeatHandler``), after the frame decoder; a connection
     /// silent for two intervals is closed with 1001.
-    private func startHeartbeat(every interval: Duration) async {
+    private func startHeartbeat(_ heartbeats: Heartbeats) async {
         let channel = self.channel
         try? await channel.eventLoop.submit {
-            let heartbeat = HeartbeatHandler(interval: TimeAmount(interval)) { [weak self] in
+            let heartbeat = HeartbeatHandler(heartbeats: heartbeats) { [weak self] in
                 self?.requestClose(code: 1001, reason: "no pong for two heartbeats")
             }
             let pipeline = channel.pipeline.syncOperations

@@ -11,7 +11,7 @@ struct WebSocketRoute: Sendable {
     let presence: PresenceKeeper
     let messages: MessageRoutes
     let verifier: AuthMiddleware
-    let heartbeat: Duration
+    let heartbeats: Heartbeats
     /// Events a connection may have queued and not yet written before it counts as too slow.
     let maxQueued: Int
     let connections: LiveConnections
@@ -45,7 +45,7 @@ struct WebSocketRoute: Sendable {
                 return
             }
             defer { self.connections.remove(connection) }
-            await connection.run(inbound: inbound, outbound: outbound, heartbeat: self.heartbeat, expiresAt: claims.expiresAt)
+            await connection.run(inbound: inbound, outbound: outbound, heartbeats: self.heartbeats, expiresAt: claims.expiresAt)
         }
     }
 

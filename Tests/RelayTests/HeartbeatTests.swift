@@ -1,0 +1,114 @@
+import NIOCore
+import NIOEmbedded
+import NIOWebSocket
+import Synchronization
+import Testing
+
+@testable import Relay
+
+/// The heartbeat on an embedded channel, whose clock the test moves: pings every interval,
+/// pongs kept from the WebSocket library, silence reported after two intervals and only once.
+@Suite("Heartbeat")
+struct HeartbeatTests {
+    final class Silences: Sendable {
+        let count = Atomic<Int>(0)
+    }
+
+    /// An active embedded channel with a heartbeat handler every `interval`, on `loop`.
+    func channel(on loop: EmbeddedEventLoop, interval: Duration, silences: Silences) throws -> EmbeddedChannel {
+        let channel = EmbeddedChannel(loop: loop)
+        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 9)).wait()
+        let handler = HeartbeatHandler(heartbeats: Heartbeats(interval: interval)) {
+            silences.count.add(1, ordering: .relaxed)
+        }
+        try channel.pipeline.syncOperations.addHandler(handler)
+        return channel
+    }
+
+    func frame(_ opcode: WebSocketOpcode, _ text: String = "") -> WebSocketFrame {
+        WebSocketFrame(fin: true, opcode: opcode, data: ByteBuffer(string: text))
+    }
+
+    func pings(_ channel: EmbeddedChannel) throws -> Int {
+        var count = 0
+        while let frame = try channel.readOutbound(as: WebSocketFrame.self) {
+            #expect(frame.opcode == .ping)
+            count += 1
+        }
+        return count
+    }
+
+    @Test func pingsEveryIntervalAndKeepsPongsFromTheLibrary() throws {
+        let loop = EmbeddedEventLoop()
+        let silences = Silences()
+        let channel = try self.channel(on: loop, interval: .seconds(8), silences: silences)
+        loop.advanceTime(by: .milliseconds(7_900))
+        #expect(try pings(channel) == 0, "not before an interval")
+        loop.advanceTime(by: .milliseconds(100))
+        #expect(try pings(channel) == 1)
+
+        try channel.writeInbound(frame(.pong))
+        #expect(try channel.readInbound(as: WebSocketFrame.self) == nil, "a pong stops at the heartbeat")
+        try channel.writeInbound(frame(.text, "{\"type\":\"ping\"}"))
+        #expect(try channel.readInbound(as: WebSocketFrame.self)?.opcode == .text, "other frames go on")
+        try channel.writeInbound(frame(.ping))
+        #expect(try channel.readInbound(as: WebSocketFrame.self)?.opcode == .ping, "the client's pings go on, to be answered")
+
+        // Answered every time: pinged once per interval, never reported.
+        for _ in 0..<5 {
+            loop.advanceTime(by: .seconds(8))
+            #expect(try pings(channel) == 1)
+            try channel.writeInbound(frame(.pong))
+        }
+        #expect(silences.count.load(ordering: .relaxed) == 0)
+        _ = try channel.finish()
+    }
+
+    @Test func silenceIsReportedAfterTwoIntervalsOnceAndPingsStop() throws {
+        let loop = EmbeddedEventLoop()
+        let silences = Silences()
+        let channel = try self.channel(on: loop, interval: .seconds(8), silences: silences)
+        loop.advanceTime(by: .seconds(8))
+        #expect(try pings(channel) == 1)
+        #expect(silences.count.load(ordering: .relaxed) == 0, "one interval of silence is not enough")
+        loop.advanceTime(by: .seconds(8))
+        #expect(silences.count.load(ordering: .relaxed) == 1, "two intervals of silence")
+        #expect(try pings(channel) == 0)
+        loop.advanceTime(by: .seconds(40))
+        #expect(silences.count.load(ordering: .relaxed) == 1, "reported once")
+        #expect(try pings(channel) == 0, "no pings after the silence")
+        _ = try channel.finish()
+    }
+
+    @Test func connectionsOnOneLoopArePingedOnTheirOwnScheduleAndLeaveWhenClosed() throws {
+        let loop = EmbeddedEventLoop()
+        let silences = Silences()
+        let heartbeats = Heartbeats(interval: .seconds(8))
+        func open() throws -> EmbeddedChannel {
+            let channel = EmbeddedChannel(loop: loop)
+            try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 9)).wait()
+            try channel.pipeline.syncOperations.addHandler(
+                HeartbeatHandler(heartbeats: heartbeats) { silences.count.add(1, ordering: .relaxed) }
+            )
+            return channel
+        }
+        let first = try open()
+        loop.advanceTime(by: .seconds(3))
+        let second = try open()
+        // The first is due at 8 s, the second about an interval after it connected.
+        loop.advanceTime(by: .seconds(5))
+        #expect(try pings(first) == 1)
+        #expect(try pings(second) == 0)
+        loop.advanceTime(by: .seconds(3))
+        #expect(try pings(second) == 1)
+        try first.writeInbound(frame(.pong))
+        try second.writeInbound(frame(.pong))
+
+        // Closed: no more pings, no report. (Not `finish()`: it would run the shared loop's timers.)
+        try first.close().wait()
+        loop.advanceTime(by: .seconds(8))
+        #expect(try pings(second) == 1)
+        #expect(silences.count.load(ordering: .relaxed) == 0)
+        _ = try second.finish()
+    }
+}
