@@ -46,6 +46,8 @@ final class LiveConnection: LiveReceiver, Sendable {
         var started = false
         /// False while the user's channels could not be read (Redis was unreachable at connect).
         var channelsKnown = true
+        /// The fast path wrote and the hub has yet to call ``flush()``.
+        var unflushed = false
     }
 
     let user: String
@@ -99,13 +101,13 @@ final class LiveConnection: LiveReceiver, Sendable {
 
     /// From the hub, on the channel's event loop: writes an in-order live event at once, queues
     /// everything else for the connection's task. Never blocks.
-    func receive(_ signal: LiveSignal) {
+    func receive(_ signal: LiveSignal, deferringFlush: Bool) -> Bool {
         guard self.channel.eventLoop.inEventLoop else {
             self.channel.eventLoop.execute { self.receive(signal) }
-            return
+            return false
         }
         enum Action {
-            case write(LiveFrame)
+            case write(LiveFrame, firstUnflushed: Bool)
             case enqueue, overflow, drop
         }
         let action: Action = self.state.withLock { state in
@@ -117,7 +119,9 @@ final class LiveConnection: LiveReceiver, Sendable {
                     if stream.delivered == nil || stream.delivered == seq - 1 {
                         stream.delivered = seq
                         state.streams[channel] = stream
-                        return .write(frame)
+                        let first = deferringFlush && !state.unflushed
+                        if deferringFlush { state.unflushed = true }
+                        return .write(frame, firstUnflushed: first)
                     }
                 }
                 guard state.queued < self.maxQueued else { return .overflow }
@@ -130,8 +134,9 @@ final class LiveConnection: LiveReceiver, Sendable {
             return .enqueue
         }
         switch action {
-        case .write(let frame):
-            self.writeWire(frame)
+        case .write(let frame, let firstUnflushed):
+            self.writeWire(frame, flush: !deferringFlush)
+            return firstUnflushed
         case .enqueue:
             self.inbox.yield(.signal(signal))
         case .overflow:
@@ -139,18 +144,30 @@ final class LiveConnection: LiveReceiver, Sendable {
         case .drop:
             break
         }
+        return false
+    }
+
+    func flush() {
+        self.state.withLock { $0.unflushed = false }
+        if let context = self.encoderContext.value {
+            context.flush()
+        } else {
+            self.channel.flush()
+        }
     }
 
     /// On the event loop: writes an event's pre-encoded frame straight to the socket's side of
     /// the WebSocket encoder, or, should the encoder not be found, the frame through it.
-    private func writeWire(_ frame: LiveFrame) {
+    private func writeWire(_ frame: LiveFrame, flush: Bool) {
         if self.encoderContext.value == nil {
             self.encoderContext.value = try? self.channel.pipeline.syncOperations.context(handlerType: WebSocketFrameEncoder.self)
         }
         if let context = self.encoderContext.value {
-            context.writeAndFlush(NIOAny(frame.wire), promise: nil)
+            context.write(NIOAny(frame.wire), promise: nil)
+            if flush { context.flush() }
         } else {
-            self.channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .text, data: frame.json), promise: nil)
+            self.channel.write(WebSocketFrame(fin: true, opcode: .text, data: frame.json), promise: nil)
+            if flush { self.channel.flush() }
         }
     }
 
