@@ -21,22 +21,9 @@ final class RecordingReceiver: LiveReceiver {
     /// Receptions off the receiver's event loop (must stay 0).
     let offLoop = Atomic<Int>(0)
 
-    /// Receptions whose flush was left to ``flush()``, and the flushes.
-    let deferred = Atomic<Int>(0)
-    let flushes = Atomic<Int>(0)
-    private let unflushed = Atomic<Bool>(false)
-
-    func receive(_ signal: LiveSignal, deferringFlush: Bool) -> Bool {
+    func receive(_ signal: LiveSignal) {
         if let eventLoop, !eventLoop.inEventLoop { self.offLoop.add(1, ordering: .relaxed) }
         self.signals.withLock { $0.append(signal) }
-        guard deferringFlush else { return false }
-        self.deferred.add(1, ordering: .relaxed)
-        return !self.unflushed.exchange(true, ordering: .relaxed)
-    }
-
-    func flush() {
-        self.unflushed.store(false, ordering: .relaxed)
-        self.flushes.add(1, ordering: .relaxed)
     }
 
     var events: [(channel: String, seq: Int64, json: String)] {
@@ -232,44 +219,6 @@ struct FanoutHubTests {
         #expect(frames.first?.payload == Array(payload.readableBytesView))
         let header = length <= 125 ? 2 : (length <= 65_535 ? 4 : 10)
         #expect(bytes.count == header + length, "the shortest length encoding")
-    }
-
-    /// Events queued for a busy event loop are handed out in one hop, each receiver flushed once.
-    @Test func eventsQueuedForABusyLoopAreHandedOutTogetherWithOneFlushEach() async throws {
-        let channel = TestRedis.uniqueName("c")
-        let topic = RelayKeys.Channel(channel).topic
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let loop = group.next()
-        defer { group.shutdownGracefully { _ in } }
-        try await withHub(url: TestRedis.url) { hub, client in
-            let receivers = [RecordingReceiver(eventLoop: loop), RecordingReceiver(eventLoop: loop)]
-            for receiver in receivers { await hub.attach(receiver, channels: [channel]) }
-            try await waitUntil("the first event arrives") {
-                try await client.shardPublish(topic, "1 {}")
-                return receivers.allSatisfy { $0.events.map(\.seq).contains(1) }
-            }
-            try await Task.sleep(for: .milliseconds(300))
-            let before = receivers.map { $0.events.count }
-            let flushesBefore = receivers.map { $0.flushes.load(ordering: .relaxed) }
-            let deferredBefore = receivers.map { $0.deferred.load(ordering: .relaxed) }
-
-            let release = Mutex<Bool>(false)
-            loop.execute {
-                let deadline = ContinuousClock.now + .seconds(10)
-                while !release.withLock({ $0 }) && ContinuousClock.now < deadline { usleep(1000) }
-            }
-            for seq in 2...6 { try await client.shardPublish(topic, "\(seq) {}") }
-            try await waitUntil("five events are queued for the loop") { hub.queuedSignals(on: loop) == 5 }
-            release.withLock { $0 = true }
-            try await waitUntil("both receivers have them") { receivers.allSatisfy { $0.events.map(\.seq).contains(6) } }
-            for (index, receiver) in receivers.enumerated() {
-                #expect(receiver.events.dropFirst(before[index]).map(\.seq) == [2, 3, 4, 5, 6])
-                #expect(receiver.deferred.load(ordering: .relaxed) - deferredBefore[index] == 5, "each left its flush to the batch's end")
-                #expect(receiver.flushes.load(ordering: .relaxed) - flushesBefore[index] == 1, "one flush for the batch")
-                #expect(receiver.offLoop.load(ordering: .relaxed) == 0)
-            }
-            #expect(hub.queuedSignals(on: loop) == 0)
-        }
     }
 
     /// A receiver's event loop that falls behind gets no more than the bound of queued events;

@@ -53,24 +53,7 @@ enum LiveSignal: Sendable {
 protocol LiveReceiver: AnyObject, Sendable {
     /// The event loop `receive` is called on; `nil`: any thread (the hub's task).
     var eventLoop: (any EventLoop)? { get }
-
-    /// Handles `signal`.
-    ///
-    /// - Parameter deferringFlush: the caller, on the receiver's event loop, hands it more
-    ///   signals and then calls ``flush()``: what it writes may wait for that.
-    /// - Returns: `true` if it wrote and left the flush to ``flush()`` for the first time since
-    ///   the last flush (so the caller collects each receiver to flush once).
-    func receive(_ signal: LiveSignal, deferringFlush: Bool) -> Bool
-
-    /// Flushes what ``receive(_:deferringFlush:)`` wrote; on the receiver's event loop.
-    func flush()
-}
-
-extension LiveReceiver {
-    /// Handles `signal`, flushing what it writes.
-    func receive(_ signal: LiveSignal) {
-        _ = self.receive(signal, deferringFlush: false)
-    }
+    func receive(_ signal: LiveSignal)
 }
 
 /// One Redis subscription per channel per relay, however many local connections follow the
@@ -83,24 +66,18 @@ final class FanoutHub: Service, Sendable {
     struct State {
         /// Topic → receivers following it (a channel's or a user's topic).
         var followers: [String: Followers] = [:]
-        /// Event loop → the signals queued for it; one per loop, shared by every topic.
+        /// Event loop → its hops not yet run; one per loop, shared by every topic.
         var backlogs: [ObjectIdentifier: LoopBacklog] = [:]
     }
 
-    /// The signals queued for one event loop and not yet handed out, and the channels whose
-    /// events were dropped for that loop meanwhile (its sockets fill them from the log).
-    ///
-    /// One hop to the loop hands out everything queued by then: under load, events arrive
-    /// faster than the loop takes them, and each socket gets several in one write.
+    /// Hops queued on one event loop and not yet run, and the channels whose events were
+    /// dropped for that loop meanwhile (its sockets fill them from the log).
     final class LoopBacklog: Sendable {
-        struct Queue {
-            var signals: [(signal: LiveSignal, receivers: [ObjectIdentifier: any LiveReceiver])] = []
-            var lossy: Set<String> = []
-        }
-        let queue = Mutex(Queue())
+        let pending = Atomic<Int>(0)
+        let lossy = Mutex<Set<String>>([])
     }
 
-    /// Events an event loop may have queued before the hub stops adding events for it: a loop
+    /// Hops an event loop may have queued before the hub stops adding events for it: a loop
     /// that far behind gets the channels' `mayHaveMissed` instead, once it has caught up.
     let maxPendingHops: Int
 
@@ -181,12 +158,6 @@ final class FanoutHub: Service, Sendable {
         }
     }
 
-    /// How many signals are queued for `loop` and not yet handed out (for tests).
-    func queuedSignals(on loop: any EventLoop) -> Int {
-        guard let backlog = self.state.withLock({ $0.backlogs[ObjectIdentifier(loop)] }) else { return 0 }
-        return backlog.queue.withLock { $0.signals.count }
-    }
-
     /// How many local receivers follow a channel (for tests and metrics).
     func receiverCount(channel: String) -> Int {
         self.state.withLock { $0.followers[RelayKeys.Channel(channel).topic]?.count ?? 0 }
@@ -234,22 +205,23 @@ final class FanoutHub: Service, Sendable {
     private func send(_ signal: LiveSignal, to topic: String) {
         guard let followers = self.state.withLock({ $0.followers[topic] }) else { return }
         for (loop, backlog, receivers) in followers.byLoop.values {
-            enum Action { case hop, queued, shed }
-            let action: Action = backlog.queue.withLock { queue in
-                // An event may be dropped for a loop that is far behind: the log has it, and its
-                // sockets fill it in. Other signals (channel-set changes) have no log: never dropped.
-                if case .event = signal, queue.signals.count >= self.maxPendingHops {
-                    queue.lossy.insert(topic)
-                    return .shed
+            // An event may be dropped for a loop that is far behind: the log has it, and its
+            // sockets fill it in. Other signals (channel-set changes) have no log: never dropped.
+            if case .event = signal, backlog.pending.load(ordering: .relaxed) >= self.maxPendingHops {
+                backlog.lossy.withLock { _ = $0.insert(topic) }
+                self.metrics?.shedEvent()
+                // Should the loop have caught up in between, no hop is left to announce it.
+                if backlog.pending.load(ordering: .relaxed) == 0 {
+                    loop.execute { self.announceDropped(on: loop, backlog) }
                 }
-                queue.signals.append((signal, receivers))
-                // The first signal queued takes the hop that hands out everything queued by then.
-                return queue.signals.count == 1 ? .hop : .queued
+                continue
             }
-            switch action {
-            case .hop: loop.execute { self.handOut(backlog, on: loop) }
-            case .queued: break
-            case .shed: self.metrics?.shedEvent()
+            backlog.pending.add(1, ordering: .relaxed)
+            loop.execute {
+                for receiver in receivers.values { receiver.receive(signal) }
+                if backlog.pending.subtract(1, ordering: .relaxed).newValue == 0 {
+                    self.announceDropped(on: loop, backlog)
+                }
             }
         }
         for receiver in followers.direct.values {
@@ -257,28 +229,16 @@ final class FanoutHub: Service, Sendable {
         }
     }
 
-    /// On `loop`: hands its receivers everything queued for it, each socket's writes flushed
-    /// once at the end; then tells the receivers of each channel whose events were dropped for
-    /// the loop that they may have missed some.
-    private func handOut(_ backlog: LoopBacklog, on loop: any EventLoop) {
-        let (signals, lossy) = backlog.queue.withLock { queue in
-            defer { queue = LoopBacklog.Queue() }
-            return (queue.signals, queue.lossy)
+    /// On `loop`, once it has caught up: tells its receivers of each channel whose events were
+    /// dropped for it that they may have missed some.
+    private func announceDropped(on loop: any EventLoop, _ backlog: LoopBacklog) {
+        let topics = backlog.lossy.withLock { lossy in
+            defer { lossy.removeAll() }
+            return lossy
         }
-        if signals.count == 1, let (signal, receivers) = signals.first {
-            for receiver in receivers.values { receiver.receive(signal) }
-        } else {
-            var unflushed: [any LiveReceiver] = []
-            for (signal, receivers) in signals {
-                for receiver in receivers.values where receiver.receive(signal, deferringFlush: true) {
-                    unflushed.append(receiver)
-                }
-            }
-            for receiver in unflushed { receiver.flush() }
-        }
-        guard !lossy.isEmpty else { return }
+        guard !topics.isEmpty else { return }
         let loopKey = ObjectIdentifier(loop)
-        for topic in lossy {
+        for topic in topics {
             guard let channel = RelayKeys.channelID(fromTopic: topic),
                 let receivers = self.state.withLock({ $0.followers[topic]?.byLoop[loopKey]?.receivers })
             else { continue }

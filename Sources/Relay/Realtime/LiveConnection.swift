@@ -46,8 +46,6 @@ final class LiveConnection: LiveReceiver, Sendable {
         var started = false
         /// False while the user's channels could not be read (Redis was unreachable at connect).
         var channelsKnown = true
-        /// The fast path wrote and the hub has yet to call ``flush()``.
-        var unflushed = false
     }
 
     let user: String
@@ -101,13 +99,13 @@ final class LiveConnection: LiveReceiver, Sendable {
 
     /// From the hub, on the channel's event loop: writes an in-order live event at once, queues
     /// everything else for the connection's task. Never blocks.
-    func receive(_ signal: LiveSignal, deferringFlush: Bool) -> Bool {
+    func receive(_ signal: LiveSignal) {
         guard self.channel.eventLoop.inEventLoop else {
             self.channel.eventLoop.execute { self.receive(signal) }
-            return false
+            return
         }
         enum Action {
-            case write(LiveFrame, firstUnflushed: Bool)
+            case write(LiveFrame)
             case enqueue, overflow, drop
         }
         let action: Action = self.state.withLock { state in
@@ -119,9 +117,7 @@ final class LiveConnection: LiveReceiver, Sendable {
                     if stream.delivered == nil || stream.delivered == seq - 1 {
                         stream.delivered = seq
                         state.streams[channel] = stream
-                        let first = deferringFlush && !state.unflushed
-                        if deferringFlush { state.unflushed = true }
-                        return .write(frame, firstUnflushed: first)
+                        return .write(frame)
                     }
                 }
                 guard state.queued < self.maxQueued else { return .overflow }
@@ -134,9 +130,8 @@ final class LiveConnection: LiveReceiver, Sendable {
             return .enqueue
         }
         switch action {
-        case .write(let frame, let firstUnflushed):
-            self.writeWire(frame, flush: !deferringFlush)
-            return firstUnflushed
+        case .write(let frame):
+            self.writeWire(frame)
         case .enqueue:
             self.inbox.yield(.signal(signal))
         case .overflow:
@@ -144,30 +139,18 @@ final class LiveConnection: LiveReceiver, Sendable {
         case .drop:
             break
         }
-        return false
-    }
-
-    func flush() {
-        self.state.withLock { $0.unflushed = false }
-        if let context = self.encoderContext.value {
-            context.flush()
-        } else {
-            self.channel.flush()
-        }
     }
 
     /// On the event loop: writes an event's pre-encoded frame straight to the socket's side of
     /// the WebSocket encoder, or, should the encoder not be found, the frame through it.
-    private func writeWire(_ frame: LiveFrame, flush: Bool) {
+    private func writeWire(_ frame: LiveFrame) {
         if self.encoderContext.value == nil {
             self.encoderContext.value = try? self.channel.pipeline.syncOperations.context(handlerType: WebSocketFrameEncoder.self)
         }
         if let context = self.encoderContext.value {
-            context.write(NIOAny(frame.wire), promise: nil)
-            if flush { context.flush() }
+            context.writeAndFlush(NIOAny(frame.wire), promise: nil)
         } else {
-            self.channel.write(WebSocketFrame(fin: true, opcode: .text, data: frame.json), promise: nil)
-            if flush { self.channel.flush() }
+            self.channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .text, data: frame.json), promise: nil)
         }
     }
 
