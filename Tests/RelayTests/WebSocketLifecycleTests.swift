@@ -77,6 +77,9 @@ struct WebSocketLifecycleTests {
             try await sender.ping()
             try await listener.ping()
             #expect(!sender.isClosed && !listener.isClosed, "sockets stay open while Redis is down")
+            // A socket that connects while Redis is down cannot read its channels yet.
+            let latecomer = try await TestSocket.connect(relay, token: relay.token(bob, session: "late"), label: "bob, late")
+            defer { latecomer.abort() }
 
             try await runOnOwnThread { try redis.start() }
             var acked: [Int] = []
@@ -98,8 +101,26 @@ struct WebSocketLifecycleTests {
             let last = try #require(acked.last)
             try await listener.waitUntil("bob has every message sent after the outage") { _ in listener.seqs(id).last == last }
             expectSeqs(listener.seqs(id), Array(firstSeq...last), "bob's seqs from his first live event on")
+            // The latecomer follows the channel once Redis is back: it gets what is sent from then on.
+            try await waitUntil("the latecomer gets a message sent after the outage", timeout: .seconds(30)) {
+                let answer = try await sender.request(
+                    ["type": "send", "channel_id": id, "client_msg_id": "late-\(acked.count)", "text": "late"]
+                ) { $0["type"].string == "ack" || $0["type"].string == "error" }
+                let seq = try #require(answer["seq"].int, "\(answer)")
+                acked.append(seq)
+                try await latecomer.ping()
+                return latecomer.seqs(id).contains(seq)
+            }
+            let latest = try #require(acked.last)
+            try await listener.waitUntil("bob's first socket has every message") { _ in listener.seqs(id).last == latest }
+            expectSeqs(listener.seqs(id), Array(firstSeq...latest), "bob's seqs from his first live event on")
+            let late = latecomer.seqs(id)
+            if let first = late.first {
+                expectSeqs(late, Array(first...latest), "the latecomer's seqs from its first live event on")
+            }
             await sender.close()
             await listener.close()
+            await latecomer.close()
         }
     }
 }

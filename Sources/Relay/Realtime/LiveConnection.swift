@@ -173,6 +173,8 @@ final class LiveConnection: LiveReceiver, Sendable {
             // later comes live or, should the subscription not be up yet or be lost before the
             // first event, from the log (the `mayHaveMissed` that follows fills from there).
             await self.anchorAtLogEnd(channels)
+        } else {
+            self.refreshChannelsSoon()
         }
         await self.presence.connected(self.user)
         let hello =
@@ -296,7 +298,12 @@ final class LiveConnection: LiveReceiver, Sendable {
             guard self.state.withLock({ $0.streams[channel]?.delivered }) != nil else { return }
             try await self.fill(channel, through: nil)
         case .signal(.channelsChanged):
-            try await self.refreshChannels()
+            do {
+                try await self.refreshChannels()
+            } catch {
+                self.refreshChannelsSoon()
+                throw error
+            }
         case .frame(.text(let text)):
             try await self.handle(text: text)
         case .frame(.binary):
@@ -367,6 +374,14 @@ final class LiveConnection: LiveReceiver, Sendable {
             let page = try await self.store.events(channel: channel, after: after, limit: limit)
             try await self.writeInOrder(channel, page.map { ($0.seq, ByteBuffer(string: $0.json)) })
             if page.count < limit { return }
+        }
+    }
+
+    /// Reads the user's channels again in a second: they could not be read (Redis unreachable),
+    /// and without them the socket would follow nothing, or miss a channel it joined.
+    private func refreshChannelsSoon() {
+        self.channel.eventLoop.scheduleTask(in: .seconds(1)) {
+            if self.channel.isActive { self.receive(.channelsChanged) }
         }
     }
 
