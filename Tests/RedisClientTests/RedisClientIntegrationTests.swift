@@ -146,6 +146,9 @@ struct RedisClientIntegrationTests {
             try await client.execute("SCRIPT", "FLUSH")
             let second = try await client.run(script, keys: [key], arguments: ["b"])
             #expect(second.array?.prefix(2).compactMap(\.string) == [key, "b"])
+            // Run again from its source, and so cached again for the next EVALSHA.
+            let exists = try await client.execute("SCRIPT", "EXISTS", script.sha1)
+            #expect(exists.array?.first?.int == 1)
             let error = await #expect(throws: RedisError.self) {
                 try await client.run(RedisScript("return redis.error_reply('NOTMEMBER bob')"), keys: [key], arguments: [])
             }

@@ -9,7 +9,8 @@ struct WebSocketLifecycleTests {
     @Test func aTokenThatExpiresWhileConnectedClosesTheSocketWith4001() async throws {
         try await withRelay { relay in
             let alice = TestRedis.uniqueName("alice")
-            let socket = try await StalledSocket.open(port: relay.port, token: relay.token(alice, ttl: 2), receiveBuffer: 65_536)
+            // `exp` is in whole seconds, so this token lives 3 to 4 s: long enough for the hello on a loaded machine.
+            let socket = try await StalledSocket.open(port: relay.port, token: relay.token(alice, ttl: 4), receiveBuffer: 65_536)
             let (bytes, ended) = try await socket.drain(timeout: .seconds(15))
             let frames = StalledSocket.frames(in: bytes)
             let texts = frames.filter { $0.opcode == 0x1 }.map { String(decoding: $0.payload, as: UTF8.self) }
