@@ -1,19 +1,45 @@
 import Foundation
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
 #endif
 
-/// A loopback TCP port that nothing listens on (bound, read and released: another process could
-/// take it in between, which is unlikely enough for tests).
+/// A loopback TCP port that nothing listens on, for a server a test starts.
+///
+/// It is taken below the kernel's ephemeral range, where outgoing connections get their local
+/// ports: the tests open thousands, and one of them could take a port from that range before
+/// the server binds it. No port is handed out twice in one process; another process could still
+/// take it in between, which is unlikely enough for tests.
 public func unusedPort() throws -> Int {
+    let low = ephemeralPortRangeStart() ?? 32_768
+    if low > 10_001 {
+        for _ in 0..<1_000 {
+            let port = Int.random(in: 10_000..<low)
+            guard handedOut.withLock({ $0.insert(port).inserted }) else { continue }
+            if let bound = try? bind(port: port), bound == port { return port }
+        }
+    }
+    return try bind(port: 0)
+}
+
+private let handedOut = Mutex<Set<Int>>([])
+
+/// The first port of `net.ipv4.ip_local_port_range`.
+private func ephemeralPortRangeStart() -> Int? {
+    guard let range = try? String(contentsOfFile: "/proc/sys/net/ipv4/ip_local_port_range", encoding: .utf8) else { return nil }
+    return range.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\n" }).first.flatMap { Int($0) }
+}
+
+/// Binds a socket to `127.0.0.1:port` (0: any free port), releases it, and returns the port it got.
+private func bind(port: Int) throws -> Int {
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
     guard fd >= 0 else { throw TestFailure("socket() failed") }
     defer { close(fd) }
-    var address = loopbackAddress(port: 0)
+    var address = loopbackAddress(port: port)
     var length = socklen_t(MemoryLayout<sockaddr_in>.size)
     let bound = withUnsafePointer(to: &address) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) }
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.bind(fd, $0, length) }
     }
     guard bound == 0 else { throw TestFailure("bind() failed") }
     let named = withUnsafeMutablePointer(to: &address) {
