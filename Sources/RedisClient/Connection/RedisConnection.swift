@@ -134,10 +134,3 @@ public final class RedisConnection: Sendable {
 
     public var isActive: Bool { self.channel.isActive }
 }
-
-extension TimeAmount {
-    init(_ duration: Duration) {
-        let (seconds, attoseconds) = duration.components
-        self = .nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
-    }
-}

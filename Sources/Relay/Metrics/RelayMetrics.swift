@@ -45,7 +45,7 @@ final class RelayMetrics: Sendable {
             )
         )
         self.webSockets = self.registry.makeGauge(
-            descriptor: MetricNameDescriptor(namespace: "relay", metricName: "websockets", helpText: "WebSockets open now")
+            descriptor: MetricNameDescriptor(namespace: "relay", metricName: "websockets", unitName: "", helpText: "WebSockets open now")
         )
     }
 

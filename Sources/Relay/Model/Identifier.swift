@@ -58,6 +58,13 @@ enum Clock {
     }
 }
 
+extension Duration {
+    /// The duration in whole milliseconds (truncated).
+    var wholeMilliseconds: Int64 {
+        self.components.seconds * 1000 + self.components.attoseconds / 1_000_000_000_000_000
+    }
+}
+
 /// The id rule, for the command line's own checks.
 public enum RelayIdentifier {
     /// Whether `text` is 1 to 64 characters of `A-Z a-z 0-9 . _ -`.

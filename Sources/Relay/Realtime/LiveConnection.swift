@@ -159,7 +159,6 @@ final class LiveConnection: LiveReceiver, Sendable {
     /// Serves the socket until the client leaves, the server stops, or the client falls behind.
     func run(inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter, heartbeats: Heartbeats, expiresAt: Int64) async {
         await self.startHeartbeat(heartbeats)
-        let heartbeat = heartbeats.interval
         // Subscribed before the hello, so that every event published after it reaches the
         // client; queued until the hello is out, so that the hello comes first.
         let channels = try? await self.store.memberChannels(user: self.user)
@@ -179,7 +178,7 @@ final class LiveConnection: LiveReceiver, Sendable {
         await self.presence.connected(self.user)
         let hello =
             "{\"type\":\"hello\",\"user_id\":\"\(self.user)\",\"session_id\":\"\(self.session)\",\"connection_id\":\"\(self.id)\""
-            + ",\"heartbeat_ms\":\(heartbeat.components.seconds * 1000 + heartbeat.components.attoseconds / 1_000_000_000_000_000)}"
+            + ",\"heartbeat_ms\":\(heartbeats.interval.wholeMilliseconds)}"
         try? await self.write(hello)
         self.state.withLock { $0.started = true }
 

@@ -58,13 +58,12 @@ final class PresenceKeeper: Service, Sendable {
     /// One round of `SET … PX` for every connected user, in pipelines of ``batch``.
     func refresh() async {
         let users = self.connections.withLock { Array($0.keys) }
-        let milliseconds = self.ttl.components.seconds * 1000 + self.ttl.components.attoseconds / 1_000_000_000_000_000
         var start = 0
         while start < users.count {
             let end = min(start + Self.batch, users.count)
             let commands = users[start..<end].map { user in
                 let key = RelayKeys.User(user).presence
-                return RedisCommand("SET", key: key, [key, "1", "PX", "\(milliseconds)"])
+                return RedisCommand("SET", key: key, [key, "1", "PX", "\(self.ttl.wholeMilliseconds)"])
             }
             do {
                 _ = try await self.redis.pipeline(commands)

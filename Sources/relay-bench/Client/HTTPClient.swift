@@ -1,3 +1,4 @@
+import DequeModule
 import NIOCore
 import NIOHTTP1
 import NIOPosix
@@ -121,8 +122,7 @@ private final class PendingRequest: @unchecked Sendable {
 private final class HTTPResponseHandler: ChannelInboundHandler, @unchecked Sendable {
     typealias InboundIn = HTTPClientResponsePart
 
-    private var waiting: [(HTTPResponse?) -> Void] = []
-    private var head = 0
+    private var waiting: Deque<(HTTPResponse?) -> Void> = []
     private var status = 0
     private var body = ByteBuffer()
 
@@ -138,21 +138,14 @@ private final class HTTPResponseHandler: ChannelInboundHandler, @unchecked Senda
         case .body(var part):
             self.body.writeBuffer(&part)
         case .end:
-            guard self.head < self.waiting.count else { return }
-            let completion = self.waiting[self.head]
-            self.head += 1
-            if self.head > 1024, self.head * 2 > self.waiting.count {
-                self.waiting.removeFirst(self.head)
-                self.head = 0
-            }
+            guard let completion = self.waiting.popFirst() else { return }
             completion(HTTPResponse(status: self.status, body: self.body))
         }
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        let pending = self.waiting[self.head...]
+        let pending = self.waiting
         self.waiting = []
-        self.head = 0
         for completion in pending { completion(nil) }
         context.fireChannelInactive()
     }

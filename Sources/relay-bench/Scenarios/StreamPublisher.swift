@@ -1,3 +1,4 @@
+import DequeModule
 import NIOCore
 import NIOHTTP1
 import Synchronization
@@ -27,8 +28,8 @@ final class StreamPublisher: @unchecked Sendable {
     private(set) var number = 0
     private(set) var acked = 0
     private(set) var failed = 0
-    private var sentAt: [UInt64] = []
-    private var head = 0
+    /// When each message in flight was sent, oldest first.
+    private var sentAt: Deque<UInt64> = []
 
     init(
         stream: Int,
@@ -50,7 +51,7 @@ final class StreamPublisher: @unchecked Sendable {
         self.limit = limit
     }
 
-    var inFlight: Int { self.sentAt.count - self.head }
+    var inFlight: Int { self.sentAt.count }
 
     /// Sends the stream's next message.
     func publish() {
@@ -95,13 +96,7 @@ final class StreamPublisher: @unchecked Sendable {
 
     /// The answer to the oldest message in flight (answers come in order on one connection).
     func acknowledged(ok: Bool) {
-        guard self.head < self.sentAt.count else { return }
-        let sentAt = self.sentAt[self.head]
-        self.head += 1
-        if self.head > 4096, self.head * 2 > self.sentAt.count {
-            self.sentAt.removeFirst(self.head)
-            self.head = 0
-        }
+        guard let sentAt = self.sentAt.popFirst() else { return }
         if ok {
             self.acked += 1
             self.ackMeter.record(sentAt: sentAt, now: ProcessStats.now())

@@ -375,32 +375,18 @@ final class StalledSocket: @unchecked Sendable {
     /// Reads everything until the server closes the connection (or `timeout` passes with the
     /// connection still open). Returns the bytes read and whether the connection ended.
     func drain(timeout: Duration) async throws -> (bytes: [UInt8], ended: Bool) {
-        let fd = self.fd
-        return try await runOnOwnThread {
-            var seconds = timeval(tv_sec: 1, tv_usec: 0)
-            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &seconds, socklen_t(MemoryLayout<timeval>.size))
-            var bytes: [UInt8] = []
-            var chunk = [UInt8](repeating: 0, count: 65_536)
-            let deadline = ContinuousClock.now + timeout
-            while ContinuousClock.now < deadline {
-                let count = chunk.withUnsafeMutableBytes { Glibc.recv(fd, $0.baseAddress, $0.count, 0) }
-                if count > 0 {
-                    bytes += chunk[0..<count]
-                } else if count == 0 {
-                    return (bytes, true)
-                } else if errno == ECONNRESET {
-                    return (bytes, true)
-                } else if errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR {
-                    return (bytes, true)
-                }
-            }
-            return (bytes, false)
-        }
+        try await self.read(timeout: timeout) { _ in false }
     }
 
     /// Reads until a close frame has arrived (or the connection ends, or `timeout` passes);
     /// returns everything read.
     func readUntilCloseFrame(timeout: Duration) async throws -> [UInt8] {
+        try await self.read(timeout: timeout) { StalledSocket.closeCode(in: $0) != nil }.bytes
+    }
+
+    /// Reads until `done` holds for what was read, the connection ends, or `timeout` passes.
+    /// Returns the bytes read and whether the connection ended.
+    private func read(timeout: Duration, until done: @escaping @Sendable ([UInt8]) -> Bool) async throws -> (bytes: [UInt8], ended: Bool) {
         let fd = self.fd
         return try await runOnOwnThread {
             var seconds = timeval(tv_sec: 1, tv_usec: 0)
@@ -408,15 +394,16 @@ final class StalledSocket: @unchecked Sendable {
             var bytes: [UInt8] = []
             var chunk = [UInt8](repeating: 0, count: 65_536)
             let deadline = ContinuousClock.now + timeout
-            while ContinuousClock.now < deadline, StalledSocket.closeCode(in: bytes) == nil {
+            while ContinuousClock.now < deadline, !done(bytes) {
                 let count = chunk.withUnsafeMutableBytes { Glibc.recv(fd, $0.baseAddress, $0.count, 0) }
                 if count > 0 {
                     bytes += chunk[0..<count]
                 } else if count == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
-                    break
+                    // Closed by the server (0), or reset.
+                    return (bytes, true)
                 }
             }
-            return bytes
+            return (bytes, false)
         }
     }
 
