@@ -1,7 +1,8 @@
 import Hummingbird
-import HummingbirdWebSocket
 import Logging
 import NIOCore
+import NIOEmbedded
+import NIOWebSocket
 import NIOPosix
 import RedisClient
 import ServiceLifecycle
@@ -48,8 +49,14 @@ public enum RelayServer {
 
         let router = Router(context: RelayRequestContext.self)
         router.add(middleware: ErrorMiddleware(metrics: metrics))
-        SystemRoutes(redis: redis, metrics: metrics, parsing: parsing, signer: signer, devMode: configuration.devMode)
-            .register(on: router)
+        SystemRoutes(
+            redis: redis,
+            metrics: metrics,
+            parsing: parsing,
+            signer: signer,
+            devMode: configuration.devMode,
+            connections: connections
+        ).register(on: router)
         WebRoutes().register(on: router)
         let api = router.group().add(middleware: AuthMiddleware(verifier: signer))
         ChannelRoutes(store: store, parsing: parsing, realtime: RealtimeNotifier(redis: redis)).register(on: api)
@@ -63,35 +70,42 @@ public enum RelayServer {
             metrics: metrics
         )
         let presence = PresenceKeeper(redis: redis, heartbeat: configuration.heartbeat, logger: logger)
-        let webSocketRouter = Router(context: RelayWebSocketContext.self)
-        WebSocketRoute(
+        let services = LiveServices(
             store: store,
             hub: hub,
             presence: presence,
-            messages: messages,
-            verifier: AuthMiddleware(verifier: signer),
+            connections: connections,
             heartbeats: Heartbeats(interval: configuration.heartbeat),
-            maxQueued: configuration.limits.maxQueuedEvents,
-            connections: connections
-        ).register(on: webSocketRouter)
+            limits: configuration.limits,
+            metrics: metrics,
+            maxQueuedBytes: configuration.limits.maxQueuedBytes
+        )
+        try self.checkWebSocketPipeline(services)
 
         return Application(
             router: router,
-            server: .http1WebSocketUpgrade(
-                webSocketRouter: webSocketRouter,
-                configuration: .init(
-                    ws: WebSocketServerConfiguration(
-                        maxFrameSize: configuration.limits.maxBodyBytes,
-                        // Pings come from HeartbeatHandler and a timer per event loop (Heartbeats).
-                        autoPing: .disabled
-                    )
-                )
-            ),
+            server: .relay(services: services, verifier: AuthMiddleware(verifier: signer)),
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "relay"),
             services: [redis, hub, presence],
             onServerRunning: onServerRunning,
             logger: logger
         )
+    }
+
+    /// Lays out a WebSocket pipeline on an embedded channel, as an upgrade does, and checks it:
+    /// a relay whose handlers would not see the frames they expect must not start.
+    static func checkWebSocketPipeline(_ services: LiveServices) throws {
+        let channel = EmbeddedChannel()
+        defer { _ = try? channel.finish() }
+        do {
+            try channel.pipeline.syncOperations.addHandler(
+                ByteToMessageHandler(WebSocketFrameDecoder(maxFrameSize: services.limits.maxBodyBytes)),
+                name: PipelineLayoutError.expected[0]
+            )
+            try RelayWebSocket.configure(channel, identity: nil, services: services)
+        } catch {
+            throw RelayConfigurationError(message: "\(error)")
+        }
     }
 
     /// Runs the relay until SIGTERM or SIGINT, then stops: every WebSocket is closed with 1001
@@ -117,6 +131,8 @@ public enum RelayServer {
             tasks.addTask {
                 for await signal in await UnixSignalsSequence(trapping: .sigterm, .sigint) {
                     logger.info("Stopping", metadata: ["signal": "\(signal)", "websockets": "\(connections.count)"])
+                    // Draining from now on: /healthz answers 503 and upgrades are refused, so that
+                    // a load balancer sends no one new; then every socket is told to go elsewhere.
                     connections.closeAll(code: 1001, reason: "server going away")
                     await connections.waitUntilEmpty(timeout: .seconds(3))
                     await group.triggerGracefulShutdown()

@@ -26,13 +26,15 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Largest request body or WebSocket frame, in bytes (env RELAY_MAX_BODY_BYTES; default 65536).")
     var maxBodyBytes: Int?
     @Option(help: "Most members in a group (env RELAY_MAX_GROUP_MEMBERS; default 100000).") var maxGroupMembers: Int?
-    @Option(help: "Events queued for one slow WebSocket before it is closed with 4008 (env RELAY_MAX_QUEUED_EVENTS; default 4096).")
-    var maxQueuedEvents: Int?
+    @Option(
+        help: "Bytes the relay may owe one WebSocket before it counts as too slow and is closed with 4008 (env RELAY_MAX_QUEUED_BYTES; default 1048576)."
+    )
+    var maxQueuedBytes: Int?
 
     /// The allowed range of each limit option, by flag name.
     static let limitRanges: [String: ClosedRange<Int>] = [
         "max-text-bytes": 1...(1 << 24), "max-body-bytes": 1024...(1 << 26), "max-group-members": 2...10_000_000,
-        "max-queued-events": 16...1_000_000,
+        "max-queued-bytes": 65536...(1 << 30),
     ]
 
     func validate() throws {
@@ -40,7 +42,7 @@ struct Serve: AsyncParsableCommand {
         if let heartbeat, heartbeat < 1 { throw ValidationError("--heartbeat must be at least 1 second, not \(heartbeat)") }
         let limits = [
             ("max-text-bytes", maxTextBytes), ("max-body-bytes", maxBodyBytes), ("max-group-members", maxGroupMembers),
-            ("max-queued-events", maxQueuedEvents),
+            ("max-queued-bytes", maxQueuedBytes),
         ]
         for case (let name, let value?) in limits {
             let range = Self.limitRanges[name]!
@@ -77,9 +79,9 @@ struct Serve: AsyncParsableCommand {
         configuration.limits.maxGroupMembers =
             try self.maxGroupMembers ?? integer(environment, "RELAY_MAX_GROUP_MEMBERS", in: Self.limitRanges["max-group-members"]!)
             ?? configuration.limits.maxGroupMembers
-        configuration.limits.maxQueuedEvents =
-            try self.maxQueuedEvents ?? integer(environment, "RELAY_MAX_QUEUED_EVENTS", in: Self.limitRanges["max-queued-events"]!)
-            ?? configuration.limits.maxQueuedEvents
+        configuration.limits.maxQueuedBytes =
+            try self.maxQueuedBytes ?? integer(environment, "RELAY_MAX_QUEUED_BYTES", in: Self.limitRanges["max-queued-bytes"]!)
+            ?? configuration.limits.maxQueuedBytes
 
         var logger = Logger(label: "relay")
         logger.logLevel = Logger.Level(rawValue: environment["LOG_LEVEL"] ?? "") ?? .info

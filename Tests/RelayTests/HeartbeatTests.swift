@@ -14,14 +14,25 @@ struct HeartbeatTests {
         let count = Atomic<Int>(0)
     }
 
+    /// Counts the heartbeat's ``HeartbeatHandler/Silent`` events, as the connection would see them.
+    final class SilenceCounter: ChannelInboundHandler {
+        typealias InboundIn = WebSocketFrame
+        let silences: Silences
+        init(_ silences: Silences) { self.silences = silences }
+        func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+            if event is HeartbeatHandler.Silent { self.silences.count.add(1, ordering: .relaxed) }
+        }
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            context.fireChannelRead(data)
+        }
+    }
+
     /// An active embedded channel with a heartbeat handler every `interval`, on `loop`.
     func channel(on loop: EmbeddedEventLoop, interval: Duration, silences: Silences) throws -> EmbeddedChannel {
         let channel = EmbeddedChannel(loop: loop)
         try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 9)).wait()
-        let handler = HeartbeatHandler(heartbeats: Heartbeats(interval: interval)) {
-            silences.count.add(1, ordering: .relaxed)
-        }
-        try channel.pipeline.syncOperations.addHandler(handler)
+        try channel.pipeline.syncOperations.addHandler(HeartbeatHandler(heartbeats: Heartbeats(interval: interval)))
+        try channel.pipeline.syncOperations.addHandler(SilenceCounter(silences))
         return channel
     }
 
@@ -31,8 +42,8 @@ struct HeartbeatTests {
 
     func pings(_ channel: EmbeddedChannel) throws -> Int {
         var count = 0
-        while let frame = try channel.readOutbound(as: WebSocketFrame.self) {
-            #expect(frame.opcode == .ping)
+        while let frame = try channel.readOutbound(as: ByteBuffer.self) {
+            #expect(Array(frame.readableBytesView) == [0x89, 0x00], "an empty, unmasked, final ping")
             count += 1
         }
         return count
@@ -87,9 +98,8 @@ struct HeartbeatTests {
         func open() throws -> EmbeddedChannel {
             let channel = EmbeddedChannel(loop: loop)
             try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 9)).wait()
-            try channel.pipeline.syncOperations.addHandler(
-                HeartbeatHandler(heartbeats: heartbeats) { silences.count.add(1, ordering: .relaxed) }
-            )
+            try channel.pipeline.syncOperations.addHandler(HeartbeatHandler(heartbeats: heartbeats))
+            try channel.pipeline.syncOperations.addHandler(SilenceCounter(silences))
             return channel
         }
         let first = try open()
@@ -110,5 +120,18 @@ struct HeartbeatTests {
         #expect(try pings(second) == 1)
         #expect(silences.count.load(ordering: .relaxed) == 0)
         _ = try second.finish()
+    }
+
+    @Test func aClosingConnectionIsPingedNoMore() throws {
+        let loop = EmbeddedEventLoop()
+        let silences = Silences()
+        let channel = try self.channel(on: loop, interval: .seconds(8), silences: silences)
+        loop.advanceTime(by: .seconds(8))
+        #expect(try pings(channel) == 1)
+        channel.pipeline.triggerUserOutboundEvent(WebSocketProtocolHandler.Closing(), promise: nil)
+        loop.advanceTime(by: .seconds(40))
+        #expect(try pings(channel) == 0, "no ping after the close frame")
+        #expect(silences.count.load(ordering: .relaxed) == 0, "nor a silence report")
+        _ = try channel.finish()
     }
 }

@@ -180,7 +180,7 @@ struct WebSocketLoadTests {
         // it; heartbeats far apart, so that on a slow machine the stalled socket is not closed as
         // silent before it overflows.
         let configure: (inout RelayConfiguration) -> Void = {
-            $0.limits.maxQueuedEvents = 256
+            $0.limits.maxQueuedBytes = 256 * 1024
             $0.heartbeat = .seconds(3600)
         }
         try await withRelay(configure) { relay in

@@ -35,9 +35,10 @@ public struct RelayLimits: Sendable {
     public var maxClientMessageIDLength = 128
     /// User ids in one `GET /presence`.
     public var maxPresenceUsers = 1000
-    /// Events queued for one WebSocket and not yet written; past it the client is too slow
-    /// and is closed with 4008 (it resumes from its cursor and loses nothing).
-    public var maxQueuedEvents = 4096
+    /// Bytes the relay may owe one WebSocket (events, replays, answers) and not have written
+    /// yet; past it the client is too slow and is closed with 4008 (it resumes from its cursor
+    /// and loses nothing).
+    public var maxQueuedBytes = 1024 * 1024
 
     public init() {}
 }

@@ -6,6 +6,7 @@ final class RelayMetrics: Sendable {
     private let eventsAppended: Counter
     private let webSockets: Gauge
     private let shedEvents: Counter
+    private let slowConsumers: Counter
     private static var requests: MetricNameDescriptor {
         MetricNameDescriptor(
             namespace: "relay",
@@ -44,6 +45,14 @@ final class RelayMetrics: Sendable {
                 helpText: "Live events not handed to an event loop that was too far behind (its sockets filled them from the log)"
             )
         )
+        self.slowConsumers = self.registry.makeCounter(
+            descriptor: MetricNameDescriptor(
+                namespace: "relay",
+                metricName: "websocket_slow_consumers",
+                unitName: "total",
+                helpText: "WebSockets closed with 4008: more owed to them than --max-queued-bytes"
+            )
+        )
         self.webSockets = self.registry.makeGauge(
             descriptor: MetricNameDescriptor(namespace: "relay", metricName: "websockets", unitName: "", helpText: "WebSockets open now")
         )
@@ -52,6 +61,11 @@ final class RelayMetrics: Sendable {
     /// Counts one live event shed for a lagging event loop.
     func shedEvent() {
         self.shedEvents.increment()
+    }
+
+    /// Counts one WebSocket closed for owing it more than its budget.
+    func slowConsumerClosed() {
+        self.slowConsumers.increment()
     }
 
     /// The number of WebSockets open now.

@@ -317,20 +317,6 @@ struct ChatStore: Sendable {
         return zip(ids, results).compactMap { id, result in (try? result.get().int) == 1 ? id : nil }
     }
 
-    /// The seq of `user`'s latest `member_joined` among the channel's recent events, or the
-    /// seq after the last event when it is not among them.
-    func joinSeq(channel id: String, user: String) async throws -> Int64 {
-        let log = RelayKeys.Channel(id).log
-        let recent = try await self.timed("join") { try await self.redis.streamReverseRange(log, from: "+", to: "-", count: 100) }
-        let marker = "\"type\":\"member_joined\",\"user_id\":\"\(user)\""
-        for entry in recent {
-            guard let json = entry["e"].map({ String(buffer: $0) }), json.contains(marker) else { continue }
-            if let seq = Int64(entry.id.prefix { $0 != "-" }) { return seq }
-        }
-        let last = recent.first.flatMap { Int64($0.id.prefix { $0 != "-" }) } ?? 0
-        return last + 1
-    }
-
     func requireMember(channel id: String, user: String) async throws {
         let keys = RelayKeys.Channel(id)
         let results = try await self.timed("membership") {

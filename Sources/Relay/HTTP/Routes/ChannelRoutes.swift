@@ -78,7 +78,7 @@ struct ChannelRoutes: Sendable {
         guard !users.isEmpty else { throw APIError.badRequest("give user_id or user_ids") }
         let events = try await self.store.addMembers(channel: id, actor: caller.userID, users: users)
         if !events.isEmpty {
-            await self.realtime.channelsChanged(for: users)
+            await self.realtime.joined(channel: id, events: events)
         }
         return .json("{\"events\":[" + events.joined(separator: ",") + "]}")
     }
@@ -88,7 +88,6 @@ struct ChannelRoutes: Sendable {
         let id = try self.parsing.id("channel", in: context)
         let user = try self.parsing.id("user", in: context)
         let event = try await self.store.removeMember(channel: id, actor: caller.userID, user: user)
-        await self.realtime.channelsChanged(for: [user])
         return .json("{\"event\":\(event)}")
     }
 }

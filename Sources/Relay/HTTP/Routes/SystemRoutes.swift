@@ -8,6 +8,8 @@ struct SystemRoutes: Sendable {
     let parsing: RequestParsing
     let signer: HS256
     let devMode: Bool
+    /// The relay's WebSockets: while they drain (the relay is stopping), `/healthz` says 503.
+    let connections: LiveConnections
 
     func register(on router: some RouterMethods<RelayRequestContext>) {
         router.get("/healthz", use: self.health)
@@ -16,6 +18,9 @@ struct SystemRoutes: Sendable {
     }
 
     @Sendable func health(_ request: Request, context: RelayRequestContext) async throws -> Response {
+        guard !self.connections.isDraining else {
+            throw APIError(.unavailable, "this relay is stopping")
+        }
         do {
             try await self.redis.ping()
             return .json("{\"status\":\"ok\"}")

@@ -4,31 +4,33 @@ import Synchronization
 
 /// The WebSocket heartbeat of one connection, on its channel's event loop: pinged every
 /// interval, and reported once nothing (no frame at all, pongs included) has been heard from it
-/// for two intervals.
+/// for two intervals: a ``Silent`` event goes up the pipeline, once.
 ///
-/// Pongs stop here: they are an idle connection's only traffic, and passing them on would wake
-/// the connection's reader task once per interval for nothing. Every other frame goes on.
-/// It sits between the frame decoder and the WebSocket library's handler, in place of the
-/// library's auto-ping, which costs each connection a task and two wake-ups per interval.
-/// The pings themselves come from its event loop's ``Heartbeats/Wheel``.
-final class HeartbeatHandler: ChannelInboundHandler, RemovableChannelHandler {
+/// Pongs stop here: they are an idle connection's only traffic. Every other frame goes on.
+/// It sits right after the frame decoder; the pings come from its event loop's
+/// ``Heartbeats/Wheel``, not from a timer per connection. Once the connection is closing
+/// (``WebSocketProtocolHandler/Closing`` passes it on the way out), it pings no more.
+final class HeartbeatHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = WebSocketFrame
     typealias InboundOut = WebSocketFrame
-    typealias OutboundOut = WebSocketFrame
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    /// Nothing was heard from the client for two intervals.
+    struct Silent: Sendable {}
 
     private let heartbeats: Heartbeats
-    private let onSilence: @Sendable () -> Void
     private var lastHeard = NIODeadline.uptimeNanoseconds(0)
     private var context: ChannelHandlerContext?
     /// The wheel's slot this handler is in, while it is in one.
     fileprivate var slot: Int?
 
-    /// - Parameters:
-    ///   - heartbeats: the relay's heartbeats: the interval, and a wheel per event loop.
-    ///   - onSilence: called once, on the event loop, when nothing was heard for two intervals.
-    init(heartbeats: Heartbeats, onSilence: @escaping @Sendable () -> Void) {
+    /// A ping with no payload, as a server sends it (unmasked).
+    private static let ping: ByteBuffer = ByteBuffer(bytes: [0x89, 0x00])
+
+    /// - Parameter heartbeats: the relay's heartbeats: the interval, and a wheel per event loop.
+    init(heartbeats: Heartbeats) {
         self.heartbeats = heartbeats
-        self.onSilence = onSilence
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -48,6 +50,13 @@ final class HeartbeatHandler: ChannelInboundHandler, RemovableChannelHandler {
         context.fireChannelInactive()
     }
 
+    func triggerUserOutboundEvent(context: ChannelHandlerContext, event: Any, promise: EventLoopPromise<Void>?) {
+        if event is WebSocketProtocolHandler.Closing {
+            self.stop(on: context.eventLoop)
+        }
+        context.triggerUserOutboundEvent(event, promise: promise)
+    }
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         self.lastHeard = context.eventLoop.now
         let frame = self.unwrapInboundIn(data)
@@ -65,11 +74,10 @@ final class HeartbeatHandler: ChannelInboundHandler, RemovableChannelHandler {
     fileprivate func beat(now: NIODeadline, interval: TimeAmount) -> Bool {
         guard let context, context.channel.isActive else { return false }
         if now - self.lastHeard >= interval * 2 {
-            self.onSilence()
+            context.fireUserInboundEventTriggered(Silent())
             return false
         }
-        let ping = WebSocketFrame(fin: true, opcode: .ping, data: context.channel.allocator.buffer(capacity: 0))
-        context.writeAndFlush(self.wrapOutboundOut(ping), promise: nil)
+        context.writeAndFlush(self.wrapOutboundOut(Self.ping), promise: nil)
         return true
     }
 }

@@ -11,10 +11,13 @@ struct LiveFrame: Sendable {
     /// The whole WebSocket text frame carrying it (a server's frames are not masked, so one
     /// encoding serves every socket).
     let wire: ByteBuffer
+    /// Whether the event makes someone join or leave the channel, read once for every socket.
+    let membership: EventMembership?
 
     init(json: ByteBuffer) {
         self.json = json
         self.wire = Self.textFrame(json)
+        self.membership = EventMembership.of(json: json.readableBytesView)
     }
 
     /// An unmasked, final WebSocket text frame (RFC 6455 section 5.2) with `payload`.
@@ -44,8 +47,11 @@ enum LiveSignal: Sendable {
     /// The subscription to `channel` was re-established: events may have been missed, so the
     /// receiver must compare with the log.
     case mayHaveMissed(channel: String)
-    /// The user's set of channels changed (joined, added, removed).
+    /// The user's set of channels changed (joined, added, removed), or may have while the
+    /// user's topic was not subscribed.
     case channelsChanged
+    /// The user was added to `channel` by its event `seq` (its own `member_joined`).
+    case joined(channel: String, seq: Int64)
 }
 
 /// A local receiver of live signals. `receive` must not block: it writes to a socket or
@@ -198,8 +204,18 @@ final class FanoutHub: Service, Sendable {
             }
             self.send(.event(channel: String(channel), seq: seq, frame: LiveFrame(json: frame)), to: topic)
         } else {
-            self.send(.channelsChanged, to: topic)
+            self.send(Self.userNotice(payload), to: topic)
         }
+    }
+
+    /// A notice on a user's topic: `joined <channel> <seq>`, or anything else (`channels`) for
+    /// "read your channels again".
+    static func userNotice(_ payload: ByteBuffer) -> LiveSignal {
+        let parts = String(buffer: payload).split(separator: " ")
+        if parts.count == 3, parts[0] == "joined", let seq = Int64(parts[2]), Identifier.isValid(parts[1]) {
+            return .joined(channel: String(parts[1]), seq: seq)
+        }
+        return .channelsChanged
     }
 
     private func send(_ signal: LiveSignal, to topic: String) {

@@ -1,11 +1,13 @@
 import Synchronization
 
-/// The relay's open WebSockets, so that a stopping relay can close each of them with 1001
-/// (going away) itself, before the server's own shutdown closes them with 1000.
+/// The relay's open WebSockets, and whether it is draining: a stopping relay refuses new
+/// upgrades and answers `/healthz` with 503 from the moment it is told to stop, so that a load
+/// balancer sends no one new, then closes each open socket with 1001 (going away) itself,
+/// before the server's own shutdown would close them with 1000.
 final class LiveConnections: Sendable {
     private struct State {
         var connections: [ObjectIdentifier: LiveConnection] = [:]
-        var closing = false
+        var draining = false
     }
     private let state = Mutex(State())
     private let metrics: RelayMetrics
@@ -14,10 +16,15 @@ final class LiveConnections: Sendable {
         self.metrics = metrics
     }
 
-    /// Adds a connection; false once ``closeAll(code:reason:)`` has run (the relay is stopping).
+    /// Whether the relay is stopping: no new WebSocket is accepted, and `/healthz` says 503.
+    var isDraining: Bool {
+        self.state.withLock { $0.draining }
+    }
+
+    /// Adds a connection; false once the relay is draining.
     func add(_ connection: LiveConnection) -> Bool {
         let count = self.state.withLock { state -> Int? in
-            guard !state.closing else { return nil }
+            guard !state.draining else { return nil }
             state.connections[ObjectIdentifier(connection)] = connection
             return state.connections.count
         }
@@ -38,14 +45,19 @@ final class LiveConnections: Sendable {
         self.state.withLock { $0.connections.count }
     }
 
-    /// Closes every connection with `code`; connections added later are refused.
+    /// Starts draining: refuses new connections from now on.
+    func drain() {
+        self.state.withLock { $0.draining = true }
+    }
+
+    /// Drains, and closes every open connection with `code`.
     func closeAll(code: UInt16, reason: String) {
         let connections = self.state.withLock { state in
-            state.closing = true
+            state.draining = true
             return Array(state.connections.values)
         }
         for connection in connections {
-            connection.requestClose(code: code, reason: reason)
+            connection.close(code: code, reason: reason)
         }
     }
 

@@ -1,0 +1,64 @@
+import NIOCore
+import RedisClient
+
+extension ChatStore {
+    /// What a resume needs to know of each channel, in one round trip: whether the user is a
+    /// member now (Redis, not the connection, is the truth), and where the log ends and begins.
+    func resumeLookups(channels: [String], user: String) async throws -> [String: LiveConnectionHandler.StateMachine.ResumeLookup] {
+        guard !channels.isEmpty else { return [:] }
+        var commands: [RedisCommand] = []
+        commands.reserveCapacity(channels.count * 4)
+        for channel in channels {
+            let keys = RelayKeys.Channel(channel)
+            commands.append(RedisCommand("HGET", key: keys.meta, [keys.meta, "type"]))
+            commands.append(RedisCommand("SISMEMBER", key: keys.members, [keys.members, user]))
+            commands.append(RedisCommand("GET", key: keys.seq, [keys.seq]))
+            commands.append(RedisCommand("XRANGE", key: keys.log, [keys.log, "-", "+", "COUNT", "1"]))
+        }
+        let results = try await self.timed("resume") { try await self.redis.pipeline(commands) }
+        var lookups: [String: LiveConnectionHandler.StateMachine.ResumeLookup] = [:]
+        for (index, channel) in channels.enumerated() {
+            let base = index * 4
+            guard let type = try results[base].get().string else {
+                lookups[channel] = .notFound
+                continue
+            }
+            guard try results[base + 1].get().int == 1 else {
+                lookups[channel] = type == "dm" ? .notFound : .forbidden
+                continue
+            }
+            let last = try results[base + 2].get().string.flatMap { Int64($0) } ?? 0
+            let first = Self.firstSeq(try results[base + 3].get()) ?? last + 1
+            lookups[channel] = .member(lastSeq: last, firstSeq: first)
+        }
+        return lookups
+    }
+
+    /// The seq of an `XRANGE … COUNT 1` reply's entry (`<seq>-0`), if it has one.
+    private static func firstSeq(_ reply: RESPValue) -> Int64? {
+        guard let entry = reply.array?.first?.array?.first?.string else { return nil }
+        return Int64(entry.prefix { $0 != "-" })
+    }
+
+    /// The seq of `user`'s latest `member_joined` in the channel, read back from the log's end a
+    /// page at a time; the seq after the log's end if the log has none within `maxPages` pages
+    /// (a join that old is not news to a live connection).
+    func joinSeq(channel id: String, user: String, maxPages: Int = 50) async throws -> Int64 {
+        let log = RelayKeys.Channel(id).log
+        var end = "+"
+        var last: Int64?
+        for _ in 0..<maxPages {
+            let page = try await self.timed("join") { try await self.redis.streamReverseRange(log, from: end, to: "-", count: 200) }
+            for entry in page {
+                guard let seq = Int64(entry.id.prefix { $0 != "-" }) else { continue }
+                if last == nil { last = seq }
+                if let json = entry["e"], EventMembership.of(json: json.readableBytesView) == .joined(user: user) {
+                    return seq
+                }
+            }
+            guard page.count == 200, let oldest = page.last.flatMap({ Int64($0.id.prefix { $0 != "-" }) }), oldest > 1 else { break }
+            end = "\(oldest - 1)-0"
+        }
+        return (last ?? 0) + 1
+    }
+}

@@ -1,0 +1,104 @@
+import Foundation
+import NIOCore
+
+/// A client's frame (contract section 5), checked: each case carries what serving it needs.
+enum ClientFrame: Equatable, Sendable {
+    case ping
+    case resume(cursors: [(channel: String, cursor: Int64)])
+    case send(channel: String, clientMessageID: String, text: String)
+    case read(channel: String, seq: Int64)
+
+    static func == (lhs: ClientFrame, rhs: ClientFrame) -> Bool {
+        switch (lhs, rhs) {
+        case (.ping, .ping): return true
+        case (.resume(let a), .resume(let b)): return a.map(\.channel) == b.map(\.channel) && a.map(\.cursor) == b.map(\.cursor)
+        case (.send(let a1, let a2, let a3), .send(let b1, let b2, let b3)): return a1 == b1 && a2 == b2 && a3 == b3
+        case (.read(let a1, let a2), .read(let b1, let b2)): return a1 == b1 && a2 == b2
+        default: return false
+        }
+    }
+
+    /// The fields a frame may carry; which matter depends on `type`.
+    private struct Fields: Decodable {
+        var type: String
+        var cursors: [String: Int64]?
+        var channel_id: String?
+        var client_msg_id: String?
+        var text: String?
+        var seq: Int64?
+    }
+
+    /// A parsed frame, or the error to answer it with.
+    enum Parsed: Equatable {
+        case frame(ClientFrame)
+        case rejected(ServerMessage)
+    }
+
+    /// Parses a text frame's JSON.
+    ///
+    /// - Returns: the frame, or the error to answer (`bad_request`, `too_large`), which quotes
+    ///   nothing of the frame but a bounded excerpt.
+    static func parse(_ payload: ByteBuffer, limits: RelayLimits) -> Parsed {
+        let bytes = payload.readableBytesView
+        guard StrictJSON.isValid(bytes), let fields = try? JSONDecoder().decode(Fields.self, from: Data(bytes)) else {
+            return .rejected(.error(code: .badRequest, message: "frames are JSON objects with a type and typed fields"))
+        }
+        switch fields.type {
+        case "ping":
+            return .frame(.ping)
+        case "resume":
+            guard let cursors = fields.cursors else {
+                return .rejected(.error(code: .badRequest, message: "resume needs cursors: {channel_id: seq}"))
+            }
+            var checked: [(channel: String, cursor: Int64)] = []
+            for (channel, cursor) in cursors.sorted(by: { $0.key < $1.key }) {
+                guard Identifier.isValid(channel) else {
+                    return .rejected(.error(code: .badRequest, message: "cursors: not a channel id", channel: channel))
+                }
+                guard cursor >= 0 else {
+                    return .rejected(.error(code: .badRequest, message: "cursors: a seq is 0 or more", channel: channel))
+                }
+                checked.append((channel, cursor))
+            }
+            return .frame(.resume(cursors: checked))
+        case "send":
+            guard let channel = fields.channel_id, let clientMessageID = fields.client_msg_id, let text = fields.text else {
+                return .rejected(
+                    .error(
+                        code: .badRequest,
+                        message: "send needs channel_id, client_msg_id and text",
+                        clientMessageID: fields.client_msg_id
+                    )
+                )
+            }
+            guard Identifier.isValid(channel) else {
+                return .rejected(.error(code: .badRequest, message: "channel_id: not an id", clientMessageID: clientMessageID))
+            }
+            guard !clientMessageID.isEmpty, clientMessageID.utf8.count <= limits.maxClientMessageIDLength else {
+                return .rejected(
+                    .error(
+                        code: .badRequest,
+                        message: "client_msg_id must be 1 to \(limits.maxClientMessageIDLength) bytes",
+                        clientMessageID: clientMessageID
+                    )
+                )
+            }
+            guard !text.isEmpty else {
+                return .rejected(.error(code: .badRequest, message: "text must not be empty", clientMessageID: clientMessageID))
+            }
+            guard text.utf8.count <= limits.maxTextBytes else {
+                return .rejected(
+                    .error(code: .tooLarge, message: "text is over \(limits.maxTextBytes) bytes", clientMessageID: clientMessageID)
+                )
+            }
+            return .frame(.send(channel: channel, clientMessageID: clientMessageID, text: text))
+        case "read":
+            guard let channel = fields.channel_id, Identifier.isValid(channel), let seq = fields.seq, seq >= 0 else {
+                return .rejected(.error(code: .badRequest, message: "read needs channel_id and a seq", channel: fields.channel_id))
+            }
+            return .frame(.read(channel: channel, seq: seq))
+        default:
+            return .rejected(.error(code: .badRequest, message: "unknown frame type: \(ServerMessage.excerpt(fields.type))"))
+        }
+    }
+}

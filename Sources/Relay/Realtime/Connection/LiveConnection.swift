@@ -1,0 +1,47 @@
+import NIOCore
+
+/// The handle by which the hub and the relay reach one live connection from any thread: it
+/// forwards to the connection's handler on the handler's event loop, and to nothing once the
+/// connection has ended.
+final class LiveConnection: LiveReceiver, Sendable {
+    let loop: any EventLoop
+    private let handler: NIOLoopBoundBox<LiveConnectionHandler?>
+
+    /// Call on `eventLoop`.
+    init(handler: LiveConnectionHandler, eventLoop: any EventLoop) {
+        self.loop = eventLoop
+        self.handler = NIOLoopBoundBox(handler, eventLoop: eventLoop)
+    }
+
+    var eventLoop: (any EventLoop)? { self.loop }
+
+    /// From the hub, on the event loop.
+    func receive(_ signal: LiveSignal) {
+        self.handler.value?.receive(signal)
+    }
+
+    /// Closes the connection with `code`; safe from any thread.
+    func close(code: UInt16, reason: String) {
+        self.loop.execute { self.handler.value?.close(code: code, reason: reason) }
+    }
+
+    /// Lets go of the handler, on the event loop, once the connection has ended.
+    func release() {
+        self.handler.value = nil
+    }
+}
+
+/// What every live connection of the relay shares.
+struct LiveServices: Sendable {
+    var store: ChatStore
+    var hub: FanoutHub
+    var presence: PresenceKeeper
+    var connections: LiveConnections
+    var heartbeats: Heartbeats
+    var limits: RelayLimits
+    var metrics: RelayMetrics?
+    /// Bytes a connection may be owed before it counts as too slow (4008).
+    var maxQueuedBytes: Int
+    /// Events per read of the log.
+    var pageSize = 200
+}

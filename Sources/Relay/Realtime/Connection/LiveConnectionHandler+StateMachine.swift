@@ -1,0 +1,409 @@
+import DequeModule
+import NIOCore
+
+extension LiveConnectionHandler {
+    /// Every ordering rule of one live connection, without I/O: which event goes out when, which
+    /// range of which channel's log to read, when the connection follows a channel and when it
+    /// stops, which client frame is served next.
+    ///
+    /// Per channel the connection has delivered every seq up to `delivered`, in order. A live
+    /// event that continues it is written at once (the fast path). Anything else (a gap, a
+    /// resume, a channel joined, a subscription that may have missed something) reads the log
+    /// from `delivered` on, one page at a time, while the socket can take more; live events that
+    /// arrive meanwhile are not kept, only their seq, so that the reading goes on until it has
+    /// passed them: the log has every event before it is published.
+    ///
+    /// Membership is exact at a seq: the stream stops right after its user's own `member_left`,
+    /// and a channel joined starts at the user's own `member_joined`.
+    struct StateMachine {
+        struct Stream: Equatable {
+            /// The last seq written (or, before any, the seq the stream starts after).
+            var delivered: Int64
+            /// The highest seq known to exist: reading goes on until it is delivered.
+            var target: Int64
+            /// The `after` of the log read in flight, if one is.
+            var reading: Int64?
+            /// A read is due but waits for the socket to drain.
+            var readDue = false
+        }
+
+        /// A range of a channel's log to read, and to hand back with ``logPage(_:after:events:)``.
+        struct LogRead: Equatable {
+            var channel: String
+            var after: Int64
+            var limit: Int
+        }
+
+        /// An event read from the log, ready to write.
+        struct LogEvent {
+            var seq: Int64
+            var frame: ByteBuffer
+            var membership: EventMembership?
+        }
+
+        enum Phase: Equatable {
+            /// Reading the user's channels and their log ends; nothing is written yet.
+            case starting
+            case open
+            case closed
+        }
+
+        /// What a live event leads to.
+        enum EventAction: Equatable {
+            case none
+            case write(ByteBuffer)
+            /// Write, then stop following the channel (the user's own `member_left`).
+            case writeAndLeave(ByteBuffer, channel: String)
+            case read(LogRead)
+        }
+
+        /// What a page of the log, or a change of plan, leads to; in this order: write the frames,
+        /// stop following `left`, start `reads`, write `answer`.
+        struct Outcome {
+            var frames: [ByteBuffer] = []
+            var left: [String] = []
+            var reads: [LogRead] = []
+            /// An answer that finished the client frame being served (`resumed`).
+            var answer: ServerMessage?
+
+            var isEmpty: Bool { self.frames.isEmpty && self.left.isEmpty && self.reads.isEmpty && self.answer == nil }
+
+            mutating func merge(_ other: Outcome) {
+                self.frames += other.frames
+                self.left += other.left
+                self.reads += other.reads
+                if let answer = other.answer { self.answer = answer }
+            }
+        }
+
+        /// A resume under way: the channels still replaying, and those whose cursor was below the log.
+        struct Resume {
+            var waiting: Set<String>
+            var truncated: [String: Int64]
+        }
+
+        let user: String
+        let pageSize: Int
+        private(set) var phase = Phase.starting
+        private(set) var streams: [String: Stream] = [:]
+        /// Whether the socket takes more now (below its high-water mark).
+        private(set) var isWritable = true
+        /// Highest seq seen live per channel before the start, and channels joined meanwhile.
+        private var seenWhileStarting: [String: Int64] = [:]
+        private var joinedWhileStarting: [String: Int64] = [:]
+        private var resume: Resume?
+
+        /// Client messages not yet served, and whether one is being served.
+        private var frames: Deque<WebSocketInboundMessage> = []
+        private(set) var queuedFrameBytes = 0
+        private(set) var isServingFrame = false
+
+        init(user: String, pageSize: Int = 200) {
+            self.user = user
+            self.pageSize = pageSize
+        }
+
+        var following: Set<String> { Set(self.streams.keys) }
+
+        // MARK: Start and end
+
+        /// The user's channels and each one's last seq (read after subscribing): each stream starts
+        /// there. `nil`: they could not be read (the caller reads them again later).
+        mutating func started(anchors: [String: Int64]?) -> Outcome {
+            guard self.phase == .starting else { return Outcome() }
+            self.phase = .open
+            var outcome = Outcome()
+            for (channel, last) in anchors ?? [:] {
+                var stream = Stream(delivered: last, target: last)
+                if let seen = self.seenWhileStarting[channel], seen > last {
+                    stream.target = seen
+                }
+                self.streams[channel] = stream
+                if stream.target > stream.delivered, let read = self.startRead(channel) { outcome.reads.append(read) }
+            }
+            self.seenWhileStarting = [:]
+            for (channel, seq) in self.joinedWhileStarting.sorted(by: { $0.key < $1.key }) {
+                outcome.merge(self.join(channel: channel, startingAfter: seq - 1, knownUpTo: seq))
+            }
+            self.joinedWhileStarting = [:]
+            return outcome
+        }
+
+        /// The connection is closing or closed: nothing more is written or read.
+        mutating func close() {
+            self.phase = .closed
+            self.frames.removeAll()
+            self.queuedFrameBytes = 0
+            self.resume = nil
+        }
+
+        // MARK: Live events
+
+        /// A live event of `channel`, from the hub.
+        mutating func liveEvent(channel: String, seq: Int64, frame: ByteBuffer, membership: EventMembership?) -> EventAction {
+            switch self.phase {
+            case .starting:
+                self.seenWhileStarting[channel] = max(seq, self.seenWhileStarting[channel] ?? 0)
+                return .none
+            case .closed:
+                return .none
+            case .open:
+                break
+            }
+            guard var stream = self.streams[channel], seq > stream.delivered else { return .none }
+            if stream.reading == nil, !stream.readDue, seq == stream.delivered + 1 {
+                stream.delivered = seq
+                stream.target = max(stream.target, seq)
+                self.streams[channel] = stream
+                if membership == .left(user: self.user) {
+                    self.streams[channel] = nil
+                    return .writeAndLeave(frame, channel: channel)
+                }
+                return .write(frame)
+            }
+            stream.target = max(stream.target, seq)
+            self.streams[channel] = stream
+            return self.startRead(channel).map { .read($0) } ?? .none
+        }
+
+        /// Events of `channel` may have been published while they could not arrive: read the log
+        /// to its end.
+        mutating func mayHaveMissed(channel: String) -> LogRead? {
+            guard self.phase == .open, self.streams[channel] != nil else { return nil }
+            return self.startRead(channel, toEnd: true)
+        }
+
+        // MARK: The log
+
+        /// A page of `channel`'s log after `after` (ascending; at most the read's limit).
+        mutating func logPage(_ read: LogRead, events: [LogEvent]) -> Outcome {
+            guard self.phase == .open, var stream = self.streams[read.channel], stream.reading == read.after else {
+                return Outcome()
+            }
+            stream.reading = nil
+            guard read.after == stream.delivered else {
+                // A resume moved the stream while this page was on its way: read again from there.
+                self.streams[read.channel] = stream
+                var outcome = Outcome()
+                if let next = self.startRead(read.channel, toEnd: true) { outcome.reads.append(next) }
+                return outcome
+            }
+            var outcome = Outcome()
+            for event in events where event.seq > stream.delivered {
+                // A seq above the next one means retention trimmed the ones between: the log is
+                // the truth, and what it no longer holds cannot be delivered.
+                stream.delivered = event.seq
+                outcome.frames.append(event.frame)
+                if event.membership == .left(user: self.user) {
+                    self.streams[read.channel] = nil
+                    outcome.left.append(read.channel)
+                    outcome.merge(self.replayed(read.channel))
+                    return outcome
+                }
+            }
+            stream.target = max(stream.target, stream.delivered)
+            let more = events.count >= read.limit || (stream.target > stream.delivered && !events.isEmpty)
+            self.streams[read.channel] = stream
+            if more {
+                if let next = self.startRead(read.channel, toEnd: events.count >= read.limit) { outcome.reads.append(next) }
+            } else {
+                // Caught up with the log's end as of this read.
+                stream.target = stream.delivered
+                self.streams[read.channel] = stream
+                outcome.merge(self.replayed(read.channel))
+            }
+            return outcome
+        }
+
+        /// A log read failed (Redis unreachable): the stream stays where it is, and the next live
+        /// event or `mayHaveMissed` reads again. A resume waiting for it is answered all the same.
+        mutating func logReadFailed(_ read: LogRead) -> Outcome {
+            guard self.phase == .open, var stream = self.streams[read.channel], stream.reading == read.after else {
+                return Outcome()
+            }
+            stream.reading = nil
+            self.streams[read.channel] = stream
+            return self.replayed(read.channel)
+        }
+
+        /// Starts a read of `channel` from its delivered seq, or marks it due while the socket is
+        /// full; `nil` when one is in flight already (its page leads to the next) or it is due.
+        private mutating func startRead(_ channel: String, toEnd: Bool = false) -> LogRead? {
+            guard var stream = self.streams[channel] else { return nil }
+            if toEnd { stream.target = max(stream.target, stream.delivered + 1) }
+            guard stream.reading == nil else {
+                self.streams[channel] = stream
+                return nil
+            }
+            guard self.isWritable else {
+                stream.readDue = true
+                self.streams[channel] = stream
+                return nil
+            }
+            stream.readDue = false
+            stream.reading = stream.delivered
+            self.streams[channel] = stream
+            return LogRead(channel: channel, after: stream.delivered, limit: self.pageSize)
+        }
+
+        // MARK: Writability
+
+        /// The socket went above its high-water mark (false) or back below the low one (true).
+        mutating func writabilityChanged(_ writable: Bool) -> Outcome {
+            self.isWritable = writable
+            guard writable, self.phase == .open else { return Outcome() }
+            var outcome = Outcome()
+            for channel in self.streams.keys.sorted() where self.streams[channel]?.readDue == true {
+                if let read = self.startRead(channel) { outcome.reads.append(read) }
+            }
+            return outcome
+        }
+
+        // MARK: Channels joined and left
+
+        /// The user was added to `channel` by its event `seq`: follow it from there, unless it is
+        /// followed already (then the event arrives in order on its own).
+        mutating func joined(channel: String, seq: Int64) -> Outcome {
+            switch self.phase {
+            case .starting:
+                self.joinedWhileStarting[channel] = seq
+                return Outcome()
+            case .closed:
+                return Outcome()
+            case .open:
+                return self.join(channel: channel, startingAfter: seq - 1, knownUpTo: seq)
+            }
+        }
+
+        /// Channels found on a read of the user's channel set, each with the seq to start after.
+        /// Channels already followed stay as they are: leaving is the stream's own `member_left`.
+        mutating func found(channels starts: [String: Int64]) -> Outcome {
+            guard self.phase == .open else { return Outcome() }
+            var outcome = Outcome()
+            for (channel, start) in starts.sorted(by: { $0.key < $1.key }) {
+                outcome.merge(self.join(channel: channel, startingAfter: start, knownUpTo: start + 1))
+            }
+            return outcome
+        }
+
+        /// The channels newly followed by ``joined(channel:seq:)``, ``found(channels:)`` or a resume,
+        /// are in `outcome.reads`; the caller subscribes to those it does not follow yet.
+        private mutating func join(channel: String, startingAfter start: Int64, knownUpTo target: Int64) -> Outcome {
+            guard self.streams[channel] == nil else { return Outcome() }
+            self.streams[channel] = Stream(delivered: max(0, start), target: max(0, target))
+            var outcome = Outcome()
+            if let read = self.startRead(channel, toEnd: true) { outcome.reads.append(read) }
+            return outcome
+        }
+
+        // MARK: Resume
+
+        /// What Redis said of one channel named in a resume.
+        enum ResumeLookup: Equatable {
+            /// No such channel, or a DM the user is not in (which must not be told from none).
+            case notFound
+            /// A group the user is not a member of.
+            case forbidden
+            case member(lastSeq: Int64, firstSeq: Int64)
+        }
+
+        /// The answer to a resume, once Redis was asked about each channel: errors for the
+        /// channels the user is not in, then replays; `resumed` once every replay reached the log's
+        /// end (at once if there is none).
+        mutating func resumeLookedUp(cursors: [(channel: String, cursor: Int64)], lookups: [String: ResumeLookup]) -> (
+            errors: [ServerMessage], outcome: Outcome
+        ) {
+            guard self.phase == .open else { return ([], Outcome()) }
+            var errors: [ServerMessage] = []
+            var outcome = Outcome()
+            var resume = Resume(waiting: [], truncated: [:])
+            for (channel, cursor) in cursors {
+                switch lookups[channel] {
+                case .notFound:
+                    errors.append(.error(code: .notFound, message: "no such channel", channel: channel))
+                case .forbidden:
+                    errors.append(.error(code: .forbidden, message: "not a member of this channel", channel: channel))
+                case .member(let last, let first):
+                    // A cursor past the log's end (a client that knew an earlier channel of that
+                    // id) would hold back every live event up to it: resume from the end instead.
+                    var start = min(cursor, last)
+                    if start < first - 1 {
+                        resume.truncated[channel] = first
+                        start = first - 1
+                    }
+                    var stream = self.streams[channel] ?? Stream(delivered: start, target: last)
+                    stream.delivered = start
+                    stream.target = max(stream.target, last)
+                    self.streams[channel] = stream
+                    resume.waiting.insert(channel)
+                    if let read = self.startRead(channel, toEnd: true) { outcome.reads.append(read) }
+                case nil:
+                    // Redis could not be asked: the channel is left as it is.
+                    continue
+                }
+            }
+            self.resume = resume
+            if resume.waiting.isEmpty {
+                outcome.merge(self.finishResume())
+            }
+            return (errors, outcome)
+        }
+
+        /// `channel` reached the log's end (or stopped): a resume waiting for it may be done.
+        private mutating func replayed(_ channel: String) -> Outcome {
+            guard self.resume?.waiting.remove(channel) != nil, self.resume?.waiting.isEmpty == true else { return Outcome() }
+            return self.finishResume()
+        }
+
+        private mutating func finishResume() -> Outcome {
+            guard let resume = self.resume else { return Outcome() }
+            self.resume = nil
+            var outcome = Outcome()
+            outcome.answer = .resumed(truncated: resume.truncated)
+            return outcome
+        }
+
+        // MARK: Client frames
+
+        /// A client message arrived; false if the queue would pass `maxBytes` (too much unread).
+        mutating func frameReceived(_ message: WebSocketInboundMessage, maxBytes: Int) -> Bool {
+            guard self.phase != .closed else { return true }
+            let cost = Self.cost(message)
+            guard self.queuedFrameBytes + cost <= maxBytes else { return false }
+            self.queuedFrameBytes += cost
+            self.frames.append(message)
+            return true
+        }
+
+        private static func cost(_ message: WebSocketInboundMessage) -> Int {
+            switch message {
+            case .text(let bytes), .binary(let bytes): bytes.readableBytes + Self.frameOverhead
+            }
+        }
+
+        /// The next client message to serve: one at a time, in order, only once the connection
+        /// has started and while the socket takes more (answers wait on the client reading).
+        mutating func nextFrame() -> WebSocketInboundMessage? {
+            guard self.phase == .open, !self.isServingFrame, self.isWritable, let message = self.frames.popFirst() else { return nil }
+            self.queuedFrameBytes -= Self.cost(message)
+            self.isServingFrame = true
+            return message
+        }
+
+        /// The client message being served is answered.
+        mutating func frameServed() {
+            self.isServingFrame = false
+        }
+
+        /// Whether to read more of the client's frames now: not while the answers to those
+        /// already read wait for the client to read, nor while many wait to be served.
+        var wantsInput: Bool {
+            self.phase != .closed && self.isWritable && self.frames.count < Self.maxQueuedFrames
+        }
+
+        /// Counted per queued client message besides its bytes.
+        static let frameOverhead = 64
+        /// Client messages read ahead of the one being served.
+        static let maxQueuedFrames = 16
+    }
+}

@@ -1,0 +1,502 @@
+import Foundation
+import Logging
+import NIOCore
+import NIOWebSocket
+import RedisClient
+
+/// One live WebSocket, as the last handler of its channel's pipeline: it follows the user's
+/// channels, delivers each channel's events in order with no gap, and answers the client's
+/// frames. Everything happens on the channel's event loop; Redis I/O runs in a short task whose
+/// result comes back to the loop as an input to the ``StateMachine``. An idle connection has no
+/// task and no suspended stack.
+///
+/// Every byte written counts against the connection's outbound budget (`--max-queued-bytes`): a
+/// client that lets more pile up is closed with 4008. Reads of the log and answers wait for
+/// the socket to drain (`channelWritabilityChanged`), and the client's frames are not read
+/// while their answers cannot be written, so a client that never reads is throttled by TCP.
+final class LiveConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler {
+    typealias InboundIn = WebSocketInboundMessage
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    /// Who is connected, from the token.
+    struct Identity: Sendable {
+        var user: String
+        var session: String
+        var expiresAt: Int64
+    }
+
+    let identity: Identity
+    let connectionID: String
+    private let services: LiveServices
+    private var machine: StateMachine
+    private var context: ChannelHandlerContext?
+    /// The hub's handle on this connection; set while the handler is in the pipeline.
+    private var handle: LiveConnection?
+    /// Channels whose topics this connection is attached to at the hub.
+    private var attached: Set<String> = []
+    /// A `read` held back while the client's frames wait (back-pressure).
+    private var readHeld = false
+    private var closing = false
+    private var expiry: Scheduled<Void>?
+    /// A read of the user's channel set is under way; another is due after it.
+    private var refreshing = false
+    private var refreshDue = false
+    /// The user's channels could not be read at connect: those found later start at the log's end.
+    private var channelsUnknown = false
+
+    init(identity: Identity, services: LiveServices) {
+        self.identity = identity
+        self.connectionID = Identifier.make(prefix: "w")
+        self.services = services
+        self.machine = StateMachine(user: identity.user, pageSize: services.pageSize)
+    }
+
+    // MARK: Lifecycle
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        let handle = LiveConnection(handler: self, eventLoop: context.eventLoop)
+        self.handle = handle
+        _ = self.machine.writabilityChanged(context.channel.isWritable)
+        guard self.services.connections.add(handle) else {
+            self.close(code: 1001, reason: "server going away")
+            return
+        }
+        let seconds = max(0, self.identity.expiresAt - Clock.seconds())
+        let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        self.expiry = context.eventLoop.scheduleTask(in: .seconds(min(seconds, Int64(Int32.max)))) {
+            loopBound.value.close(code: 4001, reason: "token expired")
+        }
+        self.start(handle)
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.finish()
+        self.context = nil
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        self.finish()
+        context.fireChannelInactive()
+    }
+
+    /// Lets go of everything the connection holds: its topics, its presence, its place in the
+    /// relay's list. Runs once.
+    private func finish() {
+        guard let handle = self.handle else { return }
+        self.handle = nil
+        self.closing = true
+        self.machine.close()
+        self.expiry?.cancel()
+        self.services.hub.detach(handle, channels: self.attached, user: self.identity.user)
+        self.attached = []
+        self.services.presence.disconnected(self.identity.user)
+        self.services.connections.remove(handle)
+        handle.release()
+    }
+
+    /// Reads the user's channels, subscribes to them, anchors each at its log's end, then says hello.
+    private func start(_ handle: LiveConnection) {
+        let services = self.services
+        let user = self.identity.user
+        let loopBound = NIOLoopBound(self, eventLoop: handle.loop)
+        let eventLoop = handle.loop
+        Task {
+            let channels = try? await services.store.memberChannels(user: user)
+            // Subscribed before the anchors are read: whatever is published after the read comes
+            // live or, should the subscription not be up yet, with `mayHaveMissed` from the log.
+            await services.hub.attach(handle, channels: channels ?? [], user: user)
+            var anchors: [String: Int64]?
+            if let channels { anchors = try? await services.store.lastSeqs(channels: channels) }
+            await services.presence.connected(user)
+            eventLoop.execute {
+                loopBound.value.started(channels: channels ?? [], anchors: anchors)
+            }
+        }
+    }
+
+    private func started(channels: [String], anchors: [String: Int64]?) {
+        guard !self.closing else { return }
+        self.attached.formUnion(channels)
+        let outcome = self.machine.started(anchors: anchors)
+        self.write(
+            .hello(
+                user: self.identity.user,
+                session: self.identity.session,
+                connection: self.connectionID,
+                heartbeatMilliseconds: self.services.heartbeats.interval.wholeMilliseconds
+            )
+        )
+        if anchors == nil {
+            self.channelsUnknown = true
+            self.refreshChannels(after: .seconds(1))
+        }
+        self.apply(outcome)
+        self.serveFrames()
+        self.flush()
+    }
+
+    /// Closes with `code` (1001, 4001, 4008): the protocol handler sends the close frame and
+    /// ends the connection. The first request wins.
+    func close(code: UInt16, reason: String) {
+        guard !self.closing, let context = self.context else { return }
+        self.closing = true
+        self.machine.close()
+        self.expiry?.cancel()
+        context.triggerUserOutboundEvent(WebSocketProtocolHandler.Close(code: code, reason: reason), promise: nil)
+    }
+
+    // MARK: From the hub
+
+    func receive(_ signal: LiveSignal) {
+        guard !self.closing else { return }
+        switch signal {
+        case .event(let channel, let seq, let frame):
+            switch self.machine.liveEvent(channel: channel, seq: seq, frame: frame.wire, membership: frame.membership) {
+            case .none:
+                return
+            case .write(let wire):
+                self.writeWire(wire)
+            case .writeAndLeave(let wire, let channel):
+                self.writeWire(wire)
+                self.leave([channel])
+            case .read(let read):
+                self.startRead(read)
+            }
+        case .mayHaveMissed(let channel):
+            if let read = self.machine.mayHaveMissed(channel: channel) { self.startRead(read) }
+        case .channelsChanged:
+            self.refreshChannels()
+        case .joined(let channel, let seq):
+            self.apply(self.machine.joined(channel: channel, seq: seq))
+        }
+        self.flush()
+    }
+
+    // MARK: Inbound
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !self.closing else { return }
+        let message = self.unwrapInboundIn(data)
+        guard self.machine.frameReceived(message, maxBytes: self.services.maxQueuedBytes) else {
+            self.close(code: 4008, reason: "slow consumer: too many frames unanswered")
+            return
+        }
+        self.serveFrames()
+        self.flush()
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        let outcome = self.machine.writabilityChanged(context.channel.isWritable)
+        self.apply(outcome)
+        self.serveFrames()
+        self.flush()
+        context.fireChannelWritabilityChanged()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        switch event {
+        case is WebSocketProtocolHandler.PeerClosed:
+            self.closing = true
+            self.machine.close()
+        case is HeartbeatHandler.Silent:
+            self.close(code: 1001, reason: "no frame for two heartbeats")
+        case is ChannelShouldQuiesceEvent:
+            self.close(code: 1001, reason: "server going away")
+        default:
+            break
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    // MARK: Outbound
+
+    func read(context: ChannelHandlerContext) {
+        if self.machine.wantsInput {
+            self.readHeld = false
+            context.read()
+        } else {
+            self.readHeld = true
+        }
+    }
+
+    /// Asks for more of the client's frames if a read was held back and they are wanted now.
+    private func readIfHeld() {
+        guard self.readHeld, self.machine.wantsInput, let context = self.context else { return }
+        self.readHeld = false
+        context.read()
+    }
+
+    private func write(_ message: ServerMessage) {
+        self.writeWire(WebSocketWire.frame(opcode: .text, payload: message.buffer))
+    }
+
+    /// Writes a whole frame, within the budget: past it the client is too slow, and is closed.
+    private func writeWire(_ wire: ByteBuffer) {
+        guard !self.closing, let context = self.context else { return }
+        if !context.channel.isWritable {
+            let buffered = (try? context.channel.syncOptions?.getOption(.bufferedWritableBytes)) ?? 0
+            if buffered + wire.readableBytes > self.services.maxQueuedBytes {
+                self.services.metrics?.slowConsumerClosed()
+                self.close(code: 4008, reason: "slow consumer: resume from your cursor")
+                return
+            }
+        }
+        context.write(self.wrapOutboundOut(wire), promise: nil)
+    }
+
+    private func flush() {
+        self.context?.flush()
+    }
+
+    // MARK: Plans
+
+    /// Carries out what the machine decided: frames, channels left, log reads, an answer.
+    private func apply(_ outcome: StateMachine.Outcome) {
+        guard !outcome.isEmpty else { return }
+        for frame in outcome.frames { self.writeWire(frame) }
+        if !outcome.left.isEmpty { self.leave(outcome.left) }
+        for read in outcome.reads { self.startRead(read) }
+        if let answer = outcome.answer {
+            self.write(answer)
+            self.machine.frameServed()
+            self.serveFrames()
+        }
+    }
+
+    /// Stops following channels the user left (after writing its own `member_left`).
+    private func leave(_ channels: [String]) {
+        guard let handle = self.handle else { return }
+        let left = channels.filter { self.attached.remove($0) != nil }
+        if !left.isEmpty { self.services.hub.detach(handle, channels: left) }
+    }
+
+    /// Reads a page of the log; subscribes first to a channel not followed before, and reads its
+    /// end again once the subscription is confirmed (what was published in between).
+    private func startRead(_ read: StateMachine.LogRead) {
+        guard let handle = self.handle else { return }
+        let services = self.services
+        let loopBound = NIOLoopBound(self, eventLoop: handle.loop)
+        let eventLoop = handle.loop
+        if self.attached.insert(read.channel).inserted {
+            Task {
+                let confirmed = await services.hub.attach(handle, channels: [read.channel])
+                if confirmed {
+                    eventLoop.execute { loopBound.value.receive(LiveSignal.mayHaveMissed(channel: read.channel)) }
+                }
+            }
+        }
+        Task {
+            let page: [StateMachine.LogEvent]?
+            do {
+                page = try await services.store.events(channel: read.channel, after: read.after, limit: read.limit).map { event in
+                    let json = ByteBuffer(string: event.json)
+                    return StateMachine.LogEvent(
+                        seq: event.seq,
+                        frame: WebSocketWire.frame(opcode: .text, payload: json),
+                        membership: EventMembership.of(json: json.readableBytesView)
+                    )
+                }
+            } catch {
+                page = nil
+            }
+            eventLoop.execute { loopBound.value.logRead(read, page: page) }
+        }
+    }
+
+    private func logRead(_ read: StateMachine.LogRead, page: [StateMachine.LogEvent]?) {
+        if let page {
+            self.apply(self.machine.logPage(read, events: page))
+        } else {
+            self.apply(self.machine.logReadFailed(read))
+        }
+        self.flush()
+    }
+
+    /// Reads the user's channel set again and follows the channels not followed yet, each from
+    /// the user's own `member_joined` (or from the log's end, for channels that could not be
+    /// read at connect). On failure, again a second later.
+    private func refreshChannels(after delay: TimeAmount? = nil) {
+        guard let handle = self.handle else { return }
+        if let delay {
+            let loopBound = NIOLoopBound(self, eventLoop: handle.loop)
+            handle.loop.scheduleTask(in: delay) { loopBound.value.refreshChannels() }
+            return
+        }
+        guard !self.refreshing else {
+            self.refreshDue = true
+            return
+        }
+        self.refreshing = true
+        let services = self.services
+        let user = self.identity.user
+        let following = self.machine.following
+        let fromEnd = self.channelsUnknown
+        let loopBound = NIOLoopBound(self, eventLoop: handle.loop)
+        let eventLoop = handle.loop
+        Task {
+            var starts: [String: Int64]?
+            do {
+                let new = Set(try await services.store.memberChannels(user: user)).subtracting(following).sorted()
+                var found: [String: Int64] = [:]
+                if fromEnd {
+                    found = try await services.store.lastSeqs(channels: new)
+                } else {
+                    for channel in new {
+                        found[channel] = try await services.store.joinSeq(channel: channel, user: user) - 1
+                    }
+                }
+                starts = found
+            } catch {
+                starts = nil
+            }
+            eventLoop.execute { loopBound.value.refreshed(starts) }
+        }
+    }
+
+    private func refreshed(_ starts: [String: Int64]?) {
+        self.refreshing = false
+        guard !self.closing else { return }
+        guard let starts else {
+            self.refreshChannels(after: .seconds(1))
+            return
+        }
+        self.channelsUnknown = false
+        self.apply(self.machine.found(channels: starts))
+        self.flush()
+        if self.refreshDue {
+            self.refreshDue = false
+            self.refreshChannels()
+        }
+    }
+
+    // MARK: Client frames
+
+    /// Serves the client's frames in order while the socket takes more; one that needs Redis
+    /// continues when its answer comes back.
+    private func serveFrames() {
+        while !self.closing, let message = self.machine.nextFrame() {
+            self.serve(message)
+        }
+        self.readIfHeld()
+    }
+
+    private func serve(_ message: WebSocketInboundMessage) {
+        let payload: ByteBuffer
+        switch message {
+        case .binary:
+            self.answer(.error(code: .badRequest, message: "binary frames are not understood"))
+            return
+        case .text(let text):
+            payload = text
+        }
+        let frame: ClientFrame
+        switch ClientFrame.parse(payload, limits: self.services.limits) {
+        case .rejected(let error):
+            self.answer(error)
+            return
+        case .frame(let parsed):
+            frame = parsed
+        }
+        switch frame {
+        case .ping:
+            self.answer(.pong)
+        case .send(let channel, let clientMessageID, let text):
+            let store = self.services.store
+            let user = self.identity.user
+            self.answerLater {
+                do {
+                    let (_, event) = try await store.send(channel: channel, sender: user, clientMessageID: clientMessageID, text: text)
+                    return .ack(
+                        clientMessageID: clientMessageID,
+                        channel: channel,
+                        seq: Int64(Self.field("seq", in: event) ?? "") ?? 0,
+                        messageID: String(Self.field("message_id", in: event) ?? "")
+                    )
+                } catch {
+                    let apiError = APIError(from: error)
+                    return .error(code: apiError.code, message: apiError.message, clientMessageID: clientMessageID)
+                }
+            }
+        case .read(let channel, let seq):
+            let store = self.services.store
+            let user = self.identity.user
+            let session = self.identity.session
+            self.answerLater {
+                do {
+                    let last = try await store.markRead(channel: channel, user: user, session: session, seq: seq)
+                    return .readOK(channel: channel, lastReadSeq: last)
+                } catch {
+                    let apiError = APIError(from: error)
+                    return .error(code: apiError.code, message: apiError.message, channel: channel)
+                }
+            }
+        case .resume(let cursors):
+            self.resume(cursors)
+        }
+    }
+
+    /// Writes the answer to the frame being served and goes on with the next.
+    private func answer(_ message: ServerMessage) {
+        self.write(message)
+        self.machine.frameServed()
+    }
+
+    /// Answers the frame being served once `body` has run (off the event loop).
+    private func answerLater(_ body: @escaping @Sendable () async -> ServerMessage) {
+        guard let handle = self.handle else { return }
+        let loopBound = NIOLoopBound(self, eventLoop: handle.loop)
+        let eventLoop = handle.loop
+        Task {
+            let message = await body()
+            eventLoop.execute {
+                let handler = loopBound.value
+                guard !handler.closing else { return }
+                handler.answer(message)
+                handler.serveFrames()
+                handler.flush()
+            }
+        }
+    }
+
+    /// Asks Redis about every channel named (membership, log ends), then replays each from its
+    /// cursor; `resumed` follows once every replay reached the log's end.
+    private func resume(_ cursors: [(channel: String, cursor: Int64)]) {
+        guard let handle = self.handle else { return }
+        let store = self.services.store
+        let user = self.identity.user
+        let loopBound = NIOLoopBound(self, eventLoop: handle.loop)
+        let eventLoop = handle.loop
+        let channels = cursors.map(\.channel)
+        Task {
+            let lookups = (try? await store.resumeLookups(channels: channels, user: user)) ?? [:]
+            eventLoop.execute { loopBound.value.resumeLookedUp(cursors, lookups) }
+        }
+    }
+
+    private func resumeLookedUp(_ cursors: [(channel: String, cursor: Int64)], _ lookups: [String: StateMachine.ResumeLookup]) {
+        guard !self.closing else { return }
+        if lookups.isEmpty && !cursors.isEmpty {
+            self.answer(.error(code: .unavailable, message: "Redis is unavailable: resume again"))
+            self.serveFrames()
+            self.flush()
+            return
+        }
+        let (errors, outcome) = self.machine.resumeLookedUp(cursors: cursors, lookups: lookups)
+        for error in errors { self.write(error) }
+        self.apply(outcome)
+        self.flush()
+    }
+
+    /// A top-level scalar field of an event's JSON (the relay wrote it, so its shape is known).
+    static func field(_ name: String, in json: String) -> Substring? {
+        guard let range = json.range(of: "\"\(name)\":") else { return nil }
+        var rest = json[range.upperBound...]
+        if rest.first == "\"" {
+            rest = rest.dropFirst()
+            return rest.prefix { $0 != "\"" }
+        }
+        return rest.prefix { $0 != "," && $0 != "}" }
+    }
+}

@@ -1,0 +1,117 @@
+import Hummingbird
+import HummingbirdCore
+import NIOCore
+import NIOHTTP1
+import NIOWebSocket
+
+/// The WebSocket upgrade of `GET /ws` (RFC 6455 section 4.2), and the pipeline it leaves behind:
+///
+///     ByteToMessageHandler<WebSocketFrameDecoder> → HeartbeatHandler → WebSocketProtocolHandler → LiveConnectionHandler
+///
+/// with no frame encoder: every handler writes whole, already encoded frames (a server's frames
+/// are not masked, so an event is encoded once for every socket). A handshake it refuses (no
+/// key, a version other than 13, another path, a relay that is draining) is not upgraded, and
+/// the HTTP side answers it (``RelayHTTPChannel``).
+enum RelayWebSocket {
+    static let path = "/ws"
+
+    static func upgrader(verifier: AuthMiddleware, services: LiveServices) -> WebSocketUpgrader<RelayHTTPChannel.UpgradeResult> {
+        WebSocketUpgrader(
+            maxFrameSize: services.limits.maxBodyBytes,
+            shouldUpgrade: { channel, head in
+                let accepted = !services.connections.isDraining && URI(head.uri).path == Self.path
+                return channel.eventLoop.makeSucceededFuture(accepted ? HTTPHeaders() : nil)
+            },
+            upgradePipelineHandler: { channel, head in
+                channel.eventLoop.makeCompletedFuture {
+                    let identity: LiveConnectionHandler.Identity?
+                    do {
+                        let claims = try verifier.verify(Self.token(head) ?? "")
+                        identity = .init(user: claims.userID, session: claims.sessionID, expiresAt: claims.expiresAt)
+                    } catch {
+                        identity = nil
+                    }
+                    try Self.configure(channel, identity: identity, services: services)
+                    return .webSocket
+                }
+            }
+        )
+    }
+
+    /// Adds the WebSocket handlers after the frame decoder; a bad token gets a connection that is
+    /// closed with 4001 at once (browsers cannot read an HTTP 401 on an upgrade).
+    ///
+    /// - Throws: ``PipelineLayoutError`` if the pipeline is not laid out as expected (the relay
+    ///   checks this at start-up, on an embedded channel).
+    static func configure(_ channel: any Channel, identity: LiveConnectionHandler.Identity?, services: LiveServices) throws {
+        let pipeline = channel.pipeline.syncOperations
+        let names = PipelineLayoutError.expected
+        try pipeline.addHandler(HeartbeatHandler(heartbeats: services.heartbeats), name: names[1])
+        try pipeline.addHandler(WebSocketProtocolHandler(maxMessageBytes: services.limits.maxBodyBytes), name: names[2])
+        if let identity {
+            try pipeline.addHandler(LiveConnectionHandler(identity: identity, services: services), name: names[3])
+        } else {
+            try pipeline.addHandler(RefusingHandler(code: 4001, reason: "invalid or expired token"), name: names[3])
+        }
+        try PipelineLayoutError.check(channel.pipeline)
+    }
+
+    /// The token from `Authorization: Bearer …`, or from `?token=` (browsers cannot set headers on a WebSocket).
+    static func token(_ head: HTTPRequestHead) -> String? {
+        if let header = head.headers["Authorization"].first, header.count > 7, header.prefix(7).lowercased() == "bearer " {
+            return String(header.dropFirst(7))
+        }
+        return URI(head.uri).queryParameters["token"].map(String.init)
+    }
+}
+
+/// The pipeline after an upgrade is not the one the relay's handlers were written for.
+struct PipelineLayoutError: Error, CustomStringConvertible {
+    var description: String
+
+    /// The names of the WebSocket handlers, in their order at the pipeline's end.
+    static let expected = [WebSocketUpgrader<RelayHTTPChannel.UpgradeResult>.decoderName, "ws.heartbeat", "ws.protocol", "ws.connection"]
+
+    /// Checks that the pipeline ends with the relay's WebSocket handlers, in order, and holds no
+    /// frame encoder (which would take the relay's encoded frames for `WebSocketFrame`s).
+    /// Call it on the channel's event loop.
+    static func check(_ pipeline: ChannelPipeline) throws {
+        let layout = Self.names(pipeline.debugDescription)
+        guard layout.suffix(Self.expected.count) == ArraySlice(Self.expected) else {
+            throw PipelineLayoutError(
+                description: "WebSocket pipeline is \(layout), not one ending in \(Self.expected)"
+            )
+        }
+        guard (try? pipeline.syncOperations.context(handlerType: WebSocketFrameEncoder.self)) == nil else {
+            throw PipelineLayoutError(description: "WebSocket pipeline has a frame encoder: it would take the relay's encoded frames")
+        }
+    }
+
+    /// The handler names in a pipeline's description (`[name]` ending each handler's line), in order.
+    static func names(_ description: String) -> [String] {
+        description.split(separator: "\n").compactMap { line in
+            guard line.hasSuffix("]"), !line.contains("[I] ↓↑ [O]"), let open = line.lastIndex(of: "[") else { return nil }
+            return String(line[line.index(after: open)..<line.index(before: line.endIndex)])
+        }
+    }
+}
+
+/// The only handler of a WebSocket whose token was refused: closes it with `code`.
+final class RefusingHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = WebSocketInboundMessage
+
+    private let code: UInt16
+    private let reason: String
+
+    init(code: UInt16, reason: String) {
+        self.code = code
+        self.reason = reason
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        context.triggerUserOutboundEvent(WebSocketProtocolHandler.Close(code: self.code, reason: self.reason), promise: nil)
+        context.flush()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {}
+}

@@ -1,0 +1,196 @@
+import NIOCore
+import Testing
+
+@testable import Relay
+
+/// The live connection's ordering rules, without sockets or Redis: the fast path, gap fill
+/// from the log, membership exact at a seq, resume, writability, the client frame queue.
+@Suite("Live connection state machine")
+struct LiveConnectionStateMachineTests {
+    typealias Machine = LiveConnectionHandler.StateMachine
+
+    func frame(_ channel: String, _ seq: Int64) -> ByteBuffer {
+        ByteBuffer(string: "{\"channel_id\":\"\(channel)\",\"seq\":\(seq)}")
+    }
+
+    func logEvents(_ channel: String, _ seqs: ClosedRange<Int64>, leaving user: String? = nil) -> [Machine.LogEvent] {
+        seqs.map { seq in
+            Machine.LogEvent(
+                seq: seq,
+                frame: self.frame(channel, seq),
+                membership: (user != nil && seq == seqs.upperBound) ? .left(user: user!) : nil
+            )
+        }
+    }
+
+    func openMachine(_ anchors: [String: Int64], pageSize: Int = 3) -> Machine {
+        var machine = Machine(user: "me", pageSize: pageSize)
+        let outcome = machine.started(anchors: anchors)
+        #expect(outcome.isEmpty)
+        return machine
+    }
+
+    @Test func inOrderEventsGoOutAtOnceAndDuplicatesAreDropped() {
+        var machine = self.openMachine(["c": 4])
+        #expect(machine.liveEvent(channel: "c", seq: 5, frame: frame("c", 5), membership: nil) == .write(frame("c", 5)))
+        #expect(machine.liveEvent(channel: "c", seq: 5, frame: frame("c", 5), membership: nil) == .none, "a duplicate")
+        #expect(machine.liveEvent(channel: "c", seq: 3, frame: frame("c", 3), membership: nil) == .none, "an old one")
+        #expect(machine.liveEvent(channel: "other", seq: 1, frame: frame("other", 1), membership: nil) == .none, "not followed")
+        #expect(machine.streams["c"]?.delivered == 5)
+    }
+
+    @Test func aGapIsFilledFromTheLogAndLiveEventsMeanwhileAreReadThere() {
+        var machine = self.openMachine(["c": 4])
+        let read = Machine.LogRead(channel: "c", after: 4, limit: 3)
+        #expect(machine.liveEvent(channel: "c", seq: 7, frame: frame("c", 7), membership: nil) == .read(read))
+        // While the read is on its way, live events only raise the target.
+        #expect(machine.liveEvent(channel: "c", seq: 8, frame: frame("c", 8), membership: nil) == .none)
+        #expect(machine.liveEvent(channel: "c", seq: 5, frame: frame("c", 5), membership: nil) == .none)
+        var outcome = machine.logPage(read, events: logEvents("c", 5...7))
+        #expect(outcome.frames == [frame("c", 5), frame("c", 6), frame("c", 7)])
+        let next = Machine.LogRead(channel: "c", after: 7, limit: 3)
+        #expect(outcome.reads == [next], "a full page: read on")
+        outcome = machine.logPage(next, events: logEvents("c", 8...8))
+        #expect(outcome.frames == [frame("c", 8)])
+        #expect(outcome.reads.isEmpty, "caught up with the log")
+        #expect(machine.liveEvent(channel: "c", seq: 9, frame: frame("c", 9), membership: nil) == .write(frame("c", 9)), "live again")
+    }
+
+    @Test func theStreamStopsRightAfterItsUsersOwnMemberLeft() {
+        var machine = self.openMachine(["c": 1, "d": 1])
+        let action = machine.liveEvent(channel: "c", seq: 2, frame: frame("c", 2), membership: .left(user: "me"))
+        #expect(action == .writeAndLeave(frame("c", 2), channel: "c"))
+        #expect(machine.liveEvent(channel: "c", seq: 3, frame: frame("c", 3), membership: nil) == .none, "nothing after it")
+        #expect(machine.following == ["d"])
+        // Someone else leaving changes nothing.
+        #expect(machine.liveEvent(channel: "d", seq: 2, frame: frame("d", 2), membership: .left(user: "you")) == .write(frame("d", 2)))
+    }
+
+    @Test func aReplayStopsAtTheUsersMemberLeftEvenMidPage() {
+        var machine = self.openMachine(["c": 1], pageSize: 10)
+        let read = Machine.LogRead(channel: "c", after: 1, limit: 10)
+        #expect(machine.liveEvent(channel: "c", seq: 9, frame: frame("c", 9), membership: nil) == .read(read))
+        var page = logEvents("c", 2...9)
+        page[3].membership = .left(user: "me")  // seq 5
+        let outcome = machine.logPage(read, events: page)
+        #expect(outcome.frames == [frame("c", 2), frame("c", 3), frame("c", 4), frame("c", 5)])
+        #expect(outcome.left == ["c"])
+        #expect(machine.following.isEmpty)
+    }
+
+    @Test func aChannelJoinedStartsAtTheUsersOwnMemberJoined() {
+        var machine = self.openMachine([:])
+        let outcome = machine.joined(channel: "new", seq: 12)
+        #expect(outcome.reads == [Machine.LogRead(channel: "new", after: 11, limit: 3)])
+        #expect(machine.joined(channel: "new", seq: 12).isEmpty, "followed already")
+        // Live events before the page is in wait for it.
+        #expect(machine.liveEvent(channel: "new", seq: 13, frame: frame("new", 13), membership: nil) == .none)
+        let page = machine.logPage(outcome.reads[0], events: logEvents("new", 12...13))
+        #expect(page.frames == [frame("new", 12), frame("new", 13)])
+    }
+
+    @Test func eventsAndJoinsBeforeTheStartAreNotLost() {
+        var machine = Machine(user: "me", pageSize: 5)
+        #expect(machine.liveEvent(channel: "c", seq: 8, frame: frame("c", 8), membership: nil) == .none)
+        #expect(machine.joined(channel: "j", seq: 3).isEmpty)
+        let outcome = machine.started(anchors: ["c": 7])
+        #expect(
+            outcome.reads == [Machine.LogRead(channel: "c", after: 7, limit: 5), Machine.LogRead(channel: "j", after: 2, limit: 5)]
+        )
+    }
+
+    @Test func readsWaitWhileTheSocketIsFull() {
+        var machine = self.openMachine(["c": 1])
+        _ = machine.writabilityChanged(false)
+        #expect(machine.liveEvent(channel: "c", seq: 3, frame: frame("c", 3), membership: nil) == .none, "due, not started")
+        #expect(machine.streams["c"]?.readDue == true)
+        let outcome = machine.writabilityChanged(true)
+        #expect(outcome.reads == [Machine.LogRead(channel: "c", after: 1, limit: 3)])
+    }
+
+    @Test func resumeReplaysFromTheCursorAndAnswersOnceEveryChannelCaughtUp() {
+        var machine = self.openMachine(["a": 10, "b": 5])
+        let (errors, outcome) = machine.resumeLookedUp(
+            cursors: [("a", 8), ("b", 5), ("g", 0), ("x", 0)],
+            lookups: [
+                "a": .member(lastSeq: 10, firstSeq: 1), "b": .member(lastSeq: 5, firstSeq: 1), "g": .forbidden, "x": .notFound,
+            ]
+        )
+        #expect(errors.map(\.json).allSatisfy { $0.contains("\"type\":\"error\"") })
+        #expect(errors.count == 2)
+        #expect(errors[0].json.contains("forbidden") && errors[1].json.contains("not_found"))
+        #expect(outcome.answer == nil, "not before the replays")
+        let readA = Machine.LogRead(channel: "a", after: 8, limit: 3)
+        let readB = Machine.LogRead(channel: "b", after: 5, limit: 3)
+        #expect(outcome.reads == [readA, readB])
+        let pageB = machine.logPage(readB, events: [])
+        #expect(pageB.answer == nil, "a still replaying")
+        let pageA = machine.logPage(readA, events: logEvents("a", 9...10))
+        #expect(pageA.frames == [frame("a", 9), frame("a", 10)])
+        #expect(pageA.answer == .resumed(truncated: [:]))
+    }
+
+    @Test func aCursorBelowTheLogsStartReplaysFromItAndSaysSo() {
+        var machine = self.openMachine(["a": 100])
+        let (_, outcome) = machine.resumeLookedUp(cursors: [("a", 3)], lookups: ["a": .member(lastSeq: 100, firstSeq: 60)])
+        #expect(outcome.reads == [Machine.LogRead(channel: "a", after: 59, limit: 3)])
+        var read = outcome.reads[0]
+        var answer: ServerMessage?
+        for _ in 0..<20 where answer == nil {
+            let upper = min(read.after + 3, 100)
+            let page = machine.logPage(read, events: logEvents("a", (read.after + 1)...upper))
+            answer = page.answer
+            if let next = page.reads.first { read = next }
+        }
+        #expect(answer == .resumed(truncated: ["a": 60]))
+        #expect(ServerMessage.resumed(truncated: ["a": 60]).json == "{\"type\":\"resumed\",\"truncated\":{\"a\":60}}")
+    }
+
+    @Test func aResumeThatMovesAStreamBackDiscardsThePageOnItsWay() {
+        var machine = self.openMachine(["a": 10])
+        let stale = Machine.LogRead(channel: "a", after: 10, limit: 3)
+        #expect(machine.mayHaveMissed(channel: "a") == stale)
+        let (_, outcome) = machine.resumeLookedUp(cursors: [("a", 4)], lookups: ["a": .member(lastSeq: 10, firstSeq: 1)])
+        #expect(outcome.reads.isEmpty, "a read is in flight")
+        let page = machine.logPage(stale, events: [])
+        #expect(page.frames.isEmpty)
+        #expect(page.reads == [Machine.LogRead(channel: "a", after: 4, limit: 3)], "read again from the cursor")
+    }
+
+    @Test func framesAreServedOneAtATimeInOrderAndBounded() {
+        var machine = self.openMachine([:])
+        let first = machine.frameReceived(.text(ByteBuffer(string: "1")), maxBytes: 1000)
+        let second = machine.frameReceived(.text(ByteBuffer(string: "2")), maxBytes: 1000)
+        #expect(first && second)
+        #expect(machine.nextFrame() == .text(ByteBuffer(string: "1")))
+        #expect(machine.nextFrame() == nil, "one at a time")
+        machine.frameServed()
+        _ = machine.writabilityChanged(false)
+        #expect(machine.nextFrame() == nil, "not while the socket is full")
+        #expect(!machine.wantsInput, "and no more is read")
+        _ = machine.writabilityChanged(true)
+        #expect(machine.nextFrame() == .text(ByteBuffer(string: "2")))
+        let accepted = machine.frameReceived(.text(ByteBuffer(repeating: 0, count: 2000)), maxBytes: 1000)
+        #expect(!accepted, "over the budget")
+    }
+
+    @Test func membershipIsReadFromTheEventJSON() {
+        let left = #"{"channel_id":"c","seq":4,"type":"member_left","user_id":"bob","sender_id":"ann","created_at":1}"#
+        let joined = #"{"channel_id":"c","seq":5,"type":"member_joined","user_id":"eve","sender_id":"ann","created_at":1}"#
+        let message = #"{"channel_id":"c","seq":6,"type":"message","text":"\"type\":\"member_left\",\"user_id\":\"x\""}"#
+        #expect(EventMembership.of(json: left.utf8) == .left(user: "bob"))
+        #expect(EventMembership.of(json: joined.utf8) == .joined(user: "eve"))
+        #expect(EventMembership.of(json: message.utf8) == nil)
+    }
+
+    @Test func errorsQuoteABoundedExcerptOfWhatTheClientSent() throws {
+        let longType = String(repeating: "é", count: 10_000)
+        let frame = ByteBuffer(string: "{\"type\":\"\(longType)\"}")
+        guard case .rejected(let error) = ClientFrame.parse(frame, limits: RelayLimits()) else {
+            Issue.record("an unknown type parsed")
+            return
+        }
+        #expect(error.json.utf8.count < 300)
+        #expect(ClientFrame.parse(ByteBuffer(string: #"{"type":"ping"}"#), limits: RelayLimits()) == .frame(.ping))
+    }
+}
