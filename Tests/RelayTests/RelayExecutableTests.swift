@@ -62,7 +62,7 @@ struct RelayExecutableTests {
     @Test(arguments: [
         ("--port", "notanumber"), ("--port", "70000"), ("--port", "-1"), ("--heartbeat", "soon"), ("--heartbeat", "-5"),
         ("--redis", "http://127.0.0.1:6379"), ("--redis", "not a url"), ("--max-text-bytes", "0"), ("--max-body-bytes", "ten"),
-        ("--max-group-members", "1"), ("--max-queued-events", "1"),
+        ("--max-group-members", "1"), ("--max-queued-bytes", "1"),
     ])
     func badValueNamesTheFlagOnTheFirstLineAndExitsNonZero(_ flag: String, _ value: String) async throws {
         var options = ["--port": "\(try unusedPort())", "--jwt-secret": "x", "--redis": TestRedis.url]
@@ -263,7 +263,18 @@ struct RelayExecutableTests {
             sockets.append(socket)
         }
 
+        let late = try await devToken(client, TestRedis.uniqueName("late"))
         process.send(SIGTERM)
+        // Draining from the signal on: a load balancer's health check fails and nobody new gets in.
+        try await waitUntil("/healthz answers 503", timeout: .seconds(10)) {
+            try await client.request("GET", "/healthz").status == 503
+        }
+        let refused = try await client.request(
+            "GET",
+            "/ws?token=\(late)",
+            headers: ["Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Version": "13"]
+        )
+        #expect(refused.status == 503, "an upgrade while draining: \(refused)")
         for socket in sockets {
             let closing = try await socket.readUntilCloseFrame(timeout: .seconds(15))
             #expect(StalledSocket.closeCode(in: closing) == 1001, "frames: \(StalledSocket.frames(in: closing).map(\.opcode))")

@@ -15,6 +15,9 @@ struct RelayHTTPChannel: ServerChildChannel, HTTPChannelHandler {
     enum UpgradeResult: Sendable {
         case webSocket
         case notUpgraded(NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>)
+        /// A WebSocket handshake that was refused; the request itself is gone (NIO does not pass
+        /// it on), so the answer is written from its head.
+        case refused(NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>, HTTPRequestHead)
     }
 
     struct Value: ServerChildChannelValue {
@@ -27,6 +30,7 @@ struct RelayHTTPChannel: ServerChildChannel, HTTPChannelHandler {
 
     let responder: HTTPChannelHandler.Responder
     let upgrader: WebSocketUpgrader<UpgradeResult>
+    let connections: LiveConnections
     let http1: HTTP1Channel.Configuration
 
     init(
@@ -36,6 +40,7 @@ struct RelayHTTPChannel: ServerChildChannel, HTTPChannelHandler {
         http1: HTTP1Channel.Configuration = .init()
     ) {
         self.upgrader = RelayWebSocket.upgrader(verifier: verifier, services: services)
+        self.connections = services.connections
         self.http1 = http1
         self.responder = { request, writer, channel in
             guard request.uri.path == RelayWebSocket.path else {
@@ -46,27 +51,20 @@ struct RelayHTTPChannel: ServerChildChannel, HTTPChannelHandler {
         }
     }
 
-    /// A request for `/ws` that was not upgraded: say why, as an HTTP client can read it.
+    /// A request for `/ws` that asked for no upgrade: say how to get one.
     static func refuseUpgrade(_ request: Request, writer: consuming ResponseWriter, draining: Bool) async throws {
-        let status: HTTPResponse.Status
         var headers: HTTPFields = [.connection: "close", .contentType: "application/json; charset=utf-8"]
-        let message: String
+        let status: HTTPResponse.Status
+        let error: APIError
         if draining {
             status = .serviceUnavailable
-            message = "this relay is stopping: connect again"
-        } else if request.headers[.upgrade]?.lowercased() != "websocket" {
+            error = APIError(.unavailable, "this relay is stopping: connect again")
+        } else {
             status = .upgradeRequired
             headers[.upgrade] = "websocket"
-            message = "GET /ws is a WebSocket: upgrade to it"
-        } else if request.headers[.secWebSocketVersion] != "13" {
-            status = .upgradeRequired
-            headers[.secWebSocketVersion] = "13"
-            message = "only WebSocket version 13 is spoken here"
-        } else {
-            status = .badRequest
-            message = "not a valid WebSocket handshake (Sec-WebSocket-Key, Connection: Upgrade)"
+            error = APIError(.badRequest, "GET /ws is a WebSocket: upgrade to it")
         }
-        let body = ByteBuffer(string: APIError(status == .serviceUnavailable ? .unavailable : .badRequest, message).json)
+        let body = ByteBuffer(string: error.json)
         headers[.contentLength] = "\(body.readableBytes)"
         var bodyWriter = try await writer.writeHead(HTTPResponse(status: status, headerFields: headers))
         try await bodyWriter.write(body)
@@ -76,8 +74,9 @@ struct RelayHTTPChannel: ServerChildChannel, HTTPChannelHandler {
     func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
         channel.eventLoop.makeCompletedFuture {
             let http1 = self.http1
+            let attempted = NIOLoopBoundBox<HTTPRequestHead?>(nil, eventLoop: channel.eventLoop)
             let configuration = NIOTypedHTTPServerUpgradeConfiguration<UpgradeResult>(
-                upgraders: [self.upgrader],
+                upgraders: [AttemptRecordingUpgrader(upgrader: self.upgrader, attempted: attempted)],
                 notUpgradingCompletionHandler: { channel in
                     channel.eventLoop.makeCompletedFuture {
                         let pipeline = channel.pipeline.syncOperations
@@ -88,6 +87,9 @@ struct RelayHTTPChannel: ServerChildChannel, HTTPChannelHandler {
                             wrappingChannelSynchronously: channel,
                             configuration: .init(isOutboundHalfClosureEnabled: true)
                         )
+                        if let head = attempted.value {
+                            return .refused(asyncChannel, head)
+                        }
                         return .notUpgraded(asyncChannel)
                     }
                 }
@@ -112,10 +114,65 @@ struct RelayHTTPChannel: ServerChildChannel, HTTPChannelHandler {
                 return
             case .notUpgraded(let http1):
                 await self.handleHTTP(asyncChannel: http1, logger: logger)
+            case .refused(let http1, let head):
+                await self.refuse(head, on: http1)
             }
         } catch {
             logger.debug("connection ended before its first request", metadata: ["error": "\(error)"])
         }
+    }
+}
+
+extension RelayHTTPChannel {
+    /// Answers a refused WebSocket handshake, then closes: 400 without one key, 426 (with
+    /// `Sec-WebSocket-Version: 13`) for another version, 503 while draining, 404 elsewhere than `/ws`.
+    func refuse(_ head: HTTPRequestHead, on channel: NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>) async {
+        let draining = self.connections.isDraining
+        var status: HTTPResponse.Status
+        var fields: HTTPFields = [.connection: "close", .contentType: "application/json; charset=utf-8"]
+        let error: APIError
+        if let (refusal, headers) = WebSocketUpgrader<UpgradeResult>.refusal(of: head) {
+            status = HTTPResponse.Status(code: Int(refusal.code))
+            for header in headers {
+                if let name = HTTPField.Name(header.name) { fields[name] = header.value }
+            }
+            error = APIError(.badRequest, status == .badRequest ? "a WebSocket handshake needs one Sec-WebSocket-Key" : "only WebSocket version 13 is spoken here")
+        } else if draining {
+            status = .serviceUnavailable
+            error = APIError(.unavailable, "this relay is stopping: connect again")
+        } else if URI(head.uri).path != RelayWebSocket.path {
+            status = .notFound
+            error = APIError(.notFound, "no WebSocket here: GET /ws")
+        } else {
+            status = .badRequest
+            error = APIError(.badRequest, "not a valid WebSocket handshake")
+        }
+        let body = ByteBuffer(string: error.json)
+        fields[.contentLength] = "\(body.readableBytes)"
+        try? await channel.executeThenClose { _, outbound in
+            try await outbound.write(contentsOf: [.head(HTTPResponse(status: status, headerFields: fields)), .body(body), .end(nil)])
+        }
+    }
+}
+
+/// Notes the head of every handshake its upgrader is asked about, so that a refused one can be
+/// answered (NIO drops the request of a failed upgrade).
+struct AttemptRecordingUpgrader<UpgradeResult: Sendable>: NIOTypedHTTPServerProtocolUpgrader, Sendable {
+    let upgrader: WebSocketUpgrader<UpgradeResult>
+    let attempted: NIOLoopBoundBox<HTTPRequestHead?>
+
+    var supportedProtocol: String { self.upgrader.supportedProtocol }
+    var requiredUpgradeHeaders: [String] { self.upgrader.requiredUpgradeHeaders }
+
+    func buildUpgradeResponse(channel: any Channel, upgradeRequest: HTTPRequestHead, initialResponseHeaders: HTTPHeaders)
+        -> EventLoopFuture<HTTPHeaders>
+    {
+        self.attempted.value = upgradeRequest
+        return self.upgrader.buildUpgradeResponse(channel: channel, upgradeRequest: upgradeRequest, initialResponseHeaders: initialResponseHeaders)
+    }
+
+    func upgrade(channel: any Channel, upgradeRequest: HTTPRequestHead) -> EventLoopFuture<UpgradeResult> {
+        self.upgrader.upgrade(channel: channel, upgradeRequest: upgradeRequest)
     }
 }
 

@@ -386,7 +386,7 @@ final class StalledSocket: @unchecked Sendable {
 
     /// Reads until `done` holds for what was read, the connection ends, or `timeout` passes.
     /// Returns the bytes read and whether the connection ended.
-    private func read(timeout: Duration, until done: @escaping @Sendable ([UInt8]) -> Bool) async throws -> (bytes: [UInt8], ended: Bool) {
+    func read(timeout: Duration, until done: @escaping @Sendable ([UInt8]) -> Bool) async throws -> (bytes: [UInt8], ended: Bool) {
         let fd = self.fd
         return try await runOnOwnThread {
             var seconds = timeval(tv_sec: 1, tv_usec: 0)
@@ -405,6 +405,36 @@ final class StalledSocket: @unchecked Sendable {
             }
             return (bytes, false)
         }
+    }
+
+    /// A client frame (masked, as a client must) with `opcode` and `payload`.
+    static func clientFrame(opcode: UInt8, _ payload: [UInt8]) -> [UInt8] {
+        let mask: [UInt8] = [0x37, 0xfa, 0x21, 0x3d]
+        var frame: [UInt8] = [0x80 | opcode]
+        if payload.count <= 125 {
+            frame.append(0x80 | UInt8(payload.count))
+        } else if payload.count <= 0xFFFF {
+            frame += [0x80 | 126, UInt8(payload.count >> 8), UInt8(payload.count & 0xff)]
+        } else {
+            frame.append(0x80 | 127)
+            frame += (0..<8).reversed().map { UInt8((payload.count >> ($0 * 8)) & 0xff) }
+        }
+        return frame + mask + payload.enumerated().map { $0.element ^ mask[$0.offset % 4] }
+    }
+
+    /// Sends what it can of `bytes` without blocking: the count sent (0 when the socket's buffer
+    /// is full), or nil once the connection is closed or reset.
+    func sendWithoutBlocking(_ bytes: ArraySlice<UInt8>) -> Int? {
+        let sent = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL | MSG_DONTWAIT)) }
+        if sent >= 0 { return sent }
+        return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? 0 : nil
+    }
+
+    /// Sends a text frame, blocking until it is all sent.
+    func sendText(_ text: String) throws {
+        let frame = Self.clientFrame(opcode: 0x1, Array(text.utf8))
+        let sent = frame.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        guard sent == frame.count else { throw TestFailure("send(text): errno \(errno)") }
     }
 
     /// Sends a close frame with `code`, masked as a client must.
