@@ -4,6 +4,7 @@
 -- KEYS[2] ch:{cid}:members
 -- KEYS[3] ch:{cid}:seq
 -- KEYS[4] ch:{cid}:log
+-- KEYS[5] ch:{cid}:msgs      (for retention: a trimmed message's id is forgotten)
 -- ARGV[1] channel_id
 -- ARGV[2] type: 'dm' or 'group'
 -- ARGV[3] name (may be empty)
@@ -22,20 +23,6 @@
 --                                 the creator missing from the members
 
 local cid, ctype, name, creator, topic = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-
-local function now_ms()
-  local t = redis.call('TIME')
-  return t[1] .. string.format('%03d', math.floor(tonumber(t[2]) / 1000))
-end
-
-local function append(ev_body, created_at)
-  local seq = string.format('%d', redis.call('INCR', KEYS[3]))
-  local json = '{"channel_id":"' .. cid .. '","seq":' .. seq .. ',' .. ev_body ..
-               ',"created_at":' .. created_at .. '}'
-  redis.call('XADD', KEYS[4], seq .. '-0', 'e', json)
-  redis.call('SPUBLISH', topic, seq .. ' ' .. json)
-  return json, seq
-end
 
 if ctype ~= 'dm' and ctype ~= 'group' then
   return redis.error_reply('BADREQUEST bad channel type')
@@ -70,6 +57,6 @@ local now = now_ms()
 redis.call('HSET', KEYS[1], 'type', ctype, 'name', name, 'creator', creator, 'created_at', now)
 for _, m in ipairs(members) do
   redis.call('SADD', KEYS[2], m)
-  append('"type":"member_joined","user_id":"' .. m .. '","sender_id":"' .. creator .. '"', now)
+  append(cid, topic, '"type":"member_joined","user_id":"' .. m .. '","sender_id":"' .. creator .. '"', now)
 end
 return {1, #members}

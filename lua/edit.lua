@@ -22,20 +22,6 @@
 
 local sender, message_id, body, cid, topic = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 
-local function now_ms()
-  local t = redis.call('TIME')
-  return t[1] .. string.format('%03d', math.floor(tonumber(t[2]) / 1000))
-end
-
-local function append(ev_body, created_at)
-  local seq = string.format('%d', redis.call('INCR', KEYS[3]))
-  local json = '{"channel_id":"' .. cid .. '","seq":' .. seq .. ',' .. ev_body ..
-               ',"created_at":' .. created_at .. '}'
-  redis.call('XADD', KEYS[4], seq .. '-0', 'e', json)
-  redis.call('SPUBLISH', topic, seq .. ' ' .. json)
-  return json, seq
-end
-
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return redis.error_reply('NOTFOUND no such channel')
 end
@@ -53,5 +39,5 @@ if owner ~= sender then
   return redis.error_reply('FORBIDDEN not the sender')
 end
 
-local json = append(body, now_ms())
+local json = append(cid, topic, body, now_ms())
 return json

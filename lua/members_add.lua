@@ -4,6 +4,7 @@
 -- KEYS[2] ch:{cid}:members
 -- KEYS[3] ch:{cid}:seq
 -- KEYS[4] ch:{cid}:log
+-- KEYS[5] ch:{cid}:msgs      (for retention: a trimmed message's id is forgotten)
 -- ARGV[1] actor (the caller)
 -- ARGV[2] channel_id
 -- ARGV[3] topic, ch:{cid}:live
@@ -14,25 +15,11 @@
 --   array of the new events' JSON, in ARGV order ({"type":"member_joined","user_id":<u>,
 --   "sender_id":<actor>}); empty when every user was already a member (idempotent)
 --   -NOTFOUND no such channel
---   -BADREQUEST cannot add members to a dm
 --   -NOTMEMBER ...            actor is not a member
+--   -BADREQUEST cannot add members to a dm
 --   -TOOMANY member limit     members after adding would exceed max
 
 local actor, cid, topic = ARGV[1], ARGV[2], ARGV[3]
-
-local function now_ms()
-  local t = redis.call('TIME')
-  return t[1] .. string.format('%03d', math.floor(tonumber(t[2]) / 1000))
-end
-
-local function append(ev_body, created_at)
-  local seq = string.format('%d', redis.call('INCR', KEYS[3]))
-  local json = '{"channel_id":"' .. cid .. '","seq":' .. seq .. ',' .. ev_body ..
-               ',"created_at":' .. created_at .. '}'
-  redis.call('XADD', KEYS[4], seq .. '-0', 'e', json)
-  redis.call('SPUBLISH', topic, seq .. ' ' .. json)
-  return json, seq
-end
 
 local max = 100000
 if ARGV[4] ~= nil and ARGV[4] ~= '' then
@@ -46,11 +33,12 @@ local ctype = redis.call('HGET', KEYS[1], 'type')
 if not ctype then
   return redis.error_reply('NOTFOUND no such channel')
 end
-if ctype == 'dm' then
-  return redis.error_reply('BADREQUEST cannot add members to a dm')
-end
+-- Membership before the type: a DM's non-member must not learn that it exists.
 if redis.call('SISMEMBER', KEYS[2], actor) == 0 then
   return redis.error_reply('NOTMEMBER not a member of this channel')
+end
+if ctype == 'dm' then
+  return redis.error_reply('BADREQUEST cannot add members to a dm')
 end
 
 -- The users not yet members, distinct, in ARGV order.
@@ -74,7 +62,7 @@ if #new > 0 then
   local now = now_ms()
   for _, u in ipairs(new) do
     redis.call('SADD', KEYS[2], u)
-    out[#out + 1] = append('"type":"member_joined","user_id":"' .. u .. '","sender_id":"' .. actor .. '"', now)
+    out[#out + 1] = append(cid, topic, '"type":"member_joined","user_id":"' .. u .. '","sender_id":"' .. actor .. '"', now)
   end
 end
 return out

@@ -4,6 +4,7 @@
 -- KEYS[2] ch:{cid}:members
 -- KEYS[3] ch:{cid}:seq
 -- KEYS[4] ch:{cid}:log
+-- KEYS[5] ch:{cid}:msgs      (for retention: a trimmed message's id is forgotten)
 -- ARGV[1] actor (the caller)
 -- ARGV[2] channel_id
 -- ARGV[3] topic, ch:{cid}:live
@@ -15,38 +16,25 @@
 -- Replies (checks in this order; an error writes nothing):
 --   json                      the member_left event {"type":"member_left","user_id":<u>,"sender_id":<actor>}
 --   -NOTFOUND no such channel
---   -BADREQUEST cannot leave a dm
 --   -NOTMEMBER ...            actor is neither a member nor the creator
+--   -BADREQUEST cannot leave a dm
 --   -FORBIDDEN ...            actor is a member removing someone else, and not the creator
 --   -NOTFOUND not a member    user_id is not a member
 
 local actor, cid, topic, user = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-
-local function now_ms()
-  local t = redis.call('TIME')
-  return t[1] .. string.format('%03d', math.floor(tonumber(t[2]) / 1000))
-end
-
-local function append(ev_body, created_at)
-  local seq = string.format('%d', redis.call('INCR', KEYS[3]))
-  local json = '{"channel_id":"' .. cid .. '","seq":' .. seq .. ',' .. ev_body ..
-               ',"created_at":' .. created_at .. '}'
-  redis.call('XADD', KEYS[4], seq .. '-0', 'e', json)
-  redis.call('SPUBLISH', topic, seq .. ' ' .. json)
-  return json, seq
-end
 
 local meta = redis.call('HMGET', KEYS[1], 'type', 'creator')
 local ctype, creator = meta[1], meta[2]
 if not ctype then
   return redis.error_reply('NOTFOUND no such channel')
 end
-if ctype == 'dm' then
-  return redis.error_reply('BADREQUEST cannot leave a dm')
-end
+-- Membership before the type: a DM's non-member must not learn that it exists.
 local is_creator = (actor == creator)
 if not is_creator and redis.call('SISMEMBER', KEYS[2], actor) == 0 then
   return redis.error_reply('NOTMEMBER not a member of this channel')
+end
+if ctype == 'dm' then
+  return redis.error_reply('BADREQUEST cannot leave a dm')
 end
 if actor ~= user and not is_creator then
   return redis.error_reply('FORBIDDEN only the creator may remove others')
@@ -55,5 +43,5 @@ if redis.call('SREM', KEYS[2], user) == 0 then
   return redis.error_reply('NOTFOUND not a member')
 end
 
-local json = append('"type":"member_left","user_id":"' .. user .. '","sender_id":"' .. actor .. '"', now_ms())
+local json = append(cid, topic, '"type":"member_left","user_id":"' .. user .. '","sender_id":"' .. actor .. '"', now_ms())
 return json

@@ -2,7 +2,7 @@
 --
 -- KEYS[1] ch:{cid}:meta      hash   (channel exists iff present)
 -- KEYS[2] ch:{cid}:members   set
--- KEYS[3] ch:{cid}:seq       string (last seq, INCR)
+-- KEYS[3] ch:{cid}:seq       string (last seq)
 -- KEYS[4] ch:{cid}:log       stream (entry id <seq>-0, field e = event JSON)
 -- KEYS[5] ch:{cid}:msgs      hash   (message_id -> sender_id, or '!'..sender_id once deleted)
 -- KEYS[6] ch:{cid}:dedup:<sender_id>:<client_msg_id>   string (seq of the first event)
@@ -15,7 +15,7 @@
 -- ARGV[6] dedup TTL in seconds (optional; empty or absent = 86400)
 --
 -- Replies:
---   {1, json}   a new event was appended (seq INCR, XADD, SPUBLISH "<seq> <json>")
+--   {1, json}   a new event was appended (prelude.lua's append: seq, XADD, SPUBLISH "<seq> <json>", trim)
 --   {0, json}   duplicate client_msg_id: the first event, read back from the log; nothing written
 --   -NOTFOUND no such channel
 --   -NOTMEMBER sender is not a member
@@ -24,22 +24,6 @@
 --   -BADREQUEST bad dedup ttl
 
 local sender, message_id, body, cid, topic = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-
--- created_at in integer ms, built from TIME's two strings (no float formatting).
-local function now_ms()
-  local t = redis.call('TIME')
-  return t[1] .. string.format('%03d', math.floor(tonumber(t[2]) / 1000))
-end
-
--- Append one event: seq = INCR, XADD <seq>-0 e json, SPUBLISH "<seq> <json>".
-local function append(ev_body, created_at)
-  local seq = string.format('%d', redis.call('INCR', KEYS[3]))
-  local json = '{"channel_id":"' .. cid .. '","seq":' .. seq .. ',' .. ev_body ..
-               ',"created_at":' .. created_at .. '}'
-  redis.call('XADD', KEYS[4], seq .. '-0', 'e', json)
-  redis.call('SPUBLISH', topic, seq .. ' ' .. json)
-  return json, seq
-end
 
 local ttl = 86400
 if ARGV[6] ~= nil and ARGV[6] ~= '' then
@@ -76,7 +60,7 @@ if redis.call('HEXISTS', KEYS[5], message_id) == 1 then
   return redis.error_reply('CONFLICT message id taken')
 end
 
-local json, seq = append(body, now_ms())
+local json, seq = append(cid, topic, body, now_ms())
 redis.call('HSET', KEYS[5], message_id, sender)
 redis.call('SET', KEYS[6], seq, 'EX', ttl)
 return {1, json}

@@ -131,7 +131,7 @@ port=$(bash scripts/redis.sh free-port)
 bash scripts/redis.sh start "$dir/redis" "$port" test >/dev/null
 url=redis://127.0.0.1:$port
 redis_pid=$(<"$dir/redis/redis.pid")
-secret=bench-secret-$RANDOM$RANDOM
+secret=bench-secret-$(od -An -N24 -tx1 /dev/urandom | tr -d " \n")   # 32 bytes at least: relay serve refuses less
 echo "Redis $(redis-server --version | grep -o 'v=[^ ]*') on $url; $(nproc) cores"
 
 best() { sort -g | tail -1; }

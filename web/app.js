@@ -175,7 +175,7 @@ function displayName(id) {
 function dmPeer(id) {
   const info = details.get(id);
   if (!info) return null;
-  return info.members.find((m) => m !== me) || me;
+  return (info.members || []).find((m) => m !== me) || me;
 }
 
 function renderChannels() {
@@ -270,7 +270,7 @@ async function refreshPresence() {
     const peer = channels.get(id).type === "dm" ? dmPeer(id) : null;
     if (peer) users.add(peer);
   }
-  if (openId && details.has(openId)) details.get(openId).members.slice(0, 200).forEach((m) => users.add(m));
+  if (openId && details.has(openId)) (details.get(openId).members || []).slice(0, 200).forEach((m) => users.add(m));
   users.delete(me);
   if (users.size === 0) return;
   try {
@@ -287,7 +287,7 @@ async function refreshPresence() {
 
 function storeFor(id) {
   let store = stores.get(id);
-  if (!store) stores.set(id, (store = { events: new Map(), loaded: false, loading: false, pending: new Map() }));
+  if (!store) stores.set(id, (store = { events: new Map(), loaded: false, loading: false, pending: new Map(), firstSeq: 1 }));
   return store;
 }
 
@@ -401,8 +401,10 @@ async function loadLatest(id) {
     const page = await client.history(id, { limit: PAGE });
     page.messages.forEach(remember);
     store.loaded = true;
+    store.firstSeq = page.first_seq ?? 1;
     if (page.messages.length) client.seen(id, page.messages[page.messages.length - 1].seq);
     setHistoryState("idle", "");
+    if (!page.has_more && store.firstSeq > 1) setHistoryState("idle", EARLIER_NOT_KEPT);
   } catch (error) {
     if (error.status === 403 || error.status === 404) {
       setHistoryState("error", "You are not a member of this channel.");
@@ -415,6 +417,9 @@ async function loadLatest(id) {
   }
   if (id === openId) render();
 }
+
+/** What the history pane says once it reaches the start of a log that retention trimmed. */
+const EARLIER_NOT_KEPT = "Earlier messages are no longer kept.";
 
 /** The lowest seq held: everything from it up to the top is held (pages and live events are contiguous). */
 function lowestSeq(store) {
@@ -429,12 +434,18 @@ async function loadOlder() {
   if (!store || !store.loaded || store.loading) return;
   const low = lowestSeq(store);
   if (!(low > 1) || low === Infinity) return;
+  if (low <= store.firstSeq) {
+    // Retention trimmed what lies below: say so rather than ask again and again.
+    setHistoryState("idle", EARLIER_NOT_KEPT);
+    return;
+  }
   store.loading = true;
   setHistoryState("loading", "Loading older messages…");
   try {
     const page = await client.history(id, { before: low, limit: PAGE });
     page.messages.forEach(remember);
-    setHistoryState("idle", "");
+    store.firstSeq = page.first_seq ?? store.firstSeq;
+    setHistoryState("idle", !page.has_more && store.firstSeq > 1 ? EARLIER_NOT_KEPT : "");
   } catch (error) {
     setHistoryState("error", `Could not load older messages: ${error.message}`);
   } finally {
@@ -492,7 +503,8 @@ function renderHeader() {
   if (!openId) return;
   $("channel-title").textContent = (channels.get(openId)?.type === "dm" ? "@ " : "# ") + displayName(openId);
   const info = details.get(openId);
-  const members = info ? info.members.slice(0, 50) : [];
+  // members is left out above 1,000 (page them with listMembers): show none then.
+  const members = info?.members ? info.members.slice(0, 50) : [];
   $("channel-members").replaceChildren(
     ...members.map((user) => {
       const li = document.createElement("li");

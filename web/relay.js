@@ -28,7 +28,10 @@
  *     "state"   { state, code?, reason? }  every state change; "unauthorized" (close 4001 or a 401) is
  *                                          final: get a new token and make a new client
  *     "hello"   the hello frame            after each (re)connect, before the resume
- *     "resumed" {}                         the replay after a (re)connect is complete
+ *     "resumed" { truncated }              the replay after a (re)connect is complete; truncated is
+ *                                          { channel_id: first_seq } for each channel whose events
+ *                                          below first_seq are no longer kept (retention trimmed
+ *                                          them before this client saw them), else {}
  *     "event"   an event (contract, sec 3) once per (channel_id, seq), in seq order per channel
  *     "read"    { channel_id, last_read_seq } the read cursor moved (this session's)
  *     "error"   an error frame not tied to a send, or a failed REST call made by the client itself
@@ -52,11 +55,14 @@
  *
  * REST (each returns a Promise; failures reject with a RelayError { status, code, message }):
  *   listChannels()                          [{ id, type, name, member_count, last_seq, last_read_seq, unread }]
- *   getChannel(id)                          { id, type, name, members, member_count, last_seq, created_at, … }
+ *   getChannel(id)                          { id, type, name, members?, member_count, first_seq, last_seq, created_at, … }
+ *                                           (members only up to 1,000: listMembers pages them)
+ *   listMembers(id, { cursor?, limit? })    { members, next_cursor }   (next_cursor null at the end)
  *   createDM(userId)                        the DM with that user (the same one every time)
  *   createGroup({ name, members, id? })     a new group
  *   addMembers(channelId, userIds), removeMember(channelId, userId)
- *   history(channelId, { before?, after?, limit? }) -> { messages, has_more }   (ascending seq)
+ *   history(channelId, { before?, after?, limit? }) -> { messages, has_more, first_seq }   (ascending seq;
+ *       first_seq is the lowest seq the relay still keeps: below it, "earlier messages are no longer kept")
  *   editMessage(channelId, messageId, text), deleteMessage(channelId, messageId) -> the edit/delete event
  *   presence(userIds) -> { user: "online" | "offline" }
  *
@@ -339,7 +345,7 @@ export class RelayClient {
       case "hello":
         return this._hello(frame);
       case "resumed":
-        return this._emit("resumed", {});
+        return this._resumed(frame);
       case "pong":
         return;
       case "ack":
@@ -419,6 +425,24 @@ export class RelayClient {
     this._emit("error", frame);
   }
 
+  /** After a resume: a channel whose early events were trimmed goes on from its first kept seq. */
+  _resumed(frame) {
+    const truncated = frame.truncated && typeof frame.truncated === "object" ? frame.truncated : {};
+    for (const [channel, firstSeq] of Object.entries(truncated)) this._skipTo(channel, firstSeq);
+    this._emit("resumed", { truncated });
+  }
+
+  /** Moves a channel's cursor up to just below firstSeq (events below it are no longer kept), and delivers what waited. */
+  _skipTo(channel, firstSeq) {
+    if (!Number.isInteger(firstSeq)) return;
+    const cursor = this._cursors[channel];
+    if (cursor !== undefined && cursor < firstSeq - 1) {
+      this._cursors[channel] = firstSeq - 1;
+      this._scheduleSave();
+      this._drain(channel);
+    }
+  }
+
   // MARK: events, in order, once
 
   _event(event) {
@@ -474,6 +498,8 @@ export class RelayClient {
       while (this._pendingEvents.has(channel)) {
         const after = this._cursors[channel] ?? 0;
         const page = await this.history(channel, { after, limit: 200 });
+        // A hole that retention trimmed cannot be filled: go on from the first kept seq.
+        if (Number.isInteger(page.first_seq) && page.first_seq > after + 1) this._skipTo(channel, page.first_seq);
         for (const event of page.messages) this._event(event);
         if (!page.has_more || page.messages.length === 0) break;
       }
@@ -648,6 +674,14 @@ export class RelayClient {
 
   removeMember(channelId, userId) {
     return this._rest("DELETE", `/channels/${encodeURIComponent(channelId)}/members/${encodeURIComponent(userId)}`);
+  }
+
+  listMembers(channelId, { cursor, limit } = {}) {
+    const query = new URLSearchParams();
+    if (cursor) query.set("cursor", cursor);
+    if (limit) query.set("limit", String(limit));
+    const suffix = query.toString() ? "?" + query : "";
+    return this._rest("GET", `/channels/${encodeURIComponent(channelId)}/members${suffix}`);
   }
 
   history(channelId, { before, after, limit } = {}) {

@@ -40,10 +40,10 @@ public enum RelayServer {
         do {
             redisConfiguration = try RedisConfiguration(url: configuration.redisURL)
         } catch {
-            throw RelayConfigurationError(message: error.message)
+            throw RelayConfigurationError(message: RedisURL.redacting(error.message, of: configuration.redisURL))
         }
         let redis = RedisClient(configuration: redisConfiguration, logger: logger)
-        let store = ChatStore(redis: redis, limits: configuration.limits, metrics: metrics)
+        let store = ChatStore(redis: redis, limits: configuration.limits, metrics: metrics, retention: configuration.retention)
         let parsing = RequestParsing(limits: configuration.limits)
         let signer = HS256(secret: configuration.jwtSecret)
 
@@ -151,10 +151,14 @@ public enum RelayServer {
         }
     }
 
-    /// Checks that Redis answers at `url`, once, within `timeout`.
+    /// Checks that Redis answers at `url`, once, within `timeout`, and that it will not evict
+    /// a channel's keys (a `maxmemory` with an `allkeys-*` policy could drop a channel's seq
+    /// or log under memory pressure).
     ///
-    /// - Throws: ``RelayConfigurationError`` saying why not, in one line.
+    /// - Throws: ``RelayConfigurationError`` saying why not, in one line, with no password.
     public static func checkRedis(url: String, timeout: Duration = .seconds(3)) async throws {
+        let shown = RedisURL.redacting(url, of: url)
+        let info: String
         do {
             var configuration = try RedisConfiguration(url: url)
             configuration.connectTimeout = timeout
@@ -165,10 +169,40 @@ public enum RelayServer {
             )
             defer { connection.close() }
             _ = try await connection.execute(RedisCommand("PING"))
+            info = try await connection.execute(RedisCommand("INFO", ["memory"])).string ?? ""
         } catch {
             let reason = (error as? RedisError)?.message ?? "\(error)"
-            throw RelayConfigurationError(message: "Redis at \(url) is unreachable: \(reason)")
+            throw RelayConfigurationError(message: "Redis at \(shown) is unreachable: \(RedisURL.redacting(reason, of: url))")
         }
+        var fields: [Substring: Substring] = [:]
+        for line in info.split(whereSeparator: \.isNewline) {
+            guard let colon = line.firstIndex(of: ":") else { continue }
+            fields[line[..<colon]] = line[line.index(after: colon)...]
+        }
+        let maxMemory = fields["maxmemory"].flatMap { Int64($0) } ?? 0
+        let policy = fields["maxmemory_policy"].map(String.init) ?? "noeviction"
+        if maxMemory > 0 && policy.hasPrefix("allkeys-") {
+            throw RelayConfigurationError(
+                message: "Redis at \(shown) may evict a channel's keys: maxmemory-policy is \(policy) with maxmemory \(maxMemory);"
+                    + " set maxmemory-policy to noeviction (or a volatile-* policy)"
+            )
+        }
+    }
+}
+
+/// Redis URLs as the relay shows them: never with their password.
+enum RedisURL {
+    /// `text` with the password of `url` (`redis://[user]:password@…`), and `url` itself,
+    /// shown as `***`.
+    static func redacting(_ text: String, of url: String) -> String {
+        guard let scheme = url.firstRange(of: "://"), let at = url[scheme.upperBound...].lastIndex(of: "@") else { return text }
+        let userInfo = url[scheme.upperBound..<at]
+        let password = userInfo.firstIndex(of: ":").map { userInfo[userInfo.index(after: $0)...] } ?? userInfo
+        let shownUserInfo = userInfo.contains(":") ? userInfo.prefix { $0 != ":" } + ":***" : "***"
+        let redactedURL = String(url[..<scheme.upperBound]) + shownUserInfo + String(url[at...])
+        var result = text.replacing(url, with: redactedURL)
+        if !password.isEmpty { result = result.replacing(password, with: "***") }
+        return result
     }
 }
 

@@ -30,19 +30,24 @@ struct Serve: AsyncParsableCommand {
         help: "Bytes the relay may owe one WebSocket before it counts as too slow and is closed with 4008 (env RELAY_MAX_QUEUED_BYTES; default 1048576)."
     )
     var maxQueuedBytes: Int?
+    @Option(help: "Days a channel keeps its events; older ones are trimmed as new ones come (env RELAY_RETENTION_DAYS; 0 = forever).")
+    var retentionDays: Int?
+    @Option(help: "Events a channel keeps at most, the newest (env RELAY_RETENTION_EVENTS; 0 = no cap).")
+    var retentionEvents: Int?
 
-    /// The allowed range of each limit option, by flag name.
+    /// The allowed range of each numeric option, by flag name: nothing later can overflow.
     static let limitRanges: [String: ClosedRange<Int>] = [
         "max-text-bytes": 1...(1 << 24), "max-body-bytes": 1024...(1 << 26), "max-group-members": 2...10_000_000,
-        "max-queued-bytes": 65536...(1 << 30),
+        "max-queued-bytes": 65536...(1 << 30), "heartbeat": 1...86_400,
+        "retention-days": RelayRetention.maxAgeDaysRange, "retention-events": RelayRetention.maxEventsRange,
     ]
 
     func validate() throws {
         if let port, !(0...65535).contains(port) { throw ValidationError("--port must be from 0 to 65535, not \(port)") }
-        if let heartbeat, heartbeat < 1 { throw ValidationError("--heartbeat must be at least 1 second, not \(heartbeat)") }
         let limits = [
             ("max-text-bytes", maxTextBytes), ("max-body-bytes", maxBodyBytes), ("max-group-members", maxGroupMembers),
-            ("max-queued-bytes", maxQueuedBytes),
+            ("max-queued-bytes", maxQueuedBytes), ("heartbeat", heartbeat), ("retention-days", retentionDays),
+            ("retention-events", retentionEvents),
         ]
         for case (let name, let value?) in limits {
             let range = Self.limitRanges[name]!
@@ -58,6 +63,9 @@ struct Serve: AsyncParsableCommand {
         let secret: [UInt8]
         if let text = self.jwtSecret ?? environment["RELAY_JWT_SECRET"], !text.isEmpty {
             secret = Array(text.utf8)
+            guard secret.count >= HS256.minimumSecretBytes else {
+                fail("relay: the JWT secret is \(secret.count) bytes; it must be at least \(HS256.minimumSecretBytes) (a short one is guessed offline)")
+            }
         } else if dev {
             secret = HS256.randomSecret()
         } else {
@@ -68,7 +76,7 @@ struct Serve: AsyncParsableCommand {
         configuration.host = self.host ?? environment["RELAY_HOST"] ?? configuration.host
         configuration.port = try self.port ?? integer(environment, "RELAY_PORT", in: 0...65535) ?? configuration.port
         configuration.redisURL = self.redis ?? environment["REDIS_URL"] ?? configuration.redisURL
-        let heartbeat = try self.heartbeat ?? integer(environment, "RELAY_HEARTBEAT_S", in: 1...86_400) ?? 30
+        let heartbeat = try self.heartbeat ?? integer(environment, "RELAY_HEARTBEAT_S", in: Self.limitRanges["heartbeat"]!) ?? 30
         configuration.heartbeat = .seconds(heartbeat)
         configuration.limits.maxTextBytes =
             try self.maxTextBytes ?? integer(environment, "RELAY_MAX_TEXT_BYTES", in: Self.limitRanges["max-text-bytes"]!)
@@ -82,6 +90,10 @@ struct Serve: AsyncParsableCommand {
         configuration.limits.maxQueuedBytes =
             try self.maxQueuedBytes ?? integer(environment, "RELAY_MAX_QUEUED_BYTES", in: Self.limitRanges["max-queued-bytes"]!)
             ?? configuration.limits.maxQueuedBytes
+        configuration.retention.maxAgeDays =
+            try self.retentionDays ?? integer(environment, "RELAY_RETENTION_DAYS", in: RelayRetention.maxAgeDaysRange) ?? 0
+        configuration.retention.maxEvents =
+            try self.retentionEvents ?? integer(environment, "RELAY_RETENTION_EVENTS", in: RelayRetention.maxEventsRange) ?? 0
 
         var logger = Logger(label: "relay")
         logger.logLevel = Logger.Level(rawValue: environment["LOG_LEVEL"] ?? "") ?? .info
@@ -100,18 +112,21 @@ struct Token: ParsableCommand {
 
     @Argument(help: "The user id (the token's sub).") var userID: String
     @Option(help: "Session (device) id, the token's sid.") var session: String = "default"
-    @Option(help: "Seconds until the token expires.") var ttl: Int = 3600
+    @Option(help: "Seconds until the token expires (1 to 315360000, ten years).") var ttl: Int = 3600
     @Option(name: .customLong("jwt-secret"), help: "HS256 secret (env RELAY_JWT_SECRET).") var jwtSecret: String?
 
     func validate() throws {
         guard RelayIdentifier.isValid(self.userID) else { throw ValidationError("USER_ID: 1 to 64 characters of A-Z a-z 0-9 . _ -") }
         guard RelayIdentifier.isValid(self.session) else { throw ValidationError("--session: 1 to 64 characters of A-Z a-z 0-9 . _ -") }
-        guard self.ttl >= 1 else { throw ValidationError("--ttl must be at least 1 second") }
+        guard (1...315_360_000).contains(self.ttl) else { throw ValidationError("--ttl must be from 1 to 315360000 seconds, not \(self.ttl)") }
     }
 
     func run() throws {
         guard let secret = self.jwtSecret ?? ProcessInfo.processInfo.environment["RELAY_JWT_SECRET"], !secret.isEmpty else {
             fail("relay: no JWT secret: pass --jwt-secret or set RELAY_JWT_SECRET")
+        }
+        guard secret.utf8.count >= HS256.minimumSecretBytes else {
+            fail("relay: the JWT secret is \(secret.utf8.count) bytes; it must be at least \(HS256.minimumSecretBytes)")
         }
         let expiresAt = Int64(Date().timeIntervalSince1970) + Int64(self.ttl)
         print(HS256(secret: Array(secret.utf8)).sign(JWTClaims(userID: self.userID, sessionID: self.session, expiresAt: expiresAt)))

@@ -1,4 +1,5 @@
 import Foundation
+import RedisClient
 import Testing
 
 @testable import Relay
@@ -64,11 +65,23 @@ struct ModelTests {
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
         let directory = root.appendingPathComponent("lua")
         let files = try FileManager.default.contentsOfDirectory(atPath: directory.path).filter { $0.hasSuffix(".lua") }
-        #expect(files.count == 7)
+        #expect(files.count == 8)
         for file in files {
             let onDisk = try String(contentsOf: directory.appendingPathComponent(file), encoding: .utf8)
             #expect(LuaSources.byName[String(file.dropLast(4))] == onDisk, "\(file)")
         }
+    }
+}
+
+@Suite("Lua scripts behind their prelude")
+struct RelayScriptsTests {
+    @Test func theRetentionSettingsAreWrittenIntoThePrelude() {
+        let plain = RelayScripts.prelude(retention: RelayRetention())
+        #expect(plain.contains(RelayScripts.retentionLine))
+        let trimmed = RelayScripts.prelude(retention: RelayRetention(maxEvents: 500, maxAgeDays: 30))
+        #expect(trimmed.contains("local RETAIN_EVENTS, RETAIN_MS = 500, 2592000000"))
+        #expect(!trimmed.contains(RelayScripts.retentionLine))
+        #expect(RelayScripts(retention: RelayRetention(maxEvents: 5)).send.sha1 != RelayScripts().send.sha1)
     }
 }
 
@@ -88,6 +101,39 @@ struct StrictJSONTests {
     ])
     func refuses(text: String) {
         #expect(!StrictJSON.isValid(Array(text.utf8)))
+    }
+
+    @Test(arguments: [
+        #"{"a":1,"a":2}"#, #"{"a":1,"\u0061":2}"#, #"{"x":{"k":1,"k":1}}"#, #"[{"a":1},{"b":1,"b":1}]"#,
+        #"{"\ud83d\ude80":1,"🚀":2}"#,
+    ])
+    func refusesAKeyGivenTwice(text: String) {
+        #expect(!StrictJSON.isValid(Array(text.utf8)))
+    }
+
+    @Test func acceptsEqualKeysInDifferentObjects() {
+        #expect(StrictJSON.isValid(Array(#"{"a":{"a":{"a":1}},"b":[{"a":1},{"a":1}]}"#.utf8)))
+    }
+
+    @Test(arguments: [
+        [0xFF], [0xC0, 0x80], [0xC1, 0xBF], [0xE0, 0x80, 0x80], [0xED, 0xA0, 0x80], [0xF0, 0x80, 0x80, 0x80],
+        [0xF4, 0x90, 0x80, 0x80], [0xF5, 0x80, 0x80, 0x80], [0x80], [0xC3], [0xE2, 0x82], [0xE2, 0x28, 0xA1],
+    ] as [[UInt8]])
+    func refusesInvalidUTF8InAString(_ bad: [UInt8]) {
+        #expect(!StrictJSON.isValid([UInt8(ascii: "\"")] + bad + [UInt8(ascii: "\"")]))
+    }
+
+    @Test func refusesALoneSurrogateEscape() {
+        #expect(!StrictJSON.isValid(Array(#""\ud800""#.utf8)))
+        #expect(!StrictJSON.isValid(Array(#""\udc00x""#.utf8)))
+    }
+
+    @Test func parsesValuesWithEscapesUnescaped() throws {
+        let value = try #require(StrictJSON.parse(Array(#"{"t":"a\"\u00e9\ud83d\ude80\n","n":-12,"b":[true,null]}"#.utf8)))
+        #expect(value["t"]?.string == "a\"é🚀\n")
+        #expect(value["n"]?.int64 == -12)
+        #expect(value["b"] == .array([.bool(true), .null]))
+        #expect(StrictJSON.parse(Array(#"{"n":1.5}"#.utf8))?["n"]?.int64 == nil)
     }
 
     @Test func refusesNestingDeeperThanTheLimit() {

@@ -7,6 +7,9 @@ import Testing
 import Glibc
 #endif
 
+/// A secret long enough for `relay serve` (32 bytes at least).
+private let longSecret = "relay-executable-tests-secret-0123456789"
+
 /// The lines of `text`, without a final empty line.
 private func lines(_ text: String) -> [Substring] {
     var lines = text.split(separator: "\n", omittingEmptySubsequences: false)
@@ -62,10 +65,12 @@ struct RelayExecutableTests {
     @Test(arguments: [
         ("--port", "notanumber"), ("--port", "70000"), ("--port", "-1"), ("--heartbeat", "soon"), ("--heartbeat", "-5"),
         ("--redis", "http://127.0.0.1:6379"), ("--redis", "not a url"), ("--max-text-bytes", "0"), ("--max-body-bytes", "ten"),
-        ("--max-group-members", "1"), ("--max-queued-bytes", "1"),
+        ("--max-group-members", "1"), ("--max-queued-bytes", "1"), ("--heartbeat", "5000000000000000"),
+        ("--heartbeat", "86401"), ("--retention-days", "-1"), ("--retention-days", "99999999999"),
+        ("--retention-events", "9223372036854775807"), ("--max-text-bytes", "99999999999999999999"),
     ])
     func badValueNamesTheFlagOnTheFirstLineAndExitsNonZero(_ flag: String, _ value: String) async throws {
-        var options = ["--port": "\(try unusedPort())", "--jwt-secret": "x", "--redis": TestRedis.url]
+        var options = ["--port": "\(try unusedPort())", "--jwt-secret": longSecret, "--redis": TestRedis.url]
         options[flag] = value
         let arguments = ["serve"] + options.sorted { $0.key < $1.key }.flatMap { [$0.key, $0.value] }
         let result = try await ChildProcess.run(relay, arguments, environment: RelayExecutable.environment())
@@ -83,7 +88,7 @@ struct RelayExecutableTests {
     }
 
     @Test func badPortInTheEnvironmentIsAnError() async throws {
-        let environment = RelayExecutable.environment(["RELAY_PORT": "notanumber", "RELAY_JWT_SECRET": "x", "REDIS_URL": TestRedis.url])
+        let environment = RelayExecutable.environment(["RELAY_PORT": "notanumber", "RELAY_JWT_SECRET": longSecret, "REDIS_URL": TestRedis.url])
         let result = try await ChildProcess.run(relay, ["serve"], environment: environment)
         #expect(result.termination != .exited(0), "\(result)")
         #expect(
@@ -111,7 +116,7 @@ struct RelayExecutableTests {
         let deadRedis = try unusedPort()
         let result = try await ChildProcess.run(
             relay,
-            ["serve", "--port", "\(try unusedPort())", "--jwt-secret", "x", "--redis", "redis://127.0.0.1:\(deadRedis)"],
+            ["serve", "--port", "\(try unusedPort())", "--jwt-secret", longSecret, "--redis", "redis://127.0.0.1:\(deadRedis)"],
             environment: RelayExecutable.environment(),
             timeout: .seconds(60)
         )
@@ -120,6 +125,86 @@ struct RelayExecutableTests {
         let errorLines = lines(result.standardError)
         #expect(errorLines.count == 1, "exactly one line: \(result.standardError.debugDescription)")
         #expect(errorLines.first?.lowercased().contains("redis") == true, "it says Redis is unreachable: \(result.standardError)")
+    }
+
+    @Test(arguments: [("RELAY_RETENTION_DAYS", "-3"), ("RELAY_RETENTION_EVENTS", "1e9"), ("RELAY_HEARTBEAT_S", "5000000000000000")])
+    func badNumberInTheEnvironmentIsAnErrorNamingIt(_ name: String, _ value: String) async throws {
+        let environment = RelayExecutable.environment([name: value, "RELAY_JWT_SECRET": longSecret, "REDIS_URL": TestRedis.url])
+        let result = try await ChildProcess.run(relay, ["serve", "--port", "\(try unusedPort())"], environment: environment)
+        #expect(result.termination != .exited(0), "\(result)")
+        if case .signaled = result.termination { Issue.record("relay serve crashed: \(result)") }
+        #expect(lines(result.standardError).first?.contains(name) == true, "\(result.standardError)")
+    }
+
+    @Test(arguments: ["9223372036854775807", "315360001", "0", "-1"])
+    func tokenTTLOutOfRangeIsAnErrorNotACrash(_ ttl: String) async throws {
+        let result = try await ChildProcess.run(
+            relay,
+            ["token", "alice", "--ttl", ttl],
+            environment: RelayExecutable.environment(["RELAY_JWT_SECRET": longSecret])
+        )
+        #expect(result.termination != .exited(0), "\(result)")
+        if case .signaled = result.termination { Issue.record("relay token crashed: \(result)") }
+        #expect(lines(result.standardError).first?.contains("ttl") == true, "\(result.standardError)")
+    }
+
+    @Test(arguments: [true, false])
+    func aSecretShorterThan32BytesIsRefused(byFlag: Bool) async throws {
+        let short = String(repeating: "s", count: 31)
+        let result = try await ChildProcess.run(
+            relay,
+            ["serve", "--port", "\(try unusedPort())", "--redis", TestRedis.url] + (byFlag ? ["--jwt-secret", short] : []),
+            environment: RelayExecutable.environment(byFlag ? [:] : ["RELAY_JWT_SECRET": short])
+        )
+        #expect(result.termination != .exited(0), "\(result)")
+        if case .signaled = result.termination { Issue.record("relay serve crashed: \(result)") }
+        let errorLines = lines(result.standardError)
+        #expect(errorLines.count == 1, "exactly one line: \(result.standardError.debugDescription)")
+        #expect(errorLines.first?.contains("secret") == true, "\(result.standardError)")
+        let token = try await ChildProcess.run(relay, ["token", "alice", "--jwt-secret", short], environment: RelayExecutable.environment())
+        #expect(token.termination != .exited(0), "relay token refuses it too: \(token)")
+    }
+
+    /// A Redis that may evict any key (a maxmemory with an allkeys-* policy) could drop a
+    /// channel's seq or log: the relay refuses to start on it, in one line naming the setting.
+    @Test func aRedisThatMayEvictAChannelsKeysIsRefused() async throws {
+        let evicting = try RedisServerProcess(arguments: ["--maxmemory", "100mb", "--maxmemory-policy", "allkeys-lru"])
+        let result = try await ChildProcess.run(
+            relay,
+            ["serve", "--port", "\(try unusedPort())", "--jwt-secret", longSecret, "--redis", evicting.url],
+            environment: RelayExecutable.environment()
+        )
+        #expect(result.termination != .exited(0), "\(result)")
+        if case .signaled = result.termination { Issue.record("relay serve crashed: \(result)") }
+        let errorLines = lines(result.standardError)
+        #expect(errorLines.count == 1, "exactly one line: \(result.standardError.debugDescription)")
+        #expect(errorLines.first?.contains("maxmemory-policy") == true, "\(result.standardError)")
+
+        // volatile-* evicts only keys with a TTL (dedup keys, presence): the relay runs.
+        let volatile = try RedisServerProcess(arguments: ["--maxmemory", "100mb", "--maxmemory-policy", "volatile-lru"])
+        let port = try unusedPort()
+        let process = try ChildProcess(
+            relay,
+            ["serve", "--port", "\(port)", "--jwt-secret", longSecret, "--redis", volatile.url],
+            environment: RelayExecutable.environment()
+        )
+        defer { process.killAndReap() }
+        try await waitUntilServing(process, port: port)
+    }
+
+    /// The Redis password never shows: not in the unreachable-at-start line, not in a bad URL's.
+    @Test(arguments: ["redis://:hunter2-pw-secret@127.0.0.1:PORT", "redis://someone:hunter2-pw-secret@127.0.0.1:PORT", "http://:hunter2-pw-secret@127.0.0.1:PORT"])
+    func theRedisPasswordIsNeverPrinted(_ template: String) async throws {
+        let url = template.replacingOccurrences(of: "PORT", with: "\(try unusedPort())")
+        let result = try await ChildProcess.run(
+            relay,
+            ["serve", "--port", "\(try unusedPort())", "--jwt-secret", longSecret, "--redis", url],
+            environment: RelayExecutable.environment(),
+            timeout: .seconds(60)
+        )
+        #expect(result.termination != .exited(0), "\(result)")
+        #expect(!result.standardError.isEmpty)
+        #expect(!(result.standardError + result.standardOutput).contains("hunter2"), "\(result.standardError)")
     }
 
     @Test func tokenCommandPrintsATokenTheRelayAccepts() async throws {
@@ -154,7 +239,7 @@ struct RelayExecutableTests {
         let result = try await ChildProcess.run(
             relay,
             ["token", "bad user"],
-            environment: RelayExecutable.environment(["RELAY_JWT_SECRET": "x"])
+            environment: RelayExecutable.environment(["RELAY_JWT_SECRET": longSecret])
         )
         #expect(result.termination != .exited(0), "\(result)")
         #expect(!result.standardError.isEmpty)

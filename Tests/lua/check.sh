@@ -46,11 +46,20 @@ eq()   {
 }
 match(){ if [[ "$3" =~ $2 ]]; then ok; else bad "$1" "expected to match: $2" "actual: $3"; fi; }
 
-# Load the scripts.
+# Load the scripts, each behind lua/prelude.lua as the relay runs them. RETAIN SCRIPT EVENTS MS
+# loads a variant with those retention limits (the line the relay rewrites) as SCRIPT-EVENTS-MS.
 declare -A SHA
+load() { # load NAME SCRIPT [EVENTS MS]
+  local src
+  src="$(cat "$LUA/prelude.lua" "$LUA/$2.lua")"
+  if [ $# -gt 2 ]; then
+    src="${src/local RETAIN_EVENTS, RETAIN_MS = 0, 0/local RETAIN_EVENTS, RETAIN_MS = $3, $4}"
+  fi
+  SHA[$1]="$(cli SCRIPT LOAD "$src" 2>&1)"
+  match "load $1" '^[0-9a-f]{40}$' "${SHA[$1]}"
+}
 for s in send edit delete channel_create members_add members_remove read; do
-  SHA[$s]="$(cli SCRIPT LOAD "$(cat "$LUA/$s.lua")" 2>&1)"
-  match "load $s.lua" '^[0-9a-f]{40}$' "${SHA[$s]}"
+  load "$s" "$s"
 done
 
 # ev SCRIPT NUMKEYS KEYS... ARGV...  -> sets OUT (stdout, raw), ERR (error text), RC
@@ -75,7 +84,7 @@ base4() { echo "$(k "$1" meta) $(k "$1" members) $(k "$1" seq) $(k "$1" log)"; }
 base5() { echo "$(base4 "$1") $(k "$1" msgs)"; }
 create() { # create CID TYPE NAME CREATOR MEMBERS...
   local c="$1"; shift
-  ev channel_create 4 $(base4 "$c") "$c" "$1" "$2" "$3" "$(k "$c" live)" "${@:4}"
+  ev channel_create 5 $(base5 "$c") "$c" "$1" "$2" "$3" "$(k "$c" live)" "${@:4}"
 }
 msg_body() { # msg_body MID SENDER TEXT(escaped) CMID
   printf '"type":"message","message_id":"%s","sender_id":"%s","text":"%s","client_msg_id":"%s"' "$1" "$2" "$3" "$4"
@@ -92,10 +101,10 @@ del() { # del CID SENDER MID
 }
 add() { # add CID ACTOR MAX USERS...
   local c="$1"; shift
-  ev members_add 4 $(base4 "$c") "$1" "$c" "$(k "$c" live)" "$2" "${@:3}"
+  ev members_add 5 $(base5 "$c") "$1" "$c" "$(k "$c" live)" "$2" "${@:3}"
 }
 rm_member() { # rm_member CID ACTOR USER
-  ev members_remove 4 $(base4 "$1") "$2" "$1" "$(k "$1" live)" "$3"
+  ev members_remove 5 $(base5 "$1") "$2" "$1" "$(k "$1" live)" "$3"
 }
 read_mark() { # read_mark CID USER SESSION SEQ
   USED_KEYS+=("$(k "$1" reads)")
@@ -324,6 +333,50 @@ eq "live payload count = seqs" 84 "$(wc -l <"$TMP/live")"
 eq "live payloads are <seq> <json> of the log, in order" \
   "$(cli XRANGE "$(k "$G" log)" - + | awk 'NR % 3 == 1 { id = $0; sub(/-0$/, "", id) } NR % 3 == 0 { print id " " $0 }')" \
   "$(cat "$TMP/live")"
+
+# ---- an evicted or lagging seq key: the next seq comes from the log, never reused, never a refused XADD
+E="${RUN}evict"
+create "$E" group "" alice alice bob
+send "$E" alice m-e1 "one" e1
+eq "send before eviction is seq 3" 3 "$(seq_of "$E")"
+cli DEL "$(k "$E" seq)" >/dev/null
+send "$E" alice m-e2 "two" e2
+expect_ok "send after the seq key vanished"
+match "it continues the log (seq 4)" '"seq":4,' "$OUT"
+eq "seq restored from the log" 4 "$(seq_of "$E")"
+cli SET "$(k "$E" seq)" 1 >/dev/null
+send "$E" alice m-e3 "three" e3
+expect_ok "send with a seq key behind the log"
+match "it continues the log (seq 5)" '"seq":5,' "$OUT"
+eq "the log has no gap and no duplicate" "$(printf '1-0\n2-0\n3-0\n4-0\n5-0')" "$(cli XRANGE "$(k "$E" log)" - + | awk 'NR % 3 == 1')"
+
+# ---- retention by count: the log keeps the newest N, seq goes on
+for s in send channel_create members_add; do load "$s-3-0" "$s" 3 0; done
+R="${RUN}rcap"
+ev channel_create-3-0 5 $(base5 "$R") "$R" group "" alice "$(k "$R" live)" alice bob carol dave erin
+expect_ok "create with a cap of 3 events"
+eq "five joins logged, three kept" 3 "$(cli XLEN "$(k "$R" log)")"
+eq "the oldest kept is seq 3" "3-0" "$(cli XRANGE "$(k "$R" log)" - + COUNT 1 | head -1)"
+for i in 1 2 3 4; do
+  USED_KEYS+=("$(k "$R" "dedup:alice:rc$i")")
+  ev send-3-0 6 $(base5 "$R") "$(k "$R" "dedup:alice:rc$i")" alice "m-rc$i" "$(msg_body "m-rc$i" alice "t$i" "rc$i")" "$R" "$(k "$R" live)" 600
+done
+eq "seq never moves back" 9 "$(seq_of "$R")"
+eq "the log holds seqs 7..9" "$(printf '7-0\n8-0\n9-0')" "$(cli XRANGE "$(k "$R" log)" - + | awk 'NR % 3 == 1')"
+eq "trimmed messages are forgotten in msgs" "$(printf 'm-rc2\nm-rc3\nm-rc4')" "$(cli HKEYS "$(k "$R" msgs)" | sort)"
+
+# ---- retention by age: events older than the limit go as new ones are appended
+load "send-0-200" send 0 200
+A="${RUN}rage"
+create "$A" group "" alice alice
+send "$A" alice m-a1 "old" a1
+sleep 0.5
+USED_KEYS+=("$(k "$A" "dedup:alice:a2")")
+ev send-0-200 6 $(base5 "$A") "$(k "$A" "dedup:alice:a2")" alice m-a2 "$(msg_body m-a2 alice "new" a2)" "$A" "$(k "$A" live)" 600
+expect_ok "send with an age limit"
+eq "only the new event is left" "3-0" "$(cli XRANGE "$(k "$A" log)" - + | awk 'NR % 3 == 1')"
+eq "the old message is forgotten in msgs" "m-a2" "$(cli HKEYS "$(k "$A" msgs)")"
+eq "seq kept" 3 "$(seq_of "$A")"
 
 echo "$PASS passed, $FAIL failed"
 [ "$FAIL" -eq 0 ]

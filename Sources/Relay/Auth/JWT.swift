@@ -31,6 +31,9 @@ public struct HS256: Sendable {
     /// Tokens longer than this many bytes are refused unread: they arrive in headers and query
     /// strings, and nothing the relay issues comes close.
     public static let maxTokenLength = 8 * 1024
+    /// The shortest secret `relay serve` and `relay token` accept (RFC 7518 §3.2: at least the
+    /// hash's size; a shorter one is brute-forced offline from any token).
+    public static let minimumSecretBytes = 32
 
     private static let digestLength = 32
     private static let dot = UInt8(ascii: ".")

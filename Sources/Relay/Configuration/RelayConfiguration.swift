@@ -1,4 +1,7 @@
 /// Everything `relay serve` can be told. Every field has a default except the secret.
+///
+/// `relay serve` checks every number against its range before it builds one, so that nothing
+/// overflows later (`Serve.limitRanges` in the executable).
 public struct RelayConfiguration: Sendable {
     public var host: String = "127.0.0.1"
     public var port: Int = 8080
@@ -10,6 +13,8 @@ public struct RelayConfiguration: Sendable {
     /// How often the server pings each WebSocket; a socket silent for two intervals is closed.
     public var heartbeat: Duration = .seconds(30)
     public var limits = RelayLimits()
+    /// How long each channel's log keeps its events (by default: forever).
+    public var retention = RelayRetention()
 
     public init(jwtSecret: [UInt8]) {
         self.jwtSecret = jwtSecret
@@ -31,8 +36,8 @@ public struct RelayLimits: Sendable {
     public var maxHistoryLimit = 200
     /// How long a `client_msg_id` is remembered, for idempotent sends.
     public var dedupWindowSeconds = 86_400
-    /// `client_msg_id` length, in characters.
-    public var maxClientMessageIDLength = 128
+    /// `client_msg_id` length, in UTF-8 bytes.
+    public var maxClientMessageIDBytes = 128
     /// User ids in one `GET /presence`.
     public var maxPresenceUsers = 1000
     /// Bytes the relay may owe one WebSocket (events, replays, answers) and not have written

@@ -29,9 +29,20 @@ struct APIError: Error, Sendable {
 
     static func badRequest(_ message: String) -> APIError { APIError(.badRequest, message) }
 
-    /// The body of the error response.
+    /// The body of the error response: `{"error": {"code", "message"}}`.
+    struct Body: Encodable {
+        struct Detail: Encodable {
+            var code: String
+            var message: String
+        }
+        var error: Detail
+    }
+
+    var body: Body { Body(error: Body.Detail(code: self.code.name, message: self.message)) }
+
+    /// ``body`` as JSON text, for the answers written below the router (a refused upgrade).
     var json: String {
-        "{\"error\":{\"code\":\"\(self.code.name)\",\"message\":\(JSONText.quoted(self.message))}}"
+        "{\"error\":{\"code\":\(JSONText.quoted(self.code.name)),\"message\":\(JSONText.quoted(self.message))}}"
     }
 }
 
@@ -41,6 +52,8 @@ extension APIError {
         switch error {
         case let error as APIError:
             self = error
+        case let error as ChatError:
+            self.init(chat: error)
         case let error as RedisError:
             self.init(redis: error)
         case let error as any HTTPResponseError:
@@ -57,6 +70,19 @@ extension APIError {
         default:
             self.init(.internal, "internal error")
         }
+    }
+
+    /// The domain's error, as the API says it: the one place that gives each code its status.
+    init(chat error: ChatError) {
+        let code: Code =
+            switch error.code {
+            case .notFound: .notFound
+            case .forbidden: .forbidden
+            case .conflict: .conflict
+            case .tooLarge: .tooLarge
+            default: .badRequest
+            }
+        self.init(code, error.message)
     }
 
     /// A script's error reply (`-NOTMEMBER …`) or a transport failure.

@@ -7,12 +7,13 @@ struct RequestParsing: Sendable {
 
     /// Decodes a JSON body of at most `maxBodyBytes`.
     ///
-    /// - Throws: `too_large` over the limit, `bad_request` for anything that is not the expected JSON.
+    /// - Throws: `too_large` over the limit, `bad_request` for anything that is not the expected
+    ///   JSON (strict: see ``StrictJSON``; no key twice, valid UTF-8).
     func decode<T: Decodable>(_ type: T.Type, from request: Request) async throws -> T {
         var request = request
         let buffer = try await request.collectBody(upTo: self.limits.maxBodyBytes)
         guard StrictJSON.isValid(buffer.readableBytesView) else {
-            throw APIError.badRequest("malformed JSON body")
+            throw APIError.badRequest("malformed JSON body (strict JSON: valid UTF-8, no key twice)")
         }
         do {
             return try JSONDecoder().decode(T.self, from: Data(buffer.readableBytesView))
@@ -21,6 +22,38 @@ struct RequestParsing: Sendable {
         } catch {
             throw APIError.badRequest("malformed JSON body")
         }
+    }
+
+    /// A JSON object body of at most `maxBodyBytes`, parsed by ``StrictJSON`` alone (the hot
+    /// paths skip Foundation's decoder).
+    ///
+    /// - Throws: `too_large` over the limit, `bad_request` for anything but a strict JSON object.
+    func object(from request: Request) async throws -> StrictJSON.Value {
+        var request = request
+        let buffer = try await request.collectBody(upTo: self.limits.maxBodyBytes)
+        guard let value = StrictJSON.parse(buffer.readableBytesView), case .object = value else {
+            throw APIError.badRequest("malformed JSON body (a strict JSON object: valid UTF-8, no key twice)")
+        }
+        return value
+    }
+
+    /// The string field `name` of a body object.
+    ///
+    /// - Throws: `bad_request` if it is missing or not a string.
+    func string(_ name: String, in object: StrictJSON.Value) throws -> String {
+        guard let field = object[name] else { throw APIError.badRequest("missing field \(name)") }
+        guard let text = field.string else { throw APIError.badRequest("wrong type for \(name)") }
+        return text
+    }
+
+    /// A `client_msg_id`: 1 to `maxClientMessageIDBytes` bytes of UTF-8 (it becomes part of a
+    /// Redis key name, so bytes count, not characters).
+    func clientMessageID(_ value: String) throws -> String {
+        let bytes = value.utf8.count
+        guard bytes >= 1, bytes <= self.limits.maxClientMessageIDBytes else {
+            throw APIError.badRequest("client_msg_id must be 1 to \(self.limits.maxClientMessageIDBytes) bytes of UTF-8")
+        }
+        return value
     }
 
     /// A path parameter that must be an id.

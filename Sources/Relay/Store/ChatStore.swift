@@ -4,95 +4,165 @@ import RedisClient
 
 /// The chat domain on Redis: channels, members, the per-channel log, read cursors, presence.
 ///
-/// Every write that must be atomic is one Lua script on the keys of one channel. Results are
-/// JSON text, spliced into responses as they come from Redis: events are never decoded and
-/// re-encoded on their way through.
+/// Every write that must be atomic is one Lua script on the keys of one channel. The store
+/// answers in domain values (``ChatChannel``, ``HistoryPage``, …) and throws ``ChatError`` for what
+/// the caller did wrong, or a `RedisError` when Redis cannot be reached. Events stay the JSON
+/// text the scripts wrote: they are never decoded and re-encoded on their way through.
 struct ChatStore: Sendable {
     let redis: RedisClient
     let limits: RelayLimits
     let metrics: RelayMetrics
+    let scripts: RelayScripts
+
+    init(redis: RedisClient, limits: RelayLimits, metrics: RelayMetrics, retention: RelayRetention = RelayRetention()) {
+        self.redis = redis
+        self.limits = limits
+        self.metrics = metrics
+        self.scripts = RelayScripts(retention: retention)
+    }
 
     // MARK: Channels
 
-    enum ChannelType: String, Sendable {
-        case dm, group
-    }
-
     /// Creates a channel, or finds the DM of the same pair.
     ///
-    /// - Returns: whether it was created, and the channel as `GET /channels/{id}` shows it.
+    /// - Returns: whether it was created, and the channel as its creator sees it.
     func createChannel(
         type: ChannelType,
         id requestedID: String?,
         name: String,
         creator: String,
         members: [String]
-    ) async throws -> (created: Bool, channel: String) {
+    ) async throws -> (created: Bool, channel: ChatChannel) {
         var unique = [creator]
         var seen: Set<String> = [creator]
         for member in members where seen.insert(member).inserted { unique.append(member) }
         let id: String
         switch type {
         case .dm:
-            guard unique.count == 2 else { throw APIError.badRequest("a dm has exactly two distinct members") }
-            guard requestedID == nil else { throw APIError.badRequest("a dm's id is derived from its members") }
+            guard unique.count == 2 else { throw ChatError.badRequest("a dm has exactly two distinct members") }
+            guard requestedID == nil else { throw ChatError.badRequest("a dm's id is derived from its members") }
             id = Self.dmID(unique[0], unique[1])
         case .group:
-            guard !(requestedID ?? "").hasPrefix("dm-") else {
-                throw APIError.badRequest("ids starting with dm- are kept for direct messages")
+            guard !ChannelType.isDirectMessage(requestedID ?? "") else {
+                throw ChatError.badRequest("ids starting with dm- are kept for direct messages")
             }
             guard unique.count <= self.limits.maxGroupMembers else {
-                throw APIError.badRequest("a group has at most \(self.limits.maxGroupMembers) members")
+                throw ChatError.badRequest("a group has at most \(self.limits.maxGroupMembers) members")
             }
             id = requestedID ?? Identifier.make(prefix: "g")
         }
         let keys = RelayKeys.Channel(id)
-        // The users' indexes first: should the script then fail, a stale index entry is
-        // filtered out on read, whereas a missing one would hide a channel.
-        try await self.indexChannel(id, for: unique)
-        let reply = try await self.timed("channel_create") {
-            try await self.redis.run(
-                RelayScripts.createChannel,
-                keys: [keys.meta, keys.members, keys.seq, keys.log],
-                arguments: [id, type.rawValue, name, creator, keys.topic] + unique
-            )
-        }
+        let reply = try await self.run(
+            self.scripts.createChannel,
+            "channel_create",
+            channel: id,
+            keys: [keys.meta, keys.members, keys.seq, keys.log, keys.messages],
+            arguments: [id, type.rawValue, name, creator, keys.topic] + unique
+        )
         let created = reply.array?.first?.int == 1
         if created { self.metrics.appended(unique.count) }
+        // The users' indexes only once the script has made them members (an existing DM's
+        // pair too: a relay that stopped between its script and its index leaves none
+        // behind). A refused call (a taken id, 409) indexes nobody.
+        try await self.indexChannel(id, for: unique)
         return (created, try await self.channel(id, caller: creator))
     }
 
-    /// The channel as `GET /channels/{id}` shows it.
+    /// The channel as `GET /channels/{id}` shows it to `caller`.
     ///
-    /// - Throws: `not_found` if there is none, `forbidden` if `caller` is not a member.
-    func channel(_ id: String, caller: String) async throws -> String {
+    /// - Throws: ``ChatError/noSuchChannel`` if there is none, ``ChatError/notMember(channel:)``
+    ///   if `caller` is not a member.
+    func channel(_ id: String, caller: String) async throws -> ChatChannel {
         let keys = RelayKeys.Channel(id)
         let results = try await self.timed("channel") {
             try await self.redis.pipeline([
                 RedisCommand("HGETALL", key: keys.meta, [keys.meta]),
                 RedisCommand("SISMEMBER", key: keys.members, [keys.members, caller]),
-                RedisCommand("SMEMBERS", key: keys.members, [keys.members]),
+                RedisCommand("SCARD", key: keys.members, [keys.members]),
                 RedisCommand("GET", key: keys.seq, [keys.seq]),
+                RedisCommand("XRANGE", key: keys.log, [keys.log, "-", "+", "COUNT", "1"]),
             ])
         }
         let meta = try Self.hash(results[0].get())
-        guard !meta.isEmpty else { throw APIError(.notFound, "no such channel") }
-        guard try results[1].get().int == 1 else { throw APIError(.forbidden, "not a member of this channel") }
-        let members = try results[2].get().array?.compactMap(\.string).sorted() ?? []
+        guard !meta.isEmpty else { throw ChatError.noSuchChannel }
+        guard try results[1].get().int == 1 else { throw ChatError.notMember(channel: id) }
+        var memberCount = Int(try results[2].get().int ?? 0)
         let lastSeq = try results[3].get().int ?? 0
-        var json = "{\"id\":\"\(id)\",\"type\":\"\(meta["type"] ?? "group")\",\"name\":\(Self.name(meta["name"]))"
-        json += ",\"members\":[" + members.map { "\"\($0)\"" }.joined(separator: ",") + "]"
-        json += ",\"member_count\":\(members.count),\"last_seq\":\(lastSeq),\"created_at\":\(meta["created_at"] ?? "0")"
-        json += ",\"creator\":\"\(meta["creator"] ?? "")\"}"
-        return json
+        let firstSeq = Self.firstSeq(try results[4].get(), lastSeq: lastSeq)
+        var members: [String]?
+        if memberCount <= ChatChannel.maxListedMembers {
+            let listed = try await self.timed("channel") { try await self.redis.setMembers(keys.members) }.sorted()
+            if listed.count <= ChatChannel.maxListedMembers {
+                members = listed
+                memberCount = listed.count
+            }
+        }
+        let name = meta["name"].flatMap { $0.isEmpty ? nil : $0 }
+        return ChatChannel(
+            id: id,
+            type: ChannelType(rawValue: meta["type"] ?? "") ?? .group,
+            name: name,
+            members: members,
+            memberCount: memberCount,
+            firstSeq: firstSeq,
+            lastSeq: lastSeq,
+            createdAt: Int64(meta["created_at"] ?? "") ?? 0,
+            creator: meta["creator"] ?? ""
+        )
+    }
+
+    /// A page of the channel's members, for a member: up to `limit` ids from `cursor` (`nil`:
+    /// the start). A walk from no cursor until `nextCursor` is `nil` lists every user that was
+    /// a member throughout at least once (`SSCAN`'s guarantee).
+    ///
+    /// The cursor is `SSCAN`'s, optionally followed by `:` and the last id handed out from
+    /// that scan step, when a step returned more than the page had room for.
+    ///
+    /// - Throws: `bad_request` for a cursor the relay did not make, and as ``requireMember(channel:user:)``.
+    func members(channel id: String, caller: String, cursor: String?, limit: Int) async throws -> MembersPage {
+        var scan: UInt64 = 0
+        var after: String?
+        if let cursor {
+            let parts = cursor.split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false)
+            guard let value = UInt64(parts[0]), parts.count == 1 || Identifier.isValid(parts[1]) else {
+                throw ChatError.badRequest("cursor: not a cursor this API gave")
+            }
+            scan = value
+            after = parts.count == 2 ? String(parts[1]) : nil
+        }
+        try await self.requireMember(channel: id, user: caller)
+        let key = RelayKeys.Channel(id).members
+        var page: [String] = []
+        // A bounded number of steps: a sparse set may answer a step with few or no ids.
+        for _ in 0..<16 {
+            let reply = try await self.timed("members") {
+                try await self.redis.execute("SSCAN", key, "\(scan)", "COUNT", "\(limit)")
+            }
+            guard let parts = reply.array, parts.count == 2, let next = parts[0].string.flatMap({ UInt64($0) }) else {
+                throw RedisError(.protocolViolation, "SSCAN answered \(reply)")
+            }
+            var batch = (parts[1].array ?? []).compactMap(\.string).sorted()
+            if let last = after { batch.removeAll { $0 <= last } }
+            after = nil
+            let room = limit - page.count
+            if batch.count > room {
+                page += batch.prefix(room)
+                return MembersPage(members: page, nextCursor: "\(scan):\(page.last ?? "")")
+            }
+            page += batch
+            scan = next
+            if scan == 0 { return MembersPage(members: page, nextCursor: nil) }
+            if page.count == limit { break }
+        }
+        return MembersPage(members: page, nextCursor: "\(scan)")
     }
 
     /// The caller's channels with their read state for the caller's session.
-    func listChannels(user: String, session: String) async throws -> String {
+    func listChannels(user: String, session: String) async throws -> [ChannelSummary] {
         let ids = try await self.timed("channels") { try await self.redis.setMembers(RelayKeys.User(user).channels) }.sorted()
-        guard !ids.isEmpty else { return "{\"channels\":[]}" }
+        guard !ids.isEmpty else { return [] }
         var commands = [RedisCommand]()
-        commands.reserveCapacity(ids.count * 4)
+        commands.reserveCapacity(ids.count * 5)
         for id in ids {
             let keys = RelayKeys.Channel(id)
             commands.append(RedisCommand("HMGET", key: keys.meta, [keys.meta, "type", "name"]))
@@ -102,24 +172,32 @@ struct ChatStore: Sendable {
             commands.append(RedisCommand("HGET", key: keys.reads, [keys.reads, "\(user)/\(session)"]))
         }
         let results = try await self.timed("channels") { try await self.redis.pipeline(commands) }
-        var entries = [String]()
+        var entries = [ChannelSummary]()
+        var stale = [String]()
         for (index, id) in ids.enumerated() {
             let base = index * 5
             let meta = try results[base].get().array ?? []
-            // An index entry whose channel does not list the user (left, or a creation that
-            // failed, or one still under way) is skipped, not deleted: deleting it could race
-            // with the script that is about to make the user a member.
-            guard try results[base + 1].get().int == 1, let type = meta.first?.string else { continue }
-            let name = meta.count > 1 ? meta[1].string : nil
+            guard try results[base + 1].get().int == 1, let type = meta.first?.string else {
+                stale.append(id)
+                continue
+            }
+            let name = meta.count > 1 ? meta[1].string.flatMap { $0.isEmpty ? nil : $0 } : nil
             let count = try results[base + 2].get().int ?? 0
             let lastSeq = try results[base + 3].get().int ?? 0
             let lastRead = min(try results[base + 4].get().int ?? 0, lastSeq)
             entries.append(
-                "{\"id\":\"\(id)\",\"type\":\"\(type)\",\"name\":\(Self.name(name)),\"member_count\":\(count)"
-                    + ",\"last_seq\":\(lastSeq),\"last_read_seq\":\(lastRead),\"unread\":\(lastSeq - lastRead)}"
+                ChannelSummary(
+                    id: id,
+                    type: ChannelType(rawValue: type) ?? .group,
+                    name: name,
+                    memberCount: Int(count),
+                    lastSeq: lastSeq,
+                    lastReadSeq: lastRead
+                )
             )
         }
-        return "{\"channels\":[" + entries.joined(separator: ",") + "]}"
+        await self.dropStale(stale, for: user)
+        return entries
     }
 
     /// Adds members to a group; logs one `member_joined` per new member.
@@ -127,41 +205,53 @@ struct ChatStore: Sendable {
     /// - Returns: the new events (empty if everyone was a member already).
     func addMembers(channel id: String, actor: String, users: [String]) async throws -> [String] {
         let keys = RelayKeys.Channel(id)
-        try await self.indexChannel(id, for: users)
-        let reply = try await self.timed("members_add") {
-            try await self.redis.run(
-                RelayScripts.addMembers,
-                keys: [keys.meta, keys.members, keys.seq, keys.log],
-                arguments: [actor, id, keys.topic, self.limits.maxGroupMembers] + users
-            )
-        }
+        let reply = try await self.run(
+            self.scripts.addMembers,
+            "members_add",
+            channel: id,
+            keys: [keys.meta, keys.members, keys.seq, keys.log, keys.messages],
+            arguments: [actor, id, keys.topic, self.limits.maxGroupMembers] + users
+        )
         let events = reply.array?.compactMap(\.string) ?? []
         self.metrics.appended(events.count)
+        // Only after the script succeeded: a refused call (no such channel, not a member)
+        // writes no one's index.
+        try await self.indexChannel(id, for: users)
         return events
     }
 
     /// Removes a member (itself, or anyone if the actor created the channel); logs `member_left`.
     func removeMember(channel id: String, actor: String, user: String) async throws -> String {
         let keys = RelayKeys.Channel(id)
-        let reply = try await self.timed("members_remove") {
-            try await self.redis.run(
-                RelayScripts.removeMember,
-                keys: [keys.meta, keys.members, keys.seq, keys.log],
-                arguments: [actor, id, keys.topic, user]
-            )
-        }
+        let reply = try await self.run(
+            self.scripts.removeMember,
+            "members_remove",
+            channel: id,
+            keys: [keys.meta, keys.members, keys.seq, keys.log, keys.messages],
+            arguments: [actor, id, keys.topic, user]
+        )
         self.metrics.appended()
         await self.unindexChannel(id, for: user)
         return try Self.string(reply)
     }
 
-    /// Drops the channel from the user's index, unless a concurrent add made the user a member again.
+    /// Drops the channel from the user's index, unless a concurrent add made the user a member
+    /// again (that add indexes only after its script, so either its entry comes after this
+    /// removal, or the check below sees the user a member and puts the entry back).
     private func unindexChannel(_ id: String, for user: String) async {
         let index = RelayKeys.User(user).channels
         let members = RelayKeys.Channel(id).members
         _ = try? await self.redis.setRemove(index, [id])
         if (try? await self.redis.isMember(members, user)) == true {
             _ = try? await self.redis.setAdd(index, [id])
+        }
+    }
+
+    /// Removes index entries found stale on read (a channel that no longer lists the user),
+    /// each in the same way as a removal, so that a concurrent add keeps its entry.
+    private func dropStale(_ ids: [String], for user: String) async {
+        for id in ids.prefix(100) {
+            await self.unindexChannel(id, for: user)
         }
     }
 
@@ -183,16 +273,16 @@ struct ChatStore: Sendable {
         let body =
             "\"type\":\"message\",\"message_id\":\"\(messageID)\",\"sender_id\":\"\(sender)\",\"text\":\(JSONText.quoted(text))"
             + ",\"client_msg_id\":\(JSONText.quoted(clientMessageID))"
-        let reply = try await self.timed("send") {
-            try await self.redis.run(
-                RelayScripts.send,
-                keys: [
-                    keys.meta, keys.members, keys.seq, keys.log, keys.messages,
-                    keys.dedup(sender: sender, clientMessageID: clientMessageID),
-                ],
-                arguments: [sender, messageID, body, id, keys.topic, self.limits.dedupWindowSeconds]
-            )
-        }
+        let reply = try await self.run(
+            self.scripts.send,
+            "send",
+            channel: id,
+            keys: [
+                keys.meta, keys.members, keys.seq, keys.log, keys.messages,
+                keys.dedup(sender: sender, clientMessageID: clientMessageID),
+            ],
+            arguments: [sender, messageID, body, id, keys.topic, self.limits.dedupWindowSeconds]
+        )
         guard let parts = reply.array, parts.count == 2, let event = parts[1].string else {
             throw RedisError(.protocolViolation, "send.lua answered \(reply)")
         }
@@ -205,13 +295,13 @@ struct ChatStore: Sendable {
     func edit(channel id: String, sender: String, messageID: String, text: String) async throws -> String {
         let body =
             "\"type\":\"edit\",\"message_id\":\"\(messageID)\",\"sender_id\":\"\(sender)\",\"text\":\(JSONText.quoted(text))"
-        return try await self.change(RelayScripts.edit, "edit", channel: id, sender: sender, messageID: messageID, body: body)
+        return try await self.change(self.scripts.edit, "edit", channel: id, sender: sender, messageID: messageID, body: body)
     }
 
     /// Logs a `delete` of the sender's message.
     func delete(channel id: String, sender: String, messageID: String) async throws -> String {
         let body = "\"type\":\"delete\",\"message_id\":\"\(messageID)\",\"sender_id\":\"\(sender)\""
-        return try await self.change(RelayScripts.delete, "delete", channel: id, sender: sender, messageID: messageID, body: body)
+        return try await self.change(self.scripts.delete, "delete", channel: id, sender: sender, messageID: messageID, body: body)
     }
 
     private func change(
@@ -223,13 +313,13 @@ struct ChatStore: Sendable {
         body: String
     ) async throws -> String {
         let keys = RelayKeys.Channel(id)
-        let reply = try await self.timed(name) {
-            try await self.redis.run(
-                script,
-                keys: [keys.meta, keys.members, keys.seq, keys.log, keys.messages],
-                arguments: [sender, messageID, body, id, keys.topic]
-            )
-        }
+        let reply = try await self.run(
+            script,
+            name,
+            channel: id,
+            keys: [keys.meta, keys.members, keys.seq, keys.log, keys.messages],
+            arguments: [sender, messageID, body, id, keys.topic]
+        )
         self.metrics.appended()
         return try Self.string(reply)
     }
@@ -243,10 +333,22 @@ struct ChatStore: Sendable {
         case between(after: Int64, before: Int64)
     }
 
-    /// Up to `limit` events of the range, ascending, and whether more lie beyond the page.
-    func history(channel id: String, caller: String, range: HistoryRange, limit: Int) async throws -> (events: [String], hasMore: Bool) {
-        try await self.requireMember(channel: id, user: caller)
-        let log = RelayKeys.Channel(id).log
+    /// Up to `limit` events of the range, ascending, whether more lie beyond the page, and where
+    /// the log begins.
+    func history(channel id: String, caller: String, range: HistoryRange, limit: Int) async throws -> HistoryPage {
+        let keys = RelayKeys.Channel(id)
+        let access = try await self.timed("history") {
+            try await self.redis.pipeline([
+                RedisCommand("EXISTS", key: keys.meta, [keys.meta]),
+                RedisCommand("SISMEMBER", key: keys.members, [keys.members, caller]),
+                RedisCommand("GET", key: keys.seq, [keys.seq]),
+                RedisCommand("XRANGE", key: keys.log, [keys.log, "-", "+", "COUNT", "1"]),
+            ])
+        }
+        guard try access[0].get().int == 1 else { throw ChatError.noSuchChannel }
+        guard try access[1].get().int == 1 else { throw ChatError.notMember(channel: id) }
+        let firstSeq = Self.firstSeq(try access[3].get(), lastSeq: try access[2].get().int ?? 0)
+        let log = keys.log
         let count = limit + 1
         var entries: [RedisStreamEntry]
         var descending = false
@@ -255,7 +357,7 @@ struct ChatStore: Sendable {
             entries = try await self.timed("history") { try await self.redis.streamReverseRange(log, from: "+", to: "-", count: count) }
             descending = true
         case .before(let seq):
-            guard seq > 1 else { return ([], false) }
+            guard seq > 1 else { return HistoryPage(events: [], hasMore: false, firstSeq: firstSeq) }
             entries = try await self.timed("history") {
                 try await self.redis.streamReverseRange(log, from: "\(seq - 1)-0", to: "-", count: count)
             }
@@ -263,7 +365,7 @@ struct ChatStore: Sendable {
         case .after(let seq):
             entries = try await self.timed("history") { try await self.redis.streamRange(log, from: "\(seq + 1)-0", to: "+", count: count) }
         case .between(let after, let before):
-            guard before - after > 1 else { return ([], false) }
+            guard before - after > 1 else { return HistoryPage(events: [], hasMore: false, firstSeq: firstSeq) }
             entries = try await self.timed("history") {
                 try await self.redis.streamRange(log, from: "\(after + 1)-0", to: "\(before - 1)-0", count: count)
             }
@@ -271,7 +373,7 @@ struct ChatStore: Sendable {
         let hasMore = entries.count > limit
         if hasMore { entries.removeLast() }
         if descending { entries.reverse() }
-        return (entries.compactMap { $0["e"].map { String(buffer: $0) } }, hasMore)
+        return HistoryPage(events: entries.compactMap { $0["e"].map { String(buffer: $0) } }, hasMore: hasMore, firstSeq: firstSeq)
     }
 
     /// Events after `seq`, ascending, up to `limit` (for replay; membership is the caller's concern).
@@ -305,6 +407,32 @@ struct ChatStore: Sendable {
         return seqs
     }
 
+    /// The lowest seq the channel's log still holds: 1 until retention trims it, `last seq + 1`
+    /// when the log holds nothing (0 + 1 for no channel). A resume from a cursor below
+    /// `firstSeq - 1` has lost events to retention (`truncated`).
+    func firstSeq(channel id: String) async throws -> Int64 {
+        try await self.firstSeqs(channels: [id])[id] ?? 1
+    }
+
+    /// Each channel's ``firstSeq(channel:)``, in one round trip.
+    func firstSeqs(channels ids: [String]) async throws -> [String: Int64] {
+        guard !ids.isEmpty else { return [:] }
+        var commands = [RedisCommand]()
+        commands.reserveCapacity(ids.count * 2)
+        for id in ids {
+            let keys = RelayKeys.Channel(id)
+            commands.append(RedisCommand("GET", key: keys.seq, [keys.seq]))
+            commands.append(RedisCommand("XRANGE", key: keys.log, [keys.log, "-", "+", "COUNT", "1"]))
+        }
+        let results = try await self.timed("seq") { try await self.redis.pipeline(commands) }
+        var seqs: [String: Int64] = [:]
+        for (index, id) in ids.enumerated() {
+            let lastSeq = try results[index * 2].get().string.flatMap { Int64($0) } ?? 0
+            seqs[id] = Self.firstSeq(try results[index * 2 + 1].get(), lastSeq: lastSeq)
+        }
+        return seqs
+    }
+
     /// The channels `user` is a member of (the index, checked against each channel's members).
     func memberChannels(user: String) async throws -> [String] {
         let ids = try await self.timed("channels") { try await self.redis.setMembers(RelayKeys.User(user).channels) }
@@ -314,9 +442,21 @@ struct ChatStore: Sendable {
             return RedisCommand("SISMEMBER", key: members, [members, user])
         }
         let results = try await self.timed("channels") { try await self.redis.pipeline(commands) }
-        return zip(ids, results).compactMap { id, result in (try? result.get().int) == 1 ? id : nil }
+        var channels = [String]()
+        var stale = [String]()
+        for (id, result) in zip(ids, results) {
+            switch result {
+            case .success(let reply) where reply.int == 1: channels.append(id)
+            case .success: stale.append(id)
+            case .failure: continue
+            }
+        }
+        await self.dropStale(stale, for: user)
+        return channels
     }
 
+    /// - Throws: ``ChatError/noSuchChannel``, or ``ChatError/notMember(channel:)`` (a DM's
+    ///   non-member gets the same as for no channel).
     func requireMember(channel id: String, user: String) async throws {
         let keys = RelayKeys.Channel(id)
         let results = try await self.timed("membership") {
@@ -325,8 +465,8 @@ struct ChatStore: Sendable {
                 RedisCommand("SISMEMBER", key: keys.members, [keys.members, user]),
             ])
         }
-        guard try results[0].get().int == 1 else { throw APIError(.notFound, "no such channel") }
-        guard try results[1].get().int == 1 else { throw APIError(.forbidden, "not a member of this channel") }
+        guard try results[0].get().int == 1 else { throw ChatError.noSuchChannel }
+        guard try results[1].get().int == 1 else { throw ChatError.notMember(channel: id) }
     }
 
     // MARK: Read cursors and presence
@@ -334,13 +474,13 @@ struct ChatStore: Sendable {
     /// Moves the (user, session) read cursor up to `seq`; never back.
     func markRead(channel id: String, user: String, session: String, seq: Int64) async throws -> Int64 {
         let keys = RelayKeys.Channel(id)
-        let reply = try await self.timed("read") {
-            try await self.redis.run(
-                RelayScripts.read,
-                keys: [keys.meta, keys.members, keys.seq, keys.reads],
-                arguments: [user, session, seq]
-            )
-        }
+        let reply = try await self.run(
+            self.scripts.read,
+            "read",
+            channel: id,
+            keys: [keys.meta, keys.members, keys.seq, keys.reads],
+            arguments: [user, session, seq]
+        )
         guard let value = reply.int else { throw RedisError(.protocolViolation, "read.lua answered \(reply)") }
         return value
     }
@@ -363,6 +503,29 @@ struct ChatStore: Sendable {
         return try await body()
     }
 
+    /// Runs a script of channel `channel`, turning its error replies into ``ChatError``s.
+    private func run(
+        _ script: RedisScript,
+        _ name: String,
+        channel: String,
+        keys: [String],
+        arguments: [any RedisArgument]
+    ) async throws -> RESPValue {
+        do {
+            return try await self.timed(name) { try await self.redis.run(script, keys: keys, arguments: arguments) }
+        } catch let error as RedisError {
+            throw ChatError(script: error, channel: channel) ?? error
+        }
+    }
+
+    /// The first seq from `XRANGE log - + COUNT 1`, or `lastSeq + 1` for an empty log.
+    private static func firstSeq(_ reply: RESPValue, lastSeq: Int64) -> Int64 {
+        guard let entry = reply.array?.first?.array?.first?.string, let seq = Int64(entry.prefix { $0 != "-" }) else {
+            return lastSeq + 1
+        }
+        return seq
+    }
+
     private static func string(_ reply: RESPValue) throws -> String {
         guard let text = reply.string else { throw RedisError(.protocolViolation, "a script answered \(reply)") }
         return text
@@ -377,11 +540,6 @@ struct ChatStore: Sendable {
             index += 2
         }
         return result
-    }
-
-    private static func name(_ name: String?) -> String {
-        guard let name, !name.isEmpty else { return "null" }
-        return JSONText.quoted(name)
     }
 
     /// A DM's id: the same for the same pair, whichever way round.

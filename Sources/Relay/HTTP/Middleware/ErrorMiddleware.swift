@@ -1,3 +1,4 @@
+import Foundation
 import Hummingbird
 import Logging
 
@@ -15,7 +16,7 @@ struct ErrorMiddleware: RouterMiddleware {
             if apiError.code == .internal {
                 context.logger.error("request failed", metadata: ["error": "\(error)", "path": "\(request.uri.path)"])
             }
-            response = .json(apiError.json, status: apiError.code.status)
+            response = (try? .json(encoding: apiError.body, status: apiError.code.status)) ?? Response(status: apiError.code.status)
         }
         self.metrics.request(route: context.endpointPath ?? "unmatched", method: request.method.rawValue, status: response.status.code)
         return response
@@ -23,6 +24,19 @@ struct ErrorMiddleware: RouterMiddleware {
 }
 
 extension Response {
+    /// A JSON response encoding `value`.
+    static func json(encoding value: some Encodable, status: HTTPResponse.Status = .ok) throws -> Response {
+        let encoder = JSONEncoder()
+        // Sorted: Foundation on Linux writes keys in no fixed order, and equal answers must be equal bytes.
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        let data = try encoder.encode(value)
+        return Response(
+            status: status,
+            headers: [.contentType: "application/json; charset=utf-8", .cacheControl: "no-store"],
+            body: .init(byteBuffer: ByteBuffer(bytes: data))
+        )
+    }
+
     /// A JSON response whose body is already JSON text.
     static func json(_ text: String, status: HTTPResponse.Status = .ok) -> Response {
         Response(

@@ -10,6 +10,7 @@ struct ChannelRoutes: Sendable {
         router.post("/channels", use: self.create)
         router.get("/channels", use: self.list)
         router.get("/channels/{channel}", use: self.show)
+        router.get("/channels/{channel}/members", use: self.members)
         router.post("/channels/{channel}/members", use: self.addMembers)
         router.delete("/channels/{channel}/members/{user}", use: self.removeMember)
     }
@@ -24,7 +25,7 @@ struct ChannelRoutes: Sendable {
     @Sendable func create(_ request: Request, context: RelayRequestContext) async throws -> Response {
         let caller = try context.caller()
         let body = try await self.parsing.decode(CreateRequest.self, from: request)
-        guard let type = ChatStore.ChannelType(rawValue: body.type) else {
+        guard let type = ChannelType(rawValue: body.type) else {
             throw APIError.badRequest("type must be \"dm\" or \"group\"")
         }
         guard body.members.count <= self.parsing.limits.maxMembersPerRequest else {
@@ -44,18 +45,33 @@ struct ChannelRoutes: Sendable {
         if created {
             await self.realtime.channelsChanged(for: [caller.userID] + members)
         }
-        return .json(channel, status: created ? .created : .ok)
+        return try .json(encoding: channel, status: created ? .created : .ok)
+    }
+
+    struct ChannelList: Encodable {
+        var channels: [ChannelSummary]
     }
 
     @Sendable func list(_ request: Request, context: RelayRequestContext) async throws -> Response {
         let caller = try context.caller()
-        return .json(try await self.store.listChannels(user: caller.userID, session: caller.sessionID))
+        return try .json(encoding: ChannelList(channels: try await self.store.listChannels(user: caller.userID, session: caller.sessionID)))
     }
 
     @Sendable func show(_ request: Request, context: RelayRequestContext) async throws -> Response {
         let caller = try context.caller()
         let id = try self.parsing.id("channel", in: context)
-        return .json(try await self.store.channel(id, caller: caller.userID))
+        return try .json(encoding: try await self.store.channel(id, caller: caller.userID))
+    }
+
+    /// `GET /channels/{id}/members?cursor=&limit=`: a page of members (`limit` 1 to 1,000,
+    /// default 100).
+    @Sendable func members(_ request: Request, context: RelayRequestContext) async throws -> Response {
+        let caller = try context.caller()
+        let id = try self.parsing.id("channel", in: context)
+        let limit = try self.parsing.integer("limit", in: request, range: 1...Int64(ChatChannel.maxListedMembers)) ?? 100
+        let cursor = request.uri.queryParameters["cursor"].map(String.init)
+        let page = try await self.store.members(channel: id, caller: caller.userID, cursor: cursor, limit: Int(limit))
+        return try .json(encoding: page)
     }
 
     struct AddMembersRequest: Decodable {

@@ -13,26 +13,21 @@ struct MessageRoutes: Sendable {
         router.post("/channels/{channel}/read", use: self.read)
     }
 
-    struct SendRequest: Decodable {
-        var client_msg_id: String
-        var text: String
-    }
-
+    /// The hot path of backends and bots: the body is read by ``StrictJSON`` alone, and the
+    /// event comes back as the script wrote it.
     @Sendable func send(_ request: Request, context: RelayRequestContext) async throws -> Response {
         let caller = try context.caller()
         let id = try self.parsing.id("channel", in: context)
-        let body = try await self.parsing.decode(SendRequest.self, from: request)
-        let clientMessageID = try self.clientMessageID(body.client_msg_id)
-        let text = try self.parsing.text(body.text)
+        let body = try await self.parsing.object(from: request)
+        let clientMessageID = try self.clientMessageID(try self.parsing.string("client_msg_id", in: body))
+        let text = try self.parsing.text(try self.parsing.string("text", in: body))
         let (created, event) = try await self.store.send(channel: id, sender: caller.userID, clientMessageID: clientMessageID, text: text)
         return .json("{\"message\":\(event)}", status: created ? .created : .ok)
     }
 
+    /// A `client_msg_id`: 1 to 128 bytes of UTF-8 (``RequestParsing/clientMessageID(_:)``).
     func clientMessageID(_ value: String) throws -> String {
-        guard !value.isEmpty, value.count <= self.parsing.limits.maxClientMessageIDLength else {
-            throw APIError.badRequest("client_msg_id must be 1 to \(self.parsing.limits.maxClientMessageIDLength) characters")
-        }
-        return value
+        try self.parsing.clientMessageID(value)
     }
 
     @Sendable func history(_ request: Request, context: RelayRequestContext) async throws -> Response {
@@ -50,8 +45,11 @@ struct MessageRoutes: Sendable {
             case (nil, let after?): .after(after)
             case (let before?, let after?): .between(after: after, before: before)
             }
-        let (events, hasMore) = try await self.store.history(channel: id, caller: caller.userID, range: range, limit: Int(limit))
-        return .json("{\"messages\":[" + events.joined(separator: ",") + "],\"has_more\":\(hasMore)}")
+        let page = try await self.store.history(channel: id, caller: caller.userID, range: range, limit: Int(limit))
+        // Events pass through as the log holds them.
+        return .json(
+            "{\"messages\":[" + page.events.joined(separator: ",") + "],\"has_more\":\(page.hasMore),\"first_seq\":\(page.firstSeq)}"
+        )
     }
 
     struct EditRequest: Decodable {
@@ -88,12 +86,17 @@ struct MessageRoutes: Sendable {
         var seq: Int64
     }
 
+    struct ReadAnswer: Encodable {
+        var lastReadSeq: Int64
+        enum CodingKeys: String, CodingKey { case lastReadSeq = "last_read_seq" }
+    }
+
     @Sendable func read(_ request: Request, context: RelayRequestContext) async throws -> Response {
         let caller = try context.caller()
         let id = try self.parsing.id("channel", in: context)
         let body = try await self.parsing.decode(ReadRequest.self, from: request)
         guard body.seq >= 0 else { throw APIError.badRequest("seq must not be negative") }
         let lastRead = try await self.store.markRead(channel: id, user: caller.userID, session: caller.sessionID, seq: body.seq)
-        return .json("{\"last_read_seq\":\(lastRead)}")
+        return try .json(encoding: ReadAnswer(lastReadSeq: lastRead))
     }
 }

@@ -1,4 +1,3 @@
-import Foundation
 import NIOCore
 
 /// A client's frame (contract section 5), checked: each case carries what serving it needs.
@@ -18,16 +17,6 @@ enum ClientFrame: Equatable, Sendable {
         }
     }
 
-    /// The fields a frame may carry; which matter depends on `type`.
-    private struct Fields: Decodable {
-        var type: String
-        var cursors: [String: Int64]?
-        var channel_id: String?
-        var client_msg_id: String?
-        var text: String?
-        var seq: Int64?
-    }
-
     /// A parsed frame, or the error to answer it with.
     enum Parsed: Equatable {
         case frame(ClientFrame)
@@ -39,19 +28,26 @@ enum ClientFrame: Equatable, Sendable {
     /// - Returns: the frame, or the error to answer (`bad_request`, `too_large`), which quotes
     ///   nothing of the frame but a bounded excerpt.
     static func parse(_ payload: ByteBuffer, limits: RelayLimits) -> Parsed {
-        let bytes = payload.readableBytesView
-        guard StrictJSON.isValid(bytes), let fields = try? JSONDecoder().decode(Fields.self, from: Data(bytes)) else {
+        guard let object = StrictJSON.parse(payload.readableBytesView), let type = object["type"]?.string else {
             return .rejected(.error(code: .badRequest, message: "frames are JSON objects with a type and typed fields"))
         }
-        switch fields.type {
+        /// A field that must be a string if present: `nil` if absent, a rejection if mistyped.
+        func string(_ name: String) -> String?? {
+            guard let value = object[name] else { return .some(nil) }
+            return value.string.map { .some($0) } ?? nil
+        }
+        switch type {
         case "ping":
             return .frame(.ping)
         case "resume":
-            guard let cursors = fields.cursors else {
+            guard case .object(let cursors)? = object["cursors"] else {
                 return .rejected(.error(code: .badRequest, message: "resume needs cursors: {channel_id: seq}"))
             }
             var checked: [(channel: String, cursor: Int64)] = []
-            for (channel, cursor) in cursors.sorted(by: { $0.key < $1.key }) {
+            for (channel, value) in cursors.sorted(by: { $0.key < $1.key }) {
+                guard let cursor = value.int64 else {
+                    return .rejected(.error(code: .badRequest, message: "cursors: a seq is a whole number", channel: channel))
+                }
                 guard Identifier.isValid(channel) else {
                     return .rejected(.error(code: .badRequest, message: "cursors: not a channel id", channel: channel))
                 }
@@ -62,23 +58,25 @@ enum ClientFrame: Equatable, Sendable {
             }
             return .frame(.resume(cursors: checked))
         case "send":
-            guard let channel = fields.channel_id, let clientMessageID = fields.client_msg_id, let text = fields.text else {
+            guard let channel = string("channel_id") ?? nil, let clientMessageID = string("client_msg_id") ?? nil,
+                let text = string("text") ?? nil
+            else {
                 return .rejected(
                     .error(
                         code: .badRequest,
-                        message: "send needs channel_id, client_msg_id and text",
-                        clientMessageID: fields.client_msg_id
+                        message: "send needs channel_id, client_msg_id and text, as strings",
+                        clientMessageID: object["client_msg_id"]?.string
                     )
                 )
             }
             guard Identifier.isValid(channel) else {
                 return .rejected(.error(code: .badRequest, message: "channel_id: not an id", clientMessageID: clientMessageID))
             }
-            guard !clientMessageID.isEmpty, clientMessageID.utf8.count <= limits.maxClientMessageIDLength else {
+            guard !clientMessageID.isEmpty, clientMessageID.utf8.count <= limits.maxClientMessageIDBytes else {
                 return .rejected(
                     .error(
                         code: .badRequest,
-                        message: "client_msg_id must be 1 to \(limits.maxClientMessageIDLength) bytes",
+                        message: "client_msg_id must be 1 to \(limits.maxClientMessageIDBytes) bytes",
                         clientMessageID: clientMessageID
                     )
                 )
@@ -93,12 +91,12 @@ enum ClientFrame: Equatable, Sendable {
             }
             return .frame(.send(channel: channel, clientMessageID: clientMessageID, text: text))
         case "read":
-            guard let channel = fields.channel_id, Identifier.isValid(channel), let seq = fields.seq, seq >= 0 else {
-                return .rejected(.error(code: .badRequest, message: "read needs channel_id and a seq", channel: fields.channel_id))
+            guard let channel = object["channel_id"]?.string, Identifier.isValid(channel), let seq = object["seq"]?.int64, seq >= 0 else {
+                return .rejected(.error(code: .badRequest, message: "read needs channel_id and a seq", channel: object["channel_id"]?.string))
             }
             return .frame(.read(channel: channel, seq: seq))
         default:
-            return .rejected(.error(code: .badRequest, message: "unknown frame type: \(ServerMessage.excerpt(fields.type))"))
+            return .rejected(.error(code: .badRequest, message: "unknown frame type: \(ServerMessage.excerpt(type))"))
         }
     }
 }

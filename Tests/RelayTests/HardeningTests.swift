@@ -1,0 +1,271 @@
+import Foundation
+import Relay
+import TestSupport
+import Testing
+
+/// Inputs an attacker or a careless client sends, indexes nobody can grow, DMs nobody can probe.
+@Suite("Abuse-proof inputs and indexes", .timeLimit(.minutes(3)))
+struct HardeningTests {
+    // MARK: client_msg_id in bytes
+
+    /// One letter and 200 combining marks is one character but 401 bytes: over the 128-byte limit.
+    @Test func clientMessageIDIsLimitedInBytesNotCharacters() async throws {
+        try await withRelay { relay in
+            let alice = TestRedis.uniqueName("alice")
+            let id = try await relay.createGroup(alice)
+            let path = "/channels/\(id)/messages"
+            let zalgo = "a" + String(repeating: "\u{0301}", count: 200)
+            #expect(zalgo.count == 1)
+            let token = relay.token(alice)
+            expectError(try await relay.request("POST", path, token: token, json: ["client_msg_id": zalgo, "text": "hi"]), 400, "bad_request")
+            let wide = String(repeating: "日", count: 43)  // 129 bytes
+            expectError(try await relay.request("POST", path, token: token, json: ["client_msg_id": wide, "text": "hi"]), 400, "bad_request")
+            let fits = String(repeating: "日", count: 42) + "ab"  // 128 bytes
+            let sent = try await relay.request("POST", path, token: token, json: ["client_msg_id": fits, "text": "hi"])
+            #expect(sent.status == 201, "\(sent)")
+            #expect(sent.value["message"]["client_msg_id"].string == fits)
+        }
+    }
+
+    // MARK: Strict JSON
+
+    @Test func aKeyGivenTwiceIsABadRequest() async throws {
+        try await withRelay { relay in
+            let alice = TestRedis.uniqueName("alice")
+            let id = try await relay.createGroup(alice)
+            let token = relay.token(alice)
+            let twice = Array(#"{"client_msg_id": "a", "text": "first", "text": "second"}"#.utf8)
+            expectError(try await relay.request("POST", "/channels/\(id)/messages", token: token, rawBody: twice), 400, "bad_request")
+            // The same key spelled with an escape is the same key.
+            let escaped = Array(#"{"client_msg_id": "a", "text": "first", "t\u0065xt": "second"}"#.utf8)
+            expectError(try await relay.request("POST", "/channels/\(id)/messages", token: token, rawBody: escaped), 400, "bad_request")
+            let create = Array(#"{"type": "group", "members": [], "type": "dm"}"#.utf8)
+            expectError(try await relay.request("POST", "/channels", token: token, rawBody: create), 400, "bad_request")
+            // Nested objects are checked too; equal keys in different objects are fine.
+            let nested = Array(#"{"type": "group", "members": [], "name": "n", "x": {"a": 1, "a": 2}}"#.utf8)
+            expectError(try await relay.request("POST", "/channels", token: token, rawBody: nested), 400, "bad_request")
+            let siblings = Array(#"{"type": "group", "members": [], "x": {"a": 1}, "y": {"a": 1}}"#.utf8)
+            #expect(try await relay.request("POST", "/channels", token: token, rawBody: siblings).status == 201)
+            #expect(try await relay.history(alice, id).events.count == 1, "nothing was sent")
+        }
+    }
+
+    @Test(arguments: [
+        [0xFF], [0xC0, 0xAF], [0xED, 0xA0, 0x80], [0xE2, 0x82], [0xF4, 0x90, 0x80, 0x80], [0x80],
+    ] as [[UInt8]])
+    func invalidUTF8InABodyIsABadRequest(_ bad: [UInt8]) async throws {
+        try await withRelay { relay in
+            let alice = TestRedis.uniqueName("alice")
+            let id = try await relay.createGroup(alice)
+            let body = Array(#"{"client_msg_id": "u", "text": "a"#.utf8) + bad + Array(#"b"}"#.utf8)
+            expectError(
+                try await relay.request("POST", "/channels/\(id)/messages", token: relay.token(alice), rawBody: body),
+                400,
+                "bad_request"
+            )
+            #expect(try await relay.history(alice, id).events.count == 1, "nothing was sent")
+        }
+    }
+
+    // MARK: The users' channel index
+
+    /// Calls that fail (a channel that does not exist, an id that is taken) write nobody's
+    /// index: before, each one added the channel to every named user's index for good.
+    @Test func failedCallsLeaveTheVictimsIndexEmpty() async throws {
+        try await withRelay { relay in
+            let (mallory, victim) = (TestRedis.uniqueName("mallory"), TestRedis.uniqueName("victim"))
+            let token = relay.token(mallory)
+            for round in 0..<50 {
+                let missing = TestRedis.uniqueName("missing\(round)")
+                expectError(
+                    try await relay.request("POST", "/channels/\(missing)/members", token: token, json: ["user_ids": [victim]]),
+                    404,
+                    "not_found"
+                )
+            }
+            let taken = try await relay.createGroup(mallory)
+            for _ in 0..<20 {
+                expectError(
+                    try await relay.request(
+                        "POST",
+                        "/channels",
+                        token: token,
+                        json: ["type": "group", "id": taken, "members": [victim]]
+                    ),
+                    409,
+                    "conflict"
+                )
+            }
+            // A group the victim is not in, where mallory is not a member either.
+            let other = try await relay.createGroup(TestRedis.uniqueName("owner"))
+            expectError(
+                try await relay.request("POST", "/channels/\(other)/members", token: token, json: ["user_id": victim]),
+                403,
+                "forbidden"
+            )
+            #expect(try await redisCLI(["SCARD", "user:{\(victim)}:channels"]) == ["0"])
+            let listed = try await relay.request("GET", "/channels", token: relay.token(victim))
+            #expect(listed.value["channels"].array?.isEmpty == true, "\(listed)")
+        }
+    }
+
+    /// An index entry whose channel does not list the user is dropped when it is read.
+    @Test func staleIndexEntriesAreRemovedOnRead() async throws {
+        try await withRelay { relay in
+            let (alice, bob) = (TestRedis.uniqueName("alice"), TestRedis.uniqueName("bob"))
+            let kept = try await relay.createGroup(alice)
+            let left = try await relay.createGroup(bob, members: [alice])
+            let index = "user:{\(alice)}:channels"
+            let ghost = TestRedis.uniqueName("ghost")
+            _ = try await redisCLI(["SADD", index, ghost])
+            // Removed from `left` behind the relay's back: its index entry stays stale.
+            _ = try await redisCLI(["SREM", "ch:{\(left)}:members", alice])
+            #expect(Set(try await redisCLI(["SMEMBERS", index])) == [kept, left, ghost])
+            let listed = try await relay.request("GET", "/channels", token: relay.token(alice))
+            #expect(listed.value["channels"].array?.compactMap { $0["id"].string } == [kept], "\(listed)")
+            #expect(try await redisCLI(["SMEMBERS", index]) == [kept])
+        }
+    }
+
+    // MARK: DMs cannot be probed
+
+    /// A DM the caller is not in answers every route exactly as a channel that does not exist.
+    @Test func directMessagesAnswerNonMembersAsIfTheyDidNotExist() async throws {
+        try await withRelay { relay in
+            let (alice, bob, eve) = (TestRedis.uniqueName("alice"), TestRedis.uniqueName("bob"), TestRedis.uniqueName("eve"))
+            let created = try await relay.request("POST", "/channels", token: relay.token(alice), json: ["type": "dm", "members": [bob]])
+            #expect(created.status == 201, "\(created)")
+            let dm = try #require(created.value["id"].string)
+            let message = try await relay.send(alice, dm, "secret")
+            let messageID = try #require(message["message_id"].string)
+            let missing = "dm-" + String(repeating: "0", count: 31) + "1"
+            let token = relay.token(eve)
+            func both(_ method: String, _ path: (String) -> String, json: Any? = nil) async throws {
+                let existing = try await relay.request(method, path(dm), token: token, json: json)
+                let absent = try await relay.request(method, path(missing), token: token, json: json)
+                #expect(existing.status == 404, "\(existing)")
+                #expect(existing.text == absent.text, "\(method) \(path("C")): \(existing) vs \(absent)")
+            }
+            try await both("GET", { "/channels/\($0)" })
+            try await both("GET", { "/channels/\($0)/messages" })
+            try await both("GET", { "/channels/\($0)/members" })
+            try await both("POST", { "/channels/\($0)/messages" }, json: ["client_msg_id": "p", "text": "hi"])
+            try await both("PATCH", { "/channels/\($0)/messages/\(messageID)" }, json: ["text": "x"])
+            try await both("DELETE", { "/channels/\($0)/messages/\(messageID)" })
+            try await both("POST", { "/channels/\($0)/read" }, json: ["seq": 1])
+            try await both("POST", { "/channels/\($0)/members" }, json: ["user_id": eve])
+            try await both("DELETE", { "/channels/\($0)/members/\(eve)" })
+            try await both("DELETE", { "/channels/\($0)/members/\(alice)" })
+            // Members still get the DM's own rules.
+            expectError(
+                try await relay.request("POST", "/channels/\(dm)/members", token: relay.token(alice), json: ["user_id": eve]),
+                400,
+                "bad_request"
+            )
+        }
+    }
+
+    // MARK: Members, paged
+
+    @Test func membersArePagedAndTheChannelObjectListsThemOnlyUpTo1000() async throws {
+        try await withRelay { relay in
+            let owner = TestRedis.uniqueName("owner")
+            let prefix = TestRedis.uniqueName("m")
+            let first = (0..<999).map { "\(prefix)-\($0)" }
+            let id = try await relay.createGroup(owner, members: first)
+            let token = relay.token(owner)
+            let small = try await relay.channel(owner, id)
+            #expect(small["members"].array?.count == 1000, "listed at 1,000")
+            #expect(small["member_count"].int == 1000)
+
+            let added = try await relay.request("POST", "/channels/\(id)/members", token: token, json: ["user_ids": ["\(prefix)-x", "\(prefix)-y"]])
+            #expect(added.status == 200, "\(added)")
+            let big = try await relay.channel(owner, id)
+            #expect(big["members"] == nil, "no members above 1,000: \(String(describing: big.object?.keys.sorted()))")
+            #expect(big["member_count"].int == 1002)
+
+            var seen: [String] = []
+            var cursor: String?
+            var pages = 0
+            repeat {
+                let query = "limit=100" + (cursor.map { "&cursor=\($0.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? $0)" } ?? "")
+                let page = try await relay.request("GET", "/channels/\(id)/members?\(query)", token: token)
+                #expect(page.status == 200, "\(page)")
+                let members = page.value["members"].array?.compactMap(\.string) ?? []
+                #expect(members.count <= 100, "a page holds at most limit members: \(members.count)")
+                seen += members
+                cursor = page.value["next_cursor"].string
+                if cursor == nil { #expect(page.value?.object?["next_cursor"] == .null, "next_cursor is null at the end: \(page)") }
+                pages += 1
+            } while cursor != nil && pages < 100
+            #expect(cursor == nil, "the walk ends")
+            #expect(Set(seen) == Set(first + [owner, "\(prefix)-x", "\(prefix)-y"]))
+            #expect(seen.count == Set(seen).count, "no member twice while nothing changes")
+
+            let defaultPage = try await relay.request("GET", "/channels/\(id)/members", token: token)
+            #expect((defaultPage.value["members"].array?.count ?? 0) == 100, "default limit 100: \(defaultPage.text.prefix(200))")
+            for bad in ["limit=0", "limit=1001", "limit=x", "cursor=abc", "cursor=12:a%20b"] {
+                expectError(try await relay.request("GET", "/channels/\(id)/members?\(bad)", token: token), 400, "bad_request")
+            }
+            expectError(
+                try await relay.request("GET", "/channels/\(id)/members", token: relay.token(TestRedis.uniqueName("stranger"))),
+                403,
+                "forbidden"
+            )
+        }
+    }
+
+    // MARK: Retention and first_seq
+
+    @Test func historyAndTheChannelSayWhereTheLogBegins() async throws {
+        try await withRelay { relay in
+            let alice = TestRedis.uniqueName("alice")
+            let id = try await relay.createGroup(alice)
+            let page = try await relay.request("GET", "/channels/\(id)/messages", token: relay.token(alice))
+            #expect(page.value["first_seq"].int == 1, "\(page)")
+            #expect(try await relay.channel(alice, id)["first_seq"].int == 1)
+        }
+    }
+
+    /// With `retention.maxEvents`, the log keeps the newest events; seq goes on, and history
+    /// says where the log begins and has nothing below it.
+    @Test func retentionByCountTrimsTheLogAndSeqGoesOn() async throws {
+        try await withRelay({ $0.retention.maxEvents = 5 }) { relay in
+            let alice = TestRedis.uniqueName("alice")
+            let id = try await relay.createGroup(alice)
+            for index in 0..<11 { try await relay.send(alice, id, "m\(index)") }
+            #expect(try await redisCLI(["XLEN", "ch:{\(id)}:log"]) == ["5"])
+            let channel = try await relay.channel(alice, id)
+            #expect(channel["last_seq"].int == 12)
+            #expect(channel["first_seq"].int == 8, "\(channel)")
+            let latest = try await relay.request("GET", "/channels/\(id)/messages?limit=50", token: relay.token(alice))
+            #expect(latest.value["messages"].array?.compactMap { $0["seq"].int } == [8, 9, 10, 11, 12], "\(latest)")
+            #expect(latest.value["has_more"].bool == false)
+            #expect(latest.value["first_seq"].int == 8)
+            let below = try await relay.history(alice, id, "before=8")
+            #expect(below.events.isEmpty && !below.hasMore)
+            let older = try await relay.history(alice, id, "before=10&limit=1")
+            #expect(older.events.compactMap { $0["seq"].int } == [9] && older.hasMore)
+            let oldest = try await relay.history(alice, id, "before=9&limit=1")
+            #expect(oldest.events.compactMap { $0["seq"].int } == [8] && !oldest.hasMore, "nothing more below first_seq")
+            let next = try await relay.send(alice, id, "after trimming")
+            #expect(next["seq"].int == 13)
+        }
+    }
+
+    // MARK: A Redis that lost a key
+
+    /// A channel whose seq key vanished (an evicting Redis) goes on from its log: no seq reused,
+    /// no 500.
+    @Test func aLostSeqKeyIsRestoredFromTheLog() async throws {
+        try await withRelay { relay in
+            let alice = TestRedis.uniqueName("alice")
+            let id = try await relay.createGroup(alice)
+            try await relay.send(alice, id, "one")
+            _ = try await redisCLI(["DEL", "ch:{\(id)}:seq"])
+            let next = try await relay.send(alice, id, "two")
+            #expect(next["seq"].int == 3)
+            #expect(try await relay.allEvents(alice, id).compactMap { $0["seq"].int } == [1, 2, 3])
+        }
+    }
+}
