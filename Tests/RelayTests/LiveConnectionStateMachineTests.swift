@@ -194,3 +194,42 @@ struct LiveConnectionStateMachineTests {
         #expect(ClientFrame.parse(ByteBuffer(string: #"{"type":"ping"}"#), limits: RelayLimits()) == .frame(.ping))
     }
 }
+
+extension LiveConnectionStateMachineTests {
+    /// A live event met while a read was on its way may have been appended after the read was
+    /// served: the stream reads again rather than wait for the next event.
+    @Test func aLiveEventMetDuringAnEmptyReadIsReadAgain() {
+        var machine = self.openMachine(["c": 2])
+        let read = Machine.LogRead(channel: "c", after: 2, limit: 3)
+        #expect(machine.mayHaveMissed(channel: "c") == read)
+        #expect(machine.liveEvent(channel: "c", seq: 3, frame: frame("c", 3), membership: nil) == .none)
+        let empty = machine.logPage(read, events: [])
+        #expect(empty.reads == [read], "seq 3 exists: read again")
+        let page = machine.logPage(read, events: logEvents("c", 3...3))
+        #expect(page.frames == [frame("c", 3)])
+        #expect(page.reads.isEmpty)
+    }
+
+    @Test func aSeqTheLogNeverGetsIsGivenUpOn() {
+        var machine = self.openMachine(["c": 2])
+        _ = machine.mayHaveMissed(channel: "c")
+        _ = machine.liveEvent(channel: "c", seq: 9, frame: frame("c", 9), membership: nil)
+        var read = Machine.LogRead(channel: "c", after: 2, limit: 3)
+        var reads = 0
+        while reads < 10 {
+            let outcome = machine.logPage(read, events: [])
+            guard let next = outcome.reads.first else { break }
+            read = next
+            reads += 1
+        }
+        #expect(reads == Machine.maxEmptyReads, "bounded")
+        #expect(machine.liveEvent(channel: "c", seq: 3, frame: frame("c", 3), membership: nil) == .write(frame("c", 3)), "live again")
+    }
+
+    @Test func anEmptyReadToTheEndIsNotRepeated() {
+        var machine = self.openMachine(["c": 2])
+        let read = Machine.LogRead(channel: "c", after: 2, limit: 3)
+        #expect(machine.mayHaveMissed(channel: "c") == read)
+        #expect(machine.logPage(read, events: []).reads.isEmpty)
+    }
+}

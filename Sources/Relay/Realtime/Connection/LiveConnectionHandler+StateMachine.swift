@@ -25,6 +25,8 @@ extension LiveConnectionHandler {
             var reading: Int64?
             /// A read is due but waits for the socket to drain.
             var readDue = false
+            /// Reads in a row that found nothing although `target` was not reached.
+            var emptyReads = 0
         }
 
         /// A range of a channel's log to read, and to hand back with ``logPage(_:after:events:)``.
@@ -202,11 +204,16 @@ extension LiveConnectionHandler {
                 }
             }
             stream.target = max(stream.target, stream.delivered)
-            let more = events.count >= read.limit || (stream.target > stream.delivered && !events.isEmpty)
+            // A live event met during the read may have been appended after the read was served:
+            // read again. A seq the log never gets (a malformed publish) is given up on after a few.
+            stream.emptyReads = events.isEmpty ? stream.emptyReads + 1 : 0
+            let behind = stream.target > stream.delivered && stream.emptyReads <= Self.maxEmptyReads
+            let more = events.count >= read.limit || behind
             self.streams[read.channel] = stream
             if more {
                 if let next = self.startRead(read.channel, toEnd: events.count >= read.limit) { outcome.reads.append(next) }
             } else {
+                stream.emptyReads = 0
                 // Caught up with the log's end as of this read.
                 stream.target = stream.delivered
                 self.streams[read.channel] = stream
@@ -230,8 +237,10 @@ extension LiveConnectionHandler {
         /// full; `nil` when one is in flight already (its page leads to the next) or it is due.
         private mutating func startRead(_ channel: String, toEnd: Bool = false) -> LogRead? {
             guard var stream = self.streams[channel] else { return nil }
-            if toEnd { stream.target = max(stream.target, stream.delivered + 1) }
             guard stream.reading == nil else {
+                // The read in flight may have been served before what this one is for: one more
+                // read after it.
+                if toEnd { stream.target = max(stream.target, stream.delivered + 1) }
                 self.streams[channel] = stream
                 return nil
             }
@@ -281,7 +290,7 @@ extension LiveConnectionHandler {
             guard self.phase == .open else { return Outcome() }
             var outcome = Outcome()
             for (channel, start) in starts.sorted(by: { $0.key < $1.key }) {
-                outcome.merge(self.join(channel: channel, startingAfter: start, knownUpTo: start + 1))
+                outcome.merge(self.join(channel: channel, startingAfter: start, knownUpTo: start))
             }
             return outcome
         }
@@ -400,6 +409,9 @@ extension LiveConnectionHandler {
         var wantsInput: Bool {
             self.phase != .closed && self.isWritable && self.frames.count < Self.maxQueuedFrames
         }
+
+        /// Empty reads in a row after which a stream stops chasing a seq the log does not have.
+        static let maxEmptyReads = 3
 
         /// Counted per queued client message besides its bytes.
         static let frameOverhead = 64
