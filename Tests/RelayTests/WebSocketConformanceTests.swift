@@ -569,6 +569,11 @@ struct WebSocketConformanceTests {
                 "version 8: the answer names the version the server speaks; got \(version8Head)"
             )
 
+            // Elsewhere than the WebSocket path: not upgraded, and answered.
+            let elsewhere = RawWebSocket.handshakeRequest(port: target.port, path: target.path + "-elsewhere", query: target.query)
+            let (_, elsewhereHead) = try await RawWebSocket.open(port: target.port, request: elsewhere)
+            #expect(Self.status(elsewhereHead).map { (400..<500).contains($0) } == true, "another path: a 4xx; got \(elsewhereHead)")
+
             // The same request, well-formed, is upgraded.
             _ = try await connect(target)
         }
