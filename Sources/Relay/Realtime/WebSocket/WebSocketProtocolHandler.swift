@@ -44,12 +44,20 @@ final class WebSocketProtocolHandler: ChannelDuplexHandler, RemovableChannelHand
     /// (`code` nil: an empty one). A handler before this one must write nothing after it.
     struct Closing: Sendable, Hashable {
         var code: UInt16?
+
+        init(code: UInt16? = nil) {
+            self.code = code
+        }
     }
 
     /// Inbound user event: the client sent a close frame with `code` (nil: none). The handler
     /// answers it and closes the channel; the connection handler need do nothing but stop.
     struct PeerClosed: Sendable, Hashable {
         var code: UInt16?
+
+        init(code: UInt16? = nil) {
+            self.code = code
+        }
     }
 
     private var stateMachine: StateMachine

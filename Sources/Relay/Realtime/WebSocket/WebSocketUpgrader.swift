@@ -12,30 +12,38 @@ import NIOWebSocket
 /// A refused handshake is not upgraded, and answered here: NIO's upgrade handler swallows the
 /// request of a handshake its upgrader refused (no handler after it ever sees it), which would
 /// leave the client waiting. No `Sec-WebSocket-Key` gets a 400, a version other than 13 a 426
-/// with `Sec-WebSocket-Version: 13` (``refusal(of:)``), `shouldUpgrade` answering nil a 404;
-/// then the connection is closed. The handlers the upgrade configuration's
+/// with `Sec-WebSocket-Version: 13` (``refusal(of:)``), `shouldUpgrade` answering nil the status
+/// `refusedStatus` gives (404 unless told); then the connection is closed. The handlers the upgrade configuration's
 /// `notUpgradingCompletionHandler` adds then see that request's `.end` without its `.head`,
 /// and must write nothing for it.
 struct WebSocketUpgrader<UpgradeResult: Sendable>: NIOTypedHTTPServerProtocolUpgrader, Sendable {
     let supportedProtocol = "websocket"
     let requiredUpgradeHeaders: [String] = []
 
+    /// The name of the frame decoder in the pipeline.
+    static var decoderName: String { "ws.decoder" }
+
     private let handshake: NIOTypedWebSocketServerUpgrader<UpgradeResult>
     private let maxFrameSize: Int
+    private let refusedStatus: @Sendable (HTTPRequestHead) -> HTTPResponseStatus
     private let upgradePipelineHandler: @Sendable (any Channel, HTTPRequestHead) -> EventLoopFuture<UpgradeResult>
 
     /// - Parameters:
     ///   - maxFrameSize: the largest frame the decoder accepts; a larger one reaches
     ///     ``WebSocketProtocolHandler`` as `NIOWebSocketError.invalidFrameLength` (1009).
     ///   - shouldUpgrade: the extra headers of the 101 response, or nil to refuse the upgrade.
-    ///   - upgradePipelineHandler: called once the decoder is in the pipeline, after the 101 was
-    ///     written; adds the handlers after it.
+    ///   - refusedStatus: the status answering a well-formed handshake that `shouldUpgrade`
+    ///     refused (another path: 404; a server that is stopping: 503, say).
+    ///   - upgradePipelineHandler: called once the decoder is in the pipeline (named
+    ///     ``decoderName``), after the 101 was written; adds the handlers after it.
     init(
         maxFrameSize: Int = 64 * 1024,
         shouldUpgrade: @escaping @Sendable (any Channel, HTTPRequestHead) -> EventLoopFuture<HTTPHeaders?>,
+        refusedStatus: @escaping @Sendable (HTTPRequestHead) -> HTTPResponseStatus = { _ in .notFound },
         upgradePipelineHandler: @escaping @Sendable (any Channel, HTTPRequestHead) -> EventLoopFuture<UpgradeResult>
     ) {
         self.maxFrameSize = maxFrameSize
+        self.refusedStatus = refusedStatus
         self.upgradePipelineHandler = upgradePipelineHandler
         // Only its handshake checks are used: its pipeline handler never runs.
         self.handshake = NIOTypedWebSocketServerUpgrader(
@@ -58,10 +66,12 @@ struct WebSocketUpgrader<UpgradeResult: Sendable>: NIOTypedHTTPServerProtocolUpg
             upgradeRequest: upgradeRequest,
             initialResponseHeaders: initialResponseHeaders
         )
+        let refusedStatus = self.refusedStatus
         response.whenFailure { error in
             let refusal =
                 Self.refusal(of: upgradeRequest)
-                ?? ((error as? NIOWebSocketUpgradeError) == .unsupportedWebSocketTarget ? (.notFound, [:]) : (.badRequest, [:]))
+                ?? ((error as? NIOWebSocketUpgradeError) == .unsupportedWebSocketTarget
+                    ? (refusedStatus(upgradeRequest), [:]) : (.badRequest, [:]))
             Self.answer(channel: channel, status: refusal.status, headers: refusal.headers)
         }
         return response
@@ -82,7 +92,8 @@ struct WebSocketUpgrader<UpgradeResult: Sendable>: NIOTypedHTTPServerProtocolUpg
     func upgrade(channel: any Channel, upgradeRequest: HTTPRequestHead) -> EventLoopFuture<UpgradeResult> {
         channel.eventLoop.makeCompletedFuture {
             try channel.pipeline.syncOperations.addHandler(
-                ByteToMessageHandler(WebSocketFrameDecoder(maxFrameSize: self.maxFrameSize))
+                ByteToMessageHandler(WebSocketFrameDecoder(maxFrameSize: self.maxFrameSize)),
+                name: Self.decoderName
             )
         }.flatMap {
             self.upgradePipelineHandler(channel, upgradeRequest)
