@@ -1,0 +1,185 @@
+import NIOCore
+import NIOWebSocket
+
+/// RFC 6455 for one upgraded connection, between the frame decoder (and the heartbeat) and the
+/// relay's connection handler: it refuses what breaks the protocol (with close codes 1002,
+/// 1007, 1009), answers pings, reassembles fragmented messages, validates text as UTF-8 and
+/// runs the closing handshake. The connection handler sees complete messages only.
+///
+/// The logic is ``StateMachine``; this handler does the I/O.
+///
+/// Everything written through it is `ByteBuffer`s holding complete server frames (see
+/// ``WebSocketWire``): the pipeline has no frame encoder.
+///
+/// Events:
+/// - inbound, to the connection handler: ``PeerClosed`` when the client began the closing
+///   handshake (its close frame is answered and the channel closed by this handler);
+/// - outbound, from the connection handler: ``Close`` starts the closing handshake;
+/// - outbound, toward the head: ``Closing``, just before any close frame is written, so that
+///   handlers before this one (the heartbeat) stop writing.
+///
+/// After a close frame was written (by either side's initiative, or on a protocol failure),
+/// every outbound write is dropped and its promise failed with `ChannelError.outputClosed`.
+/// Errors other than the frame decoder's are passed on unchanged.
+final class WebSocketProtocolHandler: ChannelDuplexHandler, RemovableChannelHandler {
+    typealias InboundIn = WebSocketFrame
+    typealias InboundOut = WebSocketInboundMessage
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    /// Outbound user event, sent by the connection handler: close the connection with `code`.
+    /// The close frame is written once (later requests are ignored); the channel is closed when
+    /// the client answers, or after the close timeout.
+    struct Close: Sendable, Hashable {
+        var code: UInt16
+        var reason: String
+
+        init(code: UInt16, reason: String = "") {
+            self.code = code
+            self.reason = reason
+        }
+    }
+
+    /// Outbound user event passed toward the head just before this handler writes a close frame
+    /// (`code` nil: an empty one). A handler before this one must write nothing after it.
+    struct Closing: Sendable, Hashable {
+        var code: UInt16?
+
+        init(code: UInt16? = nil) {
+            self.code = code
+        }
+    }
+
+    /// Inbound user event: the client sent a close frame with `code` (nil: none). The handler
+    /// answers it and closes the channel; the connection handler need do nothing but stop.
+    struct PeerClosed: Sendable, Hashable {
+        var code: UInt16?
+
+        init(code: UInt16? = nil) {
+            self.code = code
+        }
+    }
+
+    private var stateMachine: StateMachine
+    private let closeTimeout: TimeAmount
+    private var closeTimer: Scheduled<Void>?
+
+    /// - Parameters:
+    ///   - maxMessageBytes: the largest message accepted, fragments reassembled; a larger one
+    ///     fails the connection with 1009.
+    ///   - closeTimeout: how long to wait, once a close frame was written, for the client's
+    ///     answer (or for the close frame to be written) before closing the channel anyway.
+    init(maxMessageBytes: Int = 64 * 1024, closeTimeout: Duration = .seconds(2)) {
+        self.stateMachine = StateMachine(maxMessageBytes: maxMessageBytes)
+        self.closeTimeout = TimeAmount(closeTimeout)
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.cancelCloseTimer()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        self.stateMachine.channelInactive()
+        self.cancelCloseTimer()
+        context.fireChannelInactive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let frame = Self.unwrapInboundIn(data)
+        switch self.stateMachine.receivedFrame(frame) {
+        case .none:
+            break
+        case .deliver(let message):
+            context.fireChannelRead(Self.wrapInboundOut(message))
+        case .pong(let payload):
+            let pong = WebSocketWire.frame(opcode: .pong, payload: payload, allocator: context.channel.allocator)
+            context.writeAndFlush(Self.wrapOutboundOut(pong), promise: nil)
+        case .answerClose(let code):
+            // Told first: whatever the connection handler writes on hearing it is dropped.
+            context.fireUserInboundEventTriggered(PeerClosed(code: code))
+            self.writeClose(context: context, code: code, reason: "", thenClose: true)
+        case .closeChannel:
+            self.cancelCloseTimer()
+            context.close(promise: nil)
+        case .fail(let code, let reason):
+            self.writeClose(context: context, code: code, reason: reason, thenClose: true)
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if let error = error as? NIOWebSocketError {
+            switch self.stateMachine.decoderFailed(error) {
+            case .none:
+                break
+            case .fail(let code, let reason):
+                self.writeClose(context: context, code: code, reason: reason, thenClose: true)
+            case .closeChannel:
+                self.cancelCloseTimer()
+                context.close(promise: nil)
+            }
+        } else if case ByteToMessageDecoderError.dataReceivedInErrorState = error {
+            // Bytes after a decoder error: the connection is already being failed.
+        } else {
+            context.fireErrorCaught(error)
+        }
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        switch self.stateMachine.outboundWrite() {
+        case .write:
+            context.write(data, promise: promise)
+        case .drop:
+            promise?.fail(ChannelError.outputClosed)
+        }
+    }
+
+    func triggerUserOutboundEvent(context: ChannelHandlerContext, event: Any, promise: EventLoopPromise<Void>?) {
+        guard let close = event as? Close else {
+            context.triggerUserOutboundEvent(event, promise: promise)
+            return
+        }
+        switch self.stateMachine.closeRequested(code: close.code, reason: close.reason) {
+        case .none:
+            promise?.succeed()
+        case .sendClose(let code, let reason):
+            self.writeClose(context: context, code: code, reason: reason, thenClose: false, promise: promise)
+        }
+    }
+
+    /// Writes and flushes a close frame, after telling the handlers before this one; closes the
+    /// channel once it is written (`thenClose`) or if it cannot be, and in any case when the
+    /// close timeout fires first.
+    private func writeClose(
+        context: ChannelHandlerContext,
+        code: UInt16?,
+        reason: String,
+        thenClose: Bool,
+        promise: EventLoopPromise<Void>? = nil
+    ) {
+        context.triggerUserOutboundEvent(Closing(code: code), promise: nil)
+        let frame = WebSocketWire.close(code: code, reason: reason, allocator: context.channel.allocator)
+        let written = context.writeAndFlush(Self.wrapOutboundOut(frame))
+        written.assumeIsolated().whenComplete { result in
+            if thenClose || (try? result.get()) == nil {
+                self.cancelCloseTimer()
+                context.close(promise: nil)
+            }
+        }
+        if let promise { written.cascade(to: promise) }
+        guard self.closeTimer == nil, context.channel.isActive else { return }
+        self.closeTimer = context.eventLoop.assumeIsolated().scheduleTask(in: self.closeTimeout) {
+            self.closeTimer = nil
+            switch self.stateMachine.closeTimeoutFired() {
+            case .none:
+                break
+            case .closeChannel:
+                context.close(promise: nil)
+            }
+        }
+    }
+
+    private func cancelCloseTimer() {
+        self.closeTimer?.cancel()
+        self.closeTimer = nil
+    }
+}

@@ -1,0 +1,118 @@
+import NIOCore
+import NIOHTTP1
+import NIOWebSocket
+
+/// The WebSocket upgrade for the relay's pipeline: NIO's `NIOTypedWebSocketServerUpgrader`
+/// checks the handshake and builds the 101 response, but its `upgrade` adds NIO's
+/// `WebSocketFrameEncoder`, which cannot be removed from a pipeline (it is not a
+/// `RemovableChannelHandler`) and cannot carry the ready-made frames (`ByteBuffer`s) the
+/// relay writes. This upgrader adds only the frame decoder, then runs `upgradePipelineHandler`,
+/// which adds the rest (``WebSocketProtocolHandler`` and the connection's handlers).
+///
+/// A refused handshake is not upgraded, and answered here: NIO's upgrade handler swallows the
+/// request of a handshake its upgrader refused (no handler after it ever sees it), which would
+/// leave the client waiting. No `Sec-WebSocket-Key` gets a 400, a version other than 13 a 426
+/// with `Sec-WebSocket-Version: 13` (``refusal(of:)``), `shouldUpgrade` answering nil the status
+/// `refusedStatus` gives (404 unless told); then the connection is closed. The handlers the upgrade configuration's
+/// `notUpgradingCompletionHandler` adds then see that request's `.end` without its `.head`,
+/// and must write nothing for it.
+struct WebSocketUpgrader<UpgradeResult: Sendable>: NIOTypedHTTPServerProtocolUpgrader, Sendable {
+    let supportedProtocol = "websocket"
+    let requiredUpgradeHeaders: [String] = []
+
+    /// The name of the frame decoder in the pipeline.
+    static var decoderName: String { "ws.decoder" }
+
+    private let handshake: NIOTypedWebSocketServerUpgrader<UpgradeResult>
+    private let maxFrameSize: Int
+    private let refusedStatus: @Sendable (HTTPRequestHead) -> HTTPResponseStatus
+    private let upgradePipelineHandler: @Sendable (any Channel, HTTPRequestHead) -> EventLoopFuture<UpgradeResult>
+
+    /// - Parameters:
+    ///   - maxFrameSize: the largest frame the decoder accepts; a larger one reaches
+    ///     ``WebSocketProtocolHandler`` as `NIOWebSocketError.invalidFrameLength` (1009).
+    ///   - shouldUpgrade: the extra headers of the 101 response, or nil to refuse the upgrade.
+    ///   - refusedStatus: the status answering a well-formed handshake that `shouldUpgrade`
+    ///     refused (another path: 404; a server that is stopping: 503, say).
+    ///   - upgradePipelineHandler: called once the decoder is in the pipeline (named
+    ///     ``decoderName``), after the 101 was written; adds the handlers after it.
+    init(
+        maxFrameSize: Int = 64 * 1024,
+        shouldUpgrade: @escaping @Sendable (any Channel, HTTPRequestHead) -> EventLoopFuture<HTTPHeaders?>,
+        refusedStatus: @escaping @Sendable (HTTPRequestHead) -> HTTPResponseStatus = { _ in .notFound },
+        upgradePipelineHandler: @escaping @Sendable (any Channel, HTTPRequestHead) -> EventLoopFuture<UpgradeResult>
+    ) {
+        self.maxFrameSize = maxFrameSize
+        self.refusedStatus = refusedStatus
+        self.upgradePipelineHandler = upgradePipelineHandler
+        // Only its handshake checks are used: its pipeline handler never runs.
+        self.handshake = NIOTypedWebSocketServerUpgrader(
+            maxFrameSize: maxFrameSize,
+            enableAutomaticErrorHandling: false,
+            shouldUpgrade: shouldUpgrade,
+            upgradePipelineHandler: { channel, _ in
+                channel.eventLoop.makeFailedFuture(ChannelError.inappropriateOperationForState)
+            }
+        )
+    }
+
+    func buildUpgradeResponse(
+        channel: any Channel,
+        upgradeRequest: HTTPRequestHead,
+        initialResponseHeaders: HTTPHeaders
+    ) -> EventLoopFuture<HTTPHeaders> {
+        let response = self.handshake.buildUpgradeResponse(
+            channel: channel,
+            upgradeRequest: upgradeRequest,
+            initialResponseHeaders: initialResponseHeaders
+        )
+        let refusedStatus = self.refusedStatus
+        response.whenFailure { error in
+            let refusal =
+                Self.refusal(of: upgradeRequest)
+                ?? ((error as? NIOWebSocketUpgradeError) == .unsupportedWebSocketTarget
+                    ? (refusedStatus(upgradeRequest), [:]) : (.badRequest, [:]))
+            Self.answer(channel: channel, status: refusal.status, headers: refusal.headers)
+        }
+        return response
+    }
+
+    /// Answers a refused handshake with `status` and closes the connection. Written from the
+    /// channel's tail: the HTTP encoder is still in the pipeline.
+    private static func answer(channel: any Channel, status: HTTPResponseStatus, headers: HTTPHeaders) {
+        var headers = headers
+        headers.replaceOrAdd(name: "Content-Length", value: "0")
+        headers.replaceOrAdd(name: "Connection", value: "close")
+        channel.write(HTTPServerResponsePart.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers)), promise: nil)
+        channel.writeAndFlush(HTTPServerResponsePart.end(nil)).whenComplete { _ in
+            channel.close(promise: nil)
+        }
+    }
+
+    func upgrade(channel: any Channel, upgradeRequest: HTTPRequestHead) -> EventLoopFuture<UpgradeResult> {
+        channel.eventLoop.makeCompletedFuture {
+            try channel.pipeline.syncOperations.addHandler(
+                ByteToMessageHandler(WebSocketFrameDecoder(maxFrameSize: self.maxFrameSize)),
+                name: Self.decoderName
+            )
+        }.flatMap {
+            self.upgradePipelineHandler(channel, upgradeRequest)
+        }
+    }
+
+    /// What to answer a WebSocket handshake that was not upgraded because it is malformed
+    /// (RFC 6455 section 4.2.2): 400 without exactly one `Sec-WebSocket-Key`, 426 with
+    /// `Sec-WebSocket-Version: 13` for another version. Nil when `head` asks for no WebSocket
+    /// upgrade, or asks correctly (then it was refused for another reason: the path, say).
+    static func refusal(of head: HTTPRequestHead) -> (status: HTTPResponseStatus, headers: HTTPHeaders)? {
+        let upgrade = head.headers[canonicalForm: "upgrade"].map { $0.lowercased() }
+        guard upgrade.contains("websocket") else { return nil }
+        if head.headers["Sec-WebSocket-Key"].count != 1 {
+            return (.badRequest, [:])
+        }
+        if head.headers["Sec-WebSocket-Version"] != ["13"] {
+            return (.upgradeRequired, ["Sec-WebSocket-Version": "13"])
+        }
+        return nil
+    }
+}
