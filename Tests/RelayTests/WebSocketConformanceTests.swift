@@ -15,7 +15,15 @@ struct WebSocketConformanceTests {
     // MARK: - Helpers
 
     func connect(_ target: any ConformanceTarget) async throws -> RawWebSocket {
-        try await RawWebSocket.connect(port: target.port, path: target.path, query: target.query)
+        let socket = try await RawWebSocket.connect(port: target.port, path: target.path, query: target.query)
+        if let greeting = target.greeting {
+            // A server that speaks first serves frames after its greeting: wait for it.
+            let read = try await socket.read(timeout: .seconds(10))
+            guard case .frame(let frame) = read, frame.jsonType == greeting else {
+                throw TestFailure("expected the \(greeting) first, got \(read)")
+            }
+        }
+        return socket
     }
 
     /// The next read that is not a frame the server sent on its own.

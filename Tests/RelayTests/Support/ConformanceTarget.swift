@@ -2,6 +2,8 @@ import NIOCore
 import NIOHTTP1
 import NIOPosix
 import NIOWebSocket
+import TestSupport
+import Testing
 
 @testable import Relay
 
@@ -21,10 +23,13 @@ protocol ConformanceTarget: Sendable {
     var maxMessageBytes: Int { get }
     /// Whether `frame` was sent by the server on its own rather than as an answer.
     func isUnsolicited(_ frame: RawWebSocket.Frame) -> Bool
+    /// The `type` of the text frame the server sends first, before it serves any frame; nil: none.
+    var greeting: String? { get }
 }
 
 extension ConformanceTarget {
     var maxMessageBytes: Int { 64 * 1024 }
+    var greeting: String? { nil }
 
     /// Server pings, and text frames that are neither a `pong` nor an `error`.
     func isUnsolicited(_ frame: RawWebSocket.Frame) -> Bool {
@@ -41,6 +46,8 @@ enum ConformanceTargetKind: String, CaseIterable, Sendable, CustomStringConverti
     /// A small NIO server with the relay's WebSocket layer (``WebSocketUpgrader``,
     /// ``WebSocketProtocolHandler``) and an application handler that answers as the relay does.
     case reference
+    /// The relay itself (in process, on the suite's Redis), with a valid token.
+    case relay
 
     var description: String { self.rawValue }
 
@@ -56,8 +63,23 @@ enum ConformanceTargetKind: String, CaseIterable, Sendable, CustomStringConverti
                 try? await server.stop()
                 throw error
             }
+        case .relay:
+            var result: T?
+            try await withRelay { relay in
+                let token = relay.token(TestRedis.uniqueName("conformance"))
+                result = try await body(RelayConformanceTarget(port: relay.port, query: "token=\(token)"))
+            }
+            return try #require(result)
         }
     }
+}
+
+/// The relay as a conformance target: `/ws` with a token; its `hello` and pings are unsolicited.
+struct RelayConformanceTarget: ConformanceTarget {
+    let port: Int
+    let path = "/ws"
+    let query: String?
+    let greeting: String? = "hello"
 }
 
 /// The reference target: on 127.0.0.1, a port of the kernel's choice, path `/ws`.
