@@ -22,6 +22,7 @@
 #   BENCH_IDLE            idle sockets (default 10000; the open-file limit here is 20,000 per process)
 #   BENCH_HEARTBEAT       heartbeat / ping interval for the idle scenario, seconds (default 5)
 #   BENCH_RESUME          resume clients (default 1000), each 1,000 events behind
+#   BENCH_FLOOD_FRAMES    60 KB frames the flooding client sends without reading (default 3000)
 #   BENCH_THREADS         event loops of relay-bench (default 1)
 #   BENCH_NCHAN           0 to skip the nchan peer (default 1)
 #   SWIFT_FLAGS           e.g. --scratch-path=.build-bench to keep release builds apart
@@ -291,6 +292,20 @@ if wants scenarios; then
     [ "$NCHAN" = 1 ] && scenario nchan dms "${args[@]}"
     scenario relay resume --clients "$RESUME" --behind 1000
 
+    # Flood: one client sends 3,000 frames of 60 KB (each answered with an error) and reads nothing; the
+    # relay's RSS before and after tells what one such client costs it (fresh relay, so the rest is quiet).
+    start_relay
+    rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$relay_pid/status"; }
+    flood_before=$(rss_kib)
+    flood=$(run "$SCENARIO_TIMEOUT" python3 scripts/ws-flood.py "$relay_port" "$("$RELAY" token bench-flood --jwt-secret "$secret")" \
+        "${BENCH_FLOOD_FRAMES:-3000}" 60000 || echo '{}')
+    flood_after=$(rss_kib)
+    echo
+    echo "flood: $flood; relay RSS $flood_before KiB before, $flood_after KiB after"
+    jq -c --argjson before "$flood_before" --argjson after "$flood_after" \
+        '. + {"scenario": "flood", "target": "relay", "label": "flood", "rss_growth_mib": (($after - $before) / 1024)}' \
+        <<<"$flood" >>"$results" || true
+
     # Idle: fresh servers, so that the RSS they gain is the connections' alone, with a short heartbeat.
     start_relay --heartbeat "$HEARTBEAT"
     scenario relay idle --sockets "$IDLE" --heartbeat "$HEARTBEAT"
@@ -358,5 +373,7 @@ if wants scenarios; then
     row "resume: Redis commands per client" resume resume .redis_commands_per_client 1
     row "resume: server+Redis CPU per replayed event (µs)" resume resume .server_redis_us_per_event 2
     row "resume: missing / duplicate / out of order" resume resume '"\(.missing) / \(.duplicates) / \(.out_of_order)"' text
+    row "flood 3,000 x 60 KB unread: relay RSS growth (MiB)" flood flood .rss_growth_mib 1
+    row "flood: throttled / closed / MB taken in" flood flood '"\(.throttled) / \(.closed) / \(.sent_bytes / 1000000 | floor)"' text
     echo "(counts are summed over sockets and must all read 0)"
 fi

@@ -178,9 +178,9 @@ struct LiveConnectionStateMachineTests {
         let left = #"{"channel_id":"c","seq":4,"type":"member_left","user_id":"bob","sender_id":"ann","created_at":1}"#
         let joined = #"{"channel_id":"c","seq":5,"type":"member_joined","user_id":"eve","sender_id":"ann","created_at":1}"#
         let message = #"{"channel_id":"c","seq":6,"type":"message","text":"\"type\":\"member_left\",\"user_id\":\"x\""}"#
-        #expect(EventMembership.of(json: left.utf8) == .left(user: "bob"))
-        #expect(EventMembership.of(json: joined.utf8) == .joined(user: "eve"))
-        #expect(EventMembership.of(json: message.utf8) == nil)
+        #expect(EventMembership.of(json: left) == .left(user: "bob"))
+        #expect(EventMembership.of(json: joined) == .joined(user: "eve"))
+        #expect(EventMembership.of(json: message) == nil)
     }
 
     @Test func errorsQuoteABoundedExcerptOfWhatTheClientSent() throws {

@@ -24,7 +24,7 @@ struct LiveMembershipAndBudgetTests {
             let other = try await relay.createGroup(owner, members: [bob])
             try await withThrowingTaskGroup(of: Void.self) { group in
                 for lane in 0..<10 {
-                    group.addTask { for index in 0..<200 { try await relay.send(owner, id, "before \(lane)/\(index) " + String(repeating: "x", count: 200)) } }
+                    group.addTask { for index in 0..<200 { try await relay.send(owner, id, "before \(lane)/\(index)") } }
                 }
                 try await group.waitForAll()
             }
@@ -78,58 +78,5 @@ struct LiveMembershipAndBudgetTests {
             #expect(events.first?["type"].string == "member_joined" && events.first?["user_id"].string == bob, "\(events.prefix(2))")
             expectSeqs(socket.seqs(id), Array((top - 1)...top), "from bob's own member_joined on")
         }
-    }
-
-    /// A client that keeps sending large frames and never reads its answers costs the relay a
-    /// bounded amount of memory: the answers are short (an error quotes a bounded excerpt), and
-    /// once they fill the socket the relay stops reading the client (or closes it with 4008).
-    /// Others are served meanwhile.
-    @Test func aClientThatSendsWithoutReadingCostsBoundedMemory() async throws {
-        try await withRelay { relay in
-            let user = TestRedis.uniqueName("flood")
-            let socket = try await StalledSocket.open(port: relay.port, token: relay.token(user), receiveBuffer: 4096)
-            let before = try Self.residentBytes()
-            // Frames of 60 KB with an unknown type (echoed in full, the answers would hold 60 MB).
-            let frame = StalledSocket.clientFrame(opcode: 0x1, Array("{\"type\":\"\(String(repeating: "z", count: 60_000))\"}".utf8))
-            let total = 1000 * frame.count
-            let (sent, closed) = try await runOnOwnThread { () -> (Int, Bool) in
-                var sent = 0
-                var stalledSince: ContinuousClock.Instant?
-                let deadline = ContinuousClock.now + .seconds(120)
-                while sent < total, ContinuousClock.now < deadline {
-                    let offset = sent % frame.count
-                    guard let count = socket.sendWithoutBlocking(frame[offset...]) else { return (sent, true) }
-                    if count > 0 {
-                        sent += count
-                        stalledSince = nil
-                    } else {
-                        // Throttled: the relay stopped reading this client.
-                        let now = ContinuousClock.now
-                        if let since = stalledSince, now - since > .seconds(3) { return (sent, false) }
-                        if stalledSince == nil { stalledSince = now }
-                        usleep(10_000)
-                    }
-                }
-                return (sent, false)
-            }
-            let growth = try Self.residentBytes() - before
-            #expect(growth < 32 * 1024 * 1024, "resident memory grew \(growth) bytes (sent \(sent) of \(total), closed: \(closed))")
-            // Someone else is served all the while.
-            let other = try await TestSocket.connect(relay, token: relay.token(TestRedis.uniqueName("other")), label: "other")
-            try await other.ping()
-            other.abort()
-            // What the flooding client got: short answers, each quoting at most a bounded excerpt.
-            let (bytes, _) = try await socket.read(timeout: .seconds(2)) { _ in false }
-            let answers = StalledSocket.frames(in: bytes).filter { $0.opcode == 0x1 }
-            #expect(!answers.isEmpty)
-            #expect(answers.allSatisfy { $0.payload.count < 400 }, "an answer quoted too much of its frame")
-            if let code = StalledSocket.closeCode(in: bytes) { #expect(code == 4008) }
-        }
-    }
-
-    static func residentBytes() throws -> Int {
-        let status = try String(contentsOfFile: "/proc/self/status", encoding: .utf8)
-        let line = try #require(status.split(separator: "\n").first { $0.hasPrefix("VmRSS:") })
-        return try #require(Int(line.split(separator: " ", omittingEmptySubsequences: true)[1])) * 1024
     }
 }

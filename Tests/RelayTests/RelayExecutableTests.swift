@@ -337,6 +337,59 @@ struct RelayExecutableTests {
         #expect(try await process.wait(timeout: .seconds(20)) == .exited(0), "stderr: \(process.standardError)")
     }
 
+    /// A client that keeps sending large frames and never reads its answers costs the relay a
+    /// bounded amount of memory: the answers are short (an error quotes a bounded excerpt), and
+    /// once they fill the socket the relay stops reading the client (or closes it with 4008).
+    /// Others are served meanwhile. (The relay runs as its own process, so that its resident
+    /// size is its own.)
+    @Test func aClientThatSendsWithoutReadingCostsBoundedMemory() async throws {
+        let (process, client) = try await startDevRelay()
+        defer { process.killAndReap() }
+        func residentKiB() throws -> Int {
+            let status = try String(contentsOfFile: "/proc/\(process.pid)/status", encoding: .utf8)
+            let line = try #require(status.split(separator: "\n").first { $0.hasPrefix("VmRSS:") })
+            return try #require(Int(line.split(separator: " ", omittingEmptySubsequences: true)[1]))
+        }
+        let socket = try await StalledSocket.open(port: client.port, token: try await devToken(client, TestRedis.uniqueName("flood")))
+        let before = try residentKiB()
+        // 500 frames of 60 KB with an unknown type: echoed in full, the answers would hold 30 MB.
+        let frame = StalledSocket.clientFrame(opcode: 0x1, Array("{\"type\":\"\(String(repeating: "z", count: 60_000))\"}".utf8))
+        let total = 500 * frame.count
+        let (sent, closed) = try await runOnOwnThread { () -> (Int, Bool) in
+            var sent = 0
+            var stalledSince: ContinuousClock.Instant?
+            let deadline = ContinuousClock.now + .seconds(120)
+            while sent < total, ContinuousClock.now < deadline {
+                guard let count = socket.sendWithoutBlocking(frame[(sent % frame.count)...]) else { return (sent, true) }
+                if count > 0 {
+                    sent += count
+                    stalledSince = nil
+                } else {
+                    // Throttled: the relay stopped reading this client.
+                    let now = ContinuousClock.now
+                    if let since = stalledSince, now - since > .seconds(3) { return (sent, false) }
+                    if stalledSince == nil { stalledSince = now }
+                    usleep(10_000)
+                }
+            }
+            return (sent, false)
+        }
+        let growth = try residentKiB() - before
+        #expect(growth < 16 * 1024, "resident KiB grew by \(growth) (sent \(sent) of \(total) bytes, closed: \(closed))")
+        // Someone else is served all the while.
+        let other = try await TestSocket.connect(client, token: try await devToken(client, TestRedis.uniqueName("other")), label: "other")
+        try await other.ping()
+        other.abort()
+        // What the flooding client got: short answers, each quoting at most a bounded excerpt.
+        let (bytes, _) = try await socket.read(timeout: .seconds(2)) { _ in false }
+        let answers = StalledSocket.frames(in: bytes).filter { $0.opcode == 0x1 }
+        #expect(!answers.isEmpty)
+        #expect(answers.allSatisfy { $0.payload.count < 400 }, "an answer quoted too much of its frame")
+        if let code = StalledSocket.closeCode(in: bytes) { #expect(code == 4008) }
+        process.send(SIGTERM)
+        #expect(try await process.wait(timeout: .seconds(20)) == .exited(0), "stderr: \(process.standardError)")
+    }
+
     /// SIGTERM: every open WebSocket gets a close frame with 1001 (going away), then the process exits 0.
     @Test func sigtermClosesWebSocketsWith1001AndExitsZero() async throws {
         let (process, client) = try await startDevRelay()

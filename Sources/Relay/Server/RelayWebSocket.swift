@@ -22,6 +22,8 @@ enum RelayWebSocket {
                 let accepted = !services.connections.isDraining && URI(head.uri).path == Self.path
                 return channel.eventLoop.makeSucceededFuture(accepted ? HTTPHeaders() : nil)
             },
+            // Refusals are answered on the HTTP side, with the API's error body (RelayHTTPChannel).
+            refusedStatus: nil,
             upgradePipelineHandler: { channel, head in
                 channel.eventLoop.makeCompletedFuture {
                     let identity: LiveConnectionHandler.Identity?

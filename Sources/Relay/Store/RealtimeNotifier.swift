@@ -24,7 +24,7 @@ struct RealtimeNotifier: Sendable {
     func joined(channel: String, events: [String]) async {
         var commands: [RedisCommand] = []
         for event in events {
-            guard case .joined(let user)? = EventMembership.of(json: event.utf8),
+            guard case .joined(let user)? = EventMembership.of(json: event),
                 let seq = LiveConnectionHandler.field("seq", in: event)
             else { continue }
             let topic = RelayKeys.User(user).topic

@@ -115,7 +115,7 @@ final class ConformanceReferenceServer: ConformanceTarget {
                             }
                         }
                     )
-                    let configuration = NIOUpgradableHTTPServerPipelineConfiguration(
+                    var configuration = NIOUpgradableHTTPServerPipelineConfiguration(
                         upgradeConfiguration: NIOTypedHTTPServerUpgradeConfiguration<Void>(
                             upgraders: [upgrader],
                             notUpgradingCompletionHandler: { channel in
@@ -125,6 +125,9 @@ final class ConformanceReferenceServer: ConformanceTarget {
                             }
                         )
                     )
+                    // As the relay's: no HTTP pipelining or error handlers left around the upgrade.
+                    configuration.enablePipelining = false
+                    configuration.enableErrorHandling = false
                     _ = try channel.pipeline.syncOperations.configureUpgradableHTTPServerPipeline(configuration: configuration)
                 }
             }

@@ -52,7 +52,7 @@ extension ChatStore {
             for entry in page {
                 guard let seq = Int64(entry.id.prefix { $0 != "-" }) else { continue }
                 if last == nil { last = seq }
-                if let json = entry["e"], EventMembership.of(json: json.readableBytesView) == .joined(user: user) {
+                if let json = entry["e"], EventMembership.of(json: json) == .joined(user: user) {
                     return seq
                 }
             }

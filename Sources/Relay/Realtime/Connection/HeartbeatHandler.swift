@@ -21,6 +21,8 @@ final class HeartbeatHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     private let heartbeats: Heartbeats
     private var lastHeard = NIODeadline.uptimeNanoseconds(0)
+    /// When the last ping went out, since the client was last heard from.
+    private var pingedSinceHeard: NIODeadline?
     private var context: ChannelHandlerContext?
     /// The wheel's slot this handler is in, while it is in one.
     fileprivate var slot: Int?
@@ -59,6 +61,7 @@ final class HeartbeatHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         self.lastHeard = context.eventLoop.now
+        self.pingedSinceHeard = nil
         let frame = self.unwrapInboundIn(data)
         if frame.opcode == .pong { return }
         context.fireChannelRead(data)
@@ -73,11 +76,14 @@ final class HeartbeatHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// - Returns: false once the connection is silent (the wheel lets go of it).
     fileprivate func beat(now: NIODeadline, interval: TimeAmount) -> Bool {
         guard let context, context.channel.isActive else { return false }
-        if now - self.lastHeard >= interval * 2 {
+        // Silent: nothing heard for two intervals, although a ping went out at least an interval
+        // ago (a loop running late must not close a client it never gave the chance to answer).
+        if now - self.lastHeard >= interval * 2, let pinged = self.pingedSinceHeard, now - pinged >= interval {
             context.fireUserInboundEventTriggered(Silent())
             return false
         }
         context.writeAndFlush(self.wrapOutboundOut(Self.ping), promise: nil)
+        if self.pingedSinceHeard == nil { self.pingedSinceHeard = now }
         return true
     }
 }

@@ -44,6 +44,8 @@ final class LiveConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
     private var refreshDue = false
     /// The user's channels could not be read at connect: those found later start at the log's end.
     private var channelsUnknown = false
+    /// The start counted this connection in the user's presence; ``finish()`` gives it back.
+    private var presenceHeld = false
 
     init(identity: Identity, services: LiveServices) {
         self.identity = identity
@@ -91,7 +93,10 @@ final class LiveConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         self.expiry?.cancel()
         self.services.hub.detach(handle, channels: self.attached, user: self.identity.user)
         self.attached = []
-        self.services.presence.disconnected(self.identity.user)
+        if self.presenceHeld {
+            self.presenceHeld = false
+            self.services.presence.disconnected(self.identity.user)
+        }
         self.services.connections.remove(handle)
         handle.release()
     }
@@ -111,13 +116,20 @@ final class LiveConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
             if let channels { anchors = try? await services.store.lastSeqs(channels: channels) }
             await services.presence.connected(user)
             eventLoop.execute {
-                loopBound.value.started(channels: channels ?? [], anchors: anchors)
+                loopBound.value.started(handle, channels: channels ?? [], anchors: anchors)
             }
         }
     }
 
-    private func started(channels: [String], anchors: [String: Int64]?) {
-        guard !self.closing else { return }
+    private func started(_ handle: LiveConnection, channels: [String], anchors: [String: Int64]?) {
+        guard !self.closing, self.handle != nil else {
+            // Ended while starting: what the start took (topics, presence) is given back here,
+            // since ``finish()`` ran before it was taken.
+            self.services.hub.detach(handle, channels: channels, user: self.identity.user)
+            self.services.presence.disconnected(self.identity.user)
+            return
+        }
+        self.presenceHeld = true
         self.attached.formUnion(channels)
         let outcome = self.machine.started(anchors: anchors)
         self.write(
@@ -282,8 +294,14 @@ final class LiveConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         if self.attached.insert(read.channel).inserted {
             Task {
                 let confirmed = await services.hub.attach(handle, channels: [read.channel])
-                if confirmed {
-                    eventLoop.execute { loopBound.value.receive(LiveSignal.mayHaveMissed(channel: read.channel)) }
+                eventLoop.execute {
+                    let handler = loopBound.value
+                    guard handler.handle != nil else {
+                        // Ended meanwhile: ``finish()`` detached before this attached.
+                        services.hub.detach(handle, channels: [read.channel])
+                        return
+                    }
+                    if confirmed { handler.receive(LiveSignal.mayHaveMissed(channel: read.channel)) }
                 }
             }
         }
@@ -295,7 +313,7 @@ final class LiveConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
                     return StateMachine.LogEvent(
                         seq: event.seq,
                         frame: WebSocketWire.frame(opcode: .text, payload: json),
-                        membership: EventMembership.of(json: json.readableBytesView)
+                        membership: EventMembership.of(json: json)
                     )
                 }
             } catch {

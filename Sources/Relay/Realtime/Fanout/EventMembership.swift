@@ -1,3 +1,5 @@
+import NIOCore
+
 /// What an event does to membership, read from its JSON once (by the hub for a live event, by
 /// the connection for a page of the log), so that a connection knows without parsing that its
 /// user joined or left a channel at exactly this seq.
@@ -8,10 +10,22 @@ enum EventMembership: Sendable, Equatable {
     /// The membership change an event's JSON describes, or `nil` for every other event.
     ///
     /// The relay's own scripts write the JSON (`{"channel_id":…,"seq":…,"type":"member_left",
-    /// "user_id":"…",…}`) and ids never need escaping, so a scan for the two fields suffices.
-    static func of(json bytes: some Collection<UInt8>) -> EventMembership? {
-        let bytes = Array(bytes)
-        guard let type = Self.stringField(Self.typeKey, in: bytes) else { return nil }
+    /// "user_id":"…",…}`: the type comes within the first few dozen bytes, and a member event
+    /// carries no text) and ids never need escaping, so a bounded scan for the two fields suffices.
+    static func of(json: ByteBuffer) -> EventMembership? {
+        json.withUnsafeReadableBytes { Self.of(bytes: $0) }
+    }
+
+    static func of(json: String) -> EventMembership? {
+        var json = json
+        return json.withUTF8 { Self.of(bytes: UnsafeRawBufferPointer($0)) }
+    }
+
+    /// How far into an event its `type` may start: past the channel id (64 bytes at most) and the seq.
+    private static let typeWindow = 160
+
+    private static func of(bytes: UnsafeRawBufferPointer) -> EventMembership? {
+        guard let type = Self.stringField(Self.typeKey, in: bytes, within: Self.typeWindow) else { return nil }
         let joined: Bool
         if type.elementsEqual(Self.memberJoined) {
             joined = true
@@ -20,7 +34,7 @@ enum EventMembership: Sendable, Equatable {
         } else {
             return nil
         }
-        guard let user = Self.stringField(Self.userKey, in: bytes) else { return nil }
+        guard let user = Self.stringField(Self.userKey, in: bytes, within: bytes.count) else { return nil }
         let id = String(decoding: user, as: UTF8.self)
         return joined ? .joined(user: id) : .left(user: id)
     }
@@ -30,12 +44,12 @@ enum EventMembership: Sendable, Equatable {
     private static let memberJoined = Array("member_joined".utf8)
     private static let memberLeft = Array("member_left".utf8)
 
-    /// The value of the first `"key":"value"` at the object's top level (the relay's events nest
-    /// nothing before these fields), without its quotes.
-    private static func stringField(_ key: [UInt8], in bytes: [UInt8]) -> ArraySlice<UInt8>? {
-        guard bytes.count >= key.count else { return nil }
+    /// The value of the first `"key":"value"` starting within `window` bytes, without its quotes.
+    private static func stringField(_ key: [UInt8], in bytes: UnsafeRawBufferPointer, within window: Int) -> Slice<UnsafeRawBufferPointer>? {
+        let last = min(window, bytes.count - key.count)
+        guard last >= 0 else { return nil }
         var start = 0
-        while start + key.count <= bytes.count {
+        while start <= last {
             if bytes[start] == key[0], bytes[start..<start + key.count].elementsEqual(key) {
                 let valueStart = start + key.count
                 guard let end = bytes[valueStart...].firstIndex(of: UInt8(ascii: "\"")) else { return nil }

@@ -17,7 +17,7 @@ struct LiveFrame: Sendable {
     init(json: ByteBuffer) {
         self.json = json
         self.wire = Self.textFrame(json)
-        self.membership = EventMembership.of(json: json.readableBytesView)
+        self.membership = EventMembership.of(json: json)
     }
 
     /// An unmasked, final WebSocket text frame (RFC 6455 section 5.2) with `payload`.

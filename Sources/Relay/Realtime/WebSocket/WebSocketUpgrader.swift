@@ -25,7 +25,7 @@ struct WebSocketUpgrader<UpgradeResult: Sendable>: NIOTypedHTTPServerProtocolUpg
 
     private let handshake: NIOTypedWebSocketServerUpgrader<UpgradeResult>
     private let maxFrameSize: Int
-    private let refusedStatus: @Sendable (HTTPRequestHead) -> HTTPResponseStatus
+    private let refusedStatus: (@Sendable (HTTPRequestHead) -> HTTPResponseStatus)?
     private let upgradePipelineHandler: @Sendable (any Channel, HTTPRequestHead) -> EventLoopFuture<UpgradeResult>
 
     /// - Parameters:
@@ -33,13 +33,15 @@ struct WebSocketUpgrader<UpgradeResult: Sendable>: NIOTypedHTTPServerProtocolUpg
     ///     ``WebSocketProtocolHandler`` as `NIOWebSocketError.invalidFrameLength` (1009).
     ///   - shouldUpgrade: the extra headers of the 101 response, or nil to refuse the upgrade.
     ///   - refusedStatus: the status answering a well-formed handshake that `shouldUpgrade`
-    ///     refused (another path: 404; a server that is stopping: 503, say).
+    ///     refused (another path: 404; a server that is stopping: 503, say). `nil`: this upgrader
+    ///     answers no refused handshake; the caller does, from its `notUpgradingCompletionHandler`
+    ///     (having noted the head in `buildUpgradeResponse`, as ``RelayHTTPChannel`` does).
     ///   - upgradePipelineHandler: called once the decoder is in the pipeline (named
     ///     ``decoderName``), after the 101 was written; adds the handlers after it.
     init(
         maxFrameSize: Int = 64 * 1024,
         shouldUpgrade: @escaping @Sendable (any Channel, HTTPRequestHead) -> EventLoopFuture<HTTPHeaders?>,
-        refusedStatus: @escaping @Sendable (HTTPRequestHead) -> HTTPResponseStatus = { _ in .notFound },
+        refusedStatus: (@Sendable (HTTPRequestHead) -> HTTPResponseStatus)? = { _ in .notFound },
         upgradePipelineHandler: @escaping @Sendable (any Channel, HTTPRequestHead) -> EventLoopFuture<UpgradeResult>
     ) {
         self.maxFrameSize = maxFrameSize
@@ -66,7 +68,7 @@ struct WebSocketUpgrader<UpgradeResult: Sendable>: NIOTypedHTTPServerProtocolUpg
             upgradeRequest: upgradeRequest,
             initialResponseHeaders: initialResponseHeaders
         )
-        let refusedStatus = self.refusedStatus
+        guard let refusedStatus = self.refusedStatus else { return response }
         response.whenFailure { error in
             let refusal =
                 Self.refusal(of: upgradeRequest)
