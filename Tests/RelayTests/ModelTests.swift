@@ -65,7 +65,7 @@ struct ModelTests {
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
         let directory = root.appendingPathComponent("lua")
         let files = try FileManager.default.contentsOfDirectory(atPath: directory.path).filter { $0.hasSuffix(".lua") }
-        #expect(files.count == 8)
+        #expect(files.count == 7)
         for file in files {
             let onDisk = try String(contentsOf: directory.appendingPathComponent(file), encoding: .utf8)
             #expect(LuaSources.byName[String(file.dropLast(4))] == onDisk, "\(file)")

@@ -58,7 +58,7 @@ load() { # load NAME SCRIPT [EVENTS MS]
   SHA[$1]="$(cli SCRIPT LOAD "$src" 2>&1)"
   match "load $1" '^[0-9a-f]{40}$' "${SHA[$1]}"
 }
-for s in send edit delete channel_create members_add members_remove read; do
+for s in send change channel_create members_add members_remove read; do
   load "$s" "$s"
 done
 
@@ -94,10 +94,10 @@ send() { # send CID SENDER MID TEXT CMID [TTL]
   ev send 6 $(base5 "$1") "$(k "$1" "dedup:$2:$5")" "$2" "$3" "$(msg_body "$3" "$2" "$4" "$5")" "$1" "$(k "$1" live)" "${6:-600}"
 }
 edit() { # edit CID SENDER MID TEXT
-  ev edit 5 $(base5 "$1") "$2" "$3" "$(printf '"type":"edit","message_id":"%s","sender_id":"%s","text":"%s"' "$3" "$2" "$4")" "$1" "$(k "$1" live)"
+  ev change 5 $(base5 "$1") "$2" "$3" "$(printf '"type":"edit","message_id":"%s","sender_id":"%s","text":"%s"' "$3" "$2" "$4")" "$1" "$(k "$1" live)" edit
 }
 del() { # del CID SENDER MID
-  ev delete 5 $(base5 "$1") "$2" "$3" "$(printf '"type":"delete","message_id":"%s","sender_id":"%s"' "$3" "$2")" "$1" "$(k "$1" live)"
+  ev change 5 $(base5 "$1") "$2" "$3" "$(printf '"type":"delete","message_id":"%s","sender_id":"%s"' "$3" "$2")" "$1" "$(k "$1" live)" delete
 }
 add() { # add CID ACTOR MAX USERS...
   local c="$1"; shift
@@ -245,6 +245,8 @@ edit "$G" alice m1 'x'
 expect_err "edit a deleted message" CONFLICT
 del "$G" alice nope
 expect_err "delete unknown message" NOTFOUND
+ev change 5 $(base5 "$G") alice m1 '"type":"x"' "$G" "$(k "$G" live)" undo
+expect_err "change of another kind" BADREQUEST
 eq "refused edits/deletes write nothing" 78 "$(seq_of "$G")"
 send "$G" alice m-dup-after-del 'x' c1
 eq "dedup still answers after delete" "$(printf '0\n%s' "$FIRST")" "$OUT"

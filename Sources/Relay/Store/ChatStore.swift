@@ -295,17 +295,17 @@ struct ChatStore: Sendable {
     func edit(channel id: String, sender: String, messageID: String, text: String) async throws -> String {
         let body =
             "\"type\":\"edit\",\"message_id\":\"\(messageID)\",\"sender_id\":\"\(sender)\",\"text\":\(JSONText.quoted(text))"
-        return try await self.change(self.scripts.edit, "edit", channel: id, sender: sender, messageID: messageID, body: body)
+        return try await self.change("edit", channel: id, sender: sender, messageID: messageID, body: body)
     }
 
     /// Logs a `delete` of the sender's message.
     func delete(channel id: String, sender: String, messageID: String) async throws -> String {
         let body = "\"type\":\"delete\",\"message_id\":\"\(messageID)\",\"sender_id\":\"\(sender)\""
-        return try await self.change(self.scripts.delete, "delete", channel: id, sender: sender, messageID: messageID, body: body)
+        return try await self.change("delete", channel: id, sender: sender, messageID: messageID, body: body)
     }
 
+    /// Logs an `edit` or a `delete` (`name`) of the sender's message: one script for both.
     private func change(
-        _ script: RedisScript,
         _ name: String,
         channel id: String,
         sender: String,
@@ -314,11 +314,11 @@ struct ChatStore: Sendable {
     ) async throws -> String {
         let keys = RelayKeys.Channel(id)
         let reply = try await self.run(
-            script,
+            self.scripts.change,
             name,
             channel: id,
             keys: [keys.meta, keys.members, keys.seq, keys.log, keys.messages],
-            arguments: [sender, messageID, body, id, keys.topic]
+            arguments: [sender, messageID, body, id, keys.topic, name]
         )
         self.metrics.appended()
         return try Self.string(reply)

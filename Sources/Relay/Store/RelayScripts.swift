@@ -5,8 +5,8 @@ import RedisClient
 /// written into the prelude.
 struct RelayScripts: Sendable {
     let send: RedisScript
-    let edit: RedisScript
-    let delete: RedisScript
+    /// An edit or a deletion (`lua/change.lua`).
+    let change: RedisScript
     let createChannel: RedisScript
     let addMembers: RedisScript
     let removeMember: RedisScript
@@ -24,8 +24,7 @@ struct RelayScripts: Sendable {
             return RedisScript(prelude + source)
         }
         self.send = script("send")
-        self.edit = script("edit")
-        self.delete = script("delete")
+        self.change = script("change")
         self.createChannel = script("channel_create")
         self.addMembers = script("members_add")
         self.removeMember = script("members_remove")
