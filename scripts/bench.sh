@@ -190,7 +190,8 @@ if wants send; then
     token=$("$RELAY" token bench-alice --jwt-secret "$secret")
     channel=$(curl -fs -X POST "http://127.0.0.1:$relay_port/channels" -H "Authorization: Bearer $token" \
         -d '{"type":"group","members":["bench-bob"],"name":"bench"}' | grep -o '"id":"[^"]*"' | head -1 | cut -d'"' -f4)
-    send_sha=$(redis-cli -p "$port" SCRIPT LOAD "$(cat lua/send.lua)")
+    # As the relay runs it: behind lua/prelude.lua (the shared append).
+    send_sha=$(redis-cli -p "$port" SCRIPT LOAD "$(cat lua/prelude.lua lua/send.lua)")
     body='"type":"message","message_id":"m__rand_int__","sender_id":"bench-alice","text":"hello from the benchmark","client_msg_id":"__rand_int__"'
 
     baseline_send() {
