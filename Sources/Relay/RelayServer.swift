@@ -35,9 +35,11 @@ public enum RelayServer {
         connections: LiveConnections,
         onServerRunning: @escaping @Sendable (any Channel) async -> Void = { _ in }
     ) throws -> some ApplicationProtocol {
-        let redisConfiguration: RedisConfiguration
+        var redisConfiguration: RedisConfiguration
         do {
             redisConfiguration = try RedisConfiguration(url: configuration.redisURL)
+            redisConfiguration.replicaWait = configuration.redisWait
+            redisConfiguration.replicaWaitTimeout = configuration.redisWaitTimeout
         } catch {
             throw RelayConfigurationError(message: RedisURL.redacting(error.message, of: configuration.redisURL))
         }
@@ -135,9 +137,9 @@ public enum RelayServer {
         }
     }
 
-    /// Checks that Redis answers at `url`, once, within `timeout`, and that it will not evict
-    /// a channel's keys (a `maxmemory` with an `allkeys-*` policy could drop a channel's seq
-    /// or log under memory pressure).
+    /// Checks that Redis answers at `url` (at one of its URLs, for a list: the first that
+    /// answers), once, within `timeout`, and that it will not evict a channel's keys (a
+    /// `maxmemory` with an `allkeys-*` policy could drop a channel's seq or log under memory pressure).
     ///
     /// - Throws: ``RelayConfigurationError`` saying why not, in one line, with no password.
     public static func checkRedis(url: String, timeout: Duration = .seconds(3)) async throws {
@@ -147,13 +149,27 @@ public enum RelayServer {
             var configuration = try RedisConfiguration(url: url)
             configuration.connectTimeout = timeout
             configuration.commandTimeout = timeout
-            let connection = try await RedisConnection.connect(
-                configuration: configuration,
-                eventLoop: MultiThreadedEventLoopGroup.singleton.any()
-            )
-            defer { connection.close() }
-            _ = try await connection.execute(RedisCommand("PING"))
-            info = try await connection.execute(RedisCommand("INFO", ["memory"])).string ?? ""
+            var answer: (info: String, failure: (any Error)?) = ("", nil)
+            // The list's every URL, the first one first.
+            for seed in configuration.seeds {
+                var node = configuration
+                node.host = seed.host
+                node.port = seed.port
+                do {
+                    let connection = try await RedisConnection.connect(
+                        configuration: node,
+                        eventLoop: MultiThreadedEventLoopGroup.singleton.any()
+                    )
+                    defer { connection.close() }
+                    _ = try await connection.execute(RedisCommand("PING"))
+                    answer = (try await connection.execute(RedisCommand("INFO", ["memory"])).string ?? "", nil)
+                    break
+                } catch {
+                    answer.failure = answer.failure ?? error
+                }
+            }
+            if let failure = answer.failure { throw failure }
+            info = answer.info
         } catch {
             let reason = (error as? RedisError)?.message ?? "\(error)"
             throw RelayConfigurationError(message: "Redis at \(shown) is unreachable: \(RedisURL.redacting(reason, of: url))")

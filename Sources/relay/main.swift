@@ -18,7 +18,18 @@ struct Serve: AsyncParsableCommand {
 
     @Option(help: "Address to listen on (env RELAY_HOST).") var host: String?
     @Option(help: "Port to listen on (env RELAY_PORT).") var port: Int?
-    @Option(help: "Redis URL, redis://[:password@]host:port[/db] (env REDIS_URL).") var redis: String?
+    @Option(help: "Redis URL, redis://[:password@]host:port[/db], or a comma-separated list of a cluster's nodes (env REDIS_URL).")
+    var redis: String?
+    @Option(
+        name: .customLong("redis-wait"),
+        help: "Replicas that must hold a write before it is acknowledged (env RELAY_REDIS_WAIT; default 0)."
+    )
+    var redisWait: Int?
+    @Option(
+        name: .customLong("redis-wait-ms"),
+        help: "How long to wait for them, in ms; past it the write is answered unavailable (env RELAY_REDIS_WAIT_MS; default 1000)."
+    )
+    var redisWaitMS: Int?
     @Option(name: .customLong("jwt-secret"), help: "HS256 secret for tokens (env RELAY_JWT_SECRET).") var jwtSecret: String?
     @Flag(help: "Dev mode: a random secret if none is given, and POST /auth/dev-token (env RELAY_DEV=1).") var dev = false
     @Option(help: "Seconds between WebSocket pings (env RELAY_HEARTBEAT_S).") var heartbeat: Int?
@@ -38,6 +49,7 @@ struct Serve: AsyncParsableCommand {
         "max-text-bytes": 1...(1 << 24), "max-body-bytes": 1024...(1 << 26), "max-group-members": 2...10_000_000,
         "max-queued-events": 16...1_000_000, "heartbeat": 1...86_400,
         "retention-days": RelayRetention.maxAgeDaysRange, "retention-events": RelayRetention.maxEventsRange,
+        "redis-wait": 0...64, "redis-wait-ms": 1...60_000,
     ]
 
     func validate() throws {
@@ -45,7 +57,7 @@ struct Serve: AsyncParsableCommand {
         let limits = [
             ("max-text-bytes", maxTextBytes), ("max-body-bytes", maxBodyBytes), ("max-group-members", maxGroupMembers),
             ("max-queued-events", maxQueuedEvents), ("heartbeat", heartbeat), ("retention-days", retentionDays),
-            ("retention-events", retentionEvents),
+            ("retention-events", retentionEvents), ("redis-wait", redisWait), ("redis-wait-ms", redisWaitMS),
         ]
         for case (let name, let value?) in limits {
             let range = Self.limitRanges[name]!
@@ -74,6 +86,11 @@ struct Serve: AsyncParsableCommand {
         configuration.host = self.host ?? environment["RELAY_HOST"] ?? configuration.host
         configuration.port = try self.port ?? integer(environment, "RELAY_PORT", in: 0...65535) ?? configuration.port
         configuration.redisURL = self.redis ?? environment["REDIS_URL"] ?? configuration.redisURL
+        configuration.redisWait =
+            try self.redisWait ?? integer(environment, "RELAY_REDIS_WAIT", in: Self.limitRanges["redis-wait"]!) ?? configuration.redisWait
+        if let milliseconds = try self.redisWaitMS ?? integer(environment, "RELAY_REDIS_WAIT_MS", in: Self.limitRanges["redis-wait-ms"]!) {
+            configuration.redisWaitTimeout = .milliseconds(milliseconds)
+        }
         let heartbeat = try self.heartbeat ?? integer(environment, "RELAY_HEARTBEAT_S", in: Self.limitRanges["heartbeat"]!) ?? 30
         configuration.heartbeat = .seconds(heartbeat)
         configuration.limits.maxTextBytes =

@@ -68,6 +68,8 @@ struct RelayExecutableTests {
         ("--max-group-members", "1"), ("--max-queued-events", "1"), ("--heartbeat", "5000000000000000"),
         ("--heartbeat", "86401"), ("--retention-days", "-1"), ("--retention-days", "99999999999"),
         ("--retention-events", "9223372036854775807"), ("--max-text-bytes", "99999999999999999999"),
+        ("--redis-wait", "-1"), ("--redis-wait", "65"), ("--redis-wait", "one"), ("--redis-wait-ms", "0"),
+        ("--redis-wait-ms", "600001"), ("--redis", "redis://127.0.0.1:6379,http://x"),
     ])
     func badValueNamesTheFlagOnTheFirstLineAndExitsNonZero(_ flag: String, _ value: String) async throws {
         var options = ["--port": "\(try unusedPort())", "--jwt-secret": longSecret, "--redis": TestRedis.url]

@@ -7,7 +7,10 @@ import Synchronization
 /// A Redis client: a small pool of multiplexed, pipelined connections that reconnect by themselves.
 ///
 /// Run it as a `Service` (or call ``run()`` in a task) for its connections to be opened and
-/// kept. Commands go round-robin over the live connections. While no connection is up,
+/// kept. When the first seed that answers is a Redis Cluster node (`cluster_enabled:1`), the
+/// client runs in cluster mode: it discovers the shards, keeps a pool per primary, sends each
+/// command to the owner of its key's slot (``RedisCommand/key``) and follows redirections;
+/// nothing changes for the caller. Otherwise commands go round-robin over the live connections. While no connection is up,
 /// commands wait for one up to the command timeout, except after a connect attempt has just
 /// failed: then they fail at once with ``RedisError/Code/unavailable``, so callers can answer
 /// "unavailable" instead of queueing behind a dead server.
@@ -24,6 +27,14 @@ public final class RedisClient: Service, Sendable {
         var nextWaiterID: UInt64 = 0
         var lastConnectFailed = false
         var isShutDown = false
+        var mode: Mode
+
+        enum Mode {
+            /// `run()` has not yet asked a seed what it is; commands wait as for a connection.
+            case detecting
+            case standalone
+            case cluster(RedisClusterClient)
+        }
 
         mutating func pick() -> RedisConnection? {
             let count = self.connections.count
@@ -46,12 +57,27 @@ public final class RedisClient: Service, Sendable {
         self.configuration = configuration
         self.eventLoopGroup = eventLoopGroup
         self.logger = logger
-        self.state = Mutex(PoolState(connections: Array(repeating: nil, count: max(1, configuration.poolSize))))
+        self.state = Mutex(PoolState(connections: Array(repeating: nil, count: max(1, configuration.poolSize)), mode: .detecting))
+    }
+
+    /// The pool of one cluster node: standalone from the start, it asks nothing of the server.
+    init(node configuration: RedisConfiguration, eventLoopGroup: any EventLoopGroup, logger: Logger) {
+        self.configuration = configuration
+        self.eventLoopGroup = eventLoopGroup
+        self.logger = logger
+        self.state = Mutex(PoolState(connections: Array(repeating: nil, count: max(1, configuration.poolSize)), mode: .standalone))
     }
 
     /// Opens the pool's connections and keeps them open until graceful shutdown or cancellation.
+    ///
+    /// First asks the seeds, in turn until one answers, whether this is a Redis Cluster.
     public func run() async throws {
         await cancelWhenGracefulShutdown {
+            if case .cluster(let cluster) = await self.detectMode() {
+                await cluster.run()
+                return
+            }
+            guard !Task.isCancelled else { return }
             await withDiscardingTaskGroup { group in
                 for slot in 0..<self.configuration.poolSize {
                     group.addTask { await self.maintainConnection(slot: slot) }
@@ -65,6 +91,78 @@ public final class RedisClient: Service, Sendable {
         }
         for waiter in waiters {
             waiter.resume(throwing: RedisError(.shutdown, "the Redis client is shutting down"))
+        }
+    }
+
+    /// Asks the seeds what they are, until one answers or the task is cancelled; settles the mode.
+    private func detectMode() async -> PoolState.Mode {
+        if case .standalone = self.state.withLock({ $0.mode }) { return .standalone }
+        var backoff = RedisBackoff(minimum: self.configuration.minimumBackoff, maximum: self.configuration.maximumBackoff)
+        let candidates = self.configuration.candidates
+        var attempt = 0
+        while !Task.isCancelled {
+            // One seed per attempt, so that a dead first seed does not hold up the others.
+            let seed = candidates[attempt % candidates.count]
+            attempt += 1
+            do {
+                let discovery = try await RedisClusterTopology.discover(
+                    [seed],
+                    configuration: self.configuration,
+                    eventLoop: self.eventLoopGroup.next()
+                )
+                switch discovery {
+                case .standalone:
+                    self.state.withLock { $0.mode = .standalone }
+                    return .standalone
+                case .cluster(let topology):
+                    let cluster = RedisClusterClient(
+                        configuration: self.configuration,
+                        topology: topology,
+                        eventLoopGroup: self.eventLoopGroup,
+                        logger: self.logger
+                    )
+                    let waiters = self.state.withLock { state in
+                        state.mode = .cluster(cluster)
+                        defer { state.waiters = [:] }
+                        return state.waiters.values
+                    }
+                    // They waited for a standalone connection: they go through the cluster instead.
+                    for waiter in waiters { waiter.resume(throwing: ModeSettled()) }
+                    self.logger.info("Redis Cluster mode", metadata: ["primaries": "\(topology.primaries)"])
+                    return .cluster(cluster)
+                }
+            } catch {
+                let waiters = self.state.withLock { state in
+                    state.lastConnectFailed = true
+                    defer { state.waiters = [:] }
+                    return state.waiters.values
+                }
+                let failure = RedisError(.unavailable, "\(error)")
+                for waiter in waiters { waiter.resume(throwing: failure) }
+                self.logger.debug("Redis connect failed", metadata: ["error": "\(error)"])
+            }
+            if attempt % candidates.count == 0 { try? await Task.sleep(for: backoff.next()) }
+        }
+        return .detecting
+    }
+
+    /// Thrown to a caller that waited for a standalone connection when the client went into cluster mode.
+    struct ModeSettled: Error {}
+
+    /// Where a command goes: a standalone connection, or the cluster router.
+    enum Route {
+        case connection(RedisConnection)
+        case cluster(RedisClusterClient)
+    }
+
+    func route() async throws -> Route {
+        while true {
+            if case .cluster(let cluster) = self.state.withLock({ $0.mode }) { return .cluster(cluster) }
+            do {
+                return .connection(try await self.connection())
+            } catch is ModeSettled {
+                continue
+            }
         }
     }
 
@@ -110,17 +208,20 @@ public final class RedisClient: Service, Sendable {
         enum Pick {
             case ready(RedisConnection)
             case fail(RedisError)
+            case modeSettled
             case wait
         }
         let pick: Pick = self.state.withLock { state in
             if let connection = state.pick() { return .ready(connection) }
             if state.isShutDown { return .fail(RedisError(.shutdown, "the Redis client is shut down")) }
+            if case .cluster = state.mode { return .modeSettled }
             if state.lastConnectFailed { return .fail(RedisError(.unavailable, "Redis is unreachable")) }
             return .wait
         }
         switch pick {
         case .ready(let connection): return connection
         case .fail(let error): throw error
+        case .modeSettled: throw ModeSettled()
         case .wait: return try await self.waitForConnection()
         }
     }
@@ -134,10 +235,11 @@ public final class RedisClient: Service, Sendable {
         let eventLoop = self.eventLoopGroup.any()
         return try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<RedisConnection, any Error>) in
-                let outcome: Result<RedisConnection, RedisError>? = self.state.withLock { state in
+                let outcome: Result<RedisConnection, any Error>? = self.state.withLock { state in
                     if let connection = state.pick() { return .success(connection) }
                     // Checked again under the lock: the waiters may have been drained since.
                     if state.isShutDown { return .failure(RedisError(.shutdown, "the Redis client is shut down")) }
+                    if case .cluster = state.mode { return .failure(ModeSettled()) }
                     if state.lastConnectFailed { return .failure(RedisError(.unavailable, "Redis is unreachable")) }
                     state.waiters[id] = continuation
                     return nil
@@ -162,7 +264,23 @@ public final class RedisClient: Service, Sendable {
 
     /// Whether a connection is up right now.
     public var isConnected: Bool {
-        self.state.withLock { state in state.connections.contains { $0?.isActive == true } }
+        let (cluster, connected) = self.state.withLock { state -> (RedisClusterClient?, Bool) in
+            if case .cluster(let cluster) = state.mode { return (cluster, false) }
+            return (nil, state.connections.contains { $0?.isActive == true })
+        }
+        return cluster?.isConnected ?? connected
+    }
+
+    /// The topology the client knows, in cluster mode.
+    var clusterTopology: RedisClusterTopology? {
+        if case .cluster(let cluster) = self.state.withLock({ $0.mode }) { return cluster.topology }
+        return nil
+    }
+
+    /// Whether the client found a Redis Cluster and runs in cluster mode.
+    public var isCluster: Bool {
+        if case .cluster = self.state.withLock({ $0.mode }) { return true }
+        return false
     }
 
     // MARK: Commands
@@ -173,18 +291,35 @@ public final class RedisClient: Service, Sendable {
     ///   names it), or a transport code (``RedisError/isRetriable``).
     @discardableResult
     public func execute(_ command: RedisCommand) async throws -> RESPValue {
-        try await self.connection().execute(command)
+        switch try await self.route() {
+        case .connection(let connection): try await connection.execute(command)
+        case .cluster(let cluster): try await cluster.execute(command)
+        }
     }
 
+    /// Sends a command given by name and arguments. Its first argument is taken as its key
+    /// (where a cluster routes it), unless the command is one that takes no key.
     @discardableResult
     public func execute(_ name: String, _ arguments: any RedisArgument...) async throws -> RESPValue {
-        try await self.execute(RedisCommand(name, arguments))
+        let key = Self.keylessCommands.contains(name.uppercased()) ? nil : arguments.first as? String
+        return try await self.execute(RedisCommand(name, key: key, arguments))
     }
+
+    private static let keylessCommands: Set<String> = [
+        "PING", "ECHO", "INFO", "TIME", "WAIT", "SCRIPT", "CLUSTER", "CLIENT", "CONFIG", "DBSIZE", "FLUSHALL",
+        "FLUSHDB", "DEBUG", "COMMAND", "MEMORY", "SLOWLOG", "LATENCY", "ROLE", "READONLY", "READWRITE", "ASKING",
+    ]
 
     /// Sends every command in one write on one connection; results come back in order.
     ///
+    /// In cluster mode the commands are split by the node that serves each key, every node's
+    /// share goes out as one pipeline, and the results still come back in the caller's order.
+    ///
     /// - Throws: only when no connection can be had; each command's own failure is its result.
     public func pipeline(_ commands: [RedisCommand]) async throws -> [Result<RESPValue, RedisError>] {
-        try await self.connection().pipeline(commands)
+        switch try await self.route() {
+        case .connection(let connection): await connection.pipeline(commands)
+        case .cluster(let cluster): await cluster.pipeline(commands)
+        }
     }
 }

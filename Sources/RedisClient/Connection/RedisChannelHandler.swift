@@ -116,7 +116,7 @@ final class RedisChannelHandler: ChannelInboundHandler {
         do {
             try self.reader.feed(buffer)
             while let value = try self.reader.next() {
-                if let onPush = self.onPush, Self.isPush(value) {
+                if let onPush = self.onPush, Self.isPush(value) || Self.isClusterRefusal(value) {
                     onPush(value)
                     continue
                 }
@@ -186,6 +186,14 @@ final class RedisChannelHandler: ChannelInboundHandler {
         default:
             return false
         }
+    }
+
+    /// On a subscriber, the error a cluster node answers `SSUBSCRIBE` with when it does not
+    /// serve the slot: subscriptions have no positional reply, so it goes to the push handler.
+    static func isClusterRefusal(_ value: RESPValue) -> Bool {
+        guard case .error(let message) = value else { return false }
+        return message.hasPrefix("MOVED ") || message.hasPrefix("ASK ") || message.hasPrefix("CLUSTERDOWN")
+            || message.hasPrefix("TRYAGAIN")
     }
 
     private static let pushKinds: Set<String> = [

@@ -15,13 +15,59 @@ public struct RedisConfiguration: Sendable {
     public var maximumBackoff: Duration = .seconds(2)
     /// A subscriber pings Redis this often to find a dead connection.
     public var healthCheckInterval: Duration = .seconds(5)
+    /// Where to look for Redis: the first is `host`/`port`; the others are more nodes of the
+    /// same cluster. A client asks the first that answers whether it is a cluster node
+    /// (`cluster_enabled:1`); if so it discovers every shard itself.
+    public var seeds: [RedisEndpoint] = []
+    /// Replicas that must hold a script's writes before ``RedisClient/run(_:keys:arguments:)``
+    /// returns (`WAIT` on the same connection); 0 waits for none.
+    public var replicaWait: Int = 0
+    /// How long `WAIT` may take; fewer replicas by then fail the call with `.unavailable`.
+    public var replicaWaitTimeout: Duration = .seconds(1)
+    /// In cluster mode, how often the topology is read again when nothing forces it sooner.
+    public var topologyRefreshInterval: Duration = .seconds(5)
+    /// In cluster mode, how many times a command is retried after `TRYAGAIN`, `CLUSTERDOWN`,
+    /// `LOADING` or an unreachable node before it fails with `.unavailable`.
+    public var clusterRetries: Int = 12
 
     public init() {}
 
-    /// Parses `redis://[[username]:password@]host[:port][/db]`.
+    /// The endpoints to try, the configured host first.
+    var candidates: [RedisEndpoint] {
+        var result = [RedisEndpoint(host: self.host, port: self.port)]
+        for seed in self.seeds where !result.contains(seed) { result.append(seed) }
+        return result
+    }
+
+    /// The same settings, for the node at `endpoint`.
+    func node(_ endpoint: RedisEndpoint) -> RedisConfiguration {
+        var configuration = self
+        configuration.host = endpoint.host
+        configuration.port = endpoint.port
+        configuration.seeds = []
+        return configuration
+    }
+
+    /// Parses one URL, `redis://[[username]:password@]host[:port][/db]`, or a comma-separated
+    /// list of them: the seeds of one deployment. The first URL gives the credentials and the
+    /// database; every URL's host and port is a seed.
     ///
     /// - Throws: ``RedisError/Code/invalidConfiguration`` naming what is wrong.
     public init(url: String) throws(RedisError) {
+        let urls = url.split(separator: ",", omittingEmptySubsequences: false).map { $0.trimmingSpaces }
+        guard let first = urls.first, !first.isEmpty else {
+            throw RedisError(.invalidConfiguration, "no Redis URL given")
+        }
+        try self.init(singleURL: first)
+        for other in urls {
+            guard !other.isEmpty else { throw RedisError(.invalidConfiguration, "empty URL in the Redis URL list: \(url)") }
+            let seed = try RedisConfiguration(singleURL: other)
+            let endpoint = RedisEndpoint(host: seed.host, port: seed.port)
+            if !self.seeds.contains(endpoint) { self.seeds.append(endpoint) }
+        }
+    }
+
+    private init(singleURL url: String) throws(RedisError) {
         self.init()
         guard url.hasPrefix("redis://") else {
             throw RedisError(.invalidConfiguration, "Redis URL must start with redis://: \(url)")
@@ -64,6 +110,25 @@ public struct RedisConfiguration: Sendable {
             throw RedisError(.invalidConfiguration, "no host in Redis URL: \(url)")
         }
         self.host = String(hostPart)
+    }
+}
+
+/// A Redis server's address.
+public struct RedisEndpoint: Sendable, Hashable, CustomStringConvertible {
+    public var host: String
+    public var port: Int
+
+    public init(host: String, port: Int) {
+        self.host = host
+        self.port = port
+    }
+
+    public var description: String { "\(self.host):\(self.port)" }
+}
+
+extension Substring {
+    fileprivate var trimmingSpaces: String {
+        String(self.drop { $0 == " " }.reversed().drop { $0 == " " }.reversed())
     }
 }
 

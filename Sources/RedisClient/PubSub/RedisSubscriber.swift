@@ -6,6 +6,12 @@ import Synchronization
 
 /// A sharded Pub/Sub subscriber (`SSUBSCRIBE`) on a connection of its own.
 ///
+/// On a Redis Cluster (found as ``RedisClient`` finds it) it keeps one connection per primary
+/// and subscribes each topic at the primary that owns its slot. When a slot moves (a failover,
+/// a resharding) its topics are subscribed at the new owner and a
+/// ``RedisSubscriberEvent/resubscribed(topics:)`` event names them: what was published in
+/// between is lost, as across a reconnect.
+///
 /// Topics can be added and dropped at any time; they stay subscribed across reconnects.
 /// Messages and reconnect signals arrive in order on ``events``, which has one consumer and
 /// buffers without bound: the socket is always drained, so Redis's output-buffer limit for
@@ -18,8 +24,13 @@ public final class RedisSubscriber: Service, Sendable {
     private let eventLoopGroup: any EventLoopGroup
     private let logger: Logger
     private let state = Mutex(State())
+    /// Set on the subscriber of one cluster node, which its cluster subscriber owns: called with
+    /// a topic the server dropped by itself (its slot moved), or nil when the node refused a
+    /// subscription (`MOVED`) or cannot be reached, so that the topology is read again.
+    private let onLost: (@Sendable (String?) -> Void)?
 
     struct State {
+        var mode: Mode = .detecting
         var topics: Set<String> = []
         var confirmed: Set<String> = []
         var connection: RedisConnection?
@@ -41,6 +52,40 @@ public final class RedisSubscriber: Service, Sendable {
         self.eventLoopGroup = eventLoopGroup
         self.logger = logger
         (self.events, self.eventSink) = AsyncStream.makeStream(bufferingPolicy: .unbounded)
+        self.onLost = nil
+    }
+
+    enum Mode {
+        case detecting
+        case standalone
+        case cluster(RedisClusterSubscriber)
+    }
+
+    /// The subscriber of one cluster node: delivers into its cluster subscriber's stream.
+    init(
+        node configuration: RedisConfiguration,
+        sink: AsyncStream<RedisSubscriberEvent>.Continuation,
+        eventLoopGroup: any EventLoopGroup,
+        logger: Logger,
+        onLost: @escaping @Sendable (String?) -> Void
+    ) {
+        self.configuration = configuration
+        self.eventLoopGroup = eventLoopGroup
+        self.logger = logger
+        (self.events, _) = AsyncStream.makeStream()
+        self.eventSink = sink
+        self.onLost = onLost
+        self.state.withLock { $0.mode = .standalone }
+    }
+
+    private var cluster: RedisClusterSubscriber? {
+        if case .cluster(let cluster) = self.state.withLock({ $0.mode }) { return cluster }
+        return nil
+    }
+
+    /// Whether the connection is up (one node's, for a node's subscriber).
+    var isConnected: Bool {
+        self.state.withLock { $0.connection != nil }
     }
 
     /// Subscribes to `topics` and returns once Redis has confirmed each of them.
@@ -54,12 +99,14 @@ public final class RedisSubscriber: Service, Sendable {
     @discardableResult
     public func subscribe(_ topics: some Sequence<String>) async -> Bool {
         let topics = Array(topics)
+        if let cluster = self.cluster { return await cluster.subscribe(topics) }
         return await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
             let pending = PendingSubscription(continuation)
-            let connection: RedisConnection? = self.state.withLock { state in
+            let (connection, cluster): (RedisConnection?, RedisClusterSubscriber?) = self.state.withLock { state in
+                if case .cluster(let cluster) = state.mode { return (nil, cluster) }
                 guard let connection = state.connection else {
                     state.topics.formUnion(topics)
-                    return nil
+                    return (nil, nil)
                 }
                 for topic in topics where !state.confirmed.contains(topic) {
                     if state.topics.insert(topic).inserted {
@@ -68,7 +115,12 @@ public final class RedisSubscriber: Service, Sendable {
                     pending.expectOneMore()
                     state.waiters[topic, default: []].append(pending)
                 }
-                return connection
+                return (connection, nil)
+            }
+            if let cluster {
+                // The mode was settled meanwhile: the topics go to the cluster's subscribers.
+                Task { pending.resume(confirmed: await cluster.subscribe(topics)) }
+                return
             }
             guard let connection else {
                 pending.release()
@@ -93,6 +145,10 @@ public final class RedisSubscriber: Service, Sendable {
 
     /// Drops topics; their messages stop arriving (any already in flight are discarded).
     public func unsubscribe(_ topics: some Sequence<String>) {
+        if let cluster = self.cluster {
+            cluster.unsubscribe(topics)
+            return
+        }
         let waiters = self.state.withLock { state -> [PendingSubscription] in
             var waiters = [PendingSubscription]()
             for topic in topics where state.topics.remove(topic) != nil {
@@ -108,12 +164,17 @@ public final class RedisSubscriber: Service, Sendable {
 
     /// The topics subscribed now (or to be subscribed when the connection is back).
     public var topics: Set<String> {
-        self.state.withLock { $0.topics }
+        if let cluster = self.cluster { return cluster.topics }
+        return self.state.withLock { $0.topics }
     }
 
     /// Keeps the subscriber connected until graceful shutdown or cancellation; then ends ``events``.
     public func run() async throws {
         await cancelWhenGracefulShutdown {
+            if let cluster = await self.detectMode() {
+                await cluster.run()
+                return
+            }
             var backoff = RedisBackoff(minimum: self.configuration.minimumBackoff, maximum: self.configuration.maximumBackoff)
             while !Task.isCancelled {
                 do {
@@ -126,13 +187,64 @@ public final class RedisSubscriber: Service, Sendable {
                     await self.serve(connection)
                 } catch {
                     self.logger.debug("Redis subscriber connect failed", metadata: ["error": "\(error)"])
+                    self.onLost?(nil)
                 }
                 try? await Task.sleep(for: backoff.next())
             }
         }
         let waiters = self.state.withLock { $0.takeAllWaiters() }
         for waiter in waiters { waiter.release() }
-        self.eventSink.finish()
+        // A node's subscriber delivers into its cluster subscriber's stream, which is not its to end.
+        if self.onLost == nil { self.eventSink.finish() }
+    }
+
+    /// Asks the seeds whether this is a Redis Cluster, until one answers; nil for standalone
+    /// (or cancelled). In cluster mode the topics asked for so far move to the cluster subscriber.
+    private func detectMode() async -> RedisClusterSubscriber? {
+        if case .standalone = self.state.withLock({ $0.mode }) { return nil }
+        var backoff = RedisBackoff(minimum: self.configuration.minimumBackoff, maximum: self.configuration.maximumBackoff)
+        let candidates = self.configuration.candidates
+        var attempt = 0
+        while !Task.isCancelled {
+            let seed = candidates[attempt % candidates.count]
+            attempt += 1
+            do {
+                let discovery = try await RedisClusterTopology.discover(
+                    [seed],
+                    configuration: self.configuration,
+                    eventLoop: self.eventLoopGroup.next()
+                )
+                guard case .cluster(let topology) = discovery else {
+                    self.state.withLock { $0.mode = .standalone }
+                    return nil
+                }
+                let cluster = RedisClusterSubscriber(
+                    configuration: self.configuration,
+                    topology: topology,
+                    sink: self.eventSink,
+                    eventLoopGroup: self.eventLoopGroup,
+                    logger: self.logger
+                )
+                let (topics, waiters) = self.state.withLock { state in
+                    state.mode = .cluster(cluster)
+                    defer { state.topics = [] }
+                    return (state.topics, state.takeAllWaiters())
+                }
+                for waiter in waiters { waiter.release() }
+                if !topics.isEmpty {
+                    // Asked for before the mode was known, never subscribed: announce them once they are.
+                    Task {
+                        _ = await cluster.subscribe(Array(topics))
+                        self.eventSink.yield(.resubscribed(topics: topics.sorted()))
+                    }
+                }
+                return cluster
+            } catch {
+                self.logger.debug("Redis subscriber connect failed", metadata: ["error": "\(error)"])
+            }
+            if attempt % candidates.count == 0 { try? await Task.sleep(for: backoff.next()) }
+        }
+        return nil
     }
 
     /// Subscribes everything on a new connection, announces it, and health-checks it until it closes.
@@ -155,6 +267,7 @@ public final class RedisSubscriber: Service, Sendable {
                 }
                 // Release whoever waits for a confirmation from this connection: none will come.
                 self.detach(connection)
+                self.onLost?(nil)
             }
             group.addTask {
                 if !topics.isEmpty {
@@ -192,6 +305,12 @@ public final class RedisSubscriber: Service, Sendable {
 
     /// Handles a push on the connection's event loop: it must not block.
     private func received(_ push: RESPValue) {
+        if case .error(let message) = push {
+            // A subscription refused by a cluster node that does not own the slot (any more).
+            self.logger.debug("Redis refused a subscription", metadata: ["error": "\(message)"])
+            self.onLost?(nil)
+            return
+        }
         guard case .array(let elements) = push, elements.count >= 3,
             let kind = elements[0].string, let topic = elements[1].string
         else { return }
@@ -207,6 +326,16 @@ public final class RedisSubscriber: Service, Sendable {
                 return state.waiters.removeValue(forKey: topic) ?? []
             }
             for waiter in waiters { waiter.confirmOne() }
+        case "sunsubscribe":
+            // Unasked (the topic is still wanted): the server dropped it because its slot moved.
+            guard let onLost = self.onLost else { return }
+            let wanted = self.state.withLock { state -> (Bool, [PendingSubscription]) in
+                guard state.topics.remove(topic) != nil else { return (false, []) }
+                state.confirmed.remove(topic)
+                return (true, state.waiters.removeValue(forKey: topic) ?? [])
+            }
+            for waiter in wanted.1 { waiter.release() }
+            if wanted.0 { onLost(topic) }
         default:
             break
         }

@@ -15,15 +15,70 @@ extension RedisClient {
     /// also caches it for the next `EVALSHA`; unlike `SCRIPT LOAD` then `EVALSHA`, no second
     /// flush can come in between.
     ///
-    /// - Throws: ``RedisError``; a script's `redis.error_reply` arrives as `.serverError`.
+    /// In cluster mode the script runs on the node that serves its first key's slot (every key
+    /// of a script must share that slot).
+    ///
+    /// With ``RedisConfiguration/replicaWait`` above 0, `WAIT` follows the script on the same
+    /// connection, in the same write: the call returns only once that many replicas hold what
+    /// the script wrote. The script has run either way; run it again (scripts here are
+    /// idempotent) to find out whether it is replicated by then.
+    ///
+    /// - Throws: ``RedisError``; a script's `redis.error_reply` arrives as `.serverError`;
+    ///   `.unavailable` when fewer replicas than ``RedisConfiguration/replicaWait`` acknowledged
+    ///   within ``RedisConfiguration/replicaWaitTimeout``.
     @discardableResult
     public func run(_ script: RedisScript, keys: [String], arguments: [any RedisArgument]) async throws -> RESPValue {
-        let connection = try await self.connection()
-        do {
-            return try await connection.execute(Self.evalsha(script, keys: keys, arguments: arguments))
-        } catch let error as RedisError where error.replyCode == "NOSCRIPT" {
-            return try await connection.execute(Self.eval(script, keys: keys, arguments: arguments))
+        let evalsha = Self.evalsha(script, keys: keys, arguments: arguments)
+        switch try await self.route() {
+        case .connection(let connection):
+            return try await self.run(script, evalsha, keys: keys, arguments: arguments, on: connection, asking: false)
+        case .cluster(let cluster):
+            return try await cluster.perform(key: keys.first) { connection, asking in
+                try await self.run(script, evalsha, keys: keys, arguments: arguments, on: connection, asking: asking)
+            }
         }
+    }
+
+    /// `[ASKING] EVALSHA [WAIT]` in one write; on `NOSCRIPT` the same with `EVAL`.
+    private func run(
+        _ script: RedisScript,
+        _ evalsha: RedisCommand,
+        keys: [String],
+        arguments: [any RedisArgument],
+        on connection: RedisConnection,
+        asking: Bool
+    ) async throws -> RESPValue {
+        let replicas = self.configuration.replicaWait
+        let (seconds, attoseconds) = self.configuration.replicaWaitTimeout.components
+        let waitMilliseconds = Int(seconds) * 1000 + Int(attoseconds / 1_000_000_000_000_000)
+        func commands(_ call: RedisCommand) -> [RedisCommand] {
+            var commands = asking ? [RedisCommand("ASKING")] : []
+            commands.append(call)
+            if replicas > 0 { commands.append(RedisCommand("WAIT", [replicas, waitMilliseconds])) }
+            return commands
+        }
+        let scriptIndex = asking ? 1 : 0
+        var results: [Result<RESPValue, RedisError>]
+        if !asking && replicas == 0 {
+            // The common case, one command: no pipeline collector.
+            do {
+                return try await connection.execute(evalsha)
+            } catch let error as RedisError where error.replyCode == "NOSCRIPT" {
+                return try await connection.execute(Self.eval(script, keys: keys, arguments: arguments))
+            }
+        }
+        results = await connection.pipeline(commands(evalsha))
+        if case .failure(let error) = results[scriptIndex], error.replyCode == "NOSCRIPT" {
+            results = await connection.pipeline(commands(Self.eval(script, keys: keys, arguments: arguments)))
+        }
+        let reply = try results[scriptIndex].get()
+        if replicas > 0 {
+            let acknowledged = try results[scriptIndex + 1].get().int ?? 0
+            guard acknowledged >= replicas else {
+                throw RedisError(.unavailable, "the write reached \(acknowledged) of \(replicas) replicas in time")
+            }
+        }
+        return reply
     }
 
     static func evalsha(_ script: RedisScript, keys: [String], arguments: [any RedisArgument]) -> RedisCommand {

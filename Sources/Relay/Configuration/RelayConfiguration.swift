@@ -5,7 +5,12 @@
 public struct RelayConfiguration: Sendable {
     public var host: String = "127.0.0.1"
     public var port: Int = 8080
+    /// One Redis URL, or a comma-separated list: the seeds of a Redis Cluster.
     public var redisURL: String = "redis://127.0.0.1:6379"
+    /// Replicas that must hold a write before it is acknowledged (Redis `WAIT`); 0 for none.
+    public var redisWait: Int = 0
+    /// How long to wait for them; past it the write is answered `unavailable`.
+    public var redisWaitTimeout: Duration = .milliseconds(1000)
     /// The HS256 secret tokens are signed with.
     public var jwtSecret: [UInt8]
     /// Dev mode: `POST /auth/dev-token` exists.

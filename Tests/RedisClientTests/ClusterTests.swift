@@ -1,0 +1,261 @@
+import Foundation
+import NIOCore
+import TestSupport
+import Testing
+
+@testable import RedisClient
+
+/// The client and the subscriber against a real Redis Cluster (3 primaries, 3 replicas).
+@Suite(.serialized) struct ClusterTests {
+    /// Keys spread over all three shards, with their values.
+    private func keysOnEveryShard(_ prefix: String, count: Int = 60) -> [String] {
+        (0..<count).map { "\(prefix):{k\($0)}" }
+    }
+
+    @Test func detectsTheClusterAndRoutesEveryKeyToItsOwner() async throws {
+        let cluster = try await SharedRedisCluster.get()
+        try await withRedisClient(try configuration(url: cluster.seedURL)) { client in
+            let prefix = TestRedis.uniqueName("route")
+            let keys = self.keysOnEveryShard(prefix)
+            for key in keys { try await client.set(key, to: "v-\(key)") }
+            #expect(client.isCluster)
+            for key in keys { #expect(try await client.get(key).map { String(buffer: $0) } == "v-\(key)") }
+            // Each key is stored on its slot's owner, and the keys cover every primary.
+            var owners = Set<Int>()
+            for key in keys {
+                let slot = Int(HashSlot(key: key).rawValue)
+                let owner = try #require(try await cluster.owner(ofSlot: slot, asSeenBy: cluster.nodes[0].port))
+                #expect(try await cluster.command(owner.port, ["GET", key]) == "v-\(key)\n")
+                owners.insert(owner.port)
+            }
+            #expect(owners.count == 3)
+            // The variadic form routes by its first argument.
+            #expect(try await client.execute("GET", keys[0]).string == "v-\(keys[0])")
+            #expect(try await client.execute("PING") == .simpleString("PONG"))
+        }
+    }
+
+    @Test func aPipelineIsSplitByNodeAndAnsweredInOrder() async throws {
+        let cluster = try await SharedRedisCluster.get()
+        try await withRedisClient(try configuration(url: cluster.seedURL)) { client in
+            let keys = self.keysOnEveryShard(TestRedis.uniqueName("pipe"), count: 90)
+            let writes = try await client.pipeline(keys.enumerated().map { RedisCommand("SET", key: $1, [$1, "\($0)"]) })
+            #expect(writes.allSatisfy { (try? $0.get()) == .simpleString("OK") })
+            var reads = [RedisCommand]()
+            for key in keys {
+                reads.append(RedisCommand("GET", key: key, [key]))
+                reads.append(RedisCommand("INCR", key: key, [key]))
+            }
+            let results = try await client.pipeline(reads)
+            #expect(results.count == keys.count * 2)
+            for index in keys.indices {
+                #expect(try results[2 * index].get().string == "\(index)")
+                #expect(try results[2 * index + 1].get().int == Int64(index + 1))
+            }
+            // A command's own error stays its result, in its place.
+            let mixed = try await client.pipeline([
+                RedisCommand("GET", key: keys[0], [keys[0]]),
+                RedisCommand("HGET", key: keys[1], [keys[1], "f"]),
+                RedisCommand("GET", key: keys[2], [keys[2]]),
+            ])
+            #expect(try mixed[0].get().string == "1")
+            #expect((try? mixed[1].get()) == nil)
+            #expect(try mixed[2].get().string == "3")
+        }
+    }
+
+    @Test func scriptsRunOnTheirSlotsNodeAndAreLoadedThereWhenMissing() async throws {
+        let cluster = try await SharedRedisCluster.get()
+        let script = RedisScript("redis.call('SET', KEYS[1], ARGV[1]); return redis.call('GET', KEYS[1])")
+        try await withRedisClient(try configuration(url: cluster.seedURL)) { client in
+            let keys = self.keysOnEveryShard(TestRedis.uniqueName("script"), count: 30)
+            for node in cluster.nodes { try await cluster.command(node.port, ["SCRIPT", "FLUSH"]) }
+            for key in keys {
+                #expect(try await client.run(script, keys: [key], arguments: ["x-\(key)"]).string == "x-\(key)")
+            }
+            // Loaded by EVAL on each primary: EVALSHA works there now.
+            for primary in try await cluster.primaries(asSeenBy: cluster.nodes[0].port) {
+                #expect(try await cluster.command(primary.port, ["SCRIPT", "EXISTS", script.sha1]) == "1\n")
+            }
+        }
+    }
+
+    @Test func followsAskDuringAMigrationAndMovedAfterIt() async throws {
+        let cluster = try await SharedRedisCluster.get()
+        try await withRedisClient(try configuration(url: cluster.seedURL)) { client in
+            let tag = TestRedis.uniqueName("ask")
+            let moved = "{\(tag)}:moved"
+            let stays = "{\(tag)}:stays"
+            let fresh = "{\(tag)}:fresh"
+            try await client.set(moved, to: "m")
+            try await client.set(stays, to: "s")
+            let slot = Int(HashSlot(key: moved).rawValue)
+            let port = cluster.nodes[0].port
+            let source = try #require(try await cluster.owner(ofSlot: slot, asSeenBy: port))
+            let target = try #require(try await cluster.primaries(asSeenBy: port).first { $0.id != source.id && !$0.failed })
+            // Half-way through a migration: one key at the target, one still at the source.
+            try await cluster.command(target.port, ["CLUSTER", "SETSLOT", "\(slot)", "IMPORTING", source.id])
+            try await cluster.command(source.port, ["CLUSTER", "SETSLOT", "\(slot)", "MIGRATING", target.id])
+            try await cluster.command(source.port, ["MIGRATE", "127.0.0.1", "\(target.port)", "", "0", "5000", "KEYS", moved])
+            #expect(try await client.get(moved).map { String(buffer: $0) } == "m")
+            #expect(try await client.get(stays).map { String(buffer: $0) } == "s")
+            // A new key of a migrating slot is created at the target (ASK).
+            try await client.set(fresh, to: "f")
+            // The migration ends: the slot belongs to the target, and the client follows MOVED.
+            try await cluster.migrate(slot: slot, to: target)
+            #expect(try await client.get(moved).map { String(buffer: $0) } == "m")
+            #expect(try await client.get(stays).map { String(buffer: $0) } == "s")
+            #expect(try await client.get(fresh).map { String(buffer: $0) } == "f")
+            try await waitUntil("the client learns the new owner") {
+                client.clusterTopology?.primary(for: HashSlot(key: moved))?.port == target.port
+            }
+        }
+    }
+
+    @Test func writesWaitForTheirReplicas() async throws {
+        let cluster = try await SharedRedisCluster.get()
+        let script = RedisScript("return redis.call('INCR', KEYS[1])")
+        var waiting = try configuration(url: cluster.seedURL)
+        waiting.replicaWait = 1
+        try await withRedisClient(waiting) { client in
+            let key = "{\(TestRedis.uniqueName("wait"))}:n"
+            let value = try await client.run(script, keys: [key], arguments: [])
+            #expect(value.int == 1)
+        }
+        // Two replicas are more than any shard has: the write runs, but is not acknowledged.
+        var impossible = try configuration(url: cluster.seedURL)
+        impossible.replicaWait = 2
+        impossible.replicaWaitTimeout = .milliseconds(100)
+        try await withRedisClient(impossible) { client in
+            let key = "{\(TestRedis.uniqueName("wait"))}:n"
+            await #expect(throws: RedisError.self) { try await client.run(script, keys: [key], arguments: []) }
+            do {
+                try await client.run(script, keys: [key], arguments: [])
+            } catch let error as RedisError {
+                #expect(error.code == .unavailable)
+            }
+            #expect(try await client.get(key).map { String(buffer: $0) } == "2")
+        }
+    }
+
+    @Test func shardedSubscriptionsFollowASlotToItsNewOwner() async throws {
+        let cluster = try await SharedRedisCluster.get()
+        let config = try configuration(url: cluster.seedURL)
+        let subscriber = RedisSubscriber(configuration: config)
+        let recorder = EventRecorder()
+        try await withRedisClient(config) { client in
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { try await subscriber.run() }
+                group.addTask { for await event in subscriber.events { recorder.record(event) } }
+                defer { group.cancelAll() }
+                let topics = self.keysOnEveryShard(TestRedis.uniqueName("live"), count: 12)
+                try await waitUntil("the subscriber is up") {
+                    await subscriber.subscribe(topics)
+                }
+                for topic in topics { try await client.shardPublish(topic, "before") }
+                try await waitUntil("every topic's message arrives") {
+                    Set(recorder.messages.filter { $0.payload == "before" }.map(\.topic)) == Set(topics)
+                }
+                // Move the slot of one topic: the server drops its subscribers, the subscriber
+                // subscribes at the new owner and says so.
+                let topic = topics[0]
+                let slot = Int(HashSlot(key: topic).rawValue)
+                let port = cluster.nodes[0].port
+                let source = try #require(try await cluster.owner(ofSlot: slot, asSeenBy: port))
+                let target = try #require(try await cluster.primaries(asSeenBy: port).first { $0.id != source.id && !$0.failed })
+                try await cluster.migrate(slot: slot, to: target)
+                try await waitUntil("the moved topic is announced as resubscribed") {
+                    recorder.resubscriptions.contains { $0.contains(topic) }
+                }
+                // Live again from the new owner (published until it arrives: the announcement
+                // may come a moment before the subscription is confirmed).
+                try await waitUntil("a message published at the new owner arrives") {
+                    try await client.shardPublish(topic, "after")
+                    try await Task.sleep(for: .milliseconds(50))
+                    return recorder.messages.contains { $0.topic == topic && $0.payload == "after" }
+                }
+                #expect(subscriber.topics == Set(topics))
+                subscriber.unsubscribe(topics)
+                #expect(subscriber.topics.isEmpty)
+            }
+        }
+    }
+
+    @Test func aSeedListIsParsed() throws {
+        let configuration = try RedisConfiguration(url: "redis://:pw@10.0.0.1:7000, redis://10.0.0.2:7001,redis://10.0.0.1:7000")
+        #expect(configuration.host == "10.0.0.1")
+        #expect(configuration.port == 7000)
+        #expect(configuration.password == "pw")
+        #expect(configuration.seeds == [RedisEndpoint(host: "10.0.0.1", port: 7000), RedisEndpoint(host: "10.0.0.2", port: 7001)])
+        #expect(throws: RedisError.self) { try RedisConfiguration(url: "redis://a:1,,redis://b:2") }
+        #expect(throws: RedisError.self) { try RedisConfiguration(url: "redis://a:1,http://b:2") }
+    }
+}
+
+/// Redirection replies as a cluster node sends them.
+@Suite struct ClusterRedirectionTests {
+    @Test func parsesMovedAndAsk() {
+        #expect(
+            RedisClusterRedirection(RedisError(.serverError, "MOVED 3999 127.0.0.1:6381"))
+                == .moved(HashSlot(rawValue: 3999)!, RedisEndpoint(host: "127.0.0.1", port: 6381))
+        )
+        #expect(
+            RedisClusterRedirection(RedisError(.serverError, "ASK 12182 10.1.2.3:7002"))
+                == .ask(HashSlot(rawValue: 12182)!, RedisEndpoint(host: "10.1.2.3", port: 7002))
+        )
+        #expect(
+            RedisClusterRedirection(RedisError(.serverError, "MOVED 1 :7000"))
+                == .moved(HashSlot(rawValue: 1)!, RedisEndpoint(host: "127.0.0.1", port: 7000))
+        )
+        #expect(RedisClusterRedirection(RedisError(.serverError, "TRYAGAIN Multiple keys request during rehashing")) == .retryLater)
+        #expect(RedisClusterRedirection(RedisError(.serverError, "CLUSTERDOWN The cluster is down")) == .retryLater)
+        #expect(RedisClusterRedirection(RedisError(.serverError, "LOADING Redis is loading")) == .retryLater)
+        #expect(RedisClusterRedirection(RedisError(.unavailable, "connection refused")) == nil)
+        #expect(RedisClusterRedirection(RedisError(.serverError, "MOVED 99999 h:1")) == nil)
+        #expect(RedisClusterRedirection(RedisError(.serverError, "ERR wrong number of arguments")) == nil)
+        #expect(RedisClusterRedirection(RedisError(.connectionClosed, "closed")) == nil)
+    }
+
+    @Test func parsesTopologyReplies() throws {
+        func bulk(_ text: String) -> RESPValue { .bulkString(ByteBuffer(string: text)) }
+        let shards: RESPValue = .array([
+            .array([
+                bulk("slots"), .array([.integer(0), .integer(5460)]),
+                bulk("nodes"),
+                .array([
+                    .array([
+                        bulk("id"), bulk("a"), bulk("port"), .integer(7000), bulk("ip"), bulk("127.0.0.1"), bulk("role"), bulk("master"),
+                        bulk("health"), bulk("online"),
+                    ]),
+                    .array([
+                        bulk("id"), bulk("b"), bulk("port"), .integer(7003), bulk("ip"), bulk("127.0.0.1"), bulk("role"), bulk("replica"),
+                        bulk("health"), bulk("online"),
+                    ]),
+                ]),
+            ]),
+            .array([
+                bulk("slots"), .array([.integer(5461), .integer(16383)]),
+                bulk("nodes"),
+                .array([
+                    .array([
+                        bulk("id"), bulk("c"), bulk("port"), .integer(7001), bulk("ip"), bulk("127.0.0.1"), bulk("role"), bulk("master"),
+                        bulk("health"), bulk("online"),
+                    ])
+                ]),
+            ]),
+        ])
+        let topology = try RedisClusterTopology(shardsReply: shards, defaultHost: "127.0.0.1")
+        #expect(topology.coversAllSlots)
+        #expect(topology.primary(for: HashSlot(rawValue: 0)!)?.port == 7000)
+        #expect(topology.primary(for: HashSlot(rawValue: 5461)!)?.port == 7001)
+        #expect(topology.shards[0].replicas == [RedisEndpoint(host: "127.0.0.1", port: 7003)])
+
+        let slots: RESPValue = .array([
+            .array([.integer(0), .integer(100), .array([bulk("127.0.0.1"), .integer(7000), bulk("a")])])
+        ])
+        let partial = try RedisClusterTopology(slotsReply: slots, defaultHost: "127.0.0.1")
+        #expect(!partial.coversAllSlots)
+        #expect(partial.primary(for: HashSlot(rawValue: 100)!)?.port == 7000)
+        #expect(partial.primary(for: HashSlot(rawValue: 101)!) == nil)
+    }
+}
