@@ -8,6 +8,8 @@
 #   CLUSTER_REDIS_PORT  the first Redis node's port; the nodes take six in a row (default 7001),
 #                       their cluster bus ports the six from CLUSTER_REDIS_PORT + 10000
 #   CLUSTER_RELAY_PORT  the first relay's port; the two relays take two in a row (default 8181)
+#   CLUSTER_DIR         where the nodes, relays and HAProxy keep their files (default data/cluster)
+#   The relays also see the environment: RELAY_REDIS_WAIT=1 makes them wait for a replica.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -18,7 +20,7 @@ SWIFT=${SWIFT:-swift}
 REDIS_SERVER_BIN=${REDIS_SERVER_BIN:-$(command -v redis-server || true)}
 REDIS_CLI_BIN=${REDIS_CLI_BIN:-$(command -v redis-cli || true)}
 HAPROXY_BIN=${HAPROXY_BIN:-$(command -v haproxy || echo /usr/sbin/haproxy)}
-dir=$PWD/data/cluster
+dir=${CLUSTER_DIR:-$PWD/data/cluster}
 redis_ports=()
 for i in 0 1 2 3 4 5; do redis_ports+=($((CLUSTER_REDIS_PORT + i))); done
 relay_ports=("$CLUSTER_RELAY_PORT" $((CLUSTER_RELAY_PORT + 1)))
@@ -55,7 +57,7 @@ cmd_stop() {
     stop_pidfile "$dir/haproxy.pid" && stopped=1
     for port in "${relay_ports[@]}"; do stop_pidfile "$dir/relay-$port.pid" && stopped=1; done
     bash scripts/redis.sh stop "$dir" && stopped=1
-    if [ "$stopped" = 1 ]; then echo "Stopped the cluster (HAProxy, relays, Redis nodes; data kept in data/cluster)."; else echo "The cluster is not running."; fi
+    if [ "$stopped" = 1 ]; then echo "Stopped the cluster (HAProxy, relays, Redis nodes; data kept in ${dir#"$PWD"/})."; else echo "The cluster is not running."; fi
     return 0
 }
 
@@ -86,6 +88,7 @@ start_node() {
         echo "cluster-config-file nodes.conf"
         echo "cluster-node-timeout 2000"
         echo "cluster-port $((port + 10000))"
+        echo "repl-diskless-sync-delay 0"
     } >"$node/redis.conf"
     "$REDIS_SERVER_BIN" "$node/redis.conf" >/dev/null
 }
@@ -119,6 +122,11 @@ cmd_start() {
     local deadline=$((SECONDS + 60))
     until "$REDIS_CLI_BIN" -p "${redis_ports[0]}" cluster info | grep -q 'cluster_state:ok'; do
         [ "$SECONDS" -lt "$deadline" ] || die "the Redis Cluster did not reach cluster_state:ok within 60 s"
+        sleep 0.2
+    done
+    # Every primary with its replica in sync: until then a failover could not promote it.
+    until [ "$(for port in "${redis_ports[@]}"; do "$REDIS_CLI_BIN" -p "$port" info replication; done | grep -c 'state=online')" -ge 3 ]; do
+        [ "$SECONDS" -lt "$deadline" ] || die "the Redis Cluster's replicas are not in sync within 60 s"
         sleep 0.2
     done
 
