@@ -3,6 +3,7 @@
 # Variables (set on the command line or in the environment):
 #   RELAY_PORT        port of the relay started by `make run` (default 8080)
 #   REDIS_PORT        port of the Redis started by `make run` (default 6379); `make test` picks a free one itself
+#   CLUSTER=1         `make run CLUSTER=1` is `make cluster`
 #   SWIFT_FLAGS       extra flags for every swift build/test, e.g. SWIFT_FLAGS=--scratch-path=.build-mine
 #   SWIFT_TEST_FLAGS  extra flags for swift test, e.g. SWIFT_TEST_FLAGS="--filter RedisClientTests"
 
@@ -25,7 +26,7 @@ BROWSER_APT_PACKAGES := chromium chromium-driver python3-venv
 FORMAT_PATHS := Sources Tests
 REDIS_DIR := data/redis
 
-.PHONY: help deps build release run stop redis-cli test bench fmt format lint clean
+.PHONY: help deps build release run cluster stop redis-cli test bench fmt format lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## /  \1\t/' | expand -t 14
@@ -39,13 +40,24 @@ build: deps ## debug build
 release: deps ## release build
 	$(SWIFT) build $(SWIFT_FLAGS) -c release
 
-run: ## local Redis (AOF, data/redis) + the release relay in dev mode on RELAY_PORT
+run: ## local Redis (AOF, data/redis) + the release relay in dev mode on RELAY_PORT (CLUSTER=1: make cluster)
+ifeq ($(CLUSTER),1)
+	@$(MAKE) cluster
+else
 	@RELAY_PORT=$(RELAY_PORT) REDIS_PORT=$(REDIS_PORT) bash scripts/run.sh check
 	@$(MAKE) release
 	@RELAY_PORT=$(RELAY_PORT) REDIS_PORT=$(REDIS_PORT) bash scripts/run.sh
+endif
 
-stop: ## stop the local Redis that `make run` started
+cluster: ## Redis Cluster (3+3, data/cluster) + two release relays + HAProxy on RELAY_PORT; prints the URL
+	@bash scripts/deps.sh $(APT_PACKAGES) haproxy curl
+	@RELAY_PORT=$(RELAY_PORT) bash scripts/cluster.sh check
+	@$(MAKE) release
+	@RELAY_PORT=$(RELAY_PORT) bash scripts/cluster.sh start
+
+stop: ## stop what `make run` or `make cluster` started
 	@if bash scripts/redis.sh stop $(REDIS_DIR); then echo "Stopped the local Redis."; else echo "The local Redis is not running."; fi
+	@RELAY_PORT=$(RELAY_PORT) bash scripts/cluster.sh stop
 
 redis-cli: ## redis-cli on the local Redis of `make run`
 	@bash scripts/redis.sh cli $(REDIS_DIR)
@@ -66,8 +78,9 @@ format: fmt
 lint: ## check formatting, strict (fails on any finding)
 	$(SWIFT) format lint --strict --recursive --parallel $(FORMAT_PATHS)
 
-clean: ## swift package clean; stop the local Redis and delete data/ (its data too)
+clean: ## swift package clean; stop the local Redis and the cluster, and delete data/ (their data too)
 	@bash scripts/redis.sh stop $(REDIS_DIR) || true
+	@bash scripts/cluster.sh stop || true
 	@bash scripts/redis.sh reap
 	rm -rf data
 	$(SWIFT) package $(SWIFT_FLAGS) clean
