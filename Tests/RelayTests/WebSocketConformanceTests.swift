@@ -30,7 +30,7 @@ struct WebSocketConformanceTests {
     func nextAnswer(
         _ socket: RawWebSocket,
         _ target: any ConformanceTarget,
-        timeout: Duration = .seconds(5)
+        timeout: Duration = .seconds(20)
     ) async throws -> RawWebSocket.Read {
         while true {
             let read = try await socket.read(timeout: timeout)
@@ -93,7 +93,7 @@ struct WebSocketConformanceTests {
         _ what: String,
         sourceLocation: SourceLocation = #_sourceLocation
     ) async throws {
-        let frames = try await socket.readToEnd(timeout: .seconds(5)).filter { !target.isUnsolicited($0) }
+        let frames = try await socket.readToEnd(timeout: .seconds(20)).filter { !target.isUnsolicited($0) }
         #expect(frames.map(\.opcode) == [0x8], "\(what): one close frame, then the end; got \(frames)", sourceLocation: sourceLocation)
         #expect(frames.first?.closeCode == code, "\(what): close code", sourceLocation: sourceLocation)
         if let close = frames.first {

@@ -221,7 +221,7 @@ final class RawWebSocket: @unchecked Sendable {
     // MARK: - Reading
 
     /// The next frame, the end of the connection, or `.timedOut` after `timeout`.
-    func read(timeout: Duration = .seconds(5)) async throws -> Read {
+    func read(timeout: Duration = .seconds(20)) async throws -> Read {
         try await runOnOwnThread {
             let deadline = ContinuousClock.now + timeout
             while true {
@@ -236,7 +236,7 @@ final class RawWebSocket: @unchecked Sendable {
     }
 
     /// Every frame until the server ends the connection; throws if it is still open after `timeout`.
-    func readToEnd(timeout: Duration = .seconds(5)) async throws -> [Frame] {
+    func readToEnd(timeout: Duration = .seconds(20)) async throws -> [Frame] {
         var frames: [Frame] = []
         let deadline = ContinuousClock.now + timeout
         while true {
