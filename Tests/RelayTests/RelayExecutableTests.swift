@@ -353,7 +353,7 @@ struct RelayExecutableTests {
         let socket = try await StalledSocket.open(port: client.port, token: try await devToken(client, TestRedis.uniqueName("flood")))
         let before = try residentKiB()
         // 500 frames of 60 KB with an unknown type: echoed in full, the answers would hold 30 MB.
-        let frame = StalledSocket.clientFrame(opcode: 0x1, Array("{\"type\":\"\(String(repeating: "z", count: 60_000))\"}".utf8))
+        let frame = RawWebSocket.clientFrame(opcode: 0x1, payload: Array("{\"type\":\"\(String(repeating: "z", count: 60_000))\"}".utf8))
         let total = 500 * frame.count
         let (sent, closed) = try await runOnOwnThread { () -> (Int, Bool) in
             var sent = 0

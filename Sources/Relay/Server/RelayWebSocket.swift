@@ -50,12 +50,13 @@ enum RelayWebSocket {
         let names = PipelineLayoutError.expected
         try pipeline.addHandler(HeartbeatHandler(heartbeats: services.heartbeats), name: names[1])
         try pipeline.addHandler(WebSocketProtocolHandler(maxMessageBytes: services.limits.maxBodyBytes), name: names[2])
+        // Checked before the connection's handler is added: it writes at once.
+        try PipelineLayoutError.check(channel.pipeline, names: names.dropLast())
         if let identity {
             try pipeline.addHandler(LiveConnectionHandler(identity: identity, services: services), name: names[3])
         } else {
             try pipeline.addHandler(RefusingHandler(code: 4001, reason: "invalid or expired token"), name: names[3])
         }
-        try PipelineLayoutError.check(channel.pipeline)
     }
 
     /// The token from `Authorization: Bearer …`, or from `?token=` (browsers cannot set headers on a WebSocket).
@@ -77,12 +78,10 @@ struct PipelineLayoutError: Error, CustomStringConvertible {
     /// Checks that the pipeline ends with the relay's WebSocket handlers, in order, and holds no
     /// frame encoder (which would take the relay's encoded frames for `WebSocketFrame`s).
     /// Call it on the channel's event loop.
-    static func check(_ pipeline: ChannelPipeline) throws {
+    static func check(_ pipeline: ChannelPipeline, names expected: ArraySlice<String> = ArraySlice(PipelineLayoutError.expected)) throws {
         let layout = Self.names(pipeline.debugDescription)
-        guard layout.suffix(Self.expected.count) == ArraySlice(Self.expected) else {
-            throw PipelineLayoutError(
-                description: "WebSocket pipeline is \(layout), not one ending in \(Self.expected)"
-            )
+        guard layout.suffix(expected.count) == expected else {
+            throw PipelineLayoutError(description: "WebSocket pipeline is \(layout), not one ending in \(Array(expected))")
         }
         guard (try? pipeline.syncOperations.context(handlerType: WebSocketFrameEncoder.self)) == nil else {
             throw PipelineLayoutError(description: "WebSocket pipeline has a frame encoder: it would take the relay's encoded frames")

@@ -407,21 +407,6 @@ final class StalledSocket: @unchecked Sendable {
         }
     }
 
-    /// A client frame (masked, as a client must) with `opcode` and `payload`.
-    static func clientFrame(opcode: UInt8, _ payload: [UInt8]) -> [UInt8] {
-        let mask: [UInt8] = [0x37, 0xfa, 0x21, 0x3d]
-        var frame: [UInt8] = [0x80 | opcode]
-        if payload.count <= 125 {
-            frame.append(0x80 | UInt8(payload.count))
-        } else if payload.count <= 0xFFFF {
-            frame += [0x80 | 126, UInt8(payload.count >> 8), UInt8(payload.count & 0xff)]
-        } else {
-            frame.append(0x80 | 127)
-            frame += (0..<8).reversed().map { UInt8((payload.count >> ($0 * 8)) & 0xff) }
-        }
-        return frame + mask + payload.enumerated().map { $0.element ^ mask[$0.offset % 4] }
-    }
-
     /// Sends what it can of `bytes` without blocking: the count sent (0 when the socket's buffer
     /// is full), or nil once the connection is closed or reset.
     func sendWithoutBlocking(_ bytes: ArraySlice<UInt8>) -> Int? {
@@ -432,7 +417,7 @@ final class StalledSocket: @unchecked Sendable {
 
     /// Sends a text frame, blocking until it is all sent.
     func sendText(_ text: String) throws {
-        let frame = Self.clientFrame(opcode: 0x1, Array(text.utf8))
+        let frame = RawWebSocket.text(text)
         let sent = frame.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
         guard sent == frame.count else { throw TestFailure("send(text): errno \(errno)") }
     }
