@@ -247,7 +247,8 @@ final class LiveConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
     /// Writes a whole frame, within the budget: past it the client is too slow, and is closed.
     private func writeWire(_ wire: ByteBuffer) {
         guard !self.closing, let context = self.context else { return }
-        if !context.channel.isWritable {
+        // The machine's flag follows channelWritabilityChanged: cheaper than asking the channel.
+        if !self.machine.isWritable {
             let buffered = (try? context.channel.syncOptions?.getOption(.bufferedWritableBytes)) ?? 0
             if buffered + wire.readableBytes > self.services.maxQueuedBytes {
                 self.services.metrics?.slowConsumerClosed()
