@@ -376,16 +376,6 @@ struct ChatStore: Sendable {
         return HistoryPage(events: entries.compactMap { $0["e"].map { String(buffer: $0) } }, hasMore: hasMore, firstSeq: firstSeq)
     }
 
-    /// Events after `seq`, ascending, up to `limit` (for replay; membership is the caller's concern).
-    func events(channel id: String, after seq: Int64, limit: Int) async throws -> [(seq: Int64, json: String)] {
-        let log = RelayKeys.Channel(id).log
-        let entries = try await self.timed("replay") { try await self.redis.streamRange(log, from: "\(seq + 1)-0", to: "+", count: limit) }
-        return entries.compactMap { entry in
-            guard let seq = Int64(entry.id.prefix { $0 != "-" }), let json = entry["e"] else { return nil }
-            return (seq, String(buffer: json))
-        }
-    }
-
     /// The channel's last seq (0 for a channel with no events, or none).
     func lastSeq(channel id: String) async throws -> Int64 {
         let reply = try await self.timed("seq") { try await self.redis.execute("GET", RelayKeys.Channel(id).seq) }

@@ -34,6 +34,17 @@ extension ChatStore {
         return lookups
     }
 
+    /// Events after `seq`, ascending, up to `limit`, as the log holds them (for a replay: the bytes
+    /// go into frames as they are, never through a `String`).
+    func logEvents(channel id: String, after seq: Int64, limit: Int) async throws -> [(seq: Int64, json: ByteBuffer)] {
+        let log = RelayKeys.Channel(id).log
+        let entries = try await self.timed("replay") { try await self.redis.streamRange(log, from: "\(seq + 1)-0", to: "+", count: limit) }
+        return entries.compactMap { entry in
+            guard let seq = Int64(entry.id.prefix { $0 != "-" }), let json = entry["e"] else { return nil }
+            return (seq, json)
+        }
+    }
+
     /// The seq of an `XRANGE … COUNT 1` reply's entry (`<seq>-0`), if it has one.
     private static func firstSeq(_ reply: RESPValue) -> Int64? {
         guard let entry = reply.array?.first?.array?.first?.string else { return nil }

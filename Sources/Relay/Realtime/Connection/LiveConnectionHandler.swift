@@ -309,12 +309,11 @@ final class LiveConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         Task {
             let page: [StateMachine.LogEvent]?
             do {
-                page = try await services.store.events(channel: read.channel, after: read.after, limit: read.limit).map { event in
-                    let json = ByteBuffer(string: event.json)
-                    return StateMachine.LogEvent(
+                page = try await services.store.logEvents(channel: read.channel, after: read.after, limit: read.limit).map { event in
+                    StateMachine.LogEvent(
                         seq: event.seq,
-                        frame: WebSocketWire.frame(opcode: .text, payload: json),
-                        membership: EventMembership.of(json: json)
+                        frame: WebSocketWire.frame(opcode: .text, payload: event.json),
+                        membership: EventMembership.of(json: event.json)
                     )
                 }
             } catch {
