@@ -2,8 +2,8 @@ import Hummingbird
 import Logging
 import NIOCore
 import NIOEmbedded
-import NIOWebSocket
 import NIOPosix
+import NIOWebSocket
 import RedisClient
 import ServiceLifecycle
 import UnixSignals

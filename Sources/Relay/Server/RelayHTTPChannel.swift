@@ -82,7 +82,9 @@ struct RelayHTTPChannel: ServerChildChannel, HTTPChannelHandler {
                         let pipeline = channel.pipeline.syncOperations
                         try pipeline.addHandler(HTTP1ToHTTPServerCodec(secure: false))
                         try pipeline.addHandlers(http1.additionalChannelHandlers())
-                        try pipeline.addHandler(HTTPConnectionStateHandler(idleTimeout: http1.idleTimeout.map { .init($0) }, logger: logger))
+                        try pipeline.addHandler(
+                            HTTPConnectionStateHandler(idleTimeout: http1.idleTimeout.map { .init($0) }, logger: logger)
+                        )
                         let asyncChannel = try NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>(
                             wrappingChannelSynchronously: channel,
                             configuration: .init(isOutboundHalfClosureEnabled: true)
@@ -136,7 +138,10 @@ extension RelayHTTPChannel {
             for header in headers {
                 if let name = HTTPField.Name(header.name) { fields[name] = header.value }
             }
-            error = APIError(.badRequest, status == .badRequest ? "a WebSocket handshake needs one Sec-WebSocket-Key" : "only WebSocket version 13 is spoken here")
+            error = APIError(
+                .badRequest,
+                status == .badRequest ? "a WebSocket handshake needs one Sec-WebSocket-Key" : "only WebSocket version 13 is spoken here"
+            )
         } else if draining {
             status = .serviceUnavailable
             error = APIError(.unavailable, "this relay is stopping: connect again")
@@ -164,11 +169,19 @@ struct AttemptRecordingUpgrader<UpgradeResult: Sendable>: NIOTypedHTTPServerProt
     var supportedProtocol: String { self.upgrader.supportedProtocol }
     var requiredUpgradeHeaders: [String] { self.upgrader.requiredUpgradeHeaders }
 
-    func buildUpgradeResponse(channel: any Channel, upgradeRequest: HTTPRequestHead, initialResponseHeaders: HTTPHeaders)
+    func buildUpgradeResponse(
+        channel: any Channel,
+        upgradeRequest: HTTPRequestHead,
+        initialResponseHeaders: HTTPHeaders
+    )
         -> EventLoopFuture<HTTPHeaders>
     {
         self.attempted.value = upgradeRequest
-        return self.upgrader.buildUpgradeResponse(channel: channel, upgradeRequest: upgradeRequest, initialResponseHeaders: initialResponseHeaders)
+        return self.upgrader.buildUpgradeResponse(
+            channel: channel,
+            upgradeRequest: upgradeRequest,
+            initialResponseHeaders: initialResponseHeaders
+        )
     }
 
     func upgrade(channel: any Channel, upgradeRequest: HTTPRequestHead) -> EventLoopFuture<UpgradeResult> {

@@ -92,7 +92,9 @@ enum ClientFrame: Equatable, Sendable {
             return .frame(.send(channel: channel, clientMessageID: clientMessageID, text: text))
         case "read":
             guard let channel = object["channel_id"]?.string, Identifier.isValid(channel), let seq = object["seq"]?.int64, seq >= 0 else {
-                return .rejected(.error(code: .badRequest, message: "read needs channel_id and a seq", channel: object["channel_id"]?.string))
+                return .rejected(
+                    .error(code: .badRequest, message: "read needs channel_id and a seq", channel: object["channel_id"]?.string)
+                )
             }
             return .frame(.read(channel: channel, seq: seq))
         default:

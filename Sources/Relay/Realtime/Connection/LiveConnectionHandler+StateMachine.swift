@@ -319,7 +319,10 @@ extension LiveConnectionHandler {
         /// The answer to a resume, once Redis was asked about each channel: errors for the
         /// channels the user is not in, then replays; `resumed` once every replay reached the log's
         /// end (at once if there is none).
-        mutating func resumeLookedUp(cursors: [(channel: String, cursor: Int64)], lookups: [String: ResumeLookup]) -> (
+        mutating func resumeLookedUp(
+            cursors: [(channel: String, cursor: Int64)],
+            lookups: [String: ResumeLookup]
+        ) -> (
             errors: [ServerMessage], outcome: Outcome
         ) {
             guard self.phase == .open else { return ([], Outcome()) }

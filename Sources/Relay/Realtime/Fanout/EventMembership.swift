@@ -45,7 +45,8 @@ enum EventMembership: Sendable, Equatable {
     private static let memberLeft = Array("member_left".utf8)
 
     /// The value of the first `"key":"value"` starting within `window` bytes, without its quotes.
-    private static func stringField(_ key: [UInt8], in bytes: UnsafeRawBufferPointer, within window: Int) -> Slice<UnsafeRawBufferPointer>? {
+    private static func stringField(_ key: [UInt8], in bytes: UnsafeRawBufferPointer, within window: Int) -> Slice<UnsafeRawBufferPointer>?
+    {
         let last = min(window, bytes.count - key.count)
         guard last >= 0 else { return nil }
         var start = 0
