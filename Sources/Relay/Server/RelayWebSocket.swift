@@ -23,7 +23,6 @@ enum RelayWebSocket {
                 return channel.eventLoop.makeSucceededFuture(accepted ? HTTPHeaders() : nil)
             },
             // Refusals are answered on the HTTP side, with the API's error body (RelayHTTPChannel).
-            refusedStatus: nil,
             upgradePipelineHandler: { channel, head in
                 channel.eventLoop.makeCompletedFuture {
                     let identity: LiveConnectionHandler.Identity?

@@ -9,13 +9,11 @@ import NIOWebSocket
 /// relay writes. This upgrader adds only the frame decoder, then runs `upgradePipelineHandler`,
 /// which adds the rest (``WebSocketProtocolHandler`` and the connection's handlers).
 ///
-/// A refused handshake is not upgraded, and answered here: NIO's upgrade handler swallows the
-/// request of a handshake its upgrader refused (no handler after it ever sees it), which would
-/// leave the client waiting. No `Sec-WebSocket-Key` gets a 400, a version other than 13 a 426
-/// with `Sec-WebSocket-Version: 13` (``refusal(of:)``), `shouldUpgrade` answering nil the status
-/// `refusedStatus` gives (404 unless told); then the connection is closed. The handlers the upgrade configuration's
-/// `notUpgradingCompletionHandler` adds then see that request's `.end` without its `.head`,
-/// and must write nothing for it.
+/// A refused handshake (no `Sec-WebSocket-Key`, a version other than 13, `shouldUpgrade`
+/// answering nil) is not upgraded. NIO's upgrade handler then drops the request (no handler after
+/// it sees its head), so the caller notes the head in its own upgrader wrapper and answers it
+/// from its `notUpgradingCompletionHandler`; ``refusal(of:)`` says what a malformed one gets
+/// (``RelayHTTPChannel`` does this).
 struct WebSocketUpgrader<UpgradeResult: Sendable>: NIOTypedHTTPServerProtocolUpgrader, Sendable {
     let supportedProtocol = "websocket"
     let requiredUpgradeHeaders: [String] = []
@@ -25,27 +23,20 @@ struct WebSocketUpgrader<UpgradeResult: Sendable>: NIOTypedHTTPServerProtocolUpg
 
     private let handshake: NIOTypedWebSocketServerUpgrader<UpgradeResult>
     private let maxFrameSize: Int
-    private let refusedStatus: (@Sendable (HTTPRequestHead) -> HTTPResponseStatus)?
     private let upgradePipelineHandler: @Sendable (any Channel, HTTPRequestHead) -> EventLoopFuture<UpgradeResult>
 
     /// - Parameters:
     ///   - maxFrameSize: the largest frame the decoder accepts; a larger one reaches
     ///     ``WebSocketProtocolHandler`` as `NIOWebSocketError.invalidFrameLength` (1009).
     ///   - shouldUpgrade: the extra headers of the 101 response, or nil to refuse the upgrade.
-    ///   - refusedStatus: the status answering a well-formed handshake that `shouldUpgrade`
-    ///     refused (another path: 404; a server that is stopping: 503, say). `nil`: this upgrader
-    ///     answers no refused handshake; the caller does, from its `notUpgradingCompletionHandler`
-    ///     (having noted the head in `buildUpgradeResponse`, as ``RelayHTTPChannel`` does).
     ///   - upgradePipelineHandler: called once the decoder is in the pipeline (named
     ///     ``decoderName``), after the 101 was written; adds the handlers after it.
     init(
         maxFrameSize: Int = 64 * 1024,
         shouldUpgrade: @escaping @Sendable (any Channel, HTTPRequestHead) -> EventLoopFuture<HTTPHeaders?>,
-        refusedStatus: (@Sendable (HTTPRequestHead) -> HTTPResponseStatus)? = { _ in .notFound },
         upgradePipelineHandler: @escaping @Sendable (any Channel, HTTPRequestHead) -> EventLoopFuture<UpgradeResult>
     ) {
         self.maxFrameSize = maxFrameSize
-        self.refusedStatus = refusedStatus
         self.upgradePipelineHandler = upgradePipelineHandler
         // Only its handshake checks are used: its pipeline handler never runs.
         self.handshake = NIOTypedWebSocketServerUpgrader(
@@ -63,32 +54,11 @@ struct WebSocketUpgrader<UpgradeResult: Sendable>: NIOTypedHTTPServerProtocolUpg
         upgradeRequest: HTTPRequestHead,
         initialResponseHeaders: HTTPHeaders
     ) -> EventLoopFuture<HTTPHeaders> {
-        let response = self.handshake.buildUpgradeResponse(
+        self.handshake.buildUpgradeResponse(
             channel: channel,
             upgradeRequest: upgradeRequest,
             initialResponseHeaders: initialResponseHeaders
         )
-        guard let refusedStatus = self.refusedStatus else { return response }
-        response.whenFailure { error in
-            let refusal =
-                Self.refusal(of: upgradeRequest)
-                ?? ((error as? NIOWebSocketUpgradeError) == .unsupportedWebSocketTarget
-                    ? (refusedStatus(upgradeRequest), [:]) : (.badRequest, [:]))
-            Self.answer(channel: channel, status: refusal.status, headers: refusal.headers)
-        }
-        return response
-    }
-
-    /// Answers a refused handshake with `status` and closes the connection. Written from the
-    /// channel's tail: the HTTP encoder is still in the pipeline.
-    private static func answer(channel: any Channel, status: HTTPResponseStatus, headers: HTTPHeaders) {
-        var headers = headers
-        headers.replaceOrAdd(name: "Content-Length", value: "0")
-        headers.replaceOrAdd(name: "Connection", value: "close")
-        channel.write(HTTPServerResponsePart.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers)), promise: nil)
-        channel.writeAndFlush(HTTPServerResponsePart.end(nil)).whenComplete { _ in
-            channel.close(promise: nil)
-        }
     }
 
     func upgrade(channel: any Channel, upgradeRequest: HTTPRequestHead) -> EventLoopFuture<UpgradeResult> {
