@@ -195,7 +195,8 @@ struct RelayExecutableTests {
     }
 
     /// The Redis password never shows: not in the unreachable-at-start line, not in a bad URL's.
-    @Test(arguments: ["redis://:hunter2-pw-secret@127.0.0.1:PORT", "redis://someone:hunter2-pw-secret@127.0.0.1:PORT", "http://:hunter2-pw-secret@127.0.0.1:PORT"])
+    @Test(arguments: ["redis://:hunter2-pw-secret@127.0.0.1:PORT", "redis://someone:hunter2-pw-secret@127.0.0.1:PORT", "http://:hunter2-pw-secret@127.0.0.1:PORT",
+        "redis://:hunter2-pw-secret@127.0.0.1:PORT,redis://:hunter2-pw-other@127.0.0.1:PORT"])
     func theRedisPasswordIsNeverPrinted(_ template: String) async throws {
         let url = template.replacingOccurrences(of: "PORT", with: "\(try unusedPort())")
         let result = try await ChildProcess.run(
