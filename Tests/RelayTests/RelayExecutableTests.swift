@@ -170,7 +170,10 @@ struct RelayExecutableTests {
     /// A Redis that may evict any key (a maxmemory with an allkeys-* policy) could drop a
     /// channel's seq or log: the relay refuses to start on it, in one line naming the setting.
     @Test func aRedisThatMayEvictAChannelsKeysIsRefused() async throws {
-        let evicting = try RedisServerProcess(arguments: ["--maxmemory", "100mb", "--maxmemory-policy", "allkeys-lru"])
+        // Started and stopped on threads of their own: both block while they wait for the server.
+        let evicting = try await runOnOwnThread {
+            try RedisServerProcess(arguments: ["--maxmemory", "100mb", "--maxmemory-policy", "allkeys-lru"])
+        }
         let result = try await ChildProcess.run(
             relay,
             ["serve", "--port", "\(try unusedPort())", "--jwt-secret", longSecret, "--redis", evicting.url],
@@ -183,7 +186,10 @@ struct RelayExecutableTests {
         #expect(errorLines.first?.contains("maxmemory-policy") == true, "\(result.standardError)")
 
         // volatile-* evicts only keys with a TTL (dedup keys, presence): the relay runs.
-        let volatile = try RedisServerProcess(arguments: ["--maxmemory", "100mb", "--maxmemory-policy", "volatile-lru"])
+        try await runOnOwnThread { evicting.stop() }
+        let volatile = try await runOnOwnThread {
+            try RedisServerProcess(arguments: ["--maxmemory", "100mb", "--maxmemory-policy", "volatile-lru"])
+        }
         let port = try unusedPort()
         let process = try ChildProcess(
             relay,
@@ -192,6 +198,8 @@ struct RelayExecutableTests {
         )
         defer { process.killAndReap() }
         try await waitUntilServing(process, port: port)
+        process.killAndReap()
+        try await runOnOwnThread { volatile.stop() }
     }
 
     /// The Redis password never shows: not in the unreachable-at-start line, not in a bad URL's.
