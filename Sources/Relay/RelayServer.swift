@@ -178,7 +178,8 @@ public enum RelayServer {
                     )
                     defer { connection.close() }
                     _ = try await connection.execute(RedisCommand("PING"))
-                    answer = (try await connection.execute(RedisCommand("INFO", ["memory"])).string ?? "", nil)
+                    // A Redis that does not answer INFO (a renamed command) is not refused for it.
+                    answer = ((try? await connection.execute(RedisCommand("INFO", ["memory"])))?.string ?? "", nil)
                     break
                 } catch {
                     answer.failure = answer.failure ?? error
@@ -208,16 +209,19 @@ public enum RelayServer {
 
 /// Redis URLs as the relay shows them: never with their password.
 enum RedisURL {
-    /// `text` with the password of `url` (`redis://[user]:password@…`), and `url` itself,
-    /// shown as `***`.
+    /// `text` with the password of `url` (`redis://[user]:password@…`, or a comma-separated
+    /// list of them), and each URL itself, shown as `***`.
     static func redacting(_ text: String, of url: String) -> String {
-        guard let scheme = url.firstRange(of: "://"), let at = url[scheme.upperBound...].lastIndex(of: "@") else { return text }
-        let userInfo = url[scheme.upperBound..<at]
-        let password = userInfo.firstIndex(of: ":").map { userInfo[userInfo.index(after: $0)...] } ?? userInfo
-        let shownUserInfo = userInfo.contains(":") ? userInfo.prefix { $0 != ":" } + ":***" : "***"
-        let redactedURL = String(url[..<scheme.upperBound]) + shownUserInfo + String(url[at...])
-        var result = text.replacing(url, with: redactedURL)
-        if !password.isEmpty { result = result.replacing(password, with: "***") }
+        var result = text
+        for one in url.split(separator: ",") {
+            guard let scheme = one.firstRange(of: "://"), let at = one[scheme.upperBound...].lastIndex(of: "@") else { continue }
+            let userInfo = one[scheme.upperBound..<at]
+            let password = userInfo.firstIndex(of: ":").map { userInfo[userInfo.index(after: $0)...] } ?? userInfo
+            let shownUserInfo = userInfo.contains(":") ? userInfo.prefix { $0 != ":" } + ":***" : "***"
+            let redactedURL = String(one[..<scheme.upperBound]) + shownUserInfo + String(one[at...])
+            result = result.replacing(one, with: redactedURL)
+            if !password.isEmpty { result = result.replacing(password, with: "***") }
+        }
         return result
     }
 }

@@ -4,7 +4,9 @@ import TestSupport
 import Testing
 
 /// Inputs an attacker or a careless client sends, indexes nobody can grow, DMs nobody can probe.
-@Suite("Abuse-proof inputs and indexes", .timeLimit(.minutes(3)))
+// Serialized: each test runs a relay, and a burst of them at the suite's start starves the
+// other suites' timeouts on a small machine.
+@Suite("Abuse-proof inputs and indexes", .serialized, .timeLimit(.minutes(3)))
 struct HardeningTests {
     // MARK: client_msg_id in bytes
 

@@ -62,7 +62,7 @@ struct RelayExecutableTests {
         )
     }
 
-    @Test(arguments: [
+    @Test(.serialized, arguments: [
         ("--port", "notanumber"), ("--port", "70000"), ("--port", "-1"), ("--heartbeat", "soon"), ("--heartbeat", "-5"),
         ("--redis", "http://127.0.0.1:6379"), ("--redis", "not a url"), ("--max-text-bytes", "0"), ("--max-body-bytes", "ten"),
         ("--max-group-members", "1"), ("--max-queued-bytes", "1"), ("--heartbeat", "5000000000000000"),
@@ -129,7 +129,7 @@ struct RelayExecutableTests {
         #expect(errorLines.first?.lowercased().contains("redis") == true, "it says Redis is unreachable: \(result.standardError)")
     }
 
-    @Test(arguments: [("RELAY_RETENTION_DAYS", "-3"), ("RELAY_RETENTION_EVENTS", "1e9"), ("RELAY_HEARTBEAT_S", "5000000000000000")])
+    @Test(.serialized, arguments: [("RELAY_RETENTION_DAYS", "-3"), ("RELAY_RETENTION_EVENTS", "1e9"), ("RELAY_HEARTBEAT_S", "5000000000000000")])
     func badNumberInTheEnvironmentIsAnErrorNamingIt(_ name: String, _ value: String) async throws {
         let environment = RelayExecutable.environment([name: value, "RELAY_JWT_SECRET": longSecret, "REDIS_URL": TestRedis.url])
         let result = try await ChildProcess.run(relay, ["serve", "--port", "\(try unusedPort())"], environment: environment)
@@ -138,7 +138,7 @@ struct RelayExecutableTests {
         #expect(lines(result.standardError).first?.contains(name) == true, "\(result.standardError)")
     }
 
-    @Test(arguments: ["9223372036854775807", "315360001", "0", "-1"])
+    @Test(.serialized, arguments: ["9223372036854775807", "315360001", "0", "-1"])
     func tokenTTLOutOfRangeIsAnErrorNotACrash(_ ttl: String) async throws {
         let result = try await ChildProcess.run(
             relay,
@@ -150,7 +150,7 @@ struct RelayExecutableTests {
         #expect(lines(result.standardError).first?.contains("ttl") == true, "\(result.standardError)")
     }
 
-    @Test(arguments: [true, false])
+    @Test(.serialized, arguments: [true, false])
     func aSecretShorterThan32BytesIsRefused(byFlag: Bool) async throws {
         let short = String(repeating: "s", count: 31)
         let result = try await ChildProcess.run(
@@ -170,7 +170,10 @@ struct RelayExecutableTests {
     /// A Redis that may evict any key (a maxmemory with an allkeys-* policy) could drop a
     /// channel's seq or log: the relay refuses to start on it, in one line naming the setting.
     @Test func aRedisThatMayEvictAChannelsKeysIsRefused() async throws {
-        let evicting = try RedisServerProcess(arguments: ["--maxmemory", "100mb", "--maxmemory-policy", "allkeys-lru"])
+        // Started and stopped on threads of their own: both block while they wait for the server.
+        let evicting = try await runOnOwnThread {
+            try RedisServerProcess(arguments: ["--maxmemory", "100mb", "--maxmemory-policy", "allkeys-lru"])
+        }
         let result = try await ChildProcess.run(
             relay,
             ["serve", "--port", "\(try unusedPort())", "--jwt-secret", longSecret, "--redis", evicting.url],
@@ -183,7 +186,10 @@ struct RelayExecutableTests {
         #expect(errorLines.first?.contains("maxmemory-policy") == true, "\(result.standardError)")
 
         // volatile-* evicts only keys with a TTL (dedup keys, presence): the relay runs.
-        let volatile = try RedisServerProcess(arguments: ["--maxmemory", "100mb", "--maxmemory-policy", "volatile-lru"])
+        try await runOnOwnThread { evicting.stop() }
+        let volatile = try await runOnOwnThread {
+            try RedisServerProcess(arguments: ["--maxmemory", "100mb", "--maxmemory-policy", "volatile-lru"])
+        }
         let port = try unusedPort()
         let process = try ChildProcess(
             relay,
@@ -192,10 +198,13 @@ struct RelayExecutableTests {
         )
         defer { process.killAndReap() }
         try await waitUntilServing(process, port: port)
+        process.killAndReap()
+        try await runOnOwnThread { volatile.stop() }
     }
 
     /// The Redis password never shows: not in the unreachable-at-start line, not in a bad URL's.
-    @Test(arguments: ["redis://:hunter2-pw-secret@127.0.0.1:PORT", "redis://someone:hunter2-pw-secret@127.0.0.1:PORT", "http://:hunter2-pw-secret@127.0.0.1:PORT"])
+    @Test(.serialized, arguments: ["redis://:hunter2-pw-secret@127.0.0.1:PORT", "redis://someone:hunter2-pw-secret@127.0.0.1:PORT", "http://:hunter2-pw-secret@127.0.0.1:PORT",
+        "redis://:hunter2-pw-secret@127.0.0.1:PORT,redis://:hunter2-pw-other@127.0.0.1:PORT"])
     func theRedisPasswordIsNeverPrinted(_ template: String) async throws {
         let url = template.replacingOccurrences(of: "PORT", with: "\(try unusedPort())")
         let result = try await ChildProcess.run(
