@@ -187,7 +187,7 @@ public final class RedisSubscriber: Service, Sendable {
                     await self.serve(connection)
                 } catch {
                     self.logger.debug("Redis subscriber connect failed", metadata: ["error": "\(error)"])
-                    self.onLost?(nil)
+                    self.nodeLost()
                 }
                 try? await Task.sleep(for: backoff.next())
             }
@@ -267,7 +267,7 @@ public final class RedisSubscriber: Service, Sendable {
                 }
                 // Release whoever waits for a confirmation from this connection: none will come.
                 self.detach(connection)
-                self.onLost?(nil)
+                self.nodeLost()
             }
             group.addTask {
                 if !topics.isEmpty {
@@ -290,6 +290,14 @@ public final class RedisSubscriber: Service, Sendable {
             group.cancelAll()
         }
         self.logger.debug("Redis subscriber connection closed")
+    }
+
+    /// A node's subscriber lost its node: its topics may have to move. One without topics (a
+    /// primary that became a replica, or is gone) asks nothing, so that it does not keep the
+    /// topology being read while it retries.
+    private func nodeLost() {
+        guard let onLost = self.onLost, !self.state.withLock({ $0.topics.isEmpty }) else { return }
+        onLost(nil)
     }
 
     /// Forgets a closed connection and releases every subscribe waiting on it.
