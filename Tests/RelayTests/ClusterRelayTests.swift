@@ -131,7 +131,7 @@ import Glibc
                     }
                     group.addTask {
                         try await waitUntil("some messages are acknowledged") { acknowledged.withLock { $0.count } >= 30 }
-                        victimNode.kill()
+                        try await onOwnThread { victimNode.kill() }
                         // The replica takes over; the old primary comes back as its replica, so
                         // that WAIT 1 can be met again.
                         try await waitUntil("a replica takes over", timeout: .seconds(30)) {
@@ -141,7 +141,7 @@ import Glibc
                             )
                             return owner.map { $0.port != victim.port } ?? false
                         }
-                        try victimNode.start()
+                        try await onOwnThread { try victimNode.start() }
                         killed.withLock { $0 = true }
                     }
                     try await group.waitForAll()

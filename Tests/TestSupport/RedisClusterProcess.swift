@@ -15,17 +15,17 @@ public final class RedisClusterProcess: @unchecked Sendable {
     /// Starts the nodes, creates the cluster and waits until every node says `cluster_state:ok`
     /// and every primary has its replicas in sync.
     public init(primaries: Int = 3, replicas: Int = 1) async throws {
-        var nodes = [RedisServerProcess]()
-        for _ in 0..<(primaries * (1 + replicas)) {
-            let bus = try unusedPort()
-            nodes.append(
-                try RedisServerProcess(arguments: [
+        // RedisServerProcess waits for its server by polling with usleep: off the concurrency
+        // pool, whose few threads the other tests need meanwhile.
+        self.nodes = try await onOwnThread {
+            try (0..<(primaries * (1 + replicas))).map { _ in
+                let bus = try unusedPort()
+                return try RedisServerProcess(arguments: [
                     "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000",
                     "--cluster-port", "\(bus)", "--repl-diskless-sync-delay", "0",
                 ])
-            )
+            }
         }
-        self.nodes = nodes
         let create = try await Self.cli(
             ["--cluster", "create"] + nodes.map { "127.0.0.1:\($0.port)" } + ["--cluster-replicas", "\(replicas)", "--cluster-yes"],
             timeout: .seconds(60)
@@ -175,5 +175,15 @@ public final class RedisClusterProcess: @unchecked Sendable {
             throw TestFailure("redis-cli \(arguments.joined(separator: " ")) failed: \(result.standardError.prefix(500))")
         }
         return result.standardOutput
+    }
+}
+
+/// Runs blocking `work` (a process start that polls with `usleep`) on a thread of its own, so
+/// that it does not hold one of the concurrency pool's few threads.
+public func onOwnThread<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { continuation in
+        let thread = Thread { continuation.resume(with: Result { try work() }) }
+        thread.stackSize = 1 << 20
+        thread.start()
     }
 }
