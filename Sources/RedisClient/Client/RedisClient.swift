@@ -28,6 +28,8 @@ public final class RedisClient: Service, Sendable {
         var lastConnectFailed = false
         var isShutDown = false
         var mode: Mode
+        /// The connection that found the server standalone, for the pool's first connection.
+        var probe: RedisConnection?
 
         enum Mode {
             /// `run()` has not yet asked a seed what it is; commands wait as for a connection.
@@ -84,11 +86,15 @@ public final class RedisClient: Service, Sendable {
                 }
             }
         }
-        let waiters = self.state.withLock { state in
+        let (waiters, probe) = self.state.withLock { state in
             state.isShutDown = true
-            defer { state.waiters = [:] }
-            return state.waiters.values
+            defer {
+                state.waiters = [:]
+                state.probe = nil
+            }
+            return (state.waiters.values, state.probe)
         }
+        probe?.close()
         for waiter in waiters {
             waiter.resume(throwing: RedisError(.shutdown, "the Redis client is shutting down"))
         }
@@ -108,11 +114,15 @@ public final class RedisClient: Service, Sendable {
                 let discovery = try await RedisClusterTopology.discover(
                     [seed],
                     configuration: self.configuration,
-                    eventLoop: self.eventLoopGroup.next()
+                    eventLoop: self.eventLoopGroup.next(),
+                    keepingStandalone: seed == RedisEndpoint(host: self.configuration.host, port: self.configuration.port)
                 )
                 switch discovery {
-                case .standalone:
-                    self.state.withLock { $0.mode = .standalone }
+                case .standalone(let probe):
+                    self.state.withLock { state in
+                        state.mode = .standalone
+                        state.probe = probe
+                    }
                     return .standalone
                 case .cluster(let topology):
                     let cluster = RedisClusterClient(
@@ -170,10 +180,18 @@ public final class RedisClient: Service, Sendable {
         var backoff = RedisBackoff(minimum: self.configuration.minimumBackoff, maximum: self.configuration.maximumBackoff)
         while !Task.isCancelled {
             do {
-                let connection = try await RedisConnection.connect(
-                    configuration: self.configuration,
-                    eventLoop: self.eventLoopGroup.next()
-                )
+                // The first pool connection is the one that asked the server what it is, if still up.
+                let probe = self.state.withLock { state in
+                    defer { state.probe = nil }
+                    return state.probe
+                }
+                let connection: RedisConnection
+                if let probe, probe.isActive {
+                    connection = probe
+                } else {
+                    probe?.close()
+                    connection = try await RedisConnection.connect(configuration: self.configuration, eventLoop: self.eventLoopGroup.next())
+                }
                 backoff.reset()
                 let waiters = self.state.withLock { state in
                     state.connections[slot] = connection

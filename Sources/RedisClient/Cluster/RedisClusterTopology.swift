@@ -129,28 +129,36 @@ struct RedisClusterTopology: Sendable, Equatable {
 extension RedisClusterTopology {
     /// What a seed says about the deployment.
     enum Discovery: Sendable {
-        case standalone
+        /// Not a cluster node; with `keepingStandalone`, the connection that asked, still open.
+        case standalone(RedisConnection?)
         case cluster(RedisClusterTopology)
     }
 
     /// Asks each candidate in turn, on a connection of its own, whether it is a cluster node and
     /// if so for the topology; the first that answers decides.
     ///
+    /// - Parameter keepingStandalone: hand back the connection that found a standalone server,
+    ///   so that a client uses it rather than connecting again.
     /// - Throws: ``RedisError/Code/unavailable`` if none answers.
     static func discover(
         _ candidates: [RedisEndpoint],
         configuration: RedisConfiguration,
         eventLoop: any EventLoop,
-        knownCluster: Bool = false
+        knownCluster: Bool = false,
+        keepingStandalone: Bool = false
     ) async throws -> Discovery {
         var lastError = RedisError(.unavailable, "no Redis node to ask")
         for candidate in candidates {
             do {
                 let connection = try await RedisConnection.connect(configuration: configuration.node(candidate), eventLoop: eventLoop)
-                defer { connection.close() }
+                var kept = false
+                defer { if !kept { connection.close() } }
                 if !knownCluster {
                     let info = try await connection.execute(RedisCommand("INFO", ["cluster"]))
-                    guard info.string?.contains("cluster_enabled:1") == true else { return .standalone }
+                    guard info.string?.contains("cluster_enabled:1") == true else {
+                        kept = keepingStandalone
+                        return .standalone(kept ? connection : nil)
+                    }
                 }
                 let topology: RedisClusterTopology
                 do {
@@ -173,7 +181,7 @@ extension RedisClusterTopology {
             } catch let error as RedisError where error.code == .serverError && !knownCluster {
                 // INFO refused (a restricted user, say): not something a cluster client can work with.
                 _ = error
-                return .standalone
+                return .standalone(nil)
             } catch let error as RedisError {
                 lastError = error
             } catch {
