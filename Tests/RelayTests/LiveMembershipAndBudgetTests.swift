@@ -79,4 +79,28 @@ struct LiveMembershipAndBudgetTests {
             expectSeqs(socket.seqs(id), Array((top - 1)...top), "from bob's own member_joined on")
         }
     }
+
+    /// A resume from below where retention trimmed the log replays from the log's first event,
+    /// and `resumed` says so for that channel (`truncated`), and for no other.
+    @Test func aResumeBelowTheTrimmedLogSaysWhereItBegins() async throws {
+        try await withRelay({ $0.retention.maxEvents = 5 }) { relay in
+            let alice = TestRedis.uniqueName("alice")
+            let trimmed = try await relay.createGroup(alice)
+            let whole = try await relay.createGroup(alice)
+            for index in 0..<11 { try await relay.send(alice, trimmed, "m\(index)") }
+            try await relay.send(alice, whole, "one")
+            let first = try #require(try await relay.channel(alice, trimmed)["first_seq"].int)
+            let last = try await relay.lastSeq(alice, trimmed)
+            #expect(first > 1)
+
+            let socket = try await TestSocket.connect(relay, token: relay.token(alice), label: "alice")
+            defer { socket.abort() }
+            let start = socket.frames.count
+            try await socket.send(json: ["type": "resume", "cursors": [trimmed: 0, whole: 1]])
+            let resumed = try await socket.waitFor("resumed", from: start) { $0["type"].string == "resumed" }
+            #expect(resumed["truncated"][trimmed].int == first, "\(resumed)")
+            #expect(resumed["truncated"][whole] == nil, "only the trimmed channel: \(resumed)")
+            expectSeqs(socket.seqs(trimmed), Array(first...last), "from the log's first event")
+        }
+    }
 }
