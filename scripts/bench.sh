@@ -7,9 +7,11 @@
 #      send.lua driven by redis-benchmark (the ceiling Redis allows for the same atomic write).
 #   3. Scenarios (relay-bench fanout, dms, resume, idle) against a release relay and, where nchan supports
 #      them (fanout, dms, idle), against nchan (nginx + libnginx-mod-nchan, Redis storage) on the same Redis.
+#   4. Cluster: relay-bench send (WebSocket) through a relay on a private Redis Cluster (3 primaries +
+#      3 replicas) beside a relay on the single Redis, in alternating rounds; fan-out on the cluster.
 #
 # Knobs (environment):
-#   BENCH_PARTS           which parts to run: any of "redis send scenarios" (default all three)
+#   BENCH_PARTS           which parts to run: any of "redis send scenarios cluster" (default all four)
 #   BENCH_REQUESTS        requests per Redis client test (default 200000)
 #   BENCH_ROUNDS          alternating rounds of the Redis client and send-path tests (default 3)
 #   BENCH_SECONDS         seconds of each wrk / relay-bench send run (default 10)
@@ -31,7 +33,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 SWIFT=${SWIFT:-swift}
 read -r -a swift_flags <<<"${SWIFT_FLAGS:-}"
-PARTS=${BENCH_PARTS:-redis send scenarios}
+PARTS=${BENCH_PARTS:-redis send scenarios cluster}
 REQUESTS=${BENCH_REQUESTS:-200000}
 ROUNDS=${BENCH_ROUNDS:-3}
 SECONDS_PER_RUN=${BENCH_SECONDS:-10}
@@ -75,6 +77,7 @@ cleanup() {
     stop_relay
     bash scripts/nchan.sh stop "$dir/nchan" >/dev/null 2>&1 || true
     bash scripts/redis.sh stop "$dir/redis" >/dev/null 2>&1 || true
+    bash scripts/redis.sh stop "$dir/cluster" >/dev/null 2>&1 || true
     rm -rf "$dir"
 }
 trap cleanup EXIT
@@ -109,7 +112,7 @@ stop_relay() {
 start_relay() {
     stop_relay
     relay_port=$(bash scripts/redis.sh free-port)
-    "$RELAY" serve --port "$relay_port" --redis "$url" --jwt-secret "$secret" "$@" >>"$dir/relay.log" 2>&1 &
+    "$RELAY" serve --port "$relay_port" --redis "${relay_redis:-$url}" --jwt-secret "$secret" "$@" >>"$dir/relay.log" 2>&1 &
     relay_pid=$!
     for _ in $(seq 1 100); do
         curl -fs "http://127.0.0.1:$relay_port/healthz" >/dev/null && return 0
@@ -376,4 +379,77 @@ if wants scenarios; then
     row "flood 3,000 x 60 KB unread: relay RSS growth (MiB)" flood flood .rss_growth_mib 1
     row "flood: throttled / closed / MB taken in" flood flood '"\(.throttled) / \(.closed) / \(.sent_bytes / 1000000 | floor)"' text
     echo "(counts are summed over sockets and must all read 0)"
+fi
+
+# ---------------------------------------------------------------------------------------------------------------
+# The send path on a Redis Cluster of 3 primaries + 3 replicas (no persistence, like the single Redis) beside the
+# single Redis, in alternating rounds of relay-bench send over WebSocket; then fan-out on the cluster. CPU per
+# message counts the relay and every Redis process of the deployment (the cluster's six, replication included).
+if wants cluster; then
+    cluster_ports=() cluster_pids=() cluster_nodes=()
+    for i in 1 2 3 4 5 6; do
+        node_dir=$dir/cluster/node-$i
+        mkdir -p "$node_dir"
+        for _ in 1 2 3 4 5; do
+            node_port=$(bash scripts/redis.sh free-port)
+            bus_port=$(bash scripts/redis.sh free-port)
+            [ "$node_port" != "$bus_port" ] && break
+        done
+        redis-server --port "$node_port" --bind 127.0.0.1 --dir "$node_dir" --save "" --appendonly no --daemonize yes \
+            --pidfile "$node_dir/redis.pid" --logfile "$node_dir/redis.log" --cluster-enabled yes \
+            --cluster-config-file nodes.conf --cluster-node-timeout 2000 --cluster-port "$bus_port" \
+            --repl-diskless-sync-delay 0 >/dev/null
+        bash scripts/redis.sh wait "$node_port" >/dev/null
+        cluster_ports+=("$node_port")
+        cluster_pids+=("$(<"$node_dir/redis.pid")")
+        cluster_nodes+=("127.0.0.1:$node_port")
+    done
+    redis-cli --cluster create "${cluster_nodes[@]}" --cluster-replicas 1 --cluster-yes >"$dir/cluster/create.log" 2>&1
+    for _ in $(seq 1 300); do
+        online=$(for p in "${cluster_ports[@]}"; do redis-cli -p "$p" info replication; done | grep -c 'state=online' || true)
+        redis-cli -p "${cluster_ports[0]}" cluster info | grep -q cluster_state:ok && [ "$online" -ge 3 ] && break
+        sleep 0.2
+    done
+    cluster_url=$(printf 'redis://%s,' "${cluster_nodes[@]}")
+    cluster_url=${cluster_url%,}
+    cluster_pid_list=$(IFS=,; echo "${cluster_pids[*]}")
+    echo
+    echo "Redis Cluster: 3 primaries + 3 replicas on ${cluster_ports[*]}"
+
+    # relay-bench send over WebSocket against the relay now running; prints its figures.
+    cluster_send() {
+        run "$SCENARIO_TIMEOUT" "$BENCH" send --url "http://127.0.0.1:$relay_port" --jwt-secret "$secret" --paths ws \
+            --connections "$CONCURRENCY" --seconds "$SECONDS_PER_RUN" --threads "$THREADS" \
+            --server-pids "$relay_pid" --redis-pid "$1" --json >"$dir/send.out" || true
+        grep '^json ' "$dir/send.out" | cut -c6- |
+            jq -r '[.messages_per_s, .ack_p50_ms, .ack_p99_ms, .errors, .server_redis_us_per_message] | @tsv' || true
+    }
+    single_rows=() cluster_rows=()
+    for ((round = 0; round < ROUNDS; round++)); do
+        relay_redis=$url start_relay
+        single_rows+=("$(cluster_send "$redis_pid")")
+        relay_redis=$cluster_url start_relay
+        cluster_rows+=("$(cluster_send "$cluster_pid_list")")
+    done
+    echo
+    echo "Send path over WebSocket, $CONCURRENCY in flight (best of $ROUNDS): one Redis beside a 3+3 Redis Cluster"
+    printf '%-30s %12s %9s %9s %7s %12s\n' deployment "messages/s" p50 p99 errors "µs CPU/msg"
+    IFS=$'\t' read -r sr sa sc se scpu <<<"$(printf '%s\n' "${single_rows[@]}" | sort -g -k1 | tail -1)"
+    IFS=$'\t' read -r cr ca cc ce ccpu <<<"$(printf '%s\n' "${cluster_rows[@]}" | sort -g -k1 | tail -1)"
+    printf '%-30s %12.0f %8.2fms %8.2fms %7.0f %12.1f\n' "one Redis" "$sr" "$sa" "$sc" "$se" "$scpu"
+    printf '%-30s %12.0f %8.2fms %8.2fms %7.0f %12.1f\n' "Redis Cluster (3+3)" "$cr" "$ca" "$cc" "$ce" "$ccpu"
+    echo "(cluster / one Redis: messages/s $(ratio "$cr" "$sr"), CPU per message $(ratio "$ccpu" "$scpu");" \
+        "µs CPU/msg: relay + every Redis process per acknowledged message)"
+
+    # Fan-out on the cluster: the relay's one subscription per channel lives on the channel's shard.
+    relay_redis=$cluster_url start_relay
+    echo
+    fanout_sockets=${FANOUT%% *}
+    run "$SCENARIO_TIMEOUT" "$BENCH" fanout --target relay --url "http://127.0.0.1:$relay_port" --jwt-secret "$secret" \
+        --redis "$cluster_url" --server-pids "$relay_pid" --redis-pid "$cluster_pid_list" --threads "$THREADS" \
+        --sockets "$fanout_sockets" --rate "$FANOUT_RATE" --seconds 10 --drain 60 >"$dir/last.out" 2>&1 ||
+        echo "!! fanout on the cluster failed:"
+    grep -v '^json ' "$dir/last.out" || true
+    stop_relay
+    relay_redis=
 fi
