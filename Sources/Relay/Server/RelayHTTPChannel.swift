@@ -53,22 +53,22 @@ struct RelayHTTPChannel: ServerChildChannel, HTTPChannelHandler {
 
     /// A request for `/ws` that asked for no upgrade: say how to get one.
     static func refuseUpgrade(_ request: Request, writer: consuming ResponseWriter, draining: Bool) async throws {
-        var headers: HTTPFields = [.connection: "close", .contentType: "application/json; charset=utf-8"]
-        let status: HTTPResponse.Status
-        let error: APIError
-        if draining {
-            status = .serviceUnavailable
-            error = APIError(.unavailable, "this relay is stopping: connect again")
-        } else {
-            status = .upgradeRequired
-            headers[.upgrade] = "websocket"
-            error = APIError(.badRequest, "GET /ws is a WebSocket: upgrade to it")
-        }
-        let body = ByteBuffer(string: error.json)
-        headers[.contentLength] = "\(body.readableBytes)"
-        var bodyWriter = try await writer.writeHead(HTTPResponse(status: status, headerFields: headers))
+        let (head, body) =
+            draining
+            ? Self.refusal(.serviceUnavailable, APIError(.unavailable, "this relay is stopping: connect again"))
+            : Self.refusal(.upgradeRequired, APIError(.badRequest, "GET /ws is a WebSocket: upgrade to it"), [.upgrade: "websocket"])
+        var bodyWriter = try await writer.writeHead(head)
         try await bodyWriter.write(body)
         try await bodyWriter.finish(nil)
+    }
+
+    /// A refusal's response head and body: `error` as the API writes it, and the connection closed.
+    static func refusal(_ status: HTTPResponse.Status, _ error: APIError, _ extra: HTTPFields = [:]) -> (HTTPResponse, ByteBuffer) {
+        let body = ByteBuffer(string: error.json)
+        var fields: HTTPFields = [.connection: "close", .contentType: "application/json; charset=utf-8"]
+        fields.append(contentsOf: extra)
+        fields[.contentLength] = "\(body.readableBytes)"
+        return (HTTPResponse(status: status, headerFields: fields), body)
     }
 
     func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
@@ -129,33 +129,25 @@ extension RelayHTTPChannel {
     /// Answers a refused WebSocket handshake, then closes: 400 without one key, 426 (with
     /// `Sec-WebSocket-Version: 13`) for another version, 503 while draining, 404 elsewhere than `/ws`.
     func refuse(_ head: HTTPRequestHead, on channel: NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>) async {
-        let draining = self.connections.isDraining
-        var status: HTTPResponse.Status
-        var fields: HTTPFields = [.connection: "close", .contentType: "application/json; charset=utf-8"]
-        let error: APIError
+        let response: (HTTPResponse, ByteBuffer)
         if let (refusal, headers) = WebSocketUpgrader<UpgradeResult>.refusal(of: head) {
-            status = HTTPResponse.Status(code: Int(refusal.code))
+            let status = HTTPResponse.Status(code: Int(refusal.code))
+            var extra: HTTPFields = [:]
             for header in headers {
-                if let name = HTTPField.Name(header.name) { fields[name] = header.value }
+                if let name = HTTPField.Name(header.name) { extra[name] = header.value }
             }
-            error = APIError(
-                .badRequest,
+            let message =
                 status == .badRequest ? "a WebSocket handshake needs one Sec-WebSocket-Key" : "only WebSocket version 13 is spoken here"
-            )
-        } else if draining {
-            status = .serviceUnavailable
-            error = APIError(.unavailable, "this relay is stopping: connect again")
+            response = Self.refusal(status, APIError(.badRequest, message), extra)
+        } else if self.connections.isDraining {
+            response = Self.refusal(.serviceUnavailable, APIError(.unavailable, "this relay is stopping: connect again"))
         } else if URI(head.uri).path != RelayWebSocket.path {
-            status = .notFound
-            error = APIError(.notFound, "no WebSocket here: GET /ws")
+            response = Self.refusal(.notFound, APIError(.notFound, "no WebSocket here: GET /ws"))
         } else {
-            status = .badRequest
-            error = APIError(.badRequest, "not a valid WebSocket handshake")
+            response = Self.refusal(.badRequest, APIError(.badRequest, "not a valid WebSocket handshake"))
         }
-        let body = ByteBuffer(string: error.json)
-        fields[.contentLength] = "\(body.readableBytes)"
         try? await channel.executeThenClose { _, outbound in
-            try await outbound.write(contentsOf: [.head(HTTPResponse(status: status, headerFields: fields)), .body(body), .end(nil)])
+            try await outbound.write(contentsOf: [.head(response.0), .body(response.1), .end(nil)])
         }
     }
 }

@@ -10,7 +10,7 @@ extension ChatStore {
         commands.reserveCapacity(channels.count * 4)
         for channel in channels {
             let keys = RelayKeys.Channel(channel)
-            commands.append(RedisCommand("HGET", key: keys.meta, [keys.meta, "type"]))
+            commands.append(RedisCommand("EXISTS", key: keys.meta, [keys.meta]))
             commands.append(RedisCommand("SISMEMBER", key: keys.members, [keys.members, user]))
             commands.append(RedisCommand("GET", key: keys.seq, [keys.seq]))
             commands.append(RedisCommand("XRANGE", key: keys.log, [keys.log, "-", "+", "COUNT", "1"]))
@@ -19,12 +19,13 @@ extension ChatStore {
         var lookups: [String: LiveConnectionHandler.StateMachine.ResumeLookup] = [:]
         for (index, channel) in channels.enumerated() {
             let base = index * 4
-            guard let type = try results[base].get().string else {
+            guard try results[base].get().int == 1 else {
                 lookups[channel] = .notFound
                 continue
             }
             guard try results[base + 1].get().int == 1 else {
-                lookups[channel] = type == "dm" ? .notFound : .forbidden
+                // A DM's outsider gets what a missing channel gets (ChatError.notMember).
+                lookups[channel] = ChannelType.isDirectMessage(channel) ? .notFound : .forbidden
                 continue
             }
             let last = try results[base + 2].get().string.flatMap { Int64($0) } ?? 0

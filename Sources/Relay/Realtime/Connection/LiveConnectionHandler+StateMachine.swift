@@ -97,8 +97,8 @@ extension LiveConnectionHandler {
 
         /// Client messages not yet served, and whether one is being served.
         private var frames: Deque<WebSocketInboundMessage> = []
-        private(set) var queuedFrameBytes = 0
-        private(set) var isServingFrame = false
+        private var queuedFrameBytes = 0
+        private var isServingFrame = false
 
         init(user: String, pageSize: Int = 200) {
             self.user = user

@@ -174,7 +174,9 @@ final class LiveConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
                 self.writeWire(wire)
                 self.leave([channel])
             case .read(let read):
+                // Nothing written: nothing to flush.
                 self.startRead(read)
+                return
             }
         case .mayHaveMissed(let channel):
             if let read = self.machine.mayHaveMissed(channel: channel) { self.startRead(read) }

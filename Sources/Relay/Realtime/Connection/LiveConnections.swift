@@ -45,11 +45,6 @@ final class LiveConnections: Sendable {
         self.state.withLock { $0.connections.count }
     }
 
-    /// Starts draining: refuses new connections from now on.
-    func drain() {
-        self.state.withLock { $0.draining = true }
-    }
-
     /// Drains, and closes every open connection with `code`.
     func closeAll(code: UInt16, reason: String) {
         let connections = self.state.withLock { state in
