@@ -21,8 +21,10 @@ REDIS_PORT ?= 6379
 export SWIFT SWIFT_FLAGS SWIFT_TEST_FLAGS
 
 APT_PACKAGES := redis-server libhiredis-dev libssl-dev
-# Only `make test` needs these: the browser test of the web client (Tests/browser).
+# Only `make test` needs these: the browser test of the web client (Tests/browser), and HAProxy in front of
+# two relays (LoadBalancerTests).
 BROWSER_APT_PACKAGES := chromium chromium-driver python3-venv
+TEST_APT_PACKAGES := haproxy
 FORMAT_PATHS := Sources Tests
 REDIS_DIR := data/redis
 
@@ -63,7 +65,7 @@ redis-cli: ## redis-cli on the local Redis of `make run`
 	@bash scripts/redis.sh cli $(REDIS_DIR)
 
 test: deps ## all tests (Swift, then the web client in headless Chromium), against a private Redis on a free port
-	@bash scripts/deps.sh $(BROWSER_APT_PACKAGES)
+	@bash scripts/deps.sh $(BROWSER_APT_PACKAGES) $(TEST_APT_PACKAGES)
 	@bash scripts/test.sh
 
 bench: ## benchmarks, each beside a baseline from the same run (docs/BENCHMARKS.md)

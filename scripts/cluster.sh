@@ -172,6 +172,11 @@ backend relays
     option httpchk GET /healthz
     http-check expect status 200
     default-server inter 1s fall 2 rise 2
+    # A relay that stops refuses new upgrades and requests with 503 before the health check sees
+    # it: HAProxy then tries the other relay (sends are idempotent on client_msg_id).
+    retries 3
+    option redispatch 1
+    retry-on conn-failure empty-response 503
     server relay1 127.0.0.1:${relay_ports[0]} check
     server relay2 127.0.0.1:${relay_ports[1]} check
 CFG

@@ -62,15 +62,18 @@ struct RelayExecutableTests {
         )
     }
 
-    @Test(.serialized, arguments: [
-        ("--port", "notanumber"), ("--port", "70000"), ("--port", "-1"), ("--heartbeat", "soon"), ("--heartbeat", "-5"),
-        ("--redis", "http://127.0.0.1:6379"), ("--redis", "not a url"), ("--max-text-bytes", "0"), ("--max-body-bytes", "ten"),
-        ("--max-group-members", "1"), ("--max-queued-bytes", "1"), ("--heartbeat", "5000000000000000"),
-        ("--heartbeat", "86401"), ("--retention-days", "-1"), ("--retention-days", "99999999999"),
-        ("--retention-events", "9223372036854775807"), ("--max-text-bytes", "99999999999999999999"),
-        ("--redis-wait", "-1"), ("--redis-wait", "65"), ("--redis-wait", "one"), ("--redis-wait-ms", "0"),
-        ("--redis-wait-ms", "600001"), ("--redis", "redis://127.0.0.1:6379,http://x"),
-    ])
+    @Test(
+        .serialized,
+        arguments: [
+            ("--port", "notanumber"), ("--port", "70000"), ("--port", "-1"), ("--heartbeat", "soon"), ("--heartbeat", "-5"),
+            ("--redis", "http://127.0.0.1:6379"), ("--redis", "not a url"), ("--max-text-bytes", "0"), ("--max-body-bytes", "ten"),
+            ("--max-group-members", "1"), ("--max-queued-bytes", "1"), ("--heartbeat", "5000000000000000"),
+            ("--heartbeat", "86401"), ("--retention-days", "-1"), ("--retention-days", "99999999999"),
+            ("--retention-events", "9223372036854775807"), ("--max-text-bytes", "99999999999999999999"),
+            ("--redis-wait", "-1"), ("--redis-wait", "65"), ("--redis-wait", "one"), ("--redis-wait-ms", "0"),
+            ("--redis-wait-ms", "600001"), ("--redis", "redis://127.0.0.1:6379,http://x"),
+        ]
+    )
     func badValueNamesTheFlagOnTheFirstLineAndExitsNonZero(_ flag: String, _ value: String) async throws {
         var options = ["--port": "\(try unusedPort())", "--jwt-secret": longSecret, "--redis": TestRedis.url]
         options[flag] = value
@@ -90,7 +93,9 @@ struct RelayExecutableTests {
     }
 
     @Test func badPortInTheEnvironmentIsAnError() async throws {
-        let environment = RelayExecutable.environment(["RELAY_PORT": "notanumber", "RELAY_JWT_SECRET": longSecret, "REDIS_URL": TestRedis.url])
+        let environment = RelayExecutable.environment([
+            "RELAY_PORT": "notanumber", "RELAY_JWT_SECRET": longSecret, "REDIS_URL": TestRedis.url,
+        ])
         let result = try await ChildProcess.run(relay, ["serve"], environment: environment)
         #expect(result.termination != .exited(0), "\(result)")
         #expect(
@@ -129,7 +134,10 @@ struct RelayExecutableTests {
         #expect(errorLines.first?.lowercased().contains("redis") == true, "it says Redis is unreachable: \(result.standardError)")
     }
 
-    @Test(.serialized, arguments: [("RELAY_RETENTION_DAYS", "-3"), ("RELAY_RETENTION_EVENTS", "1e9"), ("RELAY_HEARTBEAT_S", "5000000000000000")])
+    @Test(
+        .serialized,
+        arguments: [("RELAY_RETENTION_DAYS", "-3"), ("RELAY_RETENTION_EVENTS", "1e9"), ("RELAY_HEARTBEAT_S", "5000000000000000")]
+    )
     func badNumberInTheEnvironmentIsAnErrorNamingIt(_ name: String, _ value: String) async throws {
         let environment = RelayExecutable.environment([name: value, "RELAY_JWT_SECRET": longSecret, "REDIS_URL": TestRedis.url])
         let result = try await ChildProcess.run(relay, ["serve", "--port", "\(try unusedPort())"], environment: environment)
@@ -163,7 +171,11 @@ struct RelayExecutableTests {
         let errorLines = lines(result.standardError)
         #expect(errorLines.count == 1, "exactly one line: \(result.standardError.debugDescription)")
         #expect(errorLines.first?.contains("secret") == true, "\(result.standardError)")
-        let token = try await ChildProcess.run(relay, ["token", "alice", "--jwt-secret", short], environment: RelayExecutable.environment())
+        let token = try await ChildProcess.run(
+            relay,
+            ["token", "alice", "--jwt-secret", short],
+            environment: RelayExecutable.environment()
+        )
         #expect(token.termination != .exited(0), "relay token refuses it too: \(token)")
     }
 
@@ -203,8 +215,14 @@ struct RelayExecutableTests {
     }
 
     /// The Redis password never shows: not in the unreachable-at-start line, not in a bad URL's.
-    @Test(.serialized, arguments: ["redis://:hunter2-pw-secret@127.0.0.1:PORT", "redis://someone:hunter2-pw-secret@127.0.0.1:PORT", "http://:hunter2-pw-secret@127.0.0.1:PORT",
-        "redis://:hunter2-pw-secret@127.0.0.1:PORT,redis://:hunter2-pw-other@127.0.0.1:PORT"])
+    @Test(
+        .serialized,
+        arguments: [
+            "redis://:hunter2-pw-secret@127.0.0.1:PORT", "redis://someone:hunter2-pw-secret@127.0.0.1:PORT",
+            "http://:hunter2-pw-secret@127.0.0.1:PORT",
+            "redis://:hunter2-pw-secret@127.0.0.1:PORT,redis://:hunter2-pw-other@127.0.0.1:PORT",
+        ]
+    )
     func theRedisPasswordIsNeverPrinted(_ template: String) async throws {
         let url = template.replacingOccurrences(of: "PORT", with: "\(try unusedPort())")
         let result = try await ChildProcess.run(
@@ -421,7 +439,10 @@ struct RelayExecutableTests {
         let refused = try await client.request(
             "GET",
             "/ws?token=\(late)",
-            headers: ["Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Version": "13"]
+            headers: [
+                "Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+                "Sec-WebSocket-Version": "13",
+            ]
         )
         #expect(refused.status == 503, "an upgrade while draining: \(refused)")
         for socket in sockets {
@@ -460,5 +481,144 @@ struct RelayExecutableTests {
         #expect(try await client.request("GET", "/channels", token: token).status == 200)
         process.send(SIGINT)
         #expect(try await process.wait(timeout: .seconds(20)) == .exited(0), "stderr: \(process.standardError)")
+    }
+}
+
+/// Two relays behind HAProxy (health-checking `/healthz`, as `make cluster` sets it up): one is
+/// stopped with SIGTERM while a client listens through the balancer and messages keep coming. The
+/// balancer stops sending to it, its socket is closed with 1001, and the client reconnects through
+/// the balancer to the other relay and resumes: it has every acknowledged message, in order, once.
+@Suite("Behind a load balancer", .timeLimit(.minutes(3)))
+struct LoadBalancerTests {
+    @Test func aRelayStoppedBehindTheBalancerLosesNothingForItsClients() async throws {
+        let haproxy = "/usr/sbin/haproxy"
+        try #require(FileManager.default.isExecutableFile(atPath: haproxy), "haproxy: make test installs it")
+        let secret = "load-balancer-tests-secret-0123456789"
+        var relays: [(process: ChildProcess, port: Int)] = []
+        defer { for relay in relays { relay.process.killAndReap() } }
+        for _ in 0..<2 {
+            let port = try unusedPort()
+            let process = try ChildProcess(
+                RelayExecutable.path,
+                ["serve", "--port", "\(port)", "--redis", TestRedis.url, "--jwt-secret", secret],
+                environment: RelayExecutable.environment()
+            )
+            try await waitUntilServing(process, port: port)
+            relays.append((process, port))
+        }
+        let front = try unusedPort()
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("relay-lb-\(front)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let configuration = """
+            defaults
+                mode http
+                timeout connect 2s
+                timeout client 60s
+                timeout server 60s
+                timeout tunnel 1h
+            frontend relays
+                bind 127.0.0.1:\(front)
+                default_backend relays
+            backend relays
+                balance roundrobin
+                option httpchk GET /healthz
+                http-check expect status 200
+                default-server inter 200ms fall 1 rise 2
+                retries 3
+                option redispatch 1
+                retry-on conn-failure empty-response 503
+                server relay1 127.0.0.1:\(relays[0].port) check
+                server relay2 127.0.0.1:\(relays[1].port) check
+            """
+        let file = directory.appendingPathComponent("haproxy.cfg")
+        try (configuration + "\n").write(to: file, atomically: true, encoding: .utf8)
+        let balancer = try ChildProcess(haproxy, ["-db", "-f", file.path], environment: RelayExecutable.environment())
+        defer { balancer.killAndReap() }
+
+        let client = RelayTestClient(port: front, secret: Array(secret.utf8), requestTimeout: .seconds(10))
+        let (alice, bob) = (TestRedis.uniqueName("alice"), TestRedis.uniqueName("bob"))
+        try await waitUntil("HAProxy passes requests to the relays", timeout: .seconds(30)) {
+            if let status = balancer.exitStatus { throw TestFailure("haproxy ended (\(status)): \(balancer.standardError)") }
+            return (try? await client.request("GET", "/channels", token: client.token(alice)))?.status == 200
+        }
+        let id = try await client.createGroup(alice, members: [bob])
+
+        // Bob listens through the balancer; find the relay he landed on.
+        let socket = try await TestSocket.connect(client, token: client.token(bob), label: "bob")
+        defer { socket.abort() }
+        var stopped: Int?
+        try await waitUntil("bob's relay is known", timeout: .seconds(10)) {
+            for (index, relay) in relays.enumerated() {
+                let metrics = try await RelayTestClient(port: relay.port, secret: []).request("GET", "/metrics").text
+                if metrics.contains("relay_websockets 1.0") { stopped = index }
+            }
+            return stopped != nil
+        }
+        let index = try #require(stopped)
+
+        // Alice sends through the balancer all along, retrying what is refused (a 503 while a
+        // relay stops): every message she has an answer for must reach bob.
+        let sender = Task { () -> [Int] in
+            var acknowledged: [Int] = []
+            for message in 0..<60 {
+                let clientMessageID = "lb-\(message)"
+                for _ in 0..<50 {
+                    let response = try? await client.request(
+                        "POST",
+                        "/channels/\(id)/messages",
+                        token: client.token(alice),
+                        json: ["client_msg_id": clientMessageID, "text": "m\(message)"]
+                    )
+                    if let response, response.status == 201 || response.status == 200, let seq = response.value["message"]["seq"].int {
+                        acknowledged.append(seq)
+                        break
+                    }
+                    try await Task.sleep(for: .milliseconds(100))
+                }
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            return acknowledged
+        }
+        try await Task.sleep(for: .milliseconds(400))
+        relays[index].process.send(SIGTERM)
+        let code = try await socket.waitForClose(timeout: .seconds(20))
+        #expect(code == 1001, "the stopping relay says it is going away")
+        #expect(try await relays[index].process.wait(timeout: .seconds(20)) == .exited(0))
+        let lastSeen = socket.seqs(id).last ?? 0
+
+        // Reconnect through the balancer (only the other relay is left) and resume.
+        // As a client does, it retries the reconnect a few times.
+        var reconnected: TestSocket?
+        for attempt in 1...20 where reconnected == nil {
+            do {
+                reconnected = try await TestSocket.connect(client, token: client.token(bob), label: "bob again")
+            } catch  where attempt < 20 {
+                try await Task.sleep(for: .milliseconds(200))
+            }
+        }
+        let again = try #require(reconnected)
+        defer { again.abort() }
+        let start = again.frames.count
+        try await again.send(json: ["type": "resume", "cursors": [id: lastSeen]])
+        _ = try await again.waitFor("resumed", from: start) { $0["type"].string == "resumed" }
+        let acknowledged = try await sender.value
+        #expect(acknowledged.count == 60, "every message was acknowledged in the end: \(acknowledged.count)")
+        let top = try #require(acknowledged.max())
+        try await again.waitUntil("seq \(top)", timeout: .seconds(20)) { frames in
+            frames.contains { $0["channel_id"].string == id && $0["seq"].int == top }
+        }
+        // The first socket: gap-free and in order up to the 1001.
+        let before = socket.seqs(id)
+        expectSeqs(before, Array((before.first ?? 1)...max(lastSeen, before.first ?? 1)), "bob's first socket")
+        // The second one may push live events before the resume is read (the client de-duplicates);
+        // from the resume on it replays everything after `lastSeen`, then goes on live, in order.
+        let after = again.seqs(id)
+        let replayStart = try #require(after.lastIndex(of: lastSeen + 1), "the resume replays from \(lastSeen + 1): \(after)")
+        expectSeqs(Array(after[replayStart...]), Array((lastSeen + 1)...top), "bob's second socket, from the resume")
+        expectSeqs(Array(after[..<replayStart]), after[..<replayStart].sorted(), "live events before the resume")
+        let received = Set(before + after)
+        #expect(Set(acknowledged).isSubset(of: received), "every acknowledged message reached bob")
+        #expect(received == Set((before.first ?? 1)...top), "nothing lost, nothing invented: \(received.sorted())")
     }
 }
