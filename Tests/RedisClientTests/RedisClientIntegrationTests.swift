@@ -157,6 +157,41 @@ struct RedisClientIntegrationTests {
         }
     }
 
+    /// The same with no task: the future completes on the caller's event loop, a script Redis
+    /// does not hold is run from its source, and error replies fail the future as they would throw.
+    @Test func scriptsRunImmediatelyFromAnEventLoop() async throws {
+        let script = RedisScript("return {KEYS[1], ARGV[1], ARGV[2], '\(TestRedis.uniqueName())'}")
+        let key = TestRedis.uniqueName("script")
+        let eventLoop = MultiThreadedEventLoopGroup.singleton.any()
+        try await withRedisClient(try configuration()) { client in
+            try await waitForRecovery(client)
+            // The script is new to Redis: the first EVALSHA gets NOSCRIPT, and the EVAL in its
+            // place caches it for the second. (No SCRIPT FLUSH: other tests run beside this one.)
+            for round in 0..<2 {
+                let future = try #require(client.runImmediately(script, keys: [key], arguments: ["a\(round)", 42], on: eventLoop))
+                let onLoop = future.map { reply in (reply, eventLoop.inEventLoop) }
+                let (reply, completedOnLoop) = try await onLoop.get()
+                #expect(reply.array?.prefix(3).compactMap(\.string) == [key, "a\(round)", "42"])
+                #expect(completedOnLoop)
+            }
+            let error = await #expect(throws: RedisError.self) {
+                try await client.runImmediately(
+                    RedisScript("return redis.error_reply('NOTMEMBER bob')"),
+                    keys: [key],
+                    arguments: [],
+                    on: eventLoop
+                )?.get()
+            }
+            #expect(error?.replyCode == "NOTMEMBER")
+        }
+        // The EVAL sent in place of an EVALSHA carries the same keys and arguments.
+        let evalsha = RedisClient.evalsha(script, keys: [key, "k2"], arguments: ["x", 7, ""])
+        #expect(
+            RedisClient.eval(script, replacing: evalsha).description
+                == RedisClient.eval(script, keys: [key, "k2"], arguments: ["x", 7, ""]).description
+        )
+    }
+
     @Test func aCommandTimesOutAgainstAPausedServer() async throws {
         let server = try RedisServerProcess()
         let admin = try await RedisConnection.connect(

@@ -37,6 +37,21 @@ struct ModelTests {
         }
     }
 
+    /// The ack's seq and message_id are read from the logged event's leading fields, never from
+    /// the text that follows them, whatever it holds.
+    @Test func anEventsLeadingFieldsAreReadFromItsJSON() {
+        let text = JSONText.quoted("\"seq\":99,\"message_id\":\"fake\" 🚀")
+        let event =
+            "{\"channel_id\":\"c-1\",\"seq\":42,\"type\":\"message\",\"message_id\":\"m0123\",\"sender_id\":\"alice\",\"text\":\(text),\"created_at\":1764360000123}"
+        #expect(LiveConnectionHandler.field("seq", in: event) == "42")
+        #expect(LiveConnectionHandler.field("message_id", in: event) == "m0123")
+        #expect(LiveConnectionHandler.field("channel_id", in: event) == "c-1")
+        #expect(LiveConnectionHandler.field("created_at", in: event) == "1764360000123")
+        #expect(LiveConnectionHandler.field("edited", in: event) == nil)
+        #expect(LiveConnectionHandler.field("seq", in: "") == nil)
+        #expect(LiveConnectionHandler.field("seq", in: "{\"seq\":") == "")
+    }
+
     @Test func aDMIDDependsOnThePairOnly() {
         let id = ChatStore.dmID("alice", "bob")
         #expect(id == ChatStore.dmID("bob", "alice"))
@@ -115,10 +130,12 @@ struct StrictJSONTests {
         #expect(StrictJSON.isValid(Array(#"{"a":{"a":{"a":1}},"b":[{"a":1},{"a":1}]}"#.utf8)))
     }
 
-    @Test(arguments: [
-        [0xFF], [0xC0, 0x80], [0xC1, 0xBF], [0xE0, 0x80, 0x80], [0xED, 0xA0, 0x80], [0xF0, 0x80, 0x80, 0x80],
-        [0xF4, 0x90, 0x80, 0x80], [0xF5, 0x80, 0x80, 0x80], [0x80], [0xC3], [0xE2, 0x82], [0xE2, 0x28, 0xA1],
-    ] as [[UInt8]])
+    @Test(
+        arguments: [
+            [0xFF], [0xC0, 0x80], [0xC1, 0xBF], [0xE0, 0x80, 0x80], [0xED, 0xA0, 0x80], [0xF0, 0x80, 0x80, 0x80],
+            [0xF4, 0x90, 0x80, 0x80], [0xF5, 0x80, 0x80, 0x80], [0x80], [0xC3], [0xE2, 0x82], [0xE2, 0x28, 0xA1],
+        ] as [[UInt8]]
+    )
     func refusesInvalidUTF8InAString(_ bad: [UInt8]) {
         #expect(!StrictJSON.isValid([UInt8(ascii: "\"")] + bad + [UInt8(ascii: "\"")]))
     }

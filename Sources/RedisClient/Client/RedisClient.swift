@@ -165,6 +165,15 @@ public final class RedisClient: Service, Sendable {
         case cluster(RedisClusterClient)
     }
 
+    /// A connection to send on right now, without waiting: on a standalone Redis only, while
+    /// one is up.
+    func readyConnection() -> RedisConnection? {
+        self.state.withLock { state in
+            guard case .standalone = state.mode else { return nil }
+            return state.pick()
+        }
+    }
+
     func route() async throws -> Route {
         while true {
             if case .cluster(let cluster) = self.state.withLock({ $0.mode }) { return .cluster(cluster) }

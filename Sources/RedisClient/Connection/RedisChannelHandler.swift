@@ -11,6 +11,8 @@ final class RedisChannelHandler: ChannelInboundHandler {
     enum Completion {
         case single(CheckedContinuation<RESPValue, any Error>)
         case pipeline(PipelineCollector, Int)
+        /// A caller on an event loop, with no task waiting.
+        case promise(EventLoopPromise<RESPValue>)
 
         func succeed(_ value: RESPValue) {
             if case .error(let message) = value {
@@ -19,6 +21,7 @@ final class RedisChannelHandler: ChannelInboundHandler {
             }
             switch self {
             case .single(let continuation): continuation.resume(returning: value)
+            case .promise(let promise): promise.succeed(value)
             case .pipeline(let collector, let index): collector.complete(index, .success(value))
             }
         }
@@ -26,6 +29,7 @@ final class RedisChannelHandler: ChannelInboundHandler {
         func fail(_ error: any Error) {
             switch self {
             case .single(let continuation): continuation.resume(throwing: error)
+            case .promise(let promise): promise.fail(error)
             case .pipeline(let collector, let index):
                 collector.complete(index, .failure(error as? RedisError ?? RedisError(.connectionClosed, "\(error)")))
             }

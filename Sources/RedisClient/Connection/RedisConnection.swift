@@ -89,6 +89,22 @@ public final class RedisConnection: Sendable {
         }
     }
 
+    /// Sends one command; the future completes on `eventLoop` with its reply (failed with a
+    /// ``RedisError`` as ``execute(_:)`` throws one). For callers on an event loop: no task waits.
+    public func execute(_ command: RedisCommand, on eventLoop: any EventLoop) -> EventLoopFuture<RESPValue> {
+        var buffer = self.channel.allocator.buffer(capacity: 32 + command.storage.count + 16 * command.argumentCount)
+        command.encode(into: &buffer)
+        let bytes = buffer
+        let id = self.nextID.add(1, ordering: .relaxed).newValue
+        let deadline = NIODeadline.now() + self.commandTimeout
+        let handler = self.handler
+        let promise = eventLoop.makePromise(of: RESPValue.self)
+        self.channel.eventLoop.execute {
+            handler.value.send(bytes, id: id, completion: .promise(promise), deadline: deadline)
+        }
+        return promise.futureResult
+    }
+
     /// Sends every command in one write and returns their results in order.
     ///
     /// Each result is the reply or that command's own error; a lost connection fails the

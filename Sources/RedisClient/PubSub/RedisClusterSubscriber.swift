@@ -11,7 +11,7 @@ import Synchronization
 /// Each move ends with a ``RedisSubscriberEvent/resubscribed(topics:)`` event for the topics moved.
 final class RedisClusterSubscriber: Sendable {
     private let configuration: RedisConfiguration
-    private let sink: AsyncStream<RedisSubscriberEvent>.Continuation
+    private let sink: RedisSubscriberSink
     private let eventLoopGroup: any EventLoopGroup
     private let logger: Logger
     private let state: Mutex<State>
@@ -31,7 +31,7 @@ final class RedisClusterSubscriber: Sendable {
     init(
         configuration: RedisConfiguration,
         topology: RedisClusterTopology,
-        sink: AsyncStream<RedisSubscriberEvent>.Continuation,
+        sink: RedisSubscriberSink,
         eventLoopGroup: any EventLoopGroup,
         logger: Logger
     ) {

@@ -16,11 +16,14 @@ import Synchronization
 /// Messages and reconnect signals arrive in order on ``events``, which has one consumer and
 /// buffers without bound: the socket is always drained, so Redis's output-buffer limit for
 /// Pub/Sub clients never trips because of a slow consumer here (the consumer must keep up).
+/// Or, with ``deliverEvents(to:)``, they are handed to a function on the connection's event loop
+/// as they arrive, with no task in between.
 public final class RedisSubscriber: Service, Sendable {
     public let configuration: RedisConfiguration
-    /// Messages and reconnect signals. Iterate it from one task only.
-    public let events: AsyncStream<RedisSubscriberEvent>
-    private let eventSink: AsyncStream<RedisSubscriberEvent>.Continuation
+    /// Messages and reconnect signals (unless ``deliverEvents(to:)`` took them). Iterate it from
+    /// one task only.
+    public var events: AsyncStream<RedisSubscriberEvent> { self.eventSink.events }
+    private let eventSink: RedisSubscriberSink
     private let eventLoopGroup: any EventLoopGroup
     private let logger: Logger
     private let state = Mutex(State())
@@ -51,7 +54,7 @@ public final class RedisSubscriber: Service, Sendable {
         self.configuration = configuration
         self.eventLoopGroup = eventLoopGroup
         self.logger = logger
-        (self.events, self.eventSink) = AsyncStream.makeStream(bufferingPolicy: .unbounded)
+        self.eventSink = RedisSubscriberSink()
         self.onLost = nil
     }
 
@@ -64,7 +67,7 @@ public final class RedisSubscriber: Service, Sendable {
     /// The subscriber of one cluster node: delivers into its cluster subscriber's stream.
     init(
         node configuration: RedisConfiguration,
-        sink: AsyncStream<RedisSubscriberEvent>.Continuation,
+        sink: RedisSubscriberSink,
         eventLoopGroup: any EventLoopGroup,
         logger: Logger,
         onLost: @escaping @Sendable (String?) -> Void
@@ -72,10 +75,16 @@ public final class RedisSubscriber: Service, Sendable {
         self.configuration = configuration
         self.eventLoopGroup = eventLoopGroup
         self.logger = logger
-        (self.events, _) = AsyncStream.makeStream()
         self.eventSink = sink
         self.onLost = onLost
         self.state.withLock { $0.mode = .standalone }
+    }
+
+    /// Hands every event to `handler` instead of ``events``: called in order, on the event loop
+    /// of the connection that received it (on a Redis Cluster, one per node: each node's events
+    /// in order). It must not block. Call it before ``run()``.
+    public func deliverEvents(to handler: @escaping @Sendable (RedisSubscriberEvent) -> Void) {
+        self.eventSink.deliver(to: handler)
     }
 
     private var cluster: RedisClusterSubscriber? {

@@ -1,3 +1,5 @@
+import NIOCore
+
 /// A Lua script, run with `EVALSHA` under its SHA-1 and loaded again whenever Redis has lost it.
 public struct RedisScript: Sendable, Hashable {
     public let source: String
@@ -37,6 +39,37 @@ extension RedisClient {
                 try await self.run(script, evalsha, keys: keys, arguments: arguments, on: connection, asking: asking)
             }
         }
+    }
+
+    /// ``run(_:keys:arguments:)`` for a caller on an event loop, with no task: when the client
+    /// talks to a standalone Redis, a connection is up and no replica must acknowledge, the
+    /// script goes out at once and the future completes on `eventLoop`. Otherwise nil: use
+    /// ``run(_:keys:arguments:)``, which waits for a connection, follows a cluster and waits
+    /// for replicas.
+    public func runImmediately(
+        _ script: RedisScript,
+        keys: [String],
+        arguments: [any RedisArgument],
+        on eventLoop: any EventLoop
+    ) -> EventLoopFuture<RESPValue>? {
+        guard self.configuration.replicaWait == 0, let connection = self.readyConnection() else { return nil }
+        let evalsha = Self.evalsha(script, keys: keys, arguments: arguments)
+        return connection.execute(evalsha, on: eventLoop).flatMapError { error in
+            guard (error as? RedisError)?.replyCode == "NOSCRIPT" else { return eventLoop.makeFailedFuture(error) }
+            return connection.execute(Self.eval(script, replacing: evalsha), on: eventLoop)
+        }
+    }
+
+    /// The `EVAL` of `script` with the keys and arguments of its `EVALSHA` command.
+    static func eval(_ script: RedisScript, replacing evalsha: RedisCommand) -> RedisCommand {
+        var command = RedisCommand("EVAL", key: evalsha.key)
+        command.append(script.source)
+        var offset = evalsha.lengths.prefix(2).reduce(0, +)
+        for length in evalsha.lengths.dropFirst(2) {
+            command.append(bytes: evalsha.storage[offset..<(offset + length)])
+            offset += length
+        }
+        return command
     }
 
     /// `[ASKING] EVALSHA [WAIT]` in one write; on `NOSCRIPT` the same with `EVAL`.

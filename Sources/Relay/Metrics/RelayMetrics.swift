@@ -1,4 +1,5 @@
 import Prometheus
+import Synchronization
 
 /// The relay's Prometheus metrics, on a registry of its own (`GET /metrics` renders it).
 final class RelayMetrics: Sendable {
@@ -7,6 +8,9 @@ final class RelayMetrics: Sendable {
     private let webSockets: Gauge
     private let shedEvents: Counter
     private let slowConsumers: Counter
+    /// Metrics with labels, each made once (by route pattern and operation name: a bounded set).
+    private let latencies = Mutex<[String: DurationHistogram]>([:])
+    private let requestCounters = Mutex<[RequestKey: Counter]>([:])
     private static var requests: MetricNameDescriptor {
         MetricNameDescriptor(
             namespace: "relay",
@@ -75,10 +79,23 @@ final class RelayMetrics: Sendable {
 
     /// Counts one HTTP request by route pattern (not by concrete path: ids would explode the label set).
     func request(route: String, method: String, status: Int) {
-        self.registry.makeCounter(
-            descriptor: Self.requests,
-            labels: [("route", route), ("method", method), ("status", String(status))]
-        ).increment()
+        let key = RequestKey(route: route, method: method, status: status)
+        let counter = self.requestCounters.withLock { counters in
+            if let counter = counters[key] { return counter }
+            let counter = self.registry.makeCounter(
+                descriptor: Self.requests,
+                labels: [("route", route), ("method", method), ("status", String(status))]
+            )
+            counters[key] = counter
+            return counter
+        }
+        counter.increment()
+    }
+
+    private struct RequestKey: Hashable {
+        var route: String
+        var method: String
+        var status: Int
     }
 
     func appended(_ count: Int = 1) {
@@ -87,11 +104,19 @@ final class RelayMetrics: Sendable {
 
     /// Records how long one Redis operation (a script or a command) took.
     func redisLatency(_ operation: String, _ duration: Duration) {
-        self.registry.makeDurationHistogram(
-            descriptor: Self.redisLatency,
-            labels: [("operation", operation)],
-            buckets: Self.latencyBuckets
-        ).record(duration)
+        // The registry builds the metric's name and takes its lock on every `make…`: on the send
+        // path that is once per message, so each operation's histogram is looked up once.
+        let histogram = self.latencies.withLock { latencies in
+            if let histogram = latencies[operation] { return histogram }
+            let histogram = self.registry.makeDurationHistogram(
+                descriptor: Self.redisLatency,
+                labels: [("operation", operation)],
+                buckets: Self.latencyBuckets
+            )
+            latencies[operation] = histogram
+            return histogram
+        }
+        histogram.record(duration)
     }
 
     /// The Prometheus text exposition of every metric.

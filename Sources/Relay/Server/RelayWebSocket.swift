@@ -3,6 +3,7 @@ import HummingbirdCore
 import NIOCore
 import NIOHTTP1
 import NIOWebSocket
+import Synchronization
 
 /// The WebSocket upgrade of `GET /ws` (RFC 6455 section 4.2), and the pipeline it leaves behind:
 ///
@@ -14,6 +15,8 @@ import NIOWebSocket
 /// the HTTP side answers it (``RelayHTTPChannel``).
 enum RelayWebSocket {
     static let path = "/ws"
+    /// Whether a real socket's pipeline has been checked (``configure(_:identity:services:)``).
+    private static let layoutChecked = Atomic<Bool>(false)
 
     static func upgrader(verifier: AuthMiddleware, services: LiveServices) -> WebSocketUpgrader<RelayHTTPChannel.UpgradeResult> {
         WebSocketUpgrader(
@@ -32,7 +35,12 @@ enum RelayWebSocket {
                     } catch {
                         identity = nil
                     }
-                    try Self.configure(channel, identity: identity, services: services)
+                    // The layout is the same for every socket (the start-up check and
+                    // WebSocketPipelineTests pin it), and reading it costs as much as the rest of
+                    // the upgrade: the first socket of the process is checked.
+                    let checkLayout = !Self.layoutChecked.load(ordering: .relaxed)
+                    try Self.configure(channel, identity: identity, services: services, checkLayout: checkLayout)
+                    if checkLayout { Self.layoutChecked.store(true, ordering: .relaxed) }
                     return .webSocket
                 }
             }
@@ -44,13 +52,21 @@ enum RelayWebSocket {
     ///
     /// - Throws: ``PipelineLayoutError`` if the pipeline is not laid out as expected (the relay
     ///   checks this at start-up, on an embedded channel).
-    static func configure(_ channel: any Channel, identity: LiveConnectionHandler.Identity?, services: LiveServices) throws {
+    /// - Parameter checkLayout: whether to check the pipeline's layout first.
+    static func configure(
+        _ channel: any Channel,
+        identity: LiveConnectionHandler.Identity?,
+        services: LiveServices,
+        checkLayout: Bool = true
+    ) throws {
         let pipeline = channel.pipeline.syncOperations
         let names = PipelineLayoutError.expected
         try pipeline.addHandler(HeartbeatHandler(heartbeats: services.heartbeats), name: names[1])
         try pipeline.addHandler(WebSocketProtocolHandler(maxMessageBytes: services.limits.maxBodyBytes), name: names[2])
         // Checked before the connection's handler is added: it writes at once.
-        try PipelineLayoutError.check(channel.pipeline, names: names.dropLast())
+        if checkLayout {
+            try PipelineLayoutError.check(channel.pipeline, names: names.dropLast())
+        }
         if let identity {
             try pipeline.addHandler(LiveConnectionHandler(identity: identity, services: services), name: names[3])
         } else {

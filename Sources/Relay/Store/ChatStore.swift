@@ -268,21 +268,58 @@ struct ChatStore: Sendable {
 
     /// Appends a message, or returns the first event of the same `(sender, client_msg_id)`.
     func send(channel id: String, sender: String, clientMessageID: String, text: String) async throws -> (created: Bool, event: String) {
+        let call = self.sendCall(channel: id, sender: sender, clientMessageID: clientMessageID, text: text)
+        let reply = try await self.run(self.scripts.send, "send", channel: id, keys: call.keys, arguments: call.arguments)
+        return try self.sent(reply)
+    }
+
+    /// ``send(channel:sender:clientMessageID:text:)`` for a caller on `eventLoop`, with no task:
+    /// nil when the script cannot go out at once (see `RedisClient.runImmediately`).
+    func sendImmediately(
+        channel id: String,
+        sender: String,
+        clientMessageID: String,
+        text: String,
+        on eventLoop: any EventLoop
+    ) -> EventLoopFuture<(created: Bool, event: String)>? {
+        let call = self.sendCall(channel: id, sender: sender, clientMessageID: clientMessageID, text: text)
+        let start = ContinuousClock.now
+        guard let reply = self.redis.runImmediately(self.scripts.send, keys: call.keys, arguments: call.arguments, on: eventLoop) else {
+            return nil
+        }
+        let metrics = self.metrics
+        return reply.flatMapThrowing { reply in
+            metrics.redisLatency("send", ContinuousClock.now - start)
+            return try self.sent(reply)
+        }.flatMapErrorThrowing { error in
+            if let error = error as? RedisError { throw ChatError(script: error, channel: id) ?? error }
+            throw error
+        }
+    }
+
+    /// The keys and arguments of `send.lua` for one message.
+    private func sendCall(
+        channel id: String,
+        sender: String,
+        clientMessageID: String,
+        text: String
+    ) -> (keys: [String], arguments: [any RedisArgument]) {
         let keys = RelayKeys.Channel(id)
         let messageID = Identifier.make(prefix: "m")
         let body =
             "\"type\":\"message\",\"message_id\":\"\(messageID)\",\"sender_id\":\"\(sender)\",\"text\":\(JSONText.quoted(text))"
             + ",\"client_msg_id\":\(JSONText.quoted(clientMessageID))"
-        let reply = try await self.run(
-            self.scripts.send,
-            "send",
-            channel: id,
-            keys: [
+        return (
+            [
                 keys.meta, keys.members, keys.seq, keys.log, keys.messages,
                 keys.dedup(sender: sender, clientMessageID: clientMessageID),
             ],
-            arguments: [sender, messageID, body, id, keys.topic, self.limits.dedupWindowSeconds]
+            [sender, messageID, body, id, keys.topic, self.limits.dedupWindowSeconds]
         )
+    }
+
+    /// `send.lua`'s reply: whether the event is new, and the event.
+    private func sent(_ reply: RESPValue) throws -> (created: Bool, event: String) {
         guard let parts = reply.array, parts.count == 2, let event = parts[1].string else {
             throw RedisError(.protocolViolation, "send.lua answered \(reply)")
         }

@@ -425,18 +425,43 @@ final class LiveConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         case .send(let channel, let clientMessageID, let text):
             let store = self.services.store
             let user = self.identity.user
-            self.answerLater {
-                do {
-                    let (_, event) = try await store.send(channel: channel, sender: user, clientMessageID: clientMessageID, text: text)
+            @Sendable func answer(_ result: Result<(created: Bool, event: String), any Error>) -> ServerMessage {
+                switch result {
+                case .success((_, let event)):
                     return .ack(
                         clientMessageID: clientMessageID,
                         channel: channel,
                         seq: Int64(Self.field("seq", in: event) ?? "") ?? 0,
                         messageID: String(Self.field("message_id", in: event) ?? "")
                     )
-                } catch {
+                case .failure(let error):
                     let apiError = APIError(from: error)
                     return .error(code: apiError.code, message: apiError.message, clientMessageID: clientMessageID)
+                }
+            }
+            // On a standalone Redis the script goes out from here and its reply comes back to this
+            // loop, with no task in between; otherwise (waiting for a connection, a cluster,
+            // replicas to wait for) a task runs it.
+            if let handle = self.handle,
+                let sent = store.sendImmediately(
+                    channel: channel,
+                    sender: user,
+                    clientMessageID: clientMessageID,
+                    text: text,
+                    on: handle.loop
+                )
+            {
+                let loopBound = NIOLoopBound(self, eventLoop: handle.loop)
+                sent.whenComplete { result in loopBound.value.answered(answer(result)) }
+                return
+            }
+            self.answerLater {
+                do {
+                    return answer(
+                        .success(try await store.send(channel: channel, sender: user, clientMessageID: clientMessageID, text: text))
+                    )
+                } catch {
+                    return answer(.failure(error))
                 }
             }
         case .read(let channel, let seq):
@@ -470,14 +495,16 @@ final class LiveConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         let eventLoop = handle.loop
         Task {
             let message = await body()
-            eventLoop.execute {
-                let handler = loopBound.value
-                guard !handler.closing else { return }
-                handler.answer(message)
-                handler.serveFrames()
-                handler.flush()
-            }
+            eventLoop.execute { loopBound.value.answered(message) }
         }
+    }
+
+    /// On the loop: the answer to the frame being served is ready; the next frames follow.
+    private func answered(_ message: ServerMessage) {
+        guard !self.closing else { return }
+        self.answer(message)
+        self.serveFrames()
+        self.flush()
     }
 
     /// Asks Redis about every channel named (membership, log ends), then replays each from its
@@ -509,14 +536,32 @@ final class LiveConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         self.flush()
     }
 
-    /// A top-level scalar field of an event's JSON (the relay wrote it, so its shape is known).
+    /// A top-level scalar field of an event's JSON (the relay wrote it, so its shape is known:
+    /// `channel_id`, `seq` and the body's `type` and `message_id` come before any text).
+    /// Read over the UTF-8 bytes: on the send path, once per message.
     static func field(_ name: String, in json: String) -> Substring? {
-        guard let range = json.range(of: "\"\(name)\":") else { return nil }
-        var rest = json[range.upperBound...]
-        if rest.first == "\"" {
-            rest = rest.dropFirst()
-            return rest.prefix { $0 != "\"" }
+        var json = json
+        let needle = Array("\"\(name)\":".utf8)
+        return json.withUTF8 { bytes -> Substring? in
+            guard bytes.count >= needle.count, let first = needle.first else { return nil }
+            var index = 0
+            let last = bytes.count - needle.count
+            while index <= last {
+                if bytes[index] == first && needle.indices.allSatisfy({ bytes[index + $0] == needle[$0] }) {
+                    var start = index + needle.count
+                    let quoted = start < bytes.count && bytes[start] == UInt8(ascii: "\"")
+                    if quoted { start += 1 }
+                    var end = start
+                    while end < bytes.count {
+                        let byte = bytes[end]
+                        if quoted ? byte == UInt8(ascii: "\"") : (byte == UInt8(ascii: ",") || byte == UInt8(ascii: "}")) { break }
+                        end += 1
+                    }
+                    return Substring(decoding: UnsafeBufferPointer(rebasing: bytes[start..<end]), as: UTF8.self)
+                }
+                index += 1
+            }
+            return nil
         }
-        return rest.prefix { $0 != "," && $0 != "}" }
     }
 }

@@ -57,7 +57,7 @@ enum LiveSignal: Sendable {
 /// A local receiver of live signals. `receive` must not block: it writes to a socket or
 /// queues what it gets, and does any slow work elsewhere.
 protocol LiveReceiver: AnyObject, Sendable {
-    /// The event loop `receive` is called on; `nil`: any thread (the hub's task).
+    /// The event loop `receive` is called on; `nil`: any thread (the subscriber connection's event loop).
     var eventLoop: (any EventLoop)? { get }
     func receive(_ signal: LiveSignal)
 }
@@ -126,6 +126,7 @@ final class FanoutHub: Service, Sendable {
         self.logger = logger
         self.metrics = metrics
         self.maxPendingHops = maxPendingHops
+        subscriber.deliverEvents { [weak self] event in self?.received(event) }
     }
 
     /// Starts handing `receiver` the events of `channels` and the notices for `user`.
@@ -169,24 +170,25 @@ final class FanoutHub: Service, Sendable {
         self.state.withLock { $0.followers[RelayKeys.Channel(channel).topic]?.count ?? 0 }
     }
 
-    /// Runs the subscriber and dispatches what it delivers, until shutdown.
+    /// Runs the subscriber until shutdown; what it delivers is dispatched as it arrives.
     func run() async throws {
-        try await withThrowingDiscardingTaskGroup { group in
-            group.addTask { try await self.subscriber.run() }
-            for await event in self.subscriber.events {
-                switch event {
-                case .message(let topic, let payload):
-                    self.dispatch(topic: topic, payload: payload)
-                case .resubscribed(let topics):
-                    // What was published while the topics were not subscribed is lost: a channel's
-                    // events are in its log; a user's channel-set changes are read again.
-                    for topic in topics {
-                        if let channel = RelayKeys.channelID(fromTopic: topic) {
-                            self.send(.mayHaveMissed(channel: String(channel)), to: topic)
-                        } else {
-                            self.send(.channelsChanged, to: topic)
-                        }
-                    }
+        try await self.subscriber.run()
+    }
+
+    /// Called by the subscriber, on its connection's event loop: one hop per event loop with
+    /// receivers, and no task in between.
+    private func received(_ event: RedisSubscriberEvent) {
+        switch event {
+        case .message(let topic, let payload):
+            self.dispatch(topic: topic, payload: payload)
+        case .resubscribed(let topics):
+            // What was published while the topics were not subscribed is lost: a channel's
+            // events are in its log; a user's channel-set changes are read again.
+            for topic in topics {
+                if let channel = RelayKeys.channelID(fromTopic: topic) {
+                    self.send(.mayHaveMissed(channel: String(channel)), to: topic)
+                } else {
+                    self.send(.channelsChanged, to: topic)
                 }
             }
         }
