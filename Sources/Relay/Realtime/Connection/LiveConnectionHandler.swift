@@ -112,8 +112,9 @@ final class LiveConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
             // Subscribed before the anchors are read: whatever is published after the read comes
             // live or, should the subscription not be up yet, with `mayHaveMissed` from the log.
             await services.hub.attach(handle, channels: channels ?? [], user: user)
-            var anchors: [String: Int64]?
-            if let channels { anchors = try? await services.store.lastSeqs(channels: channels) }
+            var found: [String: Int64]?
+            if let channels { found = try? await services.store.lastSeqs(channels: channels) }
+            let anchors = found
             await services.presence.connected(user)
             eventLoop.execute {
                 loopBound.value.started(handle, channels: channels ?? [], anchors: anchors)
@@ -371,7 +372,7 @@ final class LiveConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
             } catch {
                 starts = nil
             }
-            eventLoop.execute { loopBound.value.refreshed(starts) }
+            eventLoop.execute { [starts] in loopBound.value.refreshed(starts) }
         }
     }
 
