@@ -1,5 +1,6 @@
 import Foundation
 import NIOCore
+import NIOPosix
 import TestSupport
 import Testing
 
@@ -109,6 +110,36 @@ import Testing
             try await waitUntil("the client learns the new owner") {
                 client.clusterTopology?.primary(for: HashSlot(key: moved))?.port == target.port
             }
+        }
+    }
+
+    /// A script run from an event loop goes straight to the node the client knows; redirected
+    /// there (the script did not run), it is run again where the cluster says.
+    @Test func scriptsRunImmediatelyFollowAskAndMoved() async throws {
+        let cluster = try await SharedRedisCluster.get()
+        let script = RedisScript("redis.call('SET', KEYS[1], ARGV[1]); return redis.call('GET', KEYS[1])")
+        let eventLoop = MultiThreadedEventLoopGroup.singleton.any()
+        try await withRedisClient(try configuration(url: cluster.seedURL)) { client in
+            let tag = TestRedis.uniqueName("now")
+            let moved = "{\(tag)}:moved"
+            try await client.set(moved, to: "m")
+            func run(_ value: String) async throws -> String? {
+                try await #require(client.runImmediately(script, keys: [moved], arguments: [value], on: eventLoop)).get().string
+            }
+            #expect(try await run("direct") == "direct")
+            let slot = Int(HashSlot(key: moved).rawValue)
+            let port = cluster.nodes[0].port
+            let source = try #require(try await cluster.owner(ofSlot: slot, asSeenBy: port))
+            let target = try #require(try await cluster.primaries(asSeenBy: port).first { $0.id != source.id && !$0.failed })
+            // Half-way through a migration, the key already at the target: the source answers ASK.
+            try await cluster.command(target.port, ["CLUSTER", "SETSLOT", "\(slot)", "IMPORTING", source.id])
+            try await cluster.command(source.port, ["CLUSTER", "SETSLOT", "\(slot)", "MIGRATING", target.id])
+            try await cluster.command(source.port, ["MIGRATE", "127.0.0.1", "\(target.port)", "", "0", "5000", "KEYS", moved])
+            #expect(try await run("asked") == "asked")
+            // The slot now belongs to the target; the client still sends to the source: MOVED.
+            try await cluster.migrate(slot: slot, to: target)
+            #expect(try await run("moved") == "moved")
+            #expect(try await cluster.command(target.port, ["GET", moved]) == "moved\n")
         }
     }
 

@@ -165,12 +165,23 @@ public final class RedisClient: Service, Sendable {
         case cluster(RedisClusterClient)
     }
 
-    /// A connection to send on right now, without waiting: on a standalone Redis only, while
-    /// one is up.
-    func readyConnection() -> RedisConnection? {
-        self.state.withLock { state in
-            guard case .standalone = state.mode else { return nil }
-            return state.pick()
+    /// A connection to send a command with `key` on right now, without waiting, while one is up:
+    /// on a cluster, to the primary that serves the key's slot as far as the client knows.
+    func readyConnection(forKey key: String?) -> RedisConnection? {
+        enum Pick {
+            case connection(RedisConnection?)
+            case cluster(RedisClusterClient)
+        }
+        let pick = self.state.withLock { state -> Pick in
+            switch state.mode {
+            case .standalone: .connection(state.pick())
+            case .cluster(let cluster): .cluster(cluster)
+            case .detecting: .connection(nil)
+            }
+        }
+        switch pick {
+        case .connection(let connection): return connection
+        case .cluster(let cluster): return cluster.readyConnection(forKey: key)
         }
     }
 

@@ -127,7 +127,7 @@ final class RedisClusterClient: Sendable {
     /// The pool of the primary that owns `key`'s slot (any primary for a command without a key).
     ///
     /// - Throws: `.unavailable` (retriable) when no shard owns the slot right now.
-    private func primary(for key: String?) throws(RedisError) -> RedisClient {
+    func primary(for key: String?) throws(RedisError) -> RedisClient {
         let topology = self.topology
         let endpoint: RedisEndpoint?
         if let key {
@@ -137,6 +137,11 @@ final class RedisClusterClient: Sendable {
         }
         guard let endpoint else { throw RedisError(.unavailable, "no Redis Cluster node serves the slot of \(key ?? "any key")") }
         return self.node(endpoint)
+    }
+
+    /// A connection up now to the primary that serves `key`'s slot, as the topology has it.
+    func readyConnection(forKey key: String?) -> RedisConnection? {
+        (try? self.primary(for: key))?.readyConnection(forKey: key)
     }
 
     /// Runs `operation` on a connection to the node that serves `key`, following `MOVED` and

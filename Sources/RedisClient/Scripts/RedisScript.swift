@@ -30,33 +30,42 @@ extension RedisClient {
     ///   within ``RedisConfiguration/replicaWaitTimeout``.
     @discardableResult
     public func run(_ script: RedisScript, keys: [String], arguments: [any RedisArgument]) async throws -> RESPValue {
-        let evalsha = Self.evalsha(script, keys: keys, arguments: arguments)
+        try await self.run(script, Self.evalsha(script, keys: keys, arguments: arguments))
+    }
+
+    /// ``run(_:keys:arguments:)`` with its `EVALSHA` command made.
+    func run(_ script: RedisScript, _ evalsha: RedisCommand) async throws -> RESPValue {
         switch try await self.route() {
         case .connection(let connection):
-            return try await self.run(script, evalsha, keys: keys, arguments: arguments, on: connection, asking: false)
+            return try await self.run(script, evalsha, on: connection, asking: false)
         case .cluster(let cluster):
-            return try await cluster.perform(key: keys.first) { connection, asking in
-                try await self.run(script, evalsha, keys: keys, arguments: arguments, on: connection, asking: asking)
+            return try await cluster.perform(key: evalsha.key) { connection, asking in
+                try await self.run(script, evalsha, on: connection, asking: asking)
             }
         }
     }
 
-    /// ``run(_:keys:arguments:)`` for a caller on an event loop, with no task: when the client
-    /// talks to a standalone Redis, a connection is up and no replica must acknowledge, the
-    /// script goes out at once and the future completes on `eventLoop`. Otherwise nil: use
-    /// ``run(_:keys:arguments:)``, which waits for a connection, follows a cluster and waits
-    /// for replicas.
+    /// ``run(_:keys:arguments:)`` for a caller on an event loop, with no task: when a connection
+    /// to the script's node is up and no replica must acknowledge, the script goes out at once
+    /// and the future completes on `eventLoop`. Should a cluster node redirect it (a redirected
+    /// script did not run), ``run(_:keys:arguments:)`` takes over. Otherwise nil: use
+    /// ``run(_:keys:arguments:)``, which waits for a connection and for replicas.
     public func runImmediately(
         _ script: RedisScript,
         keys: [String],
         arguments: [any RedisArgument],
         on eventLoop: any EventLoop
     ) -> EventLoopFuture<RESPValue>? {
-        guard self.configuration.replicaWait == 0, let connection = self.readyConnection() else { return nil }
+        guard self.configuration.replicaWait == 0, let connection = self.readyConnection(forKey: keys.first) else { return nil }
         let evalsha = Self.evalsha(script, keys: keys, arguments: arguments)
-        return connection.execute(evalsha, on: eventLoop).flatMapError { error in
+        return connection.execute(evalsha, on: eventLoop).flatMapError { error -> EventLoopFuture<RESPValue> in
             guard (error as? RedisError)?.replyCode == "NOSCRIPT" else { return eventLoop.makeFailedFuture(error) }
             return connection.execute(Self.eval(script, replacing: evalsha), on: eventLoop)
+        }.flatMapError { error -> EventLoopFuture<RESPValue> in
+            guard let redisError = error as? RedisError, RedisClusterRedirection(redisError) != nil, self.isCluster else {
+                return eventLoop.makeFailedFuture(error)
+            }
+            return eventLoop.makeFutureWithTask { try await self.run(script, evalsha) }
         }
     }
 
@@ -76,8 +85,6 @@ extension RedisClient {
     private func run(
         _ script: RedisScript,
         _ evalsha: RedisCommand,
-        keys: [String],
-        arguments: [any RedisArgument],
         on connection: RedisConnection,
         asking: Bool
     ) async throws -> RESPValue {
@@ -97,12 +104,12 @@ extension RedisClient {
             do {
                 return try await connection.execute(evalsha)
             } catch let error as RedisError where error.replyCode == "NOSCRIPT" {
-                return try await connection.execute(Self.eval(script, keys: keys, arguments: arguments))
+                return try await connection.execute(Self.eval(script, replacing: evalsha))
             }
         }
         results = await connection.pipeline(commands(evalsha))
         if case .failure(let error) = results[scriptIndex], error.replyCode == "NOSCRIPT" {
-            results = await connection.pipeline(commands(Self.eval(script, keys: keys, arguments: arguments)))
+            results = await connection.pipeline(commands(Self.eval(script, replacing: evalsha)))
         }
         let reply = try results[scriptIndex].get()
         if replicas > 0 {

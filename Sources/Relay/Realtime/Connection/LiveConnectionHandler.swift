@@ -440,9 +440,9 @@ final class LiveConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
                     return .error(code: apiError.code, message: apiError.message, clientMessageID: clientMessageID)
                 }
             }
-            // On a standalone Redis the script goes out from here and its reply comes back to this
-            // loop, with no task in between; otherwise (waiting for a connection, a cluster,
-            // replicas to wait for) a task runs it.
+            // While a connection to the channel's node is up, the script goes out from here and
+            // its reply comes back to this loop, with no task in between; otherwise (no connection
+            // yet, replicas to wait for) a task runs it.
             if let handle = self.handle,
                 let sent = store.sendImmediately(
                     channel: channel,
