@@ -2,7 +2,8 @@
 # `make cluster`: the fleet on loopback. A Redis Cluster of 3 primaries and 3 replicas (AOF on, files in
 # data/cluster/node-PORT), two release relays sharing one secret, and HAProxy in front of them (health
 # checks on GET /healthz, WebSocket upgrades passed through). Prints the one URL to open.
-# `scripts/cluster.sh check` only checks the ports; `scripts/cluster.sh stop` stops all of it.
+# `scripts/cluster.sh check` only checks the ports; `scripts/cluster.sh stop` stops all of it;
+# `scripts/cluster.sh haproxy-config PORT RELAY_PORT...` prints HAProxy's configuration.
 #
 #   RELAY_PORT          the load balancer's port (default 8080)
 #   CLUSTER_REDIS_PORT  the first Redis node's port; the nodes take six in a row (default 7001),
@@ -49,6 +50,47 @@ stop_pidfile() {
     done
     kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
     rm -f "$1"
+}
+
+# HAProxy's configuration: the front on loopback port $1, the relays on the ports after it. HAPROXY_CHECK
+# sets the health checks' timing (default "inter 1s fall 2 rise 2"). `scripts/cluster.sh haproxy-config PORT
+# RELAY_PORT...` prints it (the load-balancer test runs HAProxy with it).
+haproxy_config() {
+    local front=$1 index=0 port
+    shift
+    cat <<CFG
+# Written by scripts/cluster.sh
+global
+    # Two file descriptors per proxied connection, under a 20,000 open-file limit.
+    maxconn 9000
+
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 60s
+    timeout server 60s
+    # A WebSocket, once upgraded, is a tunnel: the relay's heartbeat keeps it busy.
+    timeout tunnel 1h
+
+frontend relays
+    bind 127.0.0.1:$front
+    default_backend relays
+
+backend relays
+    balance roundrobin
+    option httpchk GET /healthz
+    http-check expect status 200
+    default-server ${HAPROXY_CHECK:-inter 1s fall 2 rise 2}
+    # A relay that stops refuses new upgrades and requests with 503 before the health check sees
+    # it: HAProxy then tries the other relay (sends are idempotent on client_msg_id).
+    retries 3
+    option redispatch 1
+    retry-on conn-failure empty-response 503
+CFG
+    for port in "$@"; do
+        index=$((index + 1))
+        echo "    server relay$index 127.0.0.1:$port check"
+    done
 }
 
 cmd_stop() {
@@ -148,39 +190,8 @@ cmd_start() {
         done
     done
 
-    cat >"$dir/haproxy.cfg" <<CFG
-# Written by scripts/cluster.sh
-global
-    pidfile $dir/haproxy.pid
-    # Two file descriptors per proxied connection, under a 20,000 open-file limit.
-    maxconn 9000
-
-defaults
-    mode http
-    timeout connect 2s
-    timeout client 60s
-    timeout server 60s
-    # A WebSocket, once upgraded, is a tunnel: the relay's heartbeat keeps it busy.
-    timeout tunnel 1h
-
-frontend relays
-    bind 127.0.0.1:$RELAY_PORT
-    default_backend relays
-
-backend relays
-    balance roundrobin
-    option httpchk GET /healthz
-    http-check expect status 200
-    default-server inter 1s fall 2 rise 2
-    # A relay that stops refuses new upgrades and requests with 503 before the health check sees
-    # it: HAProxy then tries the other relay (sends are idempotent on client_msg_id).
-    retries 3
-    option redispatch 1
-    retry-on conn-failure empty-response 503
-    server relay1 127.0.0.1:${relay_ports[0]} check
-    server relay2 127.0.0.1:${relay_ports[1]} check
-CFG
-    "$HAPROXY_BIN" -D -f "$dir/haproxy.cfg" >"$dir/haproxy.log" 2>&1 || { cat "$dir/haproxy.log" >&2; die "haproxy did not start"; }
+    haproxy_config "$RELAY_PORT" "${relay_ports[@]}" >"$dir/haproxy.cfg"
+    "$HAPROXY_BIN" -D -p "$dir/haproxy.pid" -f "$dir/haproxy.cfg" >"$dir/haproxy.log" 2>&1 || { cat "$dir/haproxy.log" >&2; die "haproxy did not start"; }
     deadline=$((SECONDS + 15))
     until curl -fs "http://127.0.0.1:$RELAY_PORT/healthz" >/dev/null 2>&1; do
         [ "$SECONDS" -lt "$deadline" ] || die "HAProxy on port $RELAY_PORT does not pass requests to the relays"
@@ -202,7 +213,11 @@ MSG
 
 case ${1:-start} in
 check) check_ports ;;
+haproxy-config)
+    shift
+    haproxy_config "$@"
+    ;;
 start) cmd_start ;;
 stop) cmd_stop ;;
-*) die "usage: $0 [check|start|stop]" ;;
+*) die "usage: $0 [check|start|stop|haproxy-config PORT RELAY_PORT...]" ;;
 esac

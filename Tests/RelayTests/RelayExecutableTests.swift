@@ -510,29 +510,18 @@ struct LoadBalancerTests {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("relay-lb-\(front)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: directory) }
-        let configuration = """
-            defaults
-                mode http
-                timeout connect 2s
-                timeout client 60s
-                timeout server 60s
-                timeout tunnel 1h
-            frontend relays
-                bind 127.0.0.1:\(front)
-                default_backend relays
-            backend relays
-                balance roundrobin
-                option httpchk GET /healthz
-                http-check expect status 200
-                default-server inter 200ms fall 1 rise 2
-                retries 3
-                option redispatch 1
-                retry-on conn-failure empty-response 503
-                server relay1 127.0.0.1:\(relays[0].port) check
-                server relay2 127.0.0.1:\(relays[1].port) check
-            """
+        // The configuration `make cluster` runs HAProxy with, with faster health checks.
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("scripts/cluster.sh").path
+        let generated = try await ChildProcess.run(
+            "/bin/bash",
+            [script, "haproxy-config", "\(front)", "\(relays[0].port)", "\(relays[1].port)"],
+            environment: RelayExecutable.environment(["HAPROXY_CHECK": "inter 200ms fall 1 rise 2"])
+        )
+        try #require(generated.termination == .exited(0), "scripts/cluster.sh haproxy-config: \(generated)")
+        let configuration = generated.standardOutput
         let file = directory.appendingPathComponent("haproxy.cfg")
-        try (configuration + "\n").write(to: file, atomically: true, encoding: .utf8)
+        try configuration.write(to: file, atomically: true, encoding: .utf8)
         let balancer = try ChildProcess(haproxy, ["-db", "-f", file.path], environment: RelayExecutable.environment())
         defer { balancer.killAndReap() }
 
