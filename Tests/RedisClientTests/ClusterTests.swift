@@ -8,6 +8,22 @@ import Testing
 
 /// The client and the subscriber against a real Redis Cluster (3 primaries, 3 replicas).
 @Suite(.serialized) struct ClusterTests {
+    /// Starts moving `key`'s slot from its owner to another primary (`MIGRATING` there, `IMPORTING`
+    /// at the target) and moves `key` itself; the rest of the slot stays at the source.
+    private func startMigration(
+        of key: String,
+        in cluster: RedisClusterProcess
+    ) async throws -> (slot: Int, target: RedisClusterProcess.Primary) {
+        let slot = Int(HashSlot(key: key).rawValue)
+        let port = cluster.nodes[0].port
+        let source = try #require(try await cluster.owner(ofSlot: slot, asSeenBy: port))
+        let target = try #require(try await cluster.primaries(asSeenBy: port).first { $0.id != source.id && !$0.failed })
+        try await cluster.command(target.port, ["CLUSTER", "SETSLOT", "\(slot)", "IMPORTING", source.id])
+        try await cluster.command(source.port, ["CLUSTER", "SETSLOT", "\(slot)", "MIGRATING", target.id])
+        try await cluster.command(source.port, ["MIGRATE", "127.0.0.1", "\(target.port)", "", "0", "5000", "KEYS", key])
+        return (slot, target)
+    }
+
     /// Keys spread over all three shards, with their values.
     private func keysOnEveryShard(_ prefix: String, count: Int = 60) -> [String] {
         (0..<count).map { "\(prefix):{k\($0)}" }
@@ -90,14 +106,8 @@ import Testing
             let fresh = "{\(tag)}:fresh"
             try await client.set(moved, to: "m")
             try await client.set(stays, to: "s")
-            let slot = Int(HashSlot(key: moved).rawValue)
-            let port = cluster.nodes[0].port
-            let source = try #require(try await cluster.owner(ofSlot: slot, asSeenBy: port))
-            let target = try #require(try await cluster.primaries(asSeenBy: port).first { $0.id != source.id && !$0.failed })
             // Half-way through a migration: one key at the target, one still at the source.
-            try await cluster.command(target.port, ["CLUSTER", "SETSLOT", "\(slot)", "IMPORTING", source.id])
-            try await cluster.command(source.port, ["CLUSTER", "SETSLOT", "\(slot)", "MIGRATING", target.id])
-            try await cluster.command(source.port, ["MIGRATE", "127.0.0.1", "\(target.port)", "", "0", "5000", "KEYS", moved])
+            let (slot, target) = try await self.startMigration(of: moved, in: cluster)
             #expect(try await client.get(moved).map { String(buffer: $0) } == "m")
             #expect(try await client.get(stays).map { String(buffer: $0) } == "s")
             // A new key of a migrating slot is created at the target (ASK).
@@ -127,14 +137,8 @@ import Testing
                 try await #require(client.runImmediately(script, keys: [moved], arguments: [value], on: eventLoop)).get().string
             }
             #expect(try await run("direct") == "direct")
-            let slot = Int(HashSlot(key: moved).rawValue)
-            let port = cluster.nodes[0].port
-            let source = try #require(try await cluster.owner(ofSlot: slot, asSeenBy: port))
-            let target = try #require(try await cluster.primaries(asSeenBy: port).first { $0.id != source.id && !$0.failed })
             // Half-way through a migration, the key already at the target: the source answers ASK.
-            try await cluster.command(target.port, ["CLUSTER", "SETSLOT", "\(slot)", "IMPORTING", source.id])
-            try await cluster.command(source.port, ["CLUSTER", "SETSLOT", "\(slot)", "MIGRATING", target.id])
-            try await cluster.command(source.port, ["MIGRATE", "127.0.0.1", "\(target.port)", "", "0", "5000", "KEYS", moved])
+            let (slot, target) = try await self.startMigration(of: moved, in: cluster)
             #expect(try await run("asked") == "asked")
             // The slot now belongs to the target; the client still sends to the source: MOVED.
             try await cluster.migrate(slot: slot, to: target)

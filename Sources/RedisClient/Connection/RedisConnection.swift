@@ -71,18 +71,12 @@ public final class RedisConnection: Sendable {
     /// - Throws: ``RedisError`` with ``RedisError/Code/serverError`` for an error reply, or a
     ///   transport code; `CancellationError` if the task is cancelled first.
     public func execute(_ command: RedisCommand) async throws -> RESPValue {
-        var buffer = self.channel.allocator.buffer(capacity: 32 + command.storage.count + 16 * command.argumentCount)
-        command.encode(into: &buffer)
-        let bytes = buffer
         let id = self.nextID.add(1, ordering: .relaxed).newValue
-        let deadline = NIODeadline.now() + self.commandTimeout
         let handler = self.handler
         let eventLoop = self.channel.eventLoop
         return try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { continuation in
-                eventLoop.execute {
-                    handler.value.send(bytes, id: id, completion: .single(continuation), deadline: deadline)
-                }
+                self.send(command, id: id, completion: .single(continuation))
             }
         } onCancel: {
             eventLoop.execute { handler.value.cancel(id: id) }
@@ -92,17 +86,21 @@ public final class RedisConnection: Sendable {
     /// Sends one command; the future completes on `eventLoop` with its reply (failed with a
     /// ``RedisError`` as ``execute(_:)`` throws one). For callers on an event loop: no task waits.
     public func execute(_ command: RedisCommand, on eventLoop: any EventLoop) -> EventLoopFuture<RESPValue> {
+        let promise = eventLoop.makePromise(of: RESPValue.self)
+        self.send(command, id: self.nextID.add(1, ordering: .relaxed).newValue, completion: .promise(promise))
+        return promise.futureResult
+    }
+
+    /// Encodes `command` here and hands it, with whoever waits for its reply, to the connection's loop.
+    private func send(_ command: RedisCommand, id: UInt64, completion: RedisChannelHandler.Completion) {
         var buffer = self.channel.allocator.buffer(capacity: 32 + command.storage.count + 16 * command.argumentCount)
         command.encode(into: &buffer)
         let bytes = buffer
-        let id = self.nextID.add(1, ordering: .relaxed).newValue
         let deadline = NIODeadline.now() + self.commandTimeout
         let handler = self.handler
-        let promise = eventLoop.makePromise(of: RESPValue.self)
         self.channel.eventLoop.execute {
-            handler.value.send(bytes, id: id, completion: .promise(promise), deadline: deadline)
+            handler.value.send(bytes, id: id, completion: completion, deadline: deadline)
         }
-        return promise.futureResult
     }
 
     /// Sends every command in one write and returns their results in order.
