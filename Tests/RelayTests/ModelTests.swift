@@ -1,4 +1,5 @@
 import Foundation
+import NIOCore
 import RedisClient
 import Testing
 
@@ -50,6 +51,15 @@ struct ModelTests {
         #expect(LiveConnectionHandler.field("edited", in: event) == nil)
         #expect(LiveConnectionHandler.field("seq", in: "") == nil)
         #expect(LiveConnectionHandler.field("seq", in: "{\"seq\":") == "")
+    }
+
+    @Test func aLogEntrysSeqIsReadFromItsID() {
+        #expect(ChatStore.seq(ofEntryID: ByteBuffer(string: "42-0")) == 42)
+        #expect(ChatStore.seq(ofEntryID: ByteBuffer(string: "9007199254740993-0")) == 9_007_199_254_740_993)
+        #expect(ChatStore.seq(ofEntryID: ByteBuffer(string: "7")) == 7)
+        for bad in ["", "-0", "x-0", "1x-0", "1234567890123456789-0"] {
+            #expect(ChatStore.seq(ofEntryID: ByteBuffer(string: bad)) == nil, "\(bad)")
+        }
     }
 
     @Test func aDMIDDependsOnThePairOnly() {

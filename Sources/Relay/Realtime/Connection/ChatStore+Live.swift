@@ -39,11 +39,43 @@ extension ChatStore {
     /// go into frames as they are, never through a `String`).
     func logEvents(channel id: String, after seq: Int64, limit: Int) async throws -> [(seq: Int64, json: ByteBuffer)] {
         let log = RelayKeys.Channel(id).log
-        let entries = try await self.timed("replay") { try await self.redis.streamRange(log, from: "\(seq + 1)-0", to: "+", count: limit) }
-        return entries.compactMap { entry in
-            guard let seq = Int64(entry.id.prefix { $0 != "-" }), let json = entry["e"] else { return nil }
-            return (seq, json)
+        let reply = try await self.timed("replay") {
+            try await self.redis.execute(RedisCommand("XRANGE", key: log, [log, "\(seq + 1)-0", "+", "COUNT", limit]))
         }
+        // Read straight from the reply: `[[id, [field, value, …]], …]`, the event in field `e`.
+        guard case .array(let rows) = reply else { throw RedisError(.protocolViolation, "XRANGE answered \(reply)") }
+        var events: [(seq: Int64, json: ByteBuffer)] = []
+        events.reserveCapacity(rows.count)
+        for row in rows {
+            guard case .array(let entry) = row, entry.count == 2, case .bulkString(let entryID) = entry[0],
+                let seq = Self.seq(ofEntryID: entryID), case .array(let fields) = entry[1]
+            else { throw RedisError(.protocolViolation, "malformed stream entry \(row)") }
+            var index = 0
+            while index + 1 < fields.count {
+                if case .bulkString(let name) = fields[index], name.readableBytes == 1,
+                    name.getInteger(at: name.readerIndex, as: UInt8.self) == UInt8(ascii: "e"),
+                    case .bulkString(let json) = fields[index + 1]
+                {
+                    events.append((seq, json))
+                    break
+                }
+                index += 2
+            }
+        }
+        return events
+    }
+
+    /// The seq of a log entry's id, `<seq>-0`, read from its bytes.
+    static func seq(ofEntryID id: ByteBuffer) -> Int64? {
+        var seq: Int64 = 0
+        var digits = 0
+        for byte in id.readableBytesView {
+            if byte == UInt8(ascii: "-") { break }
+            guard byte >= UInt8(ascii: "0"), byte <= UInt8(ascii: "9"), digits < 18 else { return nil }
+            seq = seq * 10 + Int64(byte - UInt8(ascii: "0"))
+            digits += 1
+        }
+        return digits > 0 ? seq : nil
     }
 
     /// The seq of an `XRANGE … COUNT 1` reply's entry (`<seq>-0`), if it has one.
