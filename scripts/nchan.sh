@@ -53,6 +53,9 @@ events {
 }
 http {
     access_log off;
+    # The load generator publishes over a few keep-alive connections for the whole run: nginx's
+    # default closes one after 1,000 requests.
+    keepalive_requests 10000000;
     client_body_temp_path $dir/temp/body;
     proxy_temp_path $dir/temp/proxy;
     fastcgi_temp_path $dir/temp/fastcgi;

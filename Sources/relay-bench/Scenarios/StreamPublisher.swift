@@ -102,8 +102,11 @@ final class StreamPublisher: @unchecked Sendable {
             self.ackMeter.record(sentAt: sentAt, now: ProcessStats.now())
             self.counters.acks.add(1, ordering: .relaxed)
         } else {
+            // Counted, and not replaced: a connection that fails every request (closed by the
+            // server) would otherwise publish again from inside its own failure, without end.
             self.failed += 1
             self.counters.errors.add(1, ordering: .relaxed)
+            return
         }
         if self.window > 0, !self.counters.stopped.load(ordering: .relaxed) {
             while self.inFlight < self.window, self.number < self.limit { self.publishNow() }
