@@ -288,9 +288,10 @@ struct ChatStore: Sendable {
             return nil
         }
         let metrics = self.metrics
+        // Timed as `timed` does: the answer, whether a reply or an error.
+        reply.whenComplete { _ in metrics.redisLatency("send", ContinuousClock.now - start) }
         return reply.flatMapThrowing { reply in
-            metrics.redisLatency("send", ContinuousClock.now - start)
-            return try self.sent(reply)
+            try self.sent(reply)
         }.flatMapErrorThrowing { error in
             if let error = error as? RedisError { throw ChatError(script: error, channel: id) ?? error }
             throw error
