@@ -85,7 +85,7 @@ public final class RedisConnection: Sendable {
 
     /// Sends one command; the future completes on `eventLoop` with its reply (failed with a
     /// ``RedisError`` as ``execute(_:)`` throws one). For callers on an event loop: no task waits.
-    public func execute(_ command: RedisCommand, on eventLoop: any EventLoop) -> EventLoopFuture<RESPValue> {
+    package func execute(_ command: RedisCommand, on eventLoop: any EventLoop) -> EventLoopFuture<RESPValue> {
         let promise = eventLoop.makePromise(of: RESPValue.self)
         self.send(command, id: self.nextID.add(1, ordering: .relaxed).newValue, completion: .promise(promise))
         return promise.futureResult

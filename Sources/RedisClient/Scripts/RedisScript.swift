@@ -45,12 +45,13 @@ extension RedisClient {
         }
     }
 
-    /// ``run(_:keys:arguments:)`` for a caller on an event loop, with no task: when a connection
+    /// ``run(_:keys:arguments:)`` for a caller on an event loop, with no task (for the relay's
+    /// live connections, which live on their loops; the public API stays `async`): when a connection
     /// to the script's node is up and no replica must acknowledge, the script goes out at once
     /// and the future completes on `eventLoop`. Should a cluster node redirect it (a redirected
     /// script did not run), ``run(_:keys:arguments:)`` takes over. Otherwise nil: use
     /// ``run(_:keys:arguments:)``, which waits for a connection and for replicas.
-    public func runImmediately(
+    package func runImmediately(
         _ script: RedisScript,
         keys: [String],
         arguments: [any RedisArgument],
