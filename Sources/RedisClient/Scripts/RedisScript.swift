@@ -123,16 +123,8 @@ extension RedisClient {
     }
 
     static func evalsha(_ script: RedisScript, keys: [String], arguments: [any RedisArgument]) -> RedisCommand {
-        self.command("EVALSHA", script.sha1, keys: keys, arguments: arguments)
-    }
-
-    static func eval(_ script: RedisScript, keys: [String], arguments: [any RedisArgument]) -> RedisCommand {
-        self.command("EVAL", script.source, keys: keys, arguments: arguments)
-    }
-
-    private static func command(_ name: String, _ script: String, keys: [String], arguments: [any RedisArgument]) -> RedisCommand {
-        var command = RedisCommand(name, key: keys.first)
-        command.append(script)
+        var command = RedisCommand("EVALSHA", key: keys.first)
+        command.append(script.sha1)
         command.append(keys.count)
         for key in keys { command.append(key) }
         for argument in arguments { argument.append(to: &command) }
