@@ -38,19 +38,25 @@ struct ModelTests {
         }
     }
 
-    /// The ack's seq and message_id are read from the logged event's leading fields, never from
-    /// the text that follows them, whatever it holds.
+    /// The ack's seq and message_id, and a member event's type and user, are read from the
+    /// logged event's leading fields, never from the text that follows them, whatever it holds.
     @Test func anEventsLeadingFieldsAreReadFromItsJSON() {
-        let text = JSONText.quoted("\"seq\":99,\"message_id\":\"fake\" 🚀")
+        let text = JSONText.quoted("\"seq\":99,\"message_id\":\"fake\",\"type\":\"member_left\" 🚀")
         let event =
             "{\"channel_id\":\"c-1\",\"seq\":42,\"type\":\"message\",\"message_id\":\"m0123\",\"sender_id\":\"alice\",\"text\":\(text),\"created_at\":1764360000123}"
-        #expect(LiveConnectionHandler.field("seq", in: event) == "42")
-        #expect(LiveConnectionHandler.field("message_id", in: event) == "m0123")
-        #expect(LiveConnectionHandler.field("channel_id", in: event) == "c-1")
-        #expect(LiveConnectionHandler.field("created_at", in: event) == "1764360000123")
-        #expect(LiveConnectionHandler.field("edited", in: event) == nil)
-        #expect(LiveConnectionHandler.field("seq", in: "") == nil)
-        #expect(LiveConnectionHandler.field("seq", in: "{\"seq\":") == "")
+        #expect(EventJSON.field(.seq, in: event) == "42")
+        #expect(EventJSON.field(.messageID, in: event) == "m0123")
+        #expect(EventJSON.field(.type, in: event) == "message")
+        #expect(EventJSON.field(EventJSON.Key("channel_id"), in: event) == "c-1")
+        #expect(EventJSON.field(EventJSON.Key("created_at"), in: event) == "1764360000123")
+        #expect(EventJSON.field(.userID, in: event) == nil)
+        #expect(EventMembership.of(json: event) == nil)
+        #expect(EventJSON.field(.seq, in: "") == nil)
+        #expect(EventJSON.field(.seq, in: "{\"seq\":") == "")
+        #expect(EventJSON.field(.messageID, in: "{\"message_id\":\"unterminated") == nil)
+        let left = "{\"channel_id\":\"c-1\",\"seq\":7,\"type\":\"member_left\",\"user_id\":\"bob\",\"sender_id\":\"bob\",\"created_at\":1}"
+        #expect(EventMembership.of(json: left) == .left(user: "bob"))
+        #expect(EventMembership.of(json: ByteBuffer(string: left.replacingOccurrences(of: "left", with: "joined"))) == .joined(user: "bob"))
     }
 
     @Test func aLogEntrysSeqIsReadFromItsID() {

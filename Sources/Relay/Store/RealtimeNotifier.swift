@@ -25,7 +25,7 @@ struct RealtimeNotifier: Sendable {
         var commands: [RedisCommand] = []
         for event in events {
             guard case .joined(let user)? = EventMembership.of(json: event),
-                let seq = LiveConnectionHandler.field("seq", in: event)
+                let seq = EventJSON.field(.seq, in: event)
             else { continue }
             let topic = RelayKeys.User(user).topic
             commands.append(RedisCommand("SPUBLISH", key: topic, [topic, "joined \(channel) \(seq)"]))

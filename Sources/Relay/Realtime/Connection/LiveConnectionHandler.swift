@@ -432,8 +432,8 @@ final class LiveConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
                     return .ack(
                         clientMessageID: clientMessageID,
                         channel: channel,
-                        seq: Int64(Self.field("seq", in: event) ?? "") ?? 0,
-                        messageID: String(Self.field("message_id", in: event) ?? "")
+                        seq: EventJSON.field(.seq, in: event).flatMap { Int64($0) } ?? 0,
+                        messageID: EventJSON.field(.messageID, in: event) ?? ""
                     )
                 case .failure(let error):
                     let apiError = APIError(from: error)
@@ -535,34 +535,5 @@ final class LiveConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         for error in errors { self.write(error) }
         self.apply(outcome)
         self.flush()
-    }
-
-    /// A top-level scalar field of an event's JSON (the relay wrote it, so its shape is known:
-    /// `channel_id`, `seq` and the body's `type` and `message_id` come before any text).
-    /// Read over the UTF-8 bytes: on the send path, once per message.
-    static func field(_ name: String, in json: String) -> Substring? {
-        var json = json
-        let needle = Array("\"\(name)\":".utf8)
-        return json.withUTF8 { bytes -> Substring? in
-            guard bytes.count >= needle.count, let first = needle.first else { return nil }
-            var index = 0
-            let last = bytes.count - needle.count
-            while index <= last {
-                if bytes[index] == first && needle.indices.allSatisfy({ bytes[index + $0] == needle[$0] }) {
-                    var start = index + needle.count
-                    let quoted = start < bytes.count && bytes[start] == UInt8(ascii: "\"")
-                    if quoted { start += 1 }
-                    var end = start
-                    while end < bytes.count {
-                        let byte = bytes[end]
-                        if quoted ? byte == UInt8(ascii: "\"") : (byte == UInt8(ascii: ",") || byte == UInt8(ascii: "}")) { break }
-                        end += 1
-                    }
-                    return Substring(decoding: UnsafeBufferPointer(rebasing: bytes[start..<end]), as: UTF8.self)
-                }
-                index += 1
-            }
-            return nil
-        }
     }
 }

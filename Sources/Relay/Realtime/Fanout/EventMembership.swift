@@ -25,7 +25,7 @@ enum EventMembership: Sendable, Equatable {
     private static let typeWindow = 160
 
     private static func of(bytes: UnsafeRawBufferPointer) -> EventMembership? {
-        guard let type = Self.stringField(Self.typeKey, in: bytes, within: Self.typeWindow) else { return nil }
+        guard let type = EventJSON.field(.type, in: bytes, within: Self.typeWindow) else { return nil }
         let joined: Bool
         if type.elementsEqual(Self.memberJoined) {
             joined = true
@@ -34,30 +34,11 @@ enum EventMembership: Sendable, Equatable {
         } else {
             return nil
         }
-        guard let user = Self.stringField(Self.userKey, in: bytes, within: bytes.count) else { return nil }
+        guard let user = EventJSON.field(.userID, in: bytes) else { return nil }
         let id = String(decoding: user, as: UTF8.self)
         return joined ? .joined(user: id) : .left(user: id)
     }
 
-    private static let typeKey = Array("\"type\":\"".utf8)
-    private static let userKey = Array("\"user_id\":\"".utf8)
     private static let memberJoined = Array("member_joined".utf8)
     private static let memberLeft = Array("member_left".utf8)
-
-    /// The value of the first `"key":"value"` starting within `window` bytes, without its quotes.
-    private static func stringField(_ key: [UInt8], in bytes: UnsafeRawBufferPointer, within window: Int) -> Slice<UnsafeRawBufferPointer>?
-    {
-        let last = min(window, bytes.count - key.count)
-        guard last >= 0 else { return nil }
-        var start = 0
-        while start <= last {
-            if bytes[start] == key[0], bytes[start..<start + key.count].elementsEqual(key) {
-                let valueStart = start + key.count
-                guard let end = bytes[valueStart...].firstIndex(of: UInt8(ascii: "\"")) else { return nil }
-                return bytes[valueStart..<end]
-            }
-            start += 1
-        }
-        return nil
-    }
 }
