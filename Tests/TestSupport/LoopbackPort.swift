@@ -54,10 +54,16 @@ public func canConnect(port: Int) -> Bool {
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
     guard fd >= 0 else { return false }
     defer { close(fd) }
+    return connectToLoopback(fd, port: port) == 0
+}
+
+/// `connect(2)` of the TCP socket `fd` to `127.0.0.1:port`: its result (0, or -1 with `errno`
+/// set; `EINPROGRESS` for a non-blocking socket still connecting).
+public func connectToLoopback(_ fd: Int32, port: Int) -> Int32 {
     var address = loopbackAddress(port: port)
     return withUnsafePointer(to: &address) {
         $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-    } == 0
+    }
 }
 
 private func loopbackAddress(port: Int) -> sockaddr_in {
