@@ -83,7 +83,7 @@ struct RedisClientIntegrationTests {
                 for _ in 0..<20 {
                     group.addTask {
                         // Load runs until the kills are over (bounded), so every kill lands mid-load.
-                        for _ in 0..<20_000 {
+                        for _ in 0..<200_000 {
                             if killing.current.other == 1 { break }
                             do {
                                 _ = try await client.execute("INCR", "counter")
@@ -98,12 +98,20 @@ struct RedisClientIntegrationTests {
                     }
                 }
                 group.addTask {
+                    // Each kill waits for answers since the one before (so it lands mid-load
+                    // however slow the machine), and the load stops once the client answered
+                    // again after the last one. Every wait is bounded.
+                    func answersGrow(beyond count: Int) async throws {
+                        for _ in 0..<2_000 where outcome.current.answers <= count {
+                            try await Task.sleep(for: .milliseconds(5))
+                        }
+                    }
                     for _ in 0..<3 {
-                        try await Task.sleep(for: .milliseconds(100))
+                        try await answersGrow(beyond: outcome.current.answers + 50)
                         let killed = try await admin.execute(RedisCommand("CLIENT", ["KILL", "TYPE", "normal", "SKIPME", "yes"]))
                         killing.withLock { $0.answers += Int(killed.int ?? 0) }
                     }
-                    try await Task.sleep(for: .milliseconds(100))
+                    try await answersGrow(beyond: outcome.current.answers + 50)
                     killing.withLock { $0.other = 1 }
                 }
                 try await group.waitForAll()
