@@ -81,6 +81,20 @@ struct RESPReaderTests {
         #expect(values[1] == .simpleString("after"))
     }
 
+    @Test func aLargeReplyIsNotKeptOnceRead() throws {
+        let reader = RESPReader()
+        try reader.feed(ByteBuffer(string: "*2\r\n$3\r\nabc\r\n:1\r\n"))
+        #expect(try reader.next() == .array([bulk("abc"), .integer(1)]))
+        let kept = reader.keptBytes
+        #expect(kept > 0, "a small reply's buffer is kept for the next")
+        let payload = [UInt8](repeating: 7, count: 1024 * 1024)
+        try reader.feed(ByteBuffer(bytes: Array("*1\r\n$\(payload.count)\r\n".utf8) + payload + Array("\r\n".utf8)))
+        #expect(try reader.next()?.array?.first?.bytes == payload)
+        #expect(reader.keptBytes <= 256 * 1024, "a mebibyte reply's buffer is let go")
+        try reader.feed(ByteBuffer(string: "$2\r\nok\r\n"))
+        #expect(try reader.next() == bulk("ok"))
+    }
+
     @Test func garbageIsAStickyProtocolError() throws {
         let reader = RESPReader()
         try reader.feed(ByteBuffer(string: "?what\r\n"))
