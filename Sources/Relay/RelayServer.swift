@@ -39,6 +39,8 @@ public enum RelayServer {
         var redisConfiguration: RedisConfiguration
         do {
             redisConfiguration = try RedisConfiguration(url: configuration.redisURL)
+            // A connection per event loop: a socket's script goes out on its own loop's.
+            redisConfiguration.poolSize = max(redisConfiguration.poolSize, System.coreCount)
             redisConfiguration.replicaWait = configuration.redisWait
             redisConfiguration.replicaWaitTimeout = configuration.redisWaitTimeout
         } catch {

@@ -167,6 +167,25 @@ struct RedisClientIntegrationTests {
 
     /// The same with no task: the future completes on the caller's event loop, a script Redis
     /// does not hold is run from its source, and error replies fail the future as they would throw.
+    @Test func aCallerOnAnEventLoopGetsThatLoopsConnection() async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 3)
+        let loops = Array(group.makeIterator())
+        var configuration = try configuration()
+        configuration.poolSize = 3
+        let client = RedisClient(configuration: configuration, eventLoopGroup: group)
+        try await withThrowingTaskGroup(of: Void.self) { tasks in
+            tasks.addTask { try await client.run() }
+            defer { tasks.cancelAll() }
+            try await waitUntil("a connection is up on every loop") {
+                loops.allSatisfy { loop in client.readyConnection(forKey: nil, on: loop)?.channel.eventLoop === loop }
+            }
+            // Without a loop, the connections take turns.
+            let picked = (0..<6).compactMap { _ in client.readyConnection(forKey: nil)?.channel.eventLoop }
+            #expect(Set(picked.map { ObjectIdentifier($0) }) == Set(loops.map { ObjectIdentifier($0) }))
+        }
+        try await group.shutdownGracefully()
+    }
+
     @Test func scriptsRunImmediatelyFromAnEventLoop() async throws {
         let script = RedisScript("return {KEYS[1], ARGV[1], ARGV[2], '\(TestRedis.uniqueName())'}")
         let key = TestRedis.uniqueName("script")

@@ -38,7 +38,14 @@ public final class RedisClient: Service, Sendable {
             case cluster(RedisClusterClient)
         }
 
-        mutating func pick() -> RedisConnection? {
+        /// A connection that is up: one on `eventLoop` if there is one (its commands then go out
+        /// and come back with no hop between threads), else the next in turn.
+        mutating func pick(on eventLoop: (any EventLoop)? = nil) -> RedisConnection? {
+            if let eventLoop {
+                for case let connection? in self.connections where connection.channel.eventLoop === eventLoop && connection.isActive {
+                    return connection
+                }
+            }
             let count = self.connections.count
             for offset in 0..<count {
                 let index = (self.next + offset) % count
@@ -167,21 +174,21 @@ public final class RedisClient: Service, Sendable {
 
     /// A connection to send a command with `key` on right now, without waiting, while one is up:
     /// on a cluster, to the primary that serves the key's slot as far as the client knows.
-    func readyConnection(forKey key: String?) -> RedisConnection? {
+    func readyConnection(forKey key: String?, on eventLoop: (any EventLoop)? = nil) -> RedisConnection? {
         enum Pick {
             case connection(RedisConnection?)
             case cluster(RedisClusterClient)
         }
         let pick = self.state.withLock { state -> Pick in
             switch state.mode {
-            case .standalone: .connection(state.pick())
+            case .standalone: .connection(state.pick(on: eventLoop))
             case .cluster(let cluster): .cluster(cluster)
             case .detecting: .connection(nil)
             }
         }
         switch pick {
         case .connection(let connection): return connection
-        case .cluster(let cluster): return cluster.readyConnection(forKey: key)
+        case .cluster(let cluster): return cluster.readyConnection(forKey: key, on: eventLoop)
         }
     }
 
@@ -194,6 +201,13 @@ public final class RedisClient: Service, Sendable {
                 continue
             }
         }
+    }
+
+    /// The event loop of the pool's connection `slot`: the group's loops in turn, so that each
+    /// loop has a connection of its own when the pool has at least as many as the group has loops.
+    private func eventLoop(forSlot slot: Int) -> any EventLoop {
+        let loops = Array(self.eventLoopGroup.makeIterator())
+        return loops.isEmpty ? self.eventLoopGroup.next() : loops[slot % loops.count]
     }
 
     private func maintainConnection(slot: Int) async {
@@ -210,7 +224,10 @@ public final class RedisClient: Service, Sendable {
                     connection = probe
                 } else {
                     probe?.close()
-                    connection = try await RedisConnection.connect(configuration: self.configuration, eventLoop: self.eventLoopGroup.next())
+                    connection = try await RedisConnection.connect(
+                        configuration: self.configuration,
+                        eventLoop: self.eventLoop(forSlot: slot)
+                    )
                 }
                 backoff.reset()
                 let waiters = self.state.withLock { state in

@@ -140,8 +140,8 @@ final class RedisClusterClient: Sendable {
     }
 
     /// A connection up now to the primary that serves `key`'s slot, as the topology has it.
-    func readyConnection(forKey key: String?) -> RedisConnection? {
-        (try? self.primary(for: key))?.readyConnection(forKey: key)
+    func readyConnection(forKey key: String?, on eventLoop: (any EventLoop)? = nil) -> RedisConnection? {
+        (try? self.primary(for: key))?.readyConnection(forKey: key, on: eventLoop)
     }
 
     /// Runs `operation` on a connection to the node that serves `key`, following `MOVED` and

@@ -57,7 +57,9 @@ extension RedisClient {
         arguments: [any RedisArgument],
         on eventLoop: any EventLoop
     ) -> EventLoopFuture<RESPValue>? {
-        guard self.configuration.replicaWait == 0, let connection = self.readyConnection(forKey: keys.first) else { return nil }
+        guard self.configuration.replicaWait == 0, let connection = self.readyConnection(forKey: keys.first, on: eventLoop) else {
+            return nil
+        }
         let evalsha = Self.evalsha(script, keys: keys, arguments: arguments)
         return connection.execute(evalsha, on: eventLoop).flatMapError { error -> EventLoopFuture<RESPValue> in
             guard (error as? RedisError)?.replyCode == "NOSCRIPT" else { return eventLoop.makeFailedFuture(error) }
