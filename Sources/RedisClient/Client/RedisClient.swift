@@ -352,6 +352,21 @@ public final class RedisClient: Service, Sendable {
         }
     }
 
+    /// ``execute(_:)`` for a caller on an event loop, with no task (for the relay's live
+    /// connections, whose reads of the log are answered on their loops): when a connection to the
+    /// command's node is up, the command goes out at once, on `eventLoop`'s own connection if it
+    /// has one, and the future completes on `eventLoop`. Should a cluster node redirect it,
+    /// ``execute(_:)`` takes over. Otherwise nil: use ``execute(_:)``, which waits for a connection.
+    package func executeImmediately(_ command: RedisCommand, on eventLoop: any EventLoop) -> EventLoopFuture<RESPValue>? {
+        guard let connection = self.readyConnection(forKey: command.key, on: eventLoop) else { return nil }
+        return connection.execute(command, on: eventLoop).flatMapError { error -> EventLoopFuture<RESPValue> in
+            guard let redisError = error as? RedisError, RedisClusterRedirection(redisError) != nil, self.isCluster else {
+                return eventLoop.makeFailedFuture(error)
+            }
+            return eventLoop.makeFutureWithTask { try await self.execute(command) }
+        }
+    }
+
     /// Sends a command given by name and arguments. Its first argument is taken as its key
     /// (where a cluster routes it), unless the command is one that takes no key.
     @discardableResult

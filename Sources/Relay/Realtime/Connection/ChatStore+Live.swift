@@ -38,11 +38,39 @@ extension ChatStore {
     /// Events after `seq`, ascending, up to `limit`, as the log holds them (for a replay: the bytes
     /// go into frames as they are, never through a `String`).
     func logEvents(channel id: String, after seq: Int64, limit: Int) async throws -> [(seq: Int64, json: ByteBuffer)] {
-        let log = RelayKeys.Channel(id).log
         let reply = try await self.timed("replay") {
-            try await self.redis.execute(RedisCommand("XRANGE", key: log, [log, "\(seq + 1)-0", "+", "COUNT", limit]))
+            try await self.redis.execute(Self.logRange(channel: id, after: seq, limit: limit))
         }
-        // Read straight from the reply: `[[id, [field, value, …]], …]`, the event in field `e`.
+        return try Self.logEvents(reply)
+    }
+
+    /// ``logEvents(channel:after:limit:)`` for a caller on `eventLoop`, with no task: nil when
+    /// the read cannot go out at once (see `RedisClient.executeImmediately`).
+    func logEventsImmediately(
+        channel id: String,
+        after seq: Int64,
+        limit: Int,
+        on eventLoop: any EventLoop
+    ) -> EventLoopFuture<[(seq: Int64, json: ByteBuffer)]>? {
+        let start = ContinuousClock.now
+        guard let reply = self.redis.executeImmediately(Self.logRange(channel: id, after: seq, limit: limit), on: eventLoop) else {
+            return nil
+        }
+        let metrics = self.metrics
+        // Timed as `timed` does: the answer, whether a reply or an error.
+        reply.whenComplete { _ in metrics.redisLatency("replay", ContinuousClock.now - start) }
+        return reply.flatMapThrowing { try Self.logEvents($0) }
+    }
+
+    /// `XRANGE` of a channel's log: up to `limit` entries after `seq`.
+    private static func logRange(channel id: String, after seq: Int64, limit: Int) -> RedisCommand {
+        let log = RelayKeys.Channel(id).log
+        return RedisCommand("XRANGE", key: log, [log, "\(seq + 1)-0", "+", "COUNT", limit])
+    }
+
+    /// The events of an `XRANGE` reply, read straight from it: `[[id, [field, value, …]], …]`,
+    /// the event in field `e`.
+    private static func logEvents(_ reply: RESPValue) throws -> [(seq: Int64, json: ByteBuffer)] {
         guard case .array(let rows) = reply else { throw RedisError(.protocolViolation, "XRANGE answered \(reply)") }
         var events: [(seq: Int64, json: ByteBuffer)] = []
         events.reserveCapacity(rows.count)
