@@ -147,6 +147,33 @@ import Testing
         }
     }
 
+    @Test func readsDecodedWhereTheyLieFollowAskAndMoved() async throws {
+        let cluster = try await SharedRedisCluster.get()
+        let eventLoop = MultiThreadedEventLoopGroup.singleton.any()
+        @Sendable func text(_ reply: RESPReply) throws -> String {
+            var cursor = reply.cursor
+            guard case .bulkString(let bytes)? = cursor.next() else { throw TestFailure("not a bulk string") }
+            return String(decoding: bytes, as: UTF8.self)
+        }
+        try await withRedisClient(try configuration(url: cluster.seedURL)) { client in
+            let key = "{\(TestRedis.uniqueName("read"))}:k"
+            try await client.set(key, to: "value")
+            let get = RedisCommand("GET", key: key, [key])
+            func expectRead(_ stage: String) async throws {
+                let now = try #require(client.executeImmediately(get, on: eventLoop, decode: text), "\(stage)")
+                #expect(try await now.get() == "value", "\(stage), at once")
+                #expect(try await client.execute(get, decode: text) == "value", "\(stage), from a task")
+            }
+            try await expectRead("direct")
+            // Half-way through a migration, the key already at the target: the source answers ASK.
+            let (slot, target) = try await self.startMigration(of: key, in: cluster)
+            try await expectRead("asked")
+            // The slot now belongs to the target; the client still sends to the source: MOVED.
+            try await cluster.migrate(slot: slot, to: target)
+            try await expectRead("moved")
+        }
+    }
+
     @Test func writesWaitForTheirReplicas() async throws {
         let cluster = try await SharedRedisCluster.get()
         let script = RedisScript("return redis.call('INCR', KEYS[1])")

@@ -90,9 +90,31 @@ struct RESPReaderTests {
         let payload = [UInt8](repeating: 7, count: 1024 * 1024)
         try reader.feed(ByteBuffer(bytes: Array("*1\r\n$\(payload.count)\r\n".utf8) + payload + Array("\r\n".utf8)))
         #expect(try reader.next()?.array?.first?.bytes == payload)
+        // Let go of when the next reply is asked for (the one handed out stays readable until then).
+        #expect(try reader.next() == nil)
         #expect(reader.keptBytes <= 256 * 1024, "a mebibyte reply's buffer is let go")
         try reader.feed(ByteBuffer(string: "$2\r\nok\r\n"))
         #expect(try reader.next() == bulk("ok"))
+    }
+
+    @Test func aReplyIsReadInPlaceWithACursor() throws {
+        let reader = RESPReader()
+        try reader.feed(ByteBuffer(string: "*3\r\n*2\r\n:1\r\n$1\r\na\r\n+OK\r\n$-1\r\n-ERR x\r\n"))
+        let reply = try #require(try reader.nextReply())
+        #expect(reply.value() == .array([.array([.integer(1), bulk("a")]), .simpleString("OK"), .null]))
+        var cursor = reply.cursor
+        guard case .array(count: 3)? = cursor.next(), case .array(count: 2)? = cursor.nextValue(),
+            case .simpleString(let ok)? = cursor.next(), case .null? = cursor.next()
+        else {
+            Issue.record("the cursor read the reply out of order")
+            return
+        }
+        #expect(String(decoding: ok, as: UTF8.self) == "OK")
+        #expect(cursor.next() == nil)
+        #expect(reply.errorMessage == nil)
+        let error = try #require(try reader.nextReply())
+        #expect(error.errorMessage == "ERR x")
+        #expect(try reader.nextReply() == nil)
     }
 
     @Test func garbageIsAStickyProtocolError() throws {

@@ -186,6 +186,35 @@ struct RedisClientIntegrationTests {
         try await group.shutdownGracefully()
     }
 
+    @Test func repliesAreDecodedWhereTheyLie() async throws {
+        let key = TestRedis.uniqueName("decoded")
+        let eventLoop = MultiThreadedEventLoopGroup.singleton.any()
+        @Sendable func lengths(_ reply: RESPReply) throws -> [Int] {
+            var cursor = reply.cursor
+            guard case .array(let count)? = cursor.next() else { throw TestFailure("not an array") }
+            return try (0..<count).map { _ in
+                guard case .bulkString(let bytes)? = cursor.next() else { throw TestFailure("not a bulk string") }
+                return bytes.count
+            }
+        }
+        try await withRedisClient(try configuration()) { client in
+            try await waitForRecovery(client)
+            try await client.execute("RPUSH", key, "a", "bb", "ccc")
+            let range = RedisCommand("LRANGE", key: key, [key, 0, -1])
+            #expect(try await client.execute(range, decode: lengths) == [1, 2, 3])
+            let now = try #require(client.executeImmediately(range, on: eventLoop, decode: lengths))
+            #expect(try await now.get() == [1, 2, 3])
+            // An error reply fails the call as `execute` does; so does the decoder's own error.
+            let error = await #expect(throws: RedisError.self) {
+                try await client.execute(RedisCommand("GET", key: key, [key]), decode: lengths)
+            }
+            #expect(error?.replyCode == "WRONGTYPE")
+            await #expect(throws: TestFailure.self) { try await client.execute(RedisCommand("PING"), decode: lengths) }
+            // The connection goes on after both.
+            #expect(try await client.execute(range, decode: lengths) == [1, 2, 3])
+        }
+    }
+
     @Test func scriptsRunImmediatelyFromAnEventLoop() async throws {
         let script = RedisScript("return {KEYS[1], ARGV[1], ARGV[2], '\(TestRedis.uniqueName())'}")
         let key = TestRedis.uniqueName("script")

@@ -1,8 +1,8 @@
 import Foundation
 import NIOCore
-import RedisClient
 import Testing
 
+@testable import RedisClient
 @testable import Relay
 
 @Suite("Ids, JSON text and keys")
@@ -65,6 +65,30 @@ struct ModelTests {
         #expect(ChatStore.seq(ofEntryID: ByteBuffer(string: "7")) == 7)
         for bad in ["", "-0", "x-0", "1x-0", "1234567890123456789-0"] {
             #expect(ChatStore.seq(ofEntryID: ByteBuffer(string: bad)) == nil, "\(bad)")
+        }
+    }
+
+    @Test func aPageOfTheLogIsReadWhereTheReplyLies() throws {
+        let left = "{\"channel_id\":\"c-1\",\"seq\":2,\"type\":\"member_left\",\"user_id\":\"bob\"}"
+        let wire =
+            "*3\r\n"
+            // Another field first, with an array for its value.
+            + "*2\r\n$3\r\n1-0\r\n*4\r\n$1\r\nx\r\n*1\r\n:5\r\n$1\r\ne\r\n$9\r\n{\"seq\":1}\r\n"
+            + "*2\r\n$3\r\n2-0\r\n*2\r\n$1\r\ne\r\n$\(left.utf8.count)\r\n\(left)\r\n"
+            // No event: passed over.
+            + "*2\r\n$3\r\n3-0\r\n*2\r\n$1\r\nf\r\n$1\r\n1\r\n"
+        func page(_ wire: String) throws -> [ChatStore.LogEvent] {
+            let reader = RESPReader()
+            try reader.feed(ByteBuffer(string: wire))
+            return try ChatStore.logPage(try #require(try reader.nextReply()))
+        }
+        let events = try page(wire)
+        #expect(events.map(\.seq) == [1, 2])
+        #expect(events.map(\.frame) == [WebSocketWire.text("{\"seq\":1}"), WebSocketWire.text(left)])
+        #expect(events.map(\.membership) == [nil, .left(user: "bob")])
+        #expect(try page("*0\r\n").isEmpty)
+        for malformed in [":1\r\n", "*1\r\n*2\r\n$1\r\nx\r\n*0\r\n", "*1\r\n*1\r\n$3\r\n1-0\r\n", "*1\r\n*2\r\n$3\r\n1-0\r\n$1\r\ne\r\n"] {
+            #expect(throws: RedisError.self, "\(malformed)") { try page(malformed) }
         }
     }
 

@@ -352,18 +352,40 @@ public final class RedisClient: Service, Sendable {
         }
     }
 
-    /// ``execute(_:)`` for a caller on an event loop, with no task (for the relay's live
+    /// Sends `command` and reads its reply in place with `decode` (no ``RESPValue`` is made of
+    /// it), on the event loop of the connection it went out on; `decode` must copy what it keeps.
+    /// Routed, redirected and retried as ``execute(_:)``.
+    package func execute<Value: Sendable>(
+        _ command: RedisCommand,
+        decode: @escaping @Sendable (RESPReply) throws -> Value
+    ) async throws -> Value {
+        switch try await self.route() {
+        case .connection(let connection):
+            return try await connection.execute(command, on: connection.channel.eventLoop, decode: decode).get()
+        case .cluster(let cluster):
+            return try await cluster.perform(key: command.key) { connection, asking in
+                try await connection.execute(command, asking: asking, on: connection.channel.eventLoop, decode: decode).get()
+            }
+        }
+    }
+
+    /// ``execute(_:decode:)`` for a caller on an event loop, with no task (for the relay's live
     /// connections, whose reads of the log are answered on their loops): when a connection to the
     /// command's node is up, the command goes out at once, on `eventLoop`'s own connection if it
     /// has one, and the future completes on `eventLoop`. Should a cluster node redirect it,
-    /// ``execute(_:)`` takes over. Otherwise nil: use ``execute(_:)``, which waits for a connection.
-    package func executeImmediately(_ command: RedisCommand, on eventLoop: any EventLoop) -> EventLoopFuture<RESPValue>? {
+    /// ``execute(_:decode:)`` takes over. Otherwise nil: use ``execute(_:decode:)``, which waits
+    /// for a connection.
+    package func executeImmediately<Value: Sendable>(
+        _ command: RedisCommand,
+        on eventLoop: any EventLoop,
+        decode: @escaping @Sendable (RESPReply) throws -> Value
+    ) -> EventLoopFuture<Value>? {
         guard let connection = self.readyConnection(forKey: command.key, on: eventLoop) else { return nil }
-        return connection.execute(command, on: eventLoop).flatMapError { error -> EventLoopFuture<RESPValue> in
+        return connection.execute(command, on: eventLoop, decode: decode).flatMapError { error -> EventLoopFuture<Value> in
             guard let redisError = error as? RedisError, RedisClusterRedirection(redisError) != nil, self.isCluster else {
                 return eventLoop.makeFailedFuture(error)
             }
-            return eventLoop.makeFutureWithTask { try await self.execute(command) }
+            return eventLoop.makeFutureWithTask { try await self.execute(command, decode: decode) }
         }
     }
 

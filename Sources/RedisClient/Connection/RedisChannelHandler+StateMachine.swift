@@ -46,23 +46,23 @@ extension RedisChannelHandler {
         }
 
         enum ReplyAction {
-            case succeed(Continuation, RESPValue)
+            case succeed(Continuation)
             case drop
             case closeConnection(RedisError)
         }
 
         /// A reply arrived for the head of the FIFO.
-        mutating func receivedReply(_ value: RESPValue) -> ReplyAction {
+        mutating func receivedReply() -> ReplyAction {
             switch self.state {
             case .active(var pending):
                 self.state = .modifying
                 let request = pending.popFirst()
                 self.state = .active(pending)
                 guard let request else {
-                    return .closeConnection(RedisError(.protocolViolation, "reply without a request: \(value)"))
+                    return .closeConnection(RedisError(.protocolViolation, "a reply without a request"))
                 }
                 guard let continuation = request.continuation else { return .drop }
-                return .succeed(continuation, value)
+                return .succeed(continuation)
             case .closed:
                 return .drop
             case .modifying:

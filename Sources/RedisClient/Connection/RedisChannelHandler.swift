@@ -13,6 +13,20 @@ final class RedisChannelHandler: ChannelInboundHandler {
         case pipeline(PipelineCollector, Int)
         /// A caller on an event loop, with no task waiting.
         case promise(EventLoopPromise<RESPValue>)
+        /// A caller that reads the reply in place, on the reader's tape.
+        case decoder(any RESPReplyDecoder)
+
+        /// Hands over `reply`: read in place by a decoder, as a ``RESPValue`` to everyone else.
+        func succeed(_ reply: RESPReply) {
+            if let message = reply.errorMessage {
+                self.fail(RedisError(.serverError, message))
+                return
+            }
+            switch self {
+            case .decoder(let decoder): decoder.decode(reply)
+            default: self.succeed(reply.value())
+            }
+        }
 
         func succeed(_ value: RESPValue) {
             if case .error(let message) = value {
@@ -23,6 +37,7 @@ final class RedisChannelHandler: ChannelInboundHandler {
             case .single(let continuation): continuation.resume(returning: value)
             case .promise(let promise): promise.succeed(value)
             case .pipeline(let collector, let index): collector.complete(index, .success(value))
+            case .decoder(let decoder): decoder.fail(RedisError(.protocolViolation, "no reply to decode: \(value)"))
             }
         }
 
@@ -30,6 +45,7 @@ final class RedisChannelHandler: ChannelInboundHandler {
             switch self {
             case .single(let continuation): continuation.resume(throwing: error)
             case .promise(let promise): promise.fail(error)
+            case .decoder(let decoder): decoder.fail(error)
             case .pipeline(let collector, let index):
                 collector.complete(index, .failure(error as? RedisError ?? RedisError(.connectionClosed, "\(error)")))
             }
@@ -119,13 +135,23 @@ final class RedisChannelHandler: ChannelInboundHandler {
         let buffer = self.unwrapInboundIn(data)
         do {
             try self.reader.feed(buffer)
-            while let value = try self.reader.next() {
-                if let onPush = self.onPush, Self.isPush(value) || Self.isClusterRefusal(value) {
-                    onPush(value)
+            while let reply = try self.reader.nextReply() {
+                if let onPush = self.onPush {
+                    // A subscriber: pushes, and the few replies to its own commands.
+                    let value = reply.value()
+                    if Self.isPush(value) || Self.isClusterRefusal(value) {
+                        onPush(value)
+                        continue
+                    }
+                    switch self.stateMachine.receivedReply() {
+                    case .succeed(let completion): completion.succeed(value)
+                    case .drop: break
+                    case .closeConnection(let error): self.closeWithError(error, context: context)
+                    }
                     continue
                 }
-                switch self.stateMachine.receivedReply(value) {
-                case .succeed(let completion, let value): completion.succeed(value)
+                switch self.stateMachine.receivedReply() {
+                case .succeed(let completion): completion.succeed(reply)
                 case .drop: break
                 case .closeConnection(let error): self.closeWithError(error, context: context)
                 }
@@ -227,5 +253,30 @@ final class PipelineCollector: @unchecked Sendable {
         if self.remaining == 0 {
             self.continuation.resume(returning: self.results.map { $0! })
         }
+    }
+}
+
+/// Reads a reply where it lies, on the connection's event loop, and hands on what it made of it.
+protocol RESPReplyDecoder: Sendable {
+    /// `reply` is valid only during the call.
+    func decode(_ reply: RESPReply)
+    func fail(_ error: any Error)
+}
+
+/// A decoder whose result completes a promise.
+struct RESPDecodingPromise<Value: Sendable>: RESPReplyDecoder {
+    let promise: EventLoopPromise<Value>
+    let body: @Sendable (RESPReply) throws -> Value
+
+    func decode(_ reply: RESPReply) {
+        do {
+            self.promise.succeed(try self.body(reply))
+        } catch {
+            self.promise.fail(error)
+        }
+    }
+
+    func fail(_ error: any Error) {
+        self.promise.fail(error)
     }
 }

@@ -91,6 +91,37 @@ public final class RedisConnection: Sendable {
         return promise.futureResult
     }
 
+    /// Sends one command (after `ASKING`, when `asking`, in the same write) and reads its reply
+    /// in place with `decode`, on the connection's event loop; the future completes on
+    /// `eventLoop` with what `decode` made of it (failed with a ``RedisError`` as
+    /// ``execute(_:)`` throws one, or with what `decode` threw). `decode` must copy what it keeps.
+    package func execute<Value: Sendable>(
+        _ command: RedisCommand,
+        asking: Bool = false,
+        on eventLoop: any EventLoop,
+        decode: @escaping @Sendable (RESPReply) throws -> Value
+    ) -> EventLoopFuture<Value> {
+        let promise = eventLoop.makePromise(of: Value.self)
+        let decoder = RedisChannelHandler.Completion.decoder(RESPDecodingPromise(promise: promise, body: decode))
+        guard asking else {
+            self.send(command, id: self.nextID.add(1, ordering: .relaxed).newValue, completion: decoder)
+            return promise.futureResult
+        }
+        // ASKING's own answer tells nothing the command's does not.
+        let asked = eventLoop.makePromise(of: RESPValue.self)
+        var buffer = self.channel.allocator.buffer(capacity: 64 + command.storage.count + 16 * command.argumentCount)
+        RedisCommand("ASKING").encode(into: &buffer)
+        command.encode(into: &buffer)
+        let bytes = buffer
+        let last = self.nextID.add(2, ordering: .relaxed).newValue
+        let deadline = NIODeadline.now() + self.commandTimeout
+        let handler = self.handler
+        self.channel.eventLoop.execute {
+            handler.value.send(bytes, ids: (last - 1)..<(last + 1), completions: [.promise(asked), decoder], deadline: deadline)
+        }
+        return promise.futureResult
+    }
+
     /// Encodes `command` here and hands it, with whoever waits for its reply, to the connection's loop.
     private func send(_ command: RedisCommand, id: UInt64, completion: RedisChannelHandler.Completion) {
         var buffer = self.channel.allocator.buffer(capacity: 32 + command.storage.count + 16 * command.argumentCount)

@@ -43,20 +43,32 @@ final class RESPReader {
         }
     }
 
+    /// Whether the tape holds a reply handed out by ``nextReply()``, to be let go of first.
+    private var holdsReply = false
+
     /// The next complete reply, or `nil` when more bytes are needed.
     func next() throws(RedisError) -> RESPValue? {
+        try self.nextReply()?.value(allocator: self.allocator)
+    }
+
+    /// The next complete reply as it lies on the tape, or `nil` when more bytes are needed. It
+    /// stays valid until the next call; read it, or make a ``RESPValue`` of it, before then.
+    func nextReply() throws(RedisError) -> RESPReply? {
+        if self.holdsReply {
+            relay_resp_tape_reset(self.tape)
+            self.holdsReply = false
+        }
         var raw: UnsafeMutableRawPointer?
         guard redisReaderGetReply(self.reader, &raw) == REDIS_OK else {
             throw RedisError(.protocolViolation, self.errorMessage)
         }
         guard raw != nil else { return nil }
-        defer { relay_resp_tape_reset(self.tape) }
+        self.holdsReply = true
         let tape = self.tape.pointee
         guard let nodes = tape.nodes, tape.node_count > 0 else {
             throw RedisError(.protocolViolation, "RESP parse error: a reply with no value")
         }
-        var index = 0
-        return self.value(nodes, count: tape.node_count, bytes: tape.bytes, at: &index)
+        return RESPReply(nodes: nodes, count: tape.node_count, bytes: tape.bytes.map { UnsafeRawPointer($0) })
     }
 
     /// The bytes the tape keeps for the next reply.
@@ -68,42 +80,97 @@ final class RESPReader {
             return "RESP parse error: " + String(decoding: chars, as: UTF8.self)
         }
     }
+}
 
-    /// The value at `index` on the tape (an array with its elements after it); moves `index` past it.
-    private func value(
-        _ nodes: UnsafeMutablePointer<relay_resp_node>,
-        count: Int,
-        bytes: UnsafeMutablePointer<CChar>?,
-        at index: inout Int
-    ) -> RESPValue {
-        precondition(index < count, "a reply's array has fewer elements on the tape than it said")
-        let node = nodes[index]
-        index += 1
-        switch node.type {
-        case REDIS_REPLY_STRING:
-            return .bulkString(self.buffer(bytes, node))
-        case REDIS_REPLY_STATUS:
-            return .simpleString(String(buffer: self.buffer(bytes, node)))
-        case REDIS_REPLY_ERROR:
-            return .error(String(buffer: self.buffer(bytes, node)))
-        case REDIS_REPLY_INTEGER:
-            return .integer(Int64(node.integer))
-        case REDIS_REPLY_NIL:
-            return .null
-        case REDIS_REPLY_ARRAY:
-            var elements = [RESPValue]()
-            elements.reserveCapacity(Int(node.count))
-            for _ in 0..<node.count {
-                elements.append(self.value(nodes, count: count, bytes: bytes, at: &index))
+/// A reply as it lies on a ``RESPReader``'s tape, read in place: no ``RESPValue`` (and no
+/// allocation per string) is made of it unless asked for.
+///
+/// Valid only while the reader hands it out: a caller that decodes a reply with it
+/// (`RedisConnection/execute(_:asking:on:decode:)`) must copy what it keeps.
+package struct RESPReply {
+    fileprivate let nodes: UnsafePointer<relay_resp_node>
+    fileprivate let count: Int
+    fileprivate let bytes: UnsafeRawPointer?
+
+    /// One value of the reply; a string's bytes are valid only while the reply is.
+    package enum Item {
+        case array(count: Int)
+        case bulkString(UnsafeRawBufferPointer)
+        case simpleString(UnsafeRawBufferPointer)
+        case error(UnsafeRawBufferPointer)
+        case integer(Int64)
+        case null
+    }
+
+    /// Reads the reply's values in order: an array, then its elements.
+    package struct Cursor {
+        fileprivate let reply: RESPReply
+        fileprivate var index = 0
+
+        /// The next value, or nil past the reply's last.
+        package mutating func next() -> Item? {
+            guard self.index < self.reply.count else { return nil }
+            defer { self.index += 1 }
+            return self.reply.item(at: self.index)
+        }
+
+        /// The next value whole: an array comes with its elements passed over.
+        package mutating func nextValue() -> Item? {
+            let item = self.next()
+            if case .array(let count)? = item {
+                for _ in 0..<count { _ = self.nextValue() }
             }
-            return .array(elements)
-        default:
-            preconditionFailure("hiredis returned an unknown reply type \(node.type)")
+            return item
         }
     }
 
-    private func buffer(_ bytes: UnsafeMutablePointer<CChar>?, _ node: relay_resp_node) -> ByteBuffer {
-        guard let bytes, node.length > 0 else { return self.allocator.buffer(capacity: 0) }
-        return self.allocator.buffer(bytes: UnsafeRawBufferPointer(start: bytes + node.offset, count: node.length))
+    package var cursor: Cursor { Cursor(reply: self) }
+
+    /// An error reply's message.
+    var errorMessage: String? {
+        guard case .error(let message) = self.item(at: 0) else { return nil }
+        return String(decoding: message, as: UTF8.self)
+    }
+
+    private func item(at index: Int) -> Item {
+        let node = self.nodes[index]
+        switch node.type {
+        case REDIS_REPLY_STRING: return .bulkString(self.bytes(of: node))
+        case REDIS_REPLY_STATUS: return .simpleString(self.bytes(of: node))
+        case REDIS_REPLY_ERROR: return .error(self.bytes(of: node))
+        case REDIS_REPLY_INTEGER: return .integer(Int64(node.integer))
+        case REDIS_REPLY_NIL: return .null
+        case REDIS_REPLY_ARRAY: return .array(count: Int(node.count))
+        default: preconditionFailure("hiredis returned an unknown reply type \(node.type)")
+        }
+    }
+
+    private func bytes(of node: relay_resp_node) -> UnsafeRawBufferPointer {
+        guard let bytes = self.bytes, node.length > 0 else { return UnsafeRawBufferPointer(start: nil, count: 0) }
+        return UnsafeRawBufferPointer(start: bytes + node.offset, count: node.length)
+    }
+
+    /// The reply as a ``RESPValue``, copied off the tape.
+    func value(allocator: ByteBufferAllocator = ByteBufferAllocator()) -> RESPValue {
+        var cursor = self.cursor
+        return Self.value(&cursor, allocator: allocator)
+    }
+
+    private static func value(_ cursor: inout Cursor, allocator: ByteBufferAllocator) -> RESPValue {
+        guard let item = cursor.next() else {
+            preconditionFailure("a reply's array has fewer elements on the tape than it said")
+        }
+        switch item {
+        case .bulkString(let bytes): return .bulkString(allocator.buffer(bytes: bytes))
+        case .simpleString(let bytes): return .simpleString(String(decoding: bytes, as: UTF8.self))
+        case .error(let bytes): return .error(String(decoding: bytes, as: UTF8.self))
+        case .integer(let value): return .integer(value)
+        case .null: return .null
+        case .array(let count):
+            var elements = [RESPValue]()
+            elements.reserveCapacity(count)
+            for _ in 0..<count { elements.append(Self.value(&cursor, allocator: allocator)) }
+            return .array(elements)
+        }
     }
 }

@@ -1,4 +1,5 @@
 import NIOCore
+import NIOWebSocket
 import RedisClient
 
 extension ChatStore {
@@ -35,13 +36,14 @@ extension ChatStore {
         return lookups
     }
 
-    /// Events after `seq`, ascending, up to `limit`, as the log holds them (for a replay: the bytes
-    /// go into frames as they are, never through a `String`).
-    func logEvents(channel id: String, after seq: Int64, limit: Int) async throws -> [(seq: Int64, json: ByteBuffer)] {
-        let reply = try await self.timed("replay") {
-            try await self.redis.execute(Self.logRange(channel: id, after: seq, limit: limit))
+    typealias LogEvent = LiveConnectionHandler.StateMachine.LogEvent
+
+    /// Events after `seq`, ascending, up to `limit`, each as a frame made straight from the
+    /// reply's bytes (a replay: the JSON goes into the frame as the log holds it).
+    func logEvents(channel id: String, after seq: Int64, limit: Int) async throws -> [LogEvent] {
+        try await self.timed("replay") {
+            try await self.redis.execute(Self.logRange(channel: id, after: seq, limit: limit), decode: Self.logPage)
         }
-        return try Self.logEvents(reply)
     }
 
     /// ``logEvents(channel:after:limit:)`` for a caller on `eventLoop`, with no task: nil when
@@ -51,15 +53,16 @@ extension ChatStore {
         after seq: Int64,
         limit: Int,
         on eventLoop: any EventLoop
-    ) -> EventLoopFuture<[(seq: Int64, json: ByteBuffer)]>? {
+    ) -> EventLoopFuture<[LogEvent]>? {
         let start = ContinuousClock.now
-        guard let reply = self.redis.executeImmediately(Self.logRange(channel: id, after: seq, limit: limit), on: eventLoop) else {
+        let command = Self.logRange(channel: id, after: seq, limit: limit)
+        guard let page = self.redis.executeImmediately(command, on: eventLoop, decode: Self.logPage) else {
             return nil
         }
         let metrics = self.metrics
         // Timed as `timed` does: the answer, whether a reply or an error.
-        reply.whenComplete { _ in metrics.redisLatency("replay", ContinuousClock.now - start) }
-        return reply.flatMapThrowing { try Self.logEvents($0) }
+        page.whenComplete { _ in metrics.redisLatency("replay", ContinuousClock.now - start) }
+        return page
     }
 
     /// `XRANGE` of a channel's log: up to `limit` entries after `seq`.
@@ -68,36 +71,46 @@ extension ChatStore {
         return RedisCommand("XRANGE", key: log, [log, "\(seq + 1)-0", "+", "COUNT", limit])
     }
 
-    /// The events of an `XRANGE` reply, read straight from it: `[[id, [field, value, …]], …]`,
-    /// the event in field `e`.
-    private static func logEvents(_ reply: RESPValue) throws -> [(seq: Int64, json: ByteBuffer)] {
-        guard case .array(let rows) = reply else { throw RedisError(.protocolViolation, "XRANGE answered \(reply)") }
-        var events: [(seq: Int64, json: ByteBuffer)] = []
-        events.reserveCapacity(rows.count)
-        for row in rows {
-            guard case .array(let entry) = row, entry.count == 2, case .bulkString(let entryID) = entry[0],
-                let seq = Self.seq(ofEntryID: entryID), case .array(let fields) = entry[1]
-            else { throw RedisError(.protocolViolation, "malformed stream entry \(row)") }
-            var index = 0
-            while index + 1 < fields.count {
-                if case .bulkString(let name) = fields[index], name.readableBytes == 1,
-                    name.getInteger(at: name.readerIndex, as: UInt8.self) == UInt8(ascii: "e"),
-                    case .bulkString(let json) = fields[index + 1]
+    /// The events of an `XRANGE` reply (`[[id, [field, value, …]], …]`, the event in field `e`),
+    /// read where the reply lies: each event's frame is the one copy of its bytes.
+    @Sendable static func logPage(_ reply: RESPReply) throws -> [LogEvent] {
+        var cursor = reply.cursor
+        guard case .array(let rows)? = cursor.next() else { throw RedisError(.protocolViolation, "XRANGE answered no array") }
+        var events: [LogEvent] = []
+        events.reserveCapacity(rows)
+        for _ in 0..<rows {
+            guard case .array(count: 2)? = cursor.next(), case .bulkString(let entryID)? = cursor.nextValue(),
+                let seq = Self.seq(ofEntryID: entryID), case .array(var fields)? = cursor.next()
+            else { throw RedisError(.protocolViolation, "malformed stream entry in an XRANGE reply") }
+            var event: LogEvent?
+            while fields > 0 {
+                let name = cursor.nextValue()
+                let value = fields > 1 ? cursor.nextValue() : nil
+                fields -= 2
+                if event == nil, case .bulkString(let name)? = name, name.count == 1, name[0] == UInt8(ascii: "e"),
+                    case .bulkString(let json)? = value
                 {
-                    events.append((seq, json))
-                    break
+                    event = LogEvent(
+                        seq: seq,
+                        frame: WebSocketWire.frame(opcode: .text, bytes: json),
+                        membership: EventMembership.of(bytes: json)
+                    )
                 }
-                index += 2
             }
+            if let event { events.append(event) }
         }
         return events
     }
 
     /// The seq of a log entry's id, `<seq>-0`, read from its bytes.
     static func seq(ofEntryID id: ByteBuffer) -> Int64? {
+        Self.seq(ofEntryID: id.readableBytesView)
+    }
+
+    static func seq(ofEntryID id: some Sequence<UInt8>) -> Int64? {
         var seq: Int64 = 0
         var digits = 0
-        for byte in id.readableBytesView {
+        for byte in id {
             if byte == UInt8(ascii: "-") { break }
             guard byte >= UInt8(ascii: "0"), byte <= UInt8(ascii: "9"), digits < 18 else { return nil }
             seq = seq * 10 + Int64(byte - UInt8(ascii: "0"))

@@ -312,14 +312,11 @@ final class LiveConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         // A page comes back to the loop as an input; a task reads it only when no connection
         // to Redis is up yet.
         if let page = services.store.logEventsImmediately(channel: read.channel, after: read.after, limit: read.limit, on: eventLoop) {
-            page.whenComplete { result in
-                loopBound.value.logRead(read, page: (try? result.get()).map(StateMachine.LogEvent.page))
-            }
+            page.whenComplete { result in loopBound.value.logRead(read, page: try? result.get()) }
             return
         }
         Task {
-            let events = try? await services.store.logEvents(channel: read.channel, after: read.after, limit: read.limit)
-            let page = events.map(StateMachine.LogEvent.page)
+            let page = try? await services.store.logEvents(channel: read.channel, after: read.after, limit: read.limit)
             eventLoop.execute { loopBound.value.logRead(read, page: page) }
         }
     }
@@ -533,18 +530,5 @@ final class LiveConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         for error in errors { self.write(error) }
         self.apply(outcome)
         self.flush()
-    }
-}
-
-extension LiveConnectionHandler.StateMachine.LogEvent {
-    /// A page of the log as the state machine takes it: each event's frame made once.
-    static func page(_ events: [(seq: Int64, json: ByteBuffer)]) -> [Self] {
-        events.map { event in
-            Self(
-                seq: event.seq,
-                frame: WebSocketWire.frame(opcode: .text, payload: event.json),
-                membership: EventMembership.of(json: event.json)
-            )
-        }
     }
 }

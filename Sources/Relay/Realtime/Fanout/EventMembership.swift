@@ -24,7 +24,7 @@ enum EventMembership: Sendable, Equatable {
     /// How far into an event its `type` may start: past the channel id (64 bytes at most) and the seq.
     private static let typeWindow = 160
 
-    private static func of(bytes: UnsafeRawBufferPointer) -> EventMembership? {
+    static func of(bytes: UnsafeRawBufferPointer) -> EventMembership? {
         guard let type = EventJSON.field(.type, in: bytes, within: Self.typeWindow) else { return nil }
         let joined: Bool
         if type.elementsEqual(Self.memberJoined) {
