@@ -136,22 +136,19 @@ final class RedisChannelHandler: ChannelInboundHandler {
         do {
             try self.reader.feed(buffer)
             while let reply = try self.reader.nextReply() {
+                // On a subscriber, pushes (and cluster refusals) go to its handler, not to a request.
+                var value: RESPValue?
                 if let onPush = self.onPush {
-                    // A subscriber: pushes, and the few replies to its own commands.
-                    let value = reply.value()
-                    if Self.isPush(value) || Self.isClusterRefusal(value) {
-                        onPush(value)
+                    let pushed = reply.value()
+                    if Self.isPush(pushed) || Self.isClusterRefusal(pushed) {
+                        onPush(pushed)
                         continue
                     }
-                    switch self.stateMachine.receivedReply() {
-                    case .succeed(let completion): completion.succeed(value)
-                    case .drop: break
-                    case .closeConnection(let error): self.closeWithError(error, context: context)
-                    }
-                    continue
+                    value = pushed
                 }
                 switch self.stateMachine.receivedReply() {
-                case .succeed(let completion): completion.succeed(reply)
+                case .succeed(let completion):
+                    if let value { completion.succeed(value) } else { completion.succeed(reply) }
                 case .drop: break
                 case .closeConnection(let error): self.closeWithError(error, context: context)
                 }
