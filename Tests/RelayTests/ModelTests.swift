@@ -23,6 +23,9 @@ struct ModelTests {
         #expect(Set(ids).count == ids.count)
         #expect(ids.map { $0.prefix(11) } == ids.map { $0.prefix(11) }.sorted())
         #expect(ids[0].count == 21)
+        // The clock's 50 bits in Crockford base32, most significant first.
+        #expect(ids[0].hasPrefix("m01kb60t4g0"))
+        #expect(Identifier.make(prefix: "ch-", now: 0).hasPrefix("ch-0000000000"))
     }
 
     @Test func quotedTextIsJSONThatDecodesToTheSameString() throws {

@@ -27,24 +27,31 @@ enum Identifier {
     /// A new random id, `prefix` then 20 characters of Crockford base32, time-ordered: the
     /// first 10 encode the millisecond clock, so ids sort by creation time.
     static func make(prefix: String, now: UInt64 = Clock.milliseconds()) -> String {
-        var text = prefix
-        text.reserveCapacity(prefix.utf8.count + 20)
-        var time = now
-        var timeChars = [Character](repeating: "0", count: 10)
-        for index in stride(from: 9, through: 0, by: -1) {
-            timeChars[index] = Self.alphabet[Int(time & 31)]
-            time >>= 5
-        }
-        text.append(contentsOf: timeChars)
         var random = SystemRandomNumberGenerator()
         let bits = random.next() as UInt64
-        for index in 0..<10 {
-            text.append(Self.alphabet[Int((bits >> (UInt64(index) * 5)) & 31)])
+        let prefix = prefix.utf8
+        // Written byte by byte into the string's own storage (one per message sent: no
+        // `Character`s, no intermediate array).
+        return String(unsafeUninitializedCapacity: prefix.count + 20) { buffer in
+            var offset = 0
+            for byte in prefix {
+                buffer[offset] = byte
+                offset += 1
+            }
+            var time = now
+            for index in stride(from: offset + 9, through: offset, by: -1) {
+                buffer[index] = Self.alphabet[Int(time & 31)]
+                time >>= 5
+            }
+            offset += 10
+            for index in 0..<10 {
+                buffer[offset + index] = Self.alphabet[Int((bits >> (UInt64(index) * 5)) & 31)]
+            }
+            return offset + 10
         }
-        return text
     }
 
-    private static let alphabet = Array("0123456789abcdefghjkmnpqrstvwxyz")
+    private static let alphabet = Array("0123456789abcdefghjkmnpqrstvwxyz".utf8)
 }
 
 /// Wall-clock milliseconds since the epoch.
