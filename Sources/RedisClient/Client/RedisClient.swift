@@ -381,11 +381,23 @@ public final class RedisClient: Service, Sendable {
         decode: @escaping @Sendable (RESPReply) throws -> Value
     ) -> EventLoopFuture<Value>? {
         guard let connection = self.readyConnection(forKey: command.key, on: eventLoop) else { return nil }
-        return connection.execute(command, on: eventLoop, decode: decode).flatMapError { error -> EventLoopFuture<Value> in
+        return self.followingRedirection(connection.execute(command, on: eventLoop, decode: decode), on: eventLoop) {
+            try await self.execute(command, decode: decode)
+        }
+    }
+
+    /// `future`, unless a cluster node redirected its command (which then did not run): then
+    /// `retry`, an `async` path that follows redirections, run in a task.
+    func followingRedirection<Value: Sendable>(
+        _ future: EventLoopFuture<Value>,
+        on eventLoop: any EventLoop,
+        retry: @escaping @Sendable () async throws -> Value
+    ) -> EventLoopFuture<Value> {
+        future.flatMapError { error -> EventLoopFuture<Value> in
             guard let redisError = error as? RedisError, RedisClusterRedirection(redisError) != nil, self.isCluster else {
                 return eventLoop.makeFailedFuture(error)
             }
-            return eventLoop.makeFutureWithTask { try await self.execute(command, decode: decode) }
+            return eventLoop.makeFutureWithTask(retry)
         }
     }
 

@@ -108,17 +108,7 @@ public final class RedisConnection: Sendable {
             return promise.futureResult
         }
         // ASKING's own answer tells nothing the command's does not.
-        let asked = eventLoop.makePromise(of: RESPValue.self)
-        var buffer = self.channel.allocator.buffer(capacity: 64 + command.storage.count + 16 * command.argumentCount)
-        RedisCommand("ASKING").encode(into: &buffer)
-        command.encode(into: &buffer)
-        let bytes = buffer
-        let last = self.nextID.add(2, ordering: .relaxed).newValue
-        let deadline = NIODeadline.now() + self.commandTimeout
-        let handler = self.handler
-        self.channel.eventLoop.execute {
-            handler.value.send(bytes, ids: (last - 1)..<(last + 1), completions: [.promise(asked), decoder], deadline: deadline)
-        }
+        self.send([RedisCommand("ASKING"), command], completions: [.promise(eventLoop.makePromise()), decoder])
         return promise.futureResult
     }
 
@@ -139,6 +129,15 @@ public final class RedisConnection: Sendable {
     /// Each result is the reply or that command's own error; a lost connection fails the
     /// commands that had no reply yet.
     public func pipeline(_ commands: [RedisCommand]) async -> [Result<RESPValue, RedisError>] {
+        await withCheckedContinuation { continuation in
+            let collector = PipelineCollector(count: commands.count, continuation: continuation)
+            guard !commands.isEmpty else { return }
+            self.send(commands, completions: (0..<commands.count).map { .pipeline(collector, $0) })
+        }
+    }
+
+    /// ``send(_:id:completion:)`` for several commands, in one write.
+    private func send(_ commands: [RedisCommand], completions: [RedisChannelHandler.Completion]) {
         var buffer = self.channel.allocator.buffer(capacity: 64 * commands.count)
         for command in commands { command.encode(into: &buffer) }
         let bytes = buffer
@@ -147,13 +146,8 @@ public final class RedisConnection: Sendable {
         let ids = (last - count + 1)..<(last + 1)
         let deadline = NIODeadline.now() + self.commandTimeout
         let handler = self.handler
-        return await withCheckedContinuation { continuation in
-            let collector = PipelineCollector(count: commands.count, continuation: continuation)
-            guard !commands.isEmpty else { return }
-            self.channel.eventLoop.execute {
-                let completions = (0..<commands.count).map { RedisChannelHandler.Completion.pipeline(collector, $0) }
-                handler.value.send(bytes, ids: ids, completions: completions, deadline: deadline)
-            }
+        self.channel.eventLoop.execute {
+            handler.value.send(bytes, ids: ids, completions: completions, deadline: deadline)
         }
     }
 

@@ -10,7 +10,7 @@ import NIOCore
 /// hiredis builds each reply on a flat tape (`relay_resp_tape`, in the `CHiredis` shim) rather
 /// than as its own reply objects: a node per value, the strings' bytes one after another, in
 /// two buffers kept from reply to reply. A page of the log (200 entries, five values each) was
-/// a thousand allocations and frees in hiredis before it was copied into ``RESPValue``s.
+/// about two thousand allocations and frees in hiredis before it was copied into ``RESPValue``s.
 final class RESPReader {
     private let reader: UnsafeMutablePointer<redisReader>
     private let tape: UnsafeMutablePointer<relay_resp_tape>

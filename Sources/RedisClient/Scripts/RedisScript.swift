@@ -61,15 +61,11 @@ extension RedisClient {
             return nil
         }
         let evalsha = Self.evalsha(script, keys: keys, arguments: arguments)
-        return connection.execute(evalsha, on: eventLoop).flatMapError { error -> EventLoopFuture<RESPValue> in
+        let reply = connection.execute(evalsha, on: eventLoop).flatMapError { error -> EventLoopFuture<RESPValue> in
             guard (error as? RedisError)?.replyCode == "NOSCRIPT" else { return eventLoop.makeFailedFuture(error) }
             return connection.execute(Self.eval(script, replacing: evalsha), on: eventLoop)
-        }.flatMapError { error -> EventLoopFuture<RESPValue> in
-            guard let redisError = error as? RedisError, RedisClusterRedirection(redisError) != nil, self.isCluster else {
-                return eventLoop.makeFailedFuture(error)
-            }
-            return eventLoop.makeFutureWithTask { try await self.run(script, evalsha) }
         }
+        return self.followingRedirection(reply, on: eventLoop) { try await self.run(script, evalsha) }
     }
 
     /// The `EVAL` of `script` with the keys and arguments of its `EVALSHA` command.

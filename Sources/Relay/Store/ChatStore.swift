@@ -283,13 +283,10 @@ struct ChatStore: Sendable {
         on eventLoop: any EventLoop
     ) -> EventLoopFuture<(created: Bool, event: String)>? {
         let call = self.sendCall(channel: id, sender: sender, clientMessageID: clientMessageID, text: text)
-        let start = ContinuousClock.now
-        guard let reply = self.redis.runImmediately(self.scripts.send, keys: call.keys, arguments: call.arguments, on: eventLoop) else {
-            return nil
+        let sent = self.timed("send") {
+            self.redis.runImmediately(self.scripts.send, keys: call.keys, arguments: call.arguments, on: eventLoop)
         }
-        let metrics = self.metrics
-        // Timed as `timed` does: the answer, whether a reply or an error.
-        reply.whenComplete { _ in metrics.redisLatency("send", ContinuousClock.now - start) }
+        guard let reply = sent else { return nil }
         return reply.flatMapThrowing { reply in
             try self.sent(reply)
         }.flatMapErrorThrowing { error in
@@ -531,6 +528,16 @@ struct ChatStore: Sendable {
         return try await body()
     }
 
+    /// ``timed(_:_:)`` for an operation answered by a future (nil: none started): its latency
+    /// runs until the future completes, with a reply or an error.
+    func timed<T>(_ operation: String, _ body: () -> EventLoopFuture<T>?) -> EventLoopFuture<T>? {
+        let start = ContinuousClock.now
+        guard let future = body() else { return nil }
+        let metrics = self.metrics
+        future.whenComplete { _ in metrics.redisLatency(operation, ContinuousClock.now - start) }
+        return future
+    }
+
     /// Runs a script of channel `channel`, turning its error replies into ``ChatError``s.
     private func run(
         _ script: RedisScript,
@@ -547,11 +554,23 @@ struct ChatStore: Sendable {
     }
 
     /// The first seq from `XRANGE log - + COUNT 1`, or `lastSeq + 1` for an empty log.
-    private static func firstSeq(_ reply: RESPValue, lastSeq: Int64) -> Int64 {
-        guard let entry = reply.array?.first?.array?.first?.string, let seq = Int64(entry.prefix { $0 != "-" }) else {
-            return lastSeq + 1
-        }
+    static func firstSeq(_ reply: RESPValue, lastSeq: Int64) -> Int64 {
+        guard case .bulkString(let id)? = reply.array?.first?.array?.first, let seq = Self.seq(ofEntryID: id.readableBytesView)
+        else { return lastSeq + 1 }
         return seq
+    }
+
+    /// The seq of a log entry's id, `<seq>-0`, read from its bytes: the one reader of entry ids.
+    static func seq(ofEntryID id: some Sequence<UInt8>) -> Int64? {
+        var seq: Int64 = 0
+        var digits = 0
+        for byte in id {
+            if byte == UInt8(ascii: "-") { break }
+            guard byte >= UInt8(ascii: "0"), byte <= UInt8(ascii: "9"), digits < 18 else { return nil }
+            seq = seq * 10 + Int64(byte - UInt8(ascii: "0"))
+            digits += 1
+        }
+        return digits > 0 ? seq : nil
     }
 
     private static func string(_ reply: RESPValue) throws -> String {

@@ -30,7 +30,7 @@ extension ChatStore {
                 continue
             }
             let last = try results[base + 2].get().string.flatMap { Int64($0) } ?? 0
-            let first = Self.firstSeq(try results[base + 3].get()) ?? last + 1
+            let first = Self.firstSeq(try results[base + 3].get(), lastSeq: last)
             lookups[channel] = .member(lastSeq: last, firstSeq: first)
         }
         return lookups
@@ -54,15 +54,9 @@ extension ChatStore {
         limit: Int,
         on eventLoop: any EventLoop
     ) -> EventLoopFuture<[LogEvent]>? {
-        let start = ContinuousClock.now
-        let command = Self.logRange(channel: id, after: seq, limit: limit)
-        guard let page = self.redis.executeImmediately(command, on: eventLoop, decode: Self.logPage) else {
-            return nil
+        self.timed("replay") {
+            self.redis.executeImmediately(Self.logRange(channel: id, after: seq, limit: limit), on: eventLoop, decode: Self.logPage)
         }
-        let metrics = self.metrics
-        // Timed as `timed` does: the answer, whether a reply or an error.
-        page.whenComplete { _ in metrics.redisLatency("replay", ContinuousClock.now - start) }
-        return page
     }
 
     /// `XRANGE` of a channel's log: up to `limit` entries after `seq`.
@@ -102,29 +96,6 @@ extension ChatStore {
         return events
     }
 
-    /// The seq of a log entry's id, `<seq>-0`, read from its bytes.
-    static func seq(ofEntryID id: ByteBuffer) -> Int64? {
-        Self.seq(ofEntryID: id.readableBytesView)
-    }
-
-    static func seq(ofEntryID id: some Sequence<UInt8>) -> Int64? {
-        var seq: Int64 = 0
-        var digits = 0
-        for byte in id {
-            if byte == UInt8(ascii: "-") { break }
-            guard byte >= UInt8(ascii: "0"), byte <= UInt8(ascii: "9"), digits < 18 else { return nil }
-            seq = seq * 10 + Int64(byte - UInt8(ascii: "0"))
-            digits += 1
-        }
-        return digits > 0 ? seq : nil
-    }
-
-    /// The seq of an `XRANGE … COUNT 1` reply's entry (`<seq>-0`), if it has one.
-    private static func firstSeq(_ reply: RESPValue) -> Int64? {
-        guard let entry = reply.array?.first?.array?.first?.string else { return nil }
-        return Int64(entry.prefix { $0 != "-" })
-    }
-
     /// The seq of `user`'s latest `member_joined` in the channel, read back from the log's end a
     /// page at a time; the seq after the log's end if the log has none within `maxPages` pages
     /// (a join that old is not news to a live connection).
@@ -135,13 +106,13 @@ extension ChatStore {
         for _ in 0..<maxPages {
             let page = try await self.timed("join") { try await self.redis.streamReverseRange(log, from: end, to: "-", count: 200) }
             for entry in page {
-                guard let seq = Int64(entry.id.prefix { $0 != "-" }) else { continue }
+                guard let seq = Self.seq(ofEntryID: entry.id.utf8) else { continue }
                 if last == nil { last = seq }
                 if let json = entry["e"], EventMembership.of(json: json) == .joined(user: user) {
                     return seq
                 }
             }
-            guard page.count == 200, let oldest = page.last.flatMap({ Int64($0.id.prefix { $0 != "-" }) }), oldest > 1 else { break }
+            guard page.count == 200, let oldest = page.last.flatMap({ Self.seq(ofEntryID: $0.id.utf8) }), oldest > 1 else { break }
             end = "\(oldest - 1)-0"
         }
         return (last ?? 0) + 1
