@@ -9,6 +9,21 @@
 -- --retention-days (in ms); 0 means no limit.
 local RETAIN_EVENTS, RETAIN_MS = 0, 0
 
+-- Live events are published at once (SPUBLISH). With --redis-wait the relay rewrites the next
+-- line to DEFERRED = {} and wraps the script so that it answers {reply, DEFERRED}: the events'
+-- payloads come back instead, and the relay publishes them once replicas hold the write, so
+-- that no socket sees an event that a failover could still lose.
+local DEFERRED = nil
+
+-- Publishes "<seq> <json>" on the channel's live topic, or keeps it for the relay.
+local function publish(topic, payload)
+  if DEFERRED then
+    DEFERRED[#DEFERRED + 1] = payload
+  else
+    redis.call('SPUBLISH', topic, payload)
+  end
+end
+
 -- created_at in integer ms, built from TIME's two strings (no float formatting).
 local function now_ms()
   local t = redis.call('TIME')
@@ -70,10 +85,10 @@ local function trim(created_at)
 end
 
 -- Appends one event to channel cid and publishes it on topic: seq = the next seq, XADD
--- <seq>-0 e json, SET seq, SPUBLISH "<seq> <json>", then trims. Nothing is written before
--- the XADD, so a refused XADD leaves the channel as it was. If the seq key is missing (an
--- evicted key) or behind the log, the next seq comes from the log's last entry: a seq is never
--- reused, and the log never refuses the id.
+-- <seq>-0 e json, SET seq, publish "<seq> <json>" (SPUBLISH, or kept), then trims. Nothing is
+-- written before the XADD, so a refused XADD leaves the channel as it was. If the seq key is
+-- missing (an evicted key) or behind the log, the next seq comes from the log's last entry: a
+-- seq is never reused, and the log never refuses the id.
 -- Returns the event's json and seq (a decimal string).
 local function append(cid, topic, ev_body, created_at)
   local last = redis.call('GET', KEYS[3])
@@ -94,7 +109,7 @@ local function append(cid, topic, ev_body, created_at)
     redis.call('XADD', KEYS[4], seq .. '-0', 'e', json)
   end
   redis.call('SET', KEYS[3], seq)
-  redis.call('SPUBLISH', topic, seq .. ' ' .. json)
+  publish(topic, seq .. ' ' .. json)
   trim(created_at)
   return json, seq
 end

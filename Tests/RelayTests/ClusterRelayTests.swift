@@ -166,6 +166,14 @@ import Glibc
                     try await socket.waitUntil("\(channel) up to \(top)", timeout: .seconds(30)) { _ in socket.seqs(channel).last == top }
                     let seen = socket.seqs(channel)
                     expectSeqs(seen, Array((seen.first ?? 1)...top), "the socket's \(channel)")
+                    // Each event it got is the log's at that seq: none that the failover lost
+                    // (whose seq the promoted replica gave to another) was pushed live.
+                    let logged = Dictionary(events.map { ($0["seq"].int ?? 0, $0) }) { first, _ in first }
+                    for event in socket.events(channel) where logged[event["seq"].int ?? 0] != event {
+                        Issue.record(
+                            "\(channel): the socket got \(event); the log holds \(String(describing: logged[event["seq"].int ?? 0]))"
+                        )
+                    }
                 }
             }
         }

@@ -141,6 +141,22 @@ struct RelayScriptsTests {
         #expect(!trimmed.contains(RelayScripts.retentionLine))
         #expect(RelayScripts(retention: RelayRetention(maxEvents: 5)).send.sha1 != RelayScripts().send.sha1)
     }
+
+    /// Scripts that leave publishing to the relay keep their payloads and answer them beside
+    /// their reply; the others publish at once. Both run in `ReplicaWaitTests`.
+    @Test func scriptsThatLeavePublishingToTheRelayAnswerTheirPayloads() {
+        let publishing = RelayScripts()
+        #expect(publishing.publishesAfterWrite)
+        #expect(publishing.send.source.contains(RelayScripts.deferredLine))
+        #expect(!publishing.send.source.contains("return {reply, DEFERRED}"))
+        let deferring = RelayScripts(publishesAfterWrite: false)
+        #expect(!deferring.publishesAfterWrite)
+        for script in [deferring.send, deferring.change, deferring.createChannel, deferring.addMembers, deferring.removeMember] {
+            #expect(!script.source.contains(RelayScripts.deferredLine))
+            #expect(script.source.contains("local DEFERRED = {}"))
+            #expect(script.source.hasSuffix("return {reply, DEFERRED}\n"))
+        }
+    }
 }
 
 @Suite("Strict JSON")

@@ -18,7 +18,8 @@ struct ChatStore: Sendable {
         self.redis = redis
         self.limits = limits
         self.metrics = metrics
-        self.scripts = RelayScripts(retention: retention)
+        // With replicas to wait for, events go out live only once they hold the write.
+        self.scripts = RelayScripts(retention: retention, publishesAfterWrite: redis.configuration.replicaWait == 0)
     }
 
     // MARK: Channels
@@ -270,7 +271,13 @@ struct ChatStore: Sendable {
     func send(channel id: String, sender: String, clientMessageID: String, text: String) async throws -> (created: Bool, event: String) {
         let call = self.sendCall(channel: id, sender: sender, clientMessageID: clientMessageID, text: text)
         let reply = try await self.run(self.scripts.send, "send", channel: id, keys: call.keys, arguments: call.arguments)
-        return try self.sent(reply)
+        let sent = try self.sent(reply)
+        if !sent.created, !self.scripts.publishesAfterWrite, let seq = EventJSON.field(.seq, in: sent.event) {
+            // A retry: the first attempt's event may never have gone out live (its replicas
+            // did not answer in time). Sockets that have it drop it again.
+            await self.publishLive([.bulkString(ByteBuffer(string: "\(seq) \(sent.event)"))], channel: id)
+        }
+        return sent
     }
 
     /// ``send(channel:sender:clientMessageID:text:)`` for a caller on `eventLoop`, with no task:
@@ -282,6 +289,8 @@ struct ChatStore: Sendable {
         text: String,
         on eventLoop: any EventLoop
     ) -> EventLoopFuture<(created: Bool, event: String)>? {
+        // Waiting for replicas, then publishing, is the `async` path's.
+        guard self.scripts.publishesAfterWrite else { return nil }
         let call = self.sendCall(channel: id, sender: sender, clientMessageID: clientMessageID, text: text)
         let sent = self.timed("send") {
             self.redis.runImmediately(self.scripts.send, keys: call.keys, arguments: call.arguments, on: eventLoop)
@@ -539,6 +548,10 @@ struct ChatStore: Sendable {
     }
 
     /// Runs a script of channel `channel`, turning its error replies into ``ChatError``s.
+    ///
+    /// When the scripts do not publish (``RelayScripts/publishesAfterWrite``), the client has
+    /// waited for the replicas by the time the script's answer is here: its events go out live
+    /// now, and never when the replicas did not answer in time.
     private func run(
         _ script: RedisScript,
         _ name: String,
@@ -546,11 +559,30 @@ struct ChatStore: Sendable {
         keys: [String],
         arguments: [any RedisArgument]
     ) async throws -> RESPValue {
+        let reply: RESPValue
         do {
-            return try await self.timed(name) { try await self.redis.run(script, keys: keys, arguments: arguments) }
+            reply = try await self.timed(name) { try await self.redis.run(script, keys: keys, arguments: arguments) }
         } catch let error as RedisError {
             throw ChatError(script: error, channel: channel) ?? error
         }
+        guard !self.scripts.publishesAfterWrite else { return reply }
+        guard let parts = reply.array, parts.count == 2, let payloads = parts[1].array else {
+            throw RedisError(.protocolViolation, "\(name) answered \(reply)")
+        }
+        await self.publishLive(payloads, channel: channel)
+        return parts[0]
+    }
+
+    /// Publishes `"<seq> <json>"` payloads on `channel`'s live topic. Best effort: sockets that
+    /// miss one find it in the log when the channel's next event arrives, or when they resume.
+    private func publishLive(_ payloads: [RESPValue], channel: String) async {
+        let topic = RelayKeys.Channel(channel).topic
+        let commands = payloads.compactMap { payload -> RedisCommand? in
+            guard case .bulkString(let bytes) = payload else { return nil }
+            return RedisCommand("SPUBLISH", key: topic, [topic, bytes])
+        }
+        guard !commands.isEmpty else { return }
+        _ = try? await self.timed("publish") { try await self.redis.pipeline(commands) }
     }
 
     /// The first seq from `XRANGE log - + COUNT 1`, or `lastSeq + 1` for an empty log.

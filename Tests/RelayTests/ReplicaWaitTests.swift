@@ -1,0 +1,134 @@
+import Foundation
+import Relay
+import TestSupport
+import Testing
+
+/// `--redis-wait`: a write is acknowledged once replicas hold it, and only then pushed live, so
+/// that no socket sees an event a failover could still lose (its seq would then go to another).
+@Suite("Writes pushed live once replicas hold them (--redis-wait)", .timeLimit(.minutes(5)))
+struct ReplicaWaitTests {
+    /// With no replica to hold it, a send is answered 503; its event, although in the primary's
+    /// log, goes out live to no socket. The channel's next event brings it, from the log, in order.
+    @Test func anEventNoReplicaHoldsIsNotPushedLive() async throws {
+        let (alice, bob) = (TestRedis.uniqueName("alice"), TestRedis.uniqueName("bob"))
+        try await withRelay { plain in
+            try await withRelay({
+                $0.redisWait = 1
+                $0.redisWaitTimeout = .milliseconds(200)
+            }) { waiting in
+                let id = try await plain.createGroup(alice, members: [bob])
+                try await withSockets { sockets in
+                    // Bob watches through the relay that waits for replicas, and through the other.
+                    let viaWaiting = try await TestSocket.connect(waiting, token: waiting.token(bob), label: "via waiting")
+                    let viaPlain = try await TestSocket.connect(plain, token: plain.token(bob), label: "via plain")
+                    sockets += [viaWaiting, viaPlain]
+                    let first = try #require(try await plain.send(alice, id, "first")["seq"].int)
+                    for socket in sockets {
+                        try await socket.waitUntil("the first message") { _ in socket.seqs(id).contains(first) }
+                    }
+
+                    // Sent through the relay that waits for a replica, which never answers.
+                    func sendUnheld() async throws {
+                        let response = try await waiting.request(
+                            "POST",
+                            "/channels/\(id)/messages",
+                            token: waiting.token(alice),
+                            json: ["client_msg_id": "unheld", "text": "no replica holds this"]
+                        )
+                        expectError(response, 503, "unavailable")
+                    }
+                    try await sendUnheld()
+                    // The primary logged it...
+                    let logged = try await plain.allEvents(bob, id)
+                    let unheld = try #require(logged.last)
+                    #expect(unheld["client_msg_id"].string == "unheld")
+                    let unheldSeq = try #require(unheld["seq"].int)
+                    #expect(unheldSeq == first + 1)
+                    // ...and a retry finds it, still without a replica: 503 again.
+                    try await sendUnheld()
+                    // No socket was told of it (a push arrives within milliseconds).
+                    try await Task.sleep(for: .milliseconds(500))
+                    for socket in sockets {
+                        #expect(!socket.seqs(id).contains(unheldSeq), "\(socket.label) got an event no replica held")
+                    }
+
+                    // The next event, written without waiting, brings it from the log, in order.
+                    let next = try #require(try await plain.send(alice, id, "next")["seq"].int)
+                    for socket in sockets {
+                        try await socket.waitUntil("the next message") { _ in socket.seqs(id).contains(next) }
+                        expectSeqs(socket.seqs(id), Array(first...next), "\(socket.label)")
+                        #expect(socket.events(id).first { $0["seq"].int == unheldSeq }?["client_msg_id"].string == "unheld")
+                    }
+                }
+            }
+        }
+    }
+
+    /// With a replica, every kind of write is acknowledged and pushed live as without waiting:
+    /// messages (and a retry of one), edits, deletes, members added and removed.
+    @Test func writesReplicasHoldArePushedLive() async throws {
+        let primary = try await runOnOwnThread { try RedisServerProcess() }
+        defer { primary.stop() }
+        let replica = try await runOnOwnThread { try RedisServerProcess(arguments: ["--replicaof", "127.0.0.1", "\(primary.port)"]) }
+        defer { replica.stop() }
+        try await waitUntil("the replica is in sync", timeout: .seconds(30)) {
+            // INFO's lines end with CR LF, one Character to Swift: no split into lines.
+            try await redisCLI(["INFO", "replication"], port: primary.port).joined().contains(
+                "slave0:ip=127.0.0.1,port=\(replica.port),state=online"
+            )
+        }
+        let (alice, bob, carol) = (TestRedis.uniqueName("alice"), TestRedis.uniqueName("bob"), TestRedis.uniqueName("carol"))
+        try await withRelay(
+            {
+                $0.redisWait = 1
+                $0.redisWaitTimeout = .seconds(5)
+            },
+            redisURL: primary.url
+        ) { relay in
+            let id = try await relay.createGroup(alice, members: [bob])
+            try await withSockets { sockets in
+                let socket = try await TestSocket.connect(relay, token: relay.token(bob), label: "bob")
+                let carolSocket = try await TestSocket.connect(relay, token: relay.token(carol), label: "carol")
+                sockets += [socket, carolSocket]
+                let message = try await relay.send(alice, id, "hello", clientMessageID: "m1")
+                let seq = try #require(message["seq"].int)
+                try await socket.waitUntil("the message, live") { _ in socket.seqs(id).contains(seq) }
+                #expect(socket.events(id).last == message)
+
+                let again = try await relay.request(
+                    "POST",
+                    "/channels/\(id)/messages",
+                    token: relay.token(alice),
+                    json: ["client_msg_id": "m1", "text": "hello"]
+                )
+                #expect(again.status == 200, "\(again)")
+                #expect(again.value["message"] == message)
+
+                let messageID = try #require(message["message_id"].string)
+                let edit = try await relay.request(
+                    "PATCH",
+                    "/channels/\(id)/messages/\(messageID)",
+                    token: relay.token(alice),
+                    json: ["text": "hello again"]
+                )
+                #expect(edit.status == 200, "\(edit)")
+                let delete = try await relay.request("DELETE", "/channels/\(id)/messages/\(messageID)", token: relay.token(alice))
+                #expect(delete.status == 200, "\(delete)")
+                let added = try await relay.request("POST", "/channels/\(id)/members", token: relay.token(alice), json: ["user_id": carol])
+                #expect(added.status == 200, "\(added)")
+                let removed = try await relay.request("DELETE", "/channels/\(id)/members/\(carol)", token: relay.token(alice))
+                #expect(removed.status == 200, "\(removed)")
+
+                try await socket.waitUntil("every event, live") { _ in socket.seqs(id).last == seq + 4 }
+                #expect(socket.events(id).suffix(4).map { $0["type"].string } == ["edit", "delete", "member_joined", "member_left"])
+                expectSeqs(socket.seqs(id), Array(seq...(seq + 4)), "bob's socket")
+                // Carol's socket follows the channel from her member_joined to her member_left.
+                try await carolSocket.waitUntil("carol's own member_left") { _ in carolSocket.seqs(id).last == seq + 4 }
+                #expect(carolSocket.seqs(id) == [seq + 3, seq + 4])
+                // The replica holds all of it.
+                let replicated = try await redisCLI(["XLEN", "ch:{\(id)}:log"], port: replica.port)
+                #expect(replicated == ["\(seq + 4)"])
+            }
+        }
+    }
+}
