@@ -12,6 +12,8 @@ import Testing
 struct HeartbeatTests {
     final class Silences: Sendable {
         let count = Atomic<Int>(0)
+        /// The reads completed that reached the connection.
+        let readsCompleted = Atomic<Int>(0)
     }
 
     /// Counts the heartbeat's ``HeartbeatHandler/Silent`` events, as the connection would see them.
@@ -24,6 +26,9 @@ struct HeartbeatTests {
         }
         func channelRead(context: ChannelHandlerContext, data: NIOAny) {
             context.fireChannelRead(data)
+        }
+        func channelReadComplete(context: ChannelHandlerContext) {
+            self.silences.readsCompleted.add(1, ordering: .relaxed)
         }
     }
 
@@ -60,8 +65,10 @@ struct HeartbeatTests {
 
         try channel.writeInbound(frame(.pong))
         #expect(try channel.readInbound(as: WebSocketFrame.self) == nil, "a pong stops at the heartbeat")
+        #expect(silences.readsCompleted.load(ordering: .relaxed) == 0, "and so does a read of pongs alone")
         try channel.writeInbound(frame(.text, "{\"type\":\"ping\"}"))
         #expect(try channel.readInbound(as: WebSocketFrame.self)?.opcode == .text, "other frames go on")
+        #expect(silences.readsCompleted.load(ordering: .relaxed) == 1, "with the end of their read")
         try channel.writeInbound(frame(.ping))
         #expect(try channel.readInbound(as: WebSocketFrame.self)?.opcode == .ping, "the client's pings go on, to be answered")
 

@@ -26,6 +26,8 @@ final class HeartbeatHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private var context: ChannelHandlerContext?
     /// The wheel's slot this handler is in, while it is in one.
     fileprivate var slot: Int?
+    /// Whether a frame went on up the pipeline since the last read completed.
+    private var passedFrameOn = false
 
     /// A ping with no payload, as a server sends it (unmasked).
     private static let ping: ByteBuffer = ByteBuffer(bytes: [0x89, 0x00])
@@ -64,7 +66,15 @@ final class HeartbeatHandler: ChannelDuplexHandler, RemovableChannelHandler {
         self.pingedSinceHeard = nil
         let frame = self.unwrapInboundIn(data)
         if frame.opcode == .pong { return }
+        self.passedFrameOn = true
         context.fireChannelRead(data)
+    }
+
+    /// Passed on only after a frame was: a read of pongs alone is this handler's business.
+    func channelReadComplete(context: ChannelHandlerContext) {
+        guard self.passedFrameOn else { return }
+        self.passedFrameOn = false
+        context.fireChannelReadComplete()
     }
 
     private func stop(on eventLoop: any EventLoop) {
@@ -75,7 +85,8 @@ final class HeartbeatHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// The wheel's turn: pings, or reports the silence.
     /// - Returns: false once the connection is silent (the wheel lets go of it).
     fileprivate func beat(now: NIODeadline, interval: TimeAmount) -> Bool {
-        guard let context, context.channel.isActive else { return false }
+        // A handler is in the wheel only while its channel is active: `stop` takes it out.
+        guard let context else { return false }
         // Silent: nothing heard for two intervals, although a ping went out at least an interval
         // ago (a loop running late must not close a client it never gave the chance to answer).
         if now - self.lastHeard >= interval * 2, let pinged = self.pingedSinceHeard, now - pinged >= interval {
