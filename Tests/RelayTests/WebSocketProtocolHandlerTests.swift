@@ -85,6 +85,12 @@ struct WebSocketProtocolHandlerTests {
             self.head.outboundEvents.compactMap { ($0 as? WebSocketProtocolHandler.Closing).map { $0.code } }
         }
 
+        /// The close codes of the `Closing` events passed toward the tail (the connection handler,
+        /// which writes its frames past the protocol handler, stops on them).
+        var tailClosings: [UInt16?] {
+            self.tail.inboundEvents.compactMap { ($0 as? WebSocketProtocolHandler.Closing).map { $0.code } }
+        }
+
         var peerCloses: [UInt16?] {
             self.tail.inboundEvents.compactMap { ($0 as? WebSocketProtocolHandler.PeerClosed).map { $0.code } }
         }
@@ -115,6 +121,7 @@ struct WebSocketProtocolHandlerTests {
         #expect(try setup.written() == [closeFrame(1000)])
         #expect(setup.peerCloses == [1000])
         #expect(setup.closings == [1000], "the heartbeat is told before the close frame goes out")
+        #expect(setup.tailClosings == [1000], "and so is the connection handler")
         #expect(setup.tail.messages.isEmpty, "a frame after the close is ignored")
         #expect(!setup.channel.isActive)
         #expect(setup.tail.inactive, "channelInactive goes on")
@@ -205,6 +212,7 @@ struct WebSocketProtocolHandlerTests {
         #expect(frames.first.map { String(validating: $0.payload.dropFirst(2), as: UTF8.self) != nil } == true, "\(name): a UTF-8 reason")
         #expect(setup.tail.messages.isEmpty, "\(name)")
         #expect(setup.closings == [code], "\(name)")
+        #expect(setup.tailClosings == [code], "\(name)")
         #expect(!setup.channel.isActive, "\(name): the channel is closed once the close frame is written")
     }
 

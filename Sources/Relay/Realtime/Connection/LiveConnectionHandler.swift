@@ -31,6 +31,12 @@ final class LiveConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
     private let services: LiveServices
     private var machine: StateMachine
     private var context: ChannelHandlerContext?
+    /// Where frames are written and flushed: the heartbeat's context, so that they go straight to
+    /// the head, past the protocol handler and the heartbeat, neither of which does anything with
+    /// them (fan-out writes and flushes one socket per event). In their stead, this handler
+    /// writes nothing once told ``WebSocketProtocolHandler/Closing`` (or once it closes): no
+    /// frame follows a close frame. Its own context in a pipeline without a heartbeat (tests).
+    private var output: ChannelHandlerContext?
     /// The hub's handle on this connection; set while the handler is in the pipeline.
     private var handle: LiveConnection?
     /// Channels whose topics this connection is attached to at the hub.
@@ -58,6 +64,7 @@ final class LiveConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+        self.output = (try? context.pipeline.syncOperations.context(handlerType: HeartbeatHandler.self)) ?? context
         let handle = LiveConnection(handler: self, eventLoop: context.eventLoop)
         self.handle = handle
         _ = self.machine.writabilityChanged(context.channel.isWritable)
@@ -76,6 +83,7 @@ final class LiveConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
     func handlerRemoved(context: ChannelHandlerContext) {
         self.finish()
         self.context = nil
+        self.output = nil
     }
 
     func channelInactive(context: ChannelHandlerContext) {
@@ -212,7 +220,7 @@ final class LiveConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         switch event {
-        case is WebSocketProtocolHandler.PeerClosed:
+        case is WebSocketProtocolHandler.PeerClosed, is WebSocketProtocolHandler.Closing:
             self.closing = true
             self.machine.close()
         case is HeartbeatHandler.Silent:
@@ -249,7 +257,7 @@ final class LiveConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
 
     /// Writes a whole frame, within the budget: past it the client is too slow, and is closed.
     private func writeWire(_ wire: ByteBuffer) {
-        guard !self.closing, let context = self.context else { return }
+        guard !self.closing, let context = self.output else { return }
         // The machine's flag follows channelWritabilityChanged: cheaper than asking the channel.
         if !self.machine.isWritable {
             let buffered = (try? context.channel.syncOptions?.getOption(.bufferedWritableBytes)) ?? 0
@@ -263,7 +271,7 @@ final class LiveConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
     }
 
     private func flush() {
-        self.context?.flush()
+        self.output?.flush()
     }
 
     // MARK: Plans

@@ -15,8 +15,9 @@ import NIOWebSocket
 /// - inbound, to the connection handler: ``PeerClosed`` when the client began the closing
 ///   handshake (its close frame is answered and the channel closed by this handler);
 /// - outbound, from the connection handler: ``Close`` starts the closing handshake;
-/// - outbound, toward the head: ``Closing``, just before any close frame is written, so that
-///   handlers before this one (the heartbeat) stop writing.
+/// - outbound, toward the head, and inbound, to the connection handler: ``Closing``, just
+///   before any close frame is written, so that handlers on either side stop writing (the
+///   heartbeat; the connection handler, which writes past this handler).
 ///
 /// After a close frame was written (by either side's initiative, or on a protocol failure),
 /// every outbound write is dropped and its promise failed with `ChannelError.outputClosed`.
@@ -40,8 +41,8 @@ final class WebSocketProtocolHandler: ChannelDuplexHandler, RemovableChannelHand
         }
     }
 
-    /// Outbound user event passed toward the head just before this handler writes a close frame
-    /// (`code` nil: an empty one). A handler before this one must write nothing after it.
+    /// User event passed toward the head and toward the tail just before this handler writes a
+    /// close frame (`code` nil: an empty one). No handler may write anything after it.
     struct Closing: Sendable, Hashable {
         var code: UInt16?
 
@@ -157,6 +158,7 @@ final class WebSocketProtocolHandler: ChannelDuplexHandler, RemovableChannelHand
         promise: EventLoopPromise<Void>? = nil
     ) {
         context.triggerUserOutboundEvent(Closing(code: code), promise: nil)
+        context.fireUserInboundEventTriggered(Closing(code: code))
         let frame = WebSocketWire.close(code: code, reason: reason, allocator: context.channel.allocator)
         let written = context.writeAndFlush(Self.wrapOutboundOut(frame))
         written.assumeIsolated().whenComplete { result in
