@@ -152,19 +152,20 @@ extension LiveConnectionHandler {
             case .open:
                 break
             }
-            guard var stream = self.streams[channel], seq > stream.delivered else { return .none }
+            // One lookup, then changes in place: this runs once per socket per event.
+            guard let index = self.streams.index(forKey: channel) else { return .none }
+            let stream = self.streams.values[index]
+            guard seq > stream.delivered else { return .none }
             if stream.reading == nil, !stream.readDue, seq == stream.delivered + 1 {
-                stream.delivered = seq
-                stream.target = max(stream.target, seq)
-                self.streams[channel] = stream
                 if membership == .left(user: self.user) {
-                    self.streams[channel] = nil
+                    self.streams.remove(at: index)
                     return .writeAndLeave(frame, channel: channel)
                 }
+                self.streams.values[index].delivered = seq
+                self.streams.values[index].target = max(stream.target, seq)
                 return .write(frame)
             }
-            stream.target = max(stream.target, seq)
-            self.streams[channel] = stream
+            self.streams.values[index].target = max(stream.target, seq)
             return self.startRead(channel).map { .read($0) } ?? .none
         }
 
