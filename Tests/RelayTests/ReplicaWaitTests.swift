@@ -65,7 +65,7 @@ struct ReplicaWaitTests {
     }
 
     /// With a replica, every kind of write is acknowledged and pushed live as without waiting:
-    /// messages (and a retry of one), edits, deletes, members added and removed.
+    /// messages (and a retry of one), edits, deletes, members added and removed, read cursors.
     @Test func writesReplicasHoldArePushedLive() async throws {
         let primary = try await runOnOwnThread { try RedisServerProcess() }
         defer { primary.stop() }
@@ -125,6 +125,9 @@ struct ReplicaWaitTests {
                 // Carol's socket follows the channel from her member_joined to her member_left.
                 try await carolSocket.waitUntil("carol's own member_left") { _ in carolSocket.seqs(id).last == seq + 4 }
                 #expect(carolSocket.seqs(id) == [seq + 3, seq + 4])
+                // A read cursor, the one write that logs no event.
+                let read = try await relay.request("POST", "/channels/\(id)/read", token: relay.token(bob), json: ["seq": seq + 4])
+                #expect(read.status == 200 && read.value["last_read_seq"].int == seq + 4, "\(read)")
                 // The replica holds all of it.
                 let replicated = try await redisCLI(["XLEN", "ch:{\(id)}:log"], port: replica.port)
                 #expect(replicated == ["\(seq + 4)"])
