@@ -146,11 +146,11 @@ struct RelayScriptsTests {
     /// their reply; the others publish at once. Both run in `ReplicaWaitTests`.
     @Test func scriptsThatLeavePublishingToTheRelayAnswerTheirPayloads() {
         let publishing = RelayScripts()
-        #expect(publishing.publishesAfterWrite)
+        #expect(publishing.publishes)
         #expect(publishing.send.source.contains(RelayScripts.deferredLine))
         #expect(!publishing.send.source.contains("return {reply, DEFERRED}"))
-        let deferring = RelayScripts(publishesAfterWrite: false)
-        #expect(!deferring.publishesAfterWrite)
+        let deferring = RelayScripts(publishing: false)
+        #expect(!deferring.publishes)
         for script in [deferring.send, deferring.change, deferring.createChannel, deferring.addMembers, deferring.removeMember] {
             #expect(!script.source.contains(RelayScripts.deferredLine))
             #expect(script.source.contains("local DEFERRED = {}"))

@@ -19,7 +19,7 @@ struct ChatStore: Sendable {
         self.limits = limits
         self.metrics = metrics
         // With replicas to wait for, events go out live only once they hold the write.
-        self.scripts = RelayScripts(retention: retention, publishesAfterWrite: redis.configuration.replicaWait == 0)
+        self.scripts = RelayScripts(retention: retention, publishing: redis.configuration.replicaWait == 0)
     }
 
     // MARK: Channels
@@ -272,7 +272,7 @@ struct ChatStore: Sendable {
         let call = self.sendCall(channel: id, sender: sender, clientMessageID: clientMessageID, text: text)
         let reply = try await self.run(self.scripts.send, "send", channel: id, keys: call.keys, arguments: call.arguments)
         let sent = try self.sent(reply)
-        if !sent.created, !self.scripts.publishesAfterWrite, let seq = EventJSON.field(.seq, in: sent.event) {
+        if !sent.created, !self.scripts.publishes, let seq = EventJSON.field(.seq, in: sent.event) {
             // A retry: the first attempt's event may never have gone out live (its replicas
             // did not answer in time). Sockets that have it drop it again.
             await self.publishLive([.bulkString(ByteBuffer(string: "\(seq) \(sent.event)"))], channel: id)
@@ -290,7 +290,7 @@ struct ChatStore: Sendable {
         on eventLoop: any EventLoop
     ) -> EventLoopFuture<(created: Bool, event: String)>? {
         // Waiting for replicas, then publishing, is the `async` path's.
-        guard self.scripts.publishesAfterWrite else { return nil }
+        guard self.scripts.publishes else { return nil }
         let call = self.sendCall(channel: id, sender: sender, clientMessageID: clientMessageID, text: text)
         let sent = self.timed("send") {
             self.redis.runImmediately(self.scripts.send, keys: call.keys, arguments: call.arguments, on: eventLoop)
@@ -549,7 +549,7 @@ struct ChatStore: Sendable {
 
     /// Runs a script of channel `channel`, turning its error replies into ``ChatError``s.
     ///
-    /// When the scripts do not publish (``RelayScripts/publishesAfterWrite``), the client has
+    /// When the scripts do not publish (``RelayScripts/publishes``), the client has
     /// waited for the replicas by the time the script's answer is here: its events go out live
     /// now, and never when the replicas did not answer in time.
     private func run(
@@ -565,7 +565,7 @@ struct ChatStore: Sendable {
         } catch let error as RedisError {
             throw ChatError(script: error, channel: channel) ?? error
         }
-        guard !self.scripts.publishesAfterWrite else { return reply }
+        guard !self.scripts.publishes else { return reply }
         guard let parts = reply.array, parts.count == 2, let payloads = parts[1].array else {
             throw RedisError(.protocolViolation, "\(name) answered \(reply)")
         }

@@ -4,7 +4,7 @@ import RedisClient
 /// `lua/prelude.lua` (the one append every script shares), with the retention settings
 /// written into the prelude.
 ///
-/// With `publishesAfterWrite` false (the relay's `--redis-wait` above 0), the scripts publish
+/// Made with `publishing` false (the relay's `--redis-wait` above 0), the scripts publish
 /// nothing: each answers `{reply, payloads}`, and the relay publishes the payloads itself once
 /// replicas hold the write (see ``ChatStore``).
 struct RelayScripts: Sendable {
@@ -17,24 +17,24 @@ struct RelayScripts: Sendable {
     let read: RedisScript
 
     /// Whether the scripts publish their events themselves (`SPUBLISH` in the prelude's `append`).
-    let publishesAfterWrite: Bool
+    let publishes: Bool
 
     /// The prelude's line that holds the retention limits; it must be there exactly once.
     static let retentionLine = "local RETAIN_EVENTS, RETAIN_MS = 0, 0"
     /// The prelude's line that makes `append` publish at once; it must be there exactly once.
     static let deferredLine = "local DEFERRED = nil"
 
-    init(retention: RelayRetention = RelayRetention(), publishesAfterWrite: Bool = true) {
-        self.publishesAfterWrite = publishesAfterWrite
+    init(retention: RelayRetention = RelayRetention(), publishing: Bool = true) {
+        self.publishes = publishing
         var prelude = Self.prelude(retention: retention)
-        if !publishesAfterWrite {
+        if !publishing {
             prelude = prelude.replacing(Self.deferredLine, with: "local DEFERRED = {}")
         }
         func script(_ name: String) -> RedisScript {
             guard let source = LuaSources.byName[name] else {
                 preconditionFailure("lua/\(name).lua was not embedded")
             }
-            guard !publishesAfterWrite else { return RedisScript(prelude + source) }
+            guard !publishing else { return RedisScript(prelude + source) }
             // The script becomes a function, so that what it answers comes back beside the
             // payloads it kept. Error replies stay error replies; a nil reply stays nil.
             return RedisScript(
