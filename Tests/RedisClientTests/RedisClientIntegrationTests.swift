@@ -165,8 +165,7 @@ struct RedisClientIntegrationTests {
         }
     }
 
-    /// The same with no task: the future completes on the caller's event loop, a script Redis
-    /// does not hold is run from its source, and error replies fail the future as they would throw.
+    /// With a connection per loop, a caller on a loop gets that loop's; without a loop, turns.
     @Test func aCallerOnAnEventLoopGetsThatLoopsConnection() async throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 3)
         let loops = Array(group.makeIterator())
@@ -215,6 +214,8 @@ struct RedisClientIntegrationTests {
         }
     }
 
+    /// The same with no task: the future completes on the caller's event loop, a script Redis
+    /// does not hold is run from its source, and error replies fail the future as they would throw.
     @Test func scriptsRunImmediatelyFromAnEventLoop() async throws {
         let script = RedisScript("return {KEYS[1], ARGV[1], ARGV[2], '\(TestRedis.uniqueName())'}")
         let key = TestRedis.uniqueName("script")

@@ -275,7 +275,7 @@ struct ChatStore: Sendable {
         if !sent.created, !self.scripts.publishes, let seq = EventJSON.field(.seq, in: sent.event) {
             // A retry: the first attempt's event may never have gone out live (its replicas
             // did not answer in time). Sockets that have it drop it again.
-            await self.publishLive([.bulkString(ByteBuffer(string: "\(seq) \(sent.event)"))], channel: id)
+            await self.publishLive([Array("\(seq) \(sent.event)".utf8)], channel: id)
         }
         return sent
     }
@@ -566,7 +566,7 @@ struct ChatStore: Sendable {
             throw ChatError(script: error, channel: channel) ?? error
         }
         guard !self.scripts.publishes else { return reply }
-        guard let parts = reply.array, parts.count == 2, let payloads = parts[1].array else {
+        guard let parts = reply.array, parts.count == 2, let payloads = parts[1].array?.compactMap(\.bytes) else {
             throw RedisError(.protocolViolation, "\(name) answered \(reply)")
         }
         await self.publishLive(payloads, channel: channel)
@@ -575,13 +575,10 @@ struct ChatStore: Sendable {
 
     /// Publishes `"<seq> <json>"` payloads on `channel`'s live topic. Best effort: sockets that
     /// miss one find it in the log when the channel's next event arrives, or when they resume.
-    private func publishLive(_ payloads: [RESPValue], channel: String) async {
+    private func publishLive(_ payloads: [[UInt8]], channel: String) async {
+        guard !payloads.isEmpty else { return }
         let topic = RelayKeys.Channel(channel).topic
-        let commands = payloads.compactMap { payload -> RedisCommand? in
-            guard case .bulkString(let bytes) = payload else { return nil }
-            return RedisCommand("SPUBLISH", key: topic, [topic, bytes])
-        }
-        guard !commands.isEmpty else { return }
+        let commands = payloads.map { RedisCommand("SPUBLISH", key: topic, [topic, $0]) }
         _ = try? await self.timed("publish") { try await self.redis.pipeline(commands) }
     }
 
