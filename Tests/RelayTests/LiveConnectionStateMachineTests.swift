@@ -39,6 +39,36 @@ struct LiveConnectionStateMachineTests {
         #expect(machine.streams["c"]?.delivered == 5)
     }
 
+    @Test func anOwnMessageThatContinuesTheStreamGoesOutWithItsAckAndItsLiveCopyIsDropped() {
+        var machine = self.openMachine(["c": 4, "d": 2])
+        #expect(machine.ownEvent(channel: "c", seq: 5) == true)
+        #expect(machine.streams["c"]?.delivered == 5)
+        #expect(machine.liveEvent(channel: "c", seq: 5, frame: frame("c", 5), membership: nil) == .none, "its live copy")
+        #expect(machine.liveEvent(channel: "c", seq: 6, frame: frame("c", 6), membership: nil) == .write(frame("c", 6)))
+        // A gap (another sender's event still on its way): nothing changes, the live copies bring both.
+        #expect(machine.ownEvent(channel: "d", seq: 4) == false)
+        #expect(machine.streams["d"]?.delivered == 2)
+        #expect(machine.liveEvent(channel: "d", seq: 3, frame: frame("d", 3), membership: nil) == .write(frame("d", 3)))
+        #expect(machine.liveEvent(channel: "d", seq: 4, frame: frame("d", 4), membership: nil) == .write(frame("d", 4)))
+        // Already delivered live, a channel not followed, a read under way: not written again.
+        #expect(machine.ownEvent(channel: "d", seq: 4) == false)
+        #expect(machine.ownEvent(channel: "other", seq: 1) == false)
+        #expect(
+            machine.liveEvent(channel: "c", seq: 9, frame: frame("c", 9), membership: nil)
+                == .read(Machine.LogRead(channel: "c", after: 6, limit: 3))
+        )
+        #expect(machine.ownEvent(channel: "c", seq: 7) == false, "the read delivers it, in order")
+        #expect(machine.streams["c"]?.delivered == 6)
+    }
+
+    @Test func nothingOwnGoesOutBeforeTheStartOrAfterTheClose() {
+        var machine = Machine(user: "me")
+        #expect(machine.ownEvent(channel: "c", seq: 1) == false, "still starting")
+        _ = machine.started(anchors: ["c": 0])
+        machine.close()
+        #expect(machine.ownEvent(channel: "c", seq: 1) == false)
+    }
+
     @Test func aGapIsFilledFromTheLogAndLiveEventsMeanwhileAreReadThere() {
         var machine = self.openMachine(["c": 4])
         let read = Machine.LogRead(channel: "c", after: 4, limit: 3)
@@ -192,6 +222,39 @@ struct LiveConnectionStateMachineTests {
         }
         #expect(error.json.utf8.count < 300)
         #expect(ClientFrame.parse(ByteBuffer(string: #"{"type":"ping"}"#), limits: RelayLimits()) == .frame(.ping))
+    }
+
+    @Test func answersAreWholeTextFramesOfTheirJSON() throws {
+        let messages: [ServerMessage] = [
+            .pong,
+            .ack(clientMessageID: "c\"1\\\u{2028}\n", channel: "g1", seq: 42, messageID: "m1"),
+            .readOK(channel: "g1", lastReadSeq: 7),
+            .hello(user: "alice", session: "default", connection: "w1", heartbeatMilliseconds: 30_000),
+            .error(code: .badRequest, message: String(repeating: "x", count: 200), clientMessageID: String(repeating: "é", count: 100)),
+            .resumed(truncated: Dictionary(uniqueKeysWithValues: (0..<4_000).map { ("channel-\($0)", Int64($0)) })),
+        ]
+        for message in messages {
+            var frame = message.frame
+            let payload = message.json
+            let length = payload.utf8.count
+            let first = frame.readInteger(as: UInt8.self)
+            let readMarker = frame.readInteger(as: UInt8.self)
+            let marker = try #require(readMarker)
+            #expect(first == 0x81, "final text frame")
+            var declared: Int? = Int(marker)
+            if marker == 126 { declared = frame.readInteger(as: UInt16.self).map(Int.init) }
+            if marker == 127 { declared = frame.readInteger(as: UInt64.self).map(Int.init) }
+            #expect(declared == length)
+            #expect(WebSocketWire.headerLength(payloadLength: length) == (length <= 125 ? 2 : length <= 0xFFFF ? 4 : 10))
+            #expect(marker == (length <= 125 ? UInt8(length) : length <= 0xFFFF ? 126 : 127), "the shortest length form")
+            let rest = frame.readString(length: frame.readableBytes)
+            #expect(rest == payload)
+        }
+        #expect(
+            ServerMessage.ack(clientMessageID: "c\"1\\\u{2028}\n", channel: "g1", seq: 42, messageID: "m1").json
+                == #"{"type":"ack","client_msg_id":"c\"1\\\u2028\n","channel_id":"g1","seq":42,"message_id":"m1"}"#
+        )
+        #expect(messages[5].json.utf8.count > 0xFFFF, "a frame with a 64-bit length")
     }
 }
 

@@ -38,6 +38,9 @@ struct ModelTests {
             let decoded = try JSONDecoder().decode(String.self, from: Data(quoted.utf8))
             #expect(decoded == sample, "\(quoted)")
             #expect(!quoted.unicodeScalars.contains { $0.value < 0x20 || $0 == "\u{2028}" || $0 == "\u{2029}" })
+            var buffer = ByteBuffer(string: "[")
+            JSONText.writeQuoted(sample, to: &buffer)
+            #expect(String(buffer: buffer) == "[" + quoted, "written to a buffer, the same")
         }
     }
 

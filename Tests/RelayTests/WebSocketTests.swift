@@ -198,6 +198,54 @@ struct WebSocketTests {
         }
     }
 
+    /// A sender's own message may go out right after its ack, in the same write, rather than
+    /// when its live copy arrives: whichever way, each socket gets every seq once, in order, and
+    /// each ack names the seq its message arrived with.
+    @Test func twoMembersSendingAtOnceEachGetEverySeqOnceInOrder() async throws {
+        try await withRelay { relay in
+            let (alice, bob) = (TestRedis.uniqueName("alice"), TestRedis.uniqueName("bob"))
+            let id = try await relay.createGroup(alice, members: [bob])
+            let first = try await relay.lastSeq(alice, id)
+            let aliceSocket = try await TestSocket.connect(relay, token: relay.token(alice), label: "alice")
+            let bobSocket = try await TestSocket.connect(relay, token: relay.token(bob), label: "bob")
+            defer {
+                aliceSocket.abort()
+                bobSocket.abort()
+            }
+            let perSender = 60
+            for index in 0..<perSender {
+                for (socket, name) in [(aliceSocket, "a"), (bobSocket, "b")] {
+                    try await socket.send(json: [
+                        "type": "send", "channel_id": id, "client_msg_id": "\(name)-\(index)", "text": "\(name) \(index)",
+                    ])
+                }
+            }
+            let last = first + 2 * perSender
+            for socket in [aliceSocket, bobSocket] {
+                try await socket.waitUntil("every event and ack") { frames in
+                    frames.filter { $0["type"].string == "ack" }.count == perSender
+                        && frames.contains { $0["channel_id"].string == id && $0["seq"].int == last && $0["type"].string == "message" }
+                }
+            }
+            for (socket, name) in [(aliceSocket, "a"), (bobSocket, "b")] {
+                #expect(socket.seqs(id) == Array((first + 1)...last), "\(socket.label): \(socket.seqs(id))")
+                let frames = socket.frames
+                for index in 0..<perSender {
+                    let ack = try #require(
+                        frames.firstIndex { $0["type"].string == "ack" && $0["client_msg_id"].string == "\(name)-\(index)" }
+                    )
+                    let own = try #require(
+                        frames.firstIndex { $0["type"].string == "message" && $0["client_msg_id"].string == "\(name)-\(index)" }
+                    )
+                    #expect(frames[ack]["seq"].int == frames[own]["seq"].int, "\(socket.label): \(name)-\(index)")
+                }
+            }
+            #expect(try await relay.lastSeq(alice, id) == last)
+            await aliceSocket.close()
+            await bobSocket.close()
+        }
+    }
+
     @Test func readFrameAnswersReadOkAndPingAnswersPong() async throws {
         try await withRelay { relay in
             let (alice, bob) = (TestRedis.uniqueName("alice"), TestRedis.uniqueName("bob"))

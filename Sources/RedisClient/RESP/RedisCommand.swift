@@ -51,6 +51,12 @@ public struct RedisCommand: Sendable {
         for argument in arguments { argument.append(to: &self) }
     }
 
+    /// Makes room for `bytes` bytes of arguments in all and `arguments` arguments, the name included.
+    public mutating func reserveCapacity(bytes: Int, arguments: Int) {
+        self.storage.reserveCapacity(bytes)
+        self.lengths.reserveCapacity(arguments)
+    }
+
     /// Appends one argument.
     public mutating func append(_ argument: some RedisArgument) {
         argument.append(to: &self)
@@ -70,7 +76,8 @@ public struct RedisCommand: Sendable {
         String(decoding: self.storage.prefix(self.lengths.first ?? 0), as: UTF8.self).uppercased()
     }
 
-    /// Encodes the command as a RESP array of bulk strings with hiredis's argv formatter.
+    /// Encodes the command as a RESP array of bulk strings with hiredis's argv formatter (its
+    /// `sds` form, which writes the lengths itself: the plain form calls `sprintf` for each).
     func encode(into buffer: inout ByteBuffer) {
         let count = self.lengths.count
         self.storage.withUnsafeBufferPointer { storage in
@@ -82,12 +89,12 @@ public struct RedisCommand: Sendable {
                     offset += self.lengths[index]
                 }
                 self.lengths.withUnsafeBufferPointer { lengths in
-                    var target: UnsafeMutablePointer<CChar>?
-                    let written = redisFormatCommandArgv(&target, Int32(count), argv.baseAddress, lengths.baseAddress)
+                    var target: sds?
+                    let written = redisFormatSdsCommandArgv(&target, Int32(count), argv.baseAddress, lengths.baseAddress)
                     guard written >= 0, let target else {
-                        fatalError("redisFormatCommandArgv failed: out of memory")
+                        fatalError("redisFormatSdsCommandArgv failed: out of memory")
                     }
-                    defer { redisFreeCommand(target) }
+                    defer { redisFreeSdsCommand(target) }
                     buffer.writeBytes(UnsafeRawBufferPointer(start: target, count: Int(written)))
                 }
             }

@@ -122,6 +122,10 @@ extension RedisClient {
 
     static func evalsha(_ script: RedisScript, keys: [String], arguments: [any RedisArgument]) -> RedisCommand {
         var command = RedisCommand("EVALSHA", key: keys.first)
+        // Room for the keys and about as much again for the arguments: the storage is not
+        // grown argument by argument.
+        let keyBytes = keys.reduce(0) { $0 + $1.utf8.count }
+        command.reserveCapacity(bytes: 64 + 2 * keyBytes + 256, arguments: 3 + keys.count + arguments.count)
         command.append(script.sha1)
         command.append(keys.count)
         for key in keys { command.append(key) }

@@ -1,9 +1,18 @@
+import NIOCore
+
 /// Builds JSON text by hand where the relay splices fragments (events are assembled in Lua
 /// around a fragment the relay escapes), and parses nothing.
 enum JSONText {
     /// `text` as a JSON string literal, quotes included. Escapes what RFC 8259 requires, and
     /// also U+2028/U+2029 so the result is safe inside JavaScript too.
     static func quoted(_ text: some StringProtocol) -> String {
+        if !Self.needsEscaping(text.utf8) {
+            var out = "\""
+            out.reserveCapacity(text.utf8.count + 2)
+            out += text
+            out += "\""
+            return out
+        }
         var out = [UInt8]()
         out.reserveCapacity(text.utf8.count + 2)
         out.append(UInt8(ascii: "\""))
@@ -30,6 +39,23 @@ enum JSONText {
         }
         out.append(UInt8(ascii: "\""))
         return String(decoding: out, as: UTF8.self)
+    }
+
+    /// Appends `text` as a JSON string literal (``quoted(_:)``) to `buffer`.
+    static func writeQuoted(_ text: some StringProtocol, to buffer: inout ByteBuffer) {
+        guard !Self.needsEscaping(text.utf8) else {
+            buffer.writeString(Self.quoted(text))
+            return
+        }
+        buffer.writeInteger(UInt8(ascii: "\""))
+        buffer.writeBytes(text.utf8)
+        buffer.writeInteger(UInt8(ascii: "\""))
+    }
+
+    /// Whether any byte of `utf8` is escaped by ``quoted(_:)``: a quote, a backslash, a control
+    /// character, or the first byte of U+2028/U+2029 (checked there).
+    private static func needsEscaping(_ utf8: some Collection<UInt8>) -> Bool {
+        utf8.contains { $0 < 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") || $0 == 0xE2 }
     }
 
     private static let hex = Array("0123456789abcdef".utf8)

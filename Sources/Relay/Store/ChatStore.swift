@@ -313,9 +313,15 @@ struct ChatStore: Sendable {
     ) -> (keys: [String], arguments: [any RedisArgument]) {
         let keys = RelayKeys.Channel(id)
         let messageID = Identifier.make(prefix: "m")
-        let body =
-            "\"type\":\"message\",\"message_id\":\"\(messageID)\",\"sender_id\":\"\(sender)\",\"text\":\(JSONText.quoted(text))"
-            + ",\"client_msg_id\":\(JSONText.quoted(clientMessageID))"
+        var body = "\"type\":\"message\",\"message_id\":\""
+        body.reserveCapacity(96 + messageID.utf8.count + sender.utf8.count + text.utf8.count + clientMessageID.utf8.count)
+        body += messageID
+        body += "\",\"sender_id\":\""
+        body += sender
+        body += "\",\"text\":"
+        body += JSONText.quoted(text)
+        body += ",\"client_msg_id\":"
+        body += JSONText.quoted(clientMessageID)
         return (
             [
                 keys.meta, keys.members, keys.seq, keys.log, keys.messages,

@@ -169,6 +169,19 @@ extension LiveConnectionHandler {
             return self.startRead(channel).map { .read($0) } ?? .none
         }
 
+        /// This connection's own message was just logged at `seq` of `channel`. If it continues
+        /// the stream, it goes out now, with the ack, and its live copy is dropped as already
+        /// delivered when it arrives: one write instead of two. Otherwise (a gap, a read under way,
+        /// a channel not followed) nothing changes, and the live copy brings it as any event.
+        mutating func ownEvent(channel: String, seq: Int64) -> Bool {
+            guard self.phase == .open, let index = self.streams.index(forKey: channel) else { return false }
+            let stream = self.streams.values[index]
+            guard stream.reading == nil, !stream.readDue, seq == stream.delivered + 1 else { return false }
+            self.streams.values[index].delivered = seq
+            self.streams.values[index].target = max(stream.target, seq)
+            return true
+        }
+
         /// Events of `channel` may have been published while they could not arrive: read the log
         /// to its end.
         mutating func mayHaveMissed(channel: String) -> LogRead? {

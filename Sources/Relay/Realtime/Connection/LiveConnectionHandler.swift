@@ -252,7 +252,7 @@ final class LiveConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
     }
 
     private func write(_ message: ServerMessage) {
-        self.writeWire(WebSocketWire.frame(opcode: .text, payload: message.buffer))
+        self.writeWire(message.frame)
     }
 
     /// Writes a whole frame, within the budget: past it the client is too slow, and is closed.
@@ -429,18 +429,21 @@ final class LiveConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         case .send(let channel, let clientMessageID, let text):
             let store = self.services.store
             let user = self.identity.user
-            @Sendable func answer(_ result: Result<(created: Bool, event: String), any Error>) -> ServerMessage {
+            /// The ack, and the event itself when it is new (for ``answered(_:ownEvent:)``).
+            @Sendable func answer(_ result: Result<(created: Bool, event: String), any Error>) -> (ServerMessage, OwnEvent?) {
                 switch result {
-                case .success((_, let event)):
-                    return .ack(
+                case .success((let created, let event)):
+                    let seq = EventJSON.field(.seq, in: event).flatMap { Int64($0) } ?? 0
+                    let ack = ServerMessage.ack(
                         clientMessageID: clientMessageID,
                         channel: channel,
-                        seq: EventJSON.field(.seq, in: event).flatMap { Int64($0) } ?? 0,
+                        seq: seq,
                         messageID: EventJSON.field(.messageID, in: event) ?? ""
                     )
+                    return (ack, created ? OwnEvent(channel: channel, seq: seq, json: event) : nil)
                 case .failure(let error):
                     let apiError = APIError(from: error)
-                    return .error(code: apiError.code, message: apiError.message, clientMessageID: clientMessageID)
+                    return (.error(code: apiError.code, message: apiError.message, clientMessageID: clientMessageID), nil)
                 }
             }
             // While a connection to the channel's node is up, the script goes out from here and
@@ -456,16 +459,19 @@ final class LiveConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
                 )
             {
                 let loopBound = NIOLoopBound(self, eventLoop: handle.loop)
-                sent.whenComplete { result in loopBound.value.answered(answer(result)) }
+                sent.whenComplete { result in
+                    let (ack, event) = answer(result)
+                    loopBound.value.answered(ack, ownEvent: event)
+                }
                 return
             }
             self.answerLater {
                 do {
                     return answer(
                         .success(try await store.send(channel: channel, sender: user, clientMessageID: clientMessageID, text: text))
-                    )
+                    ).0
                 } catch {
-                    return answer(.failure(error))
+                    return answer(.failure(error)).0
                 }
             }
         case .read(let channel, let seq):
@@ -503,10 +509,22 @@ final class LiveConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         }
     }
 
-    /// On the loop: the answer to the frame being served is ready; the next frames follow.
-    private func answered(_ message: ServerMessage) {
+    /// A message this connection sent, as logged.
+    struct OwnEvent: Sendable {
+        var channel: String
+        var seq: Int64
+        var json: String
+    }
+
+    /// On the loop: the answer to the frame being served is ready; the next frames follow. A
+    /// message the connection just sent goes out right after its ack, in the same write, when
+    /// it continues the channel's stream (``StateMachine/ownEvent(channel:seq:)``).
+    private func answered(_ message: ServerMessage, ownEvent event: OwnEvent? = nil) {
         guard !self.closing else { return }
         self.answer(message)
+        if let event, self.machine.ownEvent(channel: event.channel, seq: event.seq) {
+            self.writeWire(WebSocketWire.textFrame(capacity: event.json.utf8.count) { $0.writeString(event.json) })
+        }
         self.serveFrames()
         self.flush()
     }

@@ -15,31 +15,76 @@ enum ServerMessage: Equatable, Sendable {
 
     /// The message as the JSON text of one frame.
     var json: String {
-        switch self {
-        case .hello(let user, let session, let connection, let heartbeat):
-            return "{\"type\":\"hello\",\"user_id\":\(JSONText.quoted(user)),\"session_id\":\(JSONText.quoted(session))"
-                + ",\"connection_id\":\(JSONText.quoted(connection)),\"heartbeat_ms\":\(heartbeat)}"
-        case .pong:
-            return "{\"type\":\"pong\"}"
-        case .ack(let clientMessageID, let channel, let seq, let messageID):
-            return "{\"type\":\"ack\",\"client_msg_id\":\(JSONText.quoted(clientMessageID)),\"channel_id\":\(JSONText.quoted(channel))"
-                + ",\"seq\":\(seq),\"message_id\":\(JSONText.quoted(messageID))}"
-        case .readOK(let channel, let last):
-            return "{\"type\":\"read_ok\",\"channel_id\":\(JSONText.quoted(channel)),\"last_read_seq\":\(last)}"
-        case .resumed(let truncated):
-            guard !truncated.isEmpty else { return "{\"type\":\"resumed\"}" }
-            let entries = truncated.sorted { $0.key < $1.key }.map { "\(JSONText.quoted($0.key)):\($0.value)" }
-            return "{\"type\":\"resumed\",\"truncated\":{" + entries.joined(separator: ",") + "}}"
-        case .error(let code, let message, let channel, let clientMessageID):
-            var json = "{\"type\":\"error\",\"code\":\"\(code.name)\",\"message\":\(JSONText.quoted(message))"
-            if let clientMessageID { json += ",\"client_msg_id\":\(JSONText.quoted(Self.excerpt(clientMessageID)))" }
-            if let channel { json += ",\"channel_id\":\(JSONText.quoted(Self.excerpt(channel)))" }
-            return json + "}"
-        }
+        var buffer = ByteBuffer()
+        self.writeJSON(to: &buffer)
+        return String(buffer: buffer)
     }
 
-    /// The message as the payload of a text frame.
-    var buffer: ByteBuffer { ByteBuffer(string: self.json) }
+    /// The message as a whole text frame, encoded in one buffer.
+    var frame: ByteBuffer {
+        WebSocketWire.textFrame { self.writeJSON(to: &$0) }
+    }
+
+    /// Appends the message's JSON to `buffer`.
+    func writeJSON(to buffer: inout ByteBuffer) {
+        switch self {
+        case .hello(let user, let session, let connection, let heartbeat):
+            buffer.writeStaticString("{\"type\":\"hello\",\"user_id\":")
+            JSONText.writeQuoted(user, to: &buffer)
+            buffer.writeStaticString(",\"session_id\":")
+            JSONText.writeQuoted(session, to: &buffer)
+            buffer.writeStaticString(",\"connection_id\":")
+            JSONText.writeQuoted(connection, to: &buffer)
+            buffer.writeStaticString(",\"heartbeat_ms\":")
+            buffer.writeString(String(heartbeat))
+            buffer.writeStaticString("}")
+        case .pong:
+            buffer.writeStaticString("{\"type\":\"pong\"}")
+        case .ack(let clientMessageID, let channel, let seq, let messageID):
+            buffer.writeStaticString("{\"type\":\"ack\",\"client_msg_id\":")
+            JSONText.writeQuoted(clientMessageID, to: &buffer)
+            buffer.writeStaticString(",\"channel_id\":")
+            JSONText.writeQuoted(channel, to: &buffer)
+            buffer.writeStaticString(",\"seq\":")
+            buffer.writeString(String(seq))
+            buffer.writeStaticString(",\"message_id\":")
+            JSONText.writeQuoted(messageID, to: &buffer)
+            buffer.writeStaticString("}")
+        case .readOK(let channel, let last):
+            buffer.writeStaticString("{\"type\":\"read_ok\",\"channel_id\":")
+            JSONText.writeQuoted(channel, to: &buffer)
+            buffer.writeStaticString(",\"last_read_seq\":")
+            buffer.writeString(String(last))
+            buffer.writeStaticString("}")
+        case .resumed(let truncated):
+            guard !truncated.isEmpty else {
+                buffer.writeStaticString("{\"type\":\"resumed\"}")
+                return
+            }
+            buffer.writeStaticString("{\"type\":\"resumed\",\"truncated\":{")
+            for (index, entry) in truncated.sorted(by: { $0.key < $1.key }).enumerated() {
+                if index > 0 { buffer.writeStaticString(",") }
+                JSONText.writeQuoted(entry.key, to: &buffer)
+                buffer.writeStaticString(":")
+                buffer.writeString(String(entry.value))
+            }
+            buffer.writeStaticString("}}")
+        case .error(let code, let message, let channel, let clientMessageID):
+            buffer.writeStaticString("{\"type\":\"error\",\"code\":\"")
+            buffer.writeString(code.name)
+            buffer.writeStaticString("\",\"message\":")
+            JSONText.writeQuoted(message, to: &buffer)
+            if let clientMessageID {
+                buffer.writeStaticString(",\"client_msg_id\":")
+                JSONText.writeQuoted(Self.excerpt(clientMessageID), to: &buffer)
+            }
+            if let channel {
+                buffer.writeStaticString(",\"channel_id\":")
+                JSONText.writeQuoted(Self.excerpt(channel), to: &buffer)
+            }
+            buffer.writeStaticString("}")
+        }
+    }
 
     /// At most ``maxEcho`` bytes of `text`, cut on a character boundary.
     static func excerpt(_ text: some StringProtocol) -> String {

@@ -175,8 +175,8 @@ final class FanoutHub: Service, Sendable {
         try await self.subscriber.run()
     }
 
-    /// Called by the subscriber, on its connection's event loop: one hop per event loop with
-    /// receivers, and no task in between.
+    /// Called by the subscriber, on its connection's event loop: one hop per other event loop
+    /// with receivers, and no task in between.
     private func received(_ event: RedisSubscriberEvent) {
         switch event {
         case .message(let topic, let payload):
@@ -232,6 +232,12 @@ final class FanoutHub: Service, Sendable {
                 if backlog.pending.load(ordering: .relaxed) == 0 {
                     loop.execute { self.announceDropped(on: loop, backlog) }
                 }
+                continue
+            }
+            // On the subscriber's own loop, with nothing queued there before it, the receivers are
+            // called at once: a hop would only queue the same work behind this read.
+            if loop.inEventLoop, backlog.pending.load(ordering: .relaxed) == 0 {
+                for receiver in receivers.values { receiver.receive(signal) }
                 continue
             }
             backlog.pending.add(1, ordering: .relaxed)

@@ -82,6 +82,21 @@ enum WebSocketWire {
         return buffer
     }
 
+    /// A final text frame whose payload `write` appends: the payload is written once, after room
+    /// for the longest header, and the header goes in front of it when its length is known.
+    static func textFrame(capacity: Int = 128, _ write: (inout ByteBuffer) -> Void) -> ByteBuffer {
+        var buffer = ByteBufferAllocator().buffer(capacity: 10 + capacity)
+        buffer.moveWriterIndex(forwardBy: 10)
+        write(&buffer)
+        let length = buffer.writerIndex - 10
+        let start = 10 - Self.headerLength(payloadLength: length)
+        buffer.moveWriterIndex(to: start)
+        Self.writeHeader(opcode: .text, payloadLength: length, into: &buffer)
+        buffer.moveWriterIndex(to: 10 + length)
+        buffer.moveReaderIndex(to: start)
+        return buffer
+    }
+
     /// A text frame carrying `text`.
     static func text(_ text: String, allocator: ByteBufferAllocator = ByteBufferAllocator()) -> ByteBuffer {
         Self.frame(opcode: .text, bytes: text.utf8, allocator: allocator)
