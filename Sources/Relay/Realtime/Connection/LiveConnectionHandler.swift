@@ -178,7 +178,9 @@ final class LiveConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
             case .none:
                 return
             case .write(let wire):
-                self.writeWire(wire)
+                // The fan-out's one write per socket per event: written and flushed in one pass.
+                self.writeWire(wire, flush: true)
+                return
             case .writeAndLeave(let wire, let channel):
                 self.writeWire(wire)
                 self.leave([channel])
@@ -256,7 +258,8 @@ final class LiveConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
     }
 
     /// Writes a whole frame, within the budget: past it the client is too slow, and is closed.
-    private func writeWire(_ wire: ByteBuffer) {
+    /// With `flush`, everything written so far goes out with it.
+    private func writeWire(_ wire: ByteBuffer, flush: Bool = false) {
         guard !self.closing, let context = self.output else { return }
         // The machine's flag follows channelWritabilityChanged: cheaper than asking the channel.
         if !self.machine.isWritable {
@@ -267,7 +270,11 @@ final class LiveConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
                 return
             }
         }
-        context.write(self.wrapOutboundOut(wire), promise: nil)
+        if flush {
+            context.writeAndFlush(self.wrapOutboundOut(wire), promise: nil)
+        } else {
+            context.write(self.wrapOutboundOut(wire), promise: nil)
+        }
     }
 
     private func flush() {
