@@ -23,6 +23,8 @@
 #   BENCH_DMS             DM channels (default 2500); BENCH_DM_RATE messages/s in total (default 2500)
 #   BENCH_IDLE            idle sockets (default 10000; the open-file limit here is 20,000 per process)
 #   BENCH_HEARTBEAT       heartbeat / ping interval for the idle scenario, seconds (default 5)
+#   BENCH_SCENARIO_ROUNDS rounds of the fan-out, DM and idle scenarios, relay and nchan alternating in each
+#                         (default 1); the table gives each figure's median over the rounds
 #   BENCH_RESUME          resume clients (default 1000), each 1,000 events behind
 #   BENCH_FLOOD_FRAMES    60 KB frames the flooding client sends without reading (default 3000)
 #   BENCH_THREADS         event loops of relay-bench (default 1)
@@ -42,6 +44,7 @@ FANOUT_RATE=${BENCH_FANOUT_RATE:-10}
 FANOUT_MAX=${BENCH_FANOUT_MAX-1000}
 DMS=${BENCH_DMS:-2500}
 DM_RATE=${BENCH_DM_RATE:-2500}
+SCENARIO_ROUNDS=${BENCH_SCENARIO_ROUNDS:-1}
 IDLE=${BENCH_IDLE:-10000}
 HEARTBEAT=${BENCH_HEARTBEAT:-5}
 RESUME=${BENCH_RESUME:-1000}
@@ -279,20 +282,26 @@ if wants scenarios; then
 
     start_relay
     [ "$NCHAN" = 1 ] && start_nchan 30
-    for sockets in $FANOUT; do
-        seconds=${BENCH_FANOUT_SECONDS:-$([ "$sockets" -le 1000 ] && echo 10 || echo 5)}
-        args=(--sockets "$sockets" --rate "$FANOUT_RATE" --seconds "$seconds" --drain 60)
-        scenario relay fanout "${args[@]}"
-        [ "$NCHAN" = 1 ] && scenario nchan fanout "${args[@]}"
+    for round in $(seq 1 "$SCENARIO_ROUNDS"); do
+        if [ "$SCENARIO_ROUNDS" != 1 ]; then
+            echo
+            echo "== scenarios, round $round of $SCENARIO_ROUNDS"
+        fi
+        for sockets in $FANOUT; do
+            seconds=${BENCH_FANOUT_SECONDS:-$([ "$sockets" -le 1000 ] && echo 10 || echo 5)}
+            args=(--sockets "$sockets" --rate "$FANOUT_RATE" --seconds "$seconds" --drain 60)
+            scenario relay fanout "${args[@]}"
+            [ "$NCHAN" = 1 ] && scenario nchan fanout "${args[@]}"
+        done
+        if [ -n "$FANOUT_MAX" ]; then
+            args=(--sockets "$FANOUT_MAX" --rate 0 --window 4 --seconds 5 --drain 60)
+            scenario relay fanout "${args[@]}"
+            [ "$NCHAN" = 1 ] && scenario nchan fanout "${args[@]}"
+        fi
+        args=(--channels "$DMS" --rate "$DM_RATE" --seconds "$SECONDS_PER_RUN" --drain 60)
+        scenario relay dms "${args[@]}"
+        [ "$NCHAN" = 1 ] && scenario nchan dms "${args[@]}"
     done
-    if [ -n "$FANOUT_MAX" ]; then
-        args=(--sockets "$FANOUT_MAX" --rate 0 --window 4 --seconds 5 --drain 60)
-        scenario relay fanout "${args[@]}"
-        [ "$NCHAN" = 1 ] && scenario nchan fanout "${args[@]}"
-    fi
-    args=(--channels "$DMS" --rate "$DM_RATE" --seconds "$SECONDS_PER_RUN" --drain 60)
-    scenario relay dms "${args[@]}"
-    [ "$NCHAN" = 1 ] && scenario nchan dms "${args[@]}"
     scenario relay resume --clients "$RESUME" --behind 1000
 
     # Flood: one client sends 3,000 frames of 60 KB (each answered with an error) and reads nothing; the
@@ -310,23 +319,37 @@ if wants scenarios; then
         <<<"$flood" >>"$results" || true
 
     # Idle: fresh servers, so that the RSS they gain is the connections' alone, with a short heartbeat.
-    start_relay --heartbeat "$HEARTBEAT"
-    scenario relay idle --sockets "$IDLE" --heartbeat "$HEARTBEAT"
-    stop_relay
-    if [ "$NCHAN" = 1 ]; then
-        start_nchan "$HEARTBEAT"
-        scenario nchan idle --sockets "$IDLE" --heartbeat "$HEARTBEAT"
-    fi
+    for _ in $(seq 1 "$SCENARIO_ROUNDS"); do
+        start_relay --heartbeat "$HEARTBEAT"
+        scenario relay idle --sockets "$IDLE" --heartbeat "$HEARTBEAT"
+        stop_relay
+        if [ "$NCHAN" = 1 ]; then
+            start_nchan "$HEARTBEAT"
+            scenario nchan idle --sockets "$IDLE" --heartbeat "$HEARTBEAT"
+        fi
+    done
 
-    # The table: one row per figure, relay beside nchan, and their ratio (relay / nchan).
+    # The table: one row per figure, relay beside nchan, and their ratio (relay / nchan). Over several rounds,
+    # a number is the median of the rounds' (the lower middle one of an even count), and a text (the delivery
+    # counts) is each distinct value, so that no round's nonzero count is hidden.
     figure() { # SCENARIO TARGET LABEL-PREFIX EXPRESSION
         jq -r --arg s "$1" --arg t "$2" --arg l "$3" \
-            "select(.scenario == \$s and .target == \$t and (.label | startswith(\$l))) | ($4) // empty" "$results" | head -1
+            "select(.scenario == \$s and .target == \$t and (.label | startswith(\$l))) | ($4) // empty" "$results"
+    }
+    median() { # the median of the numbers on stdin, or the distinct texts joined
+        local values
+        values=$(cat)
+        [ -n "$values" ] || return 0
+        if grep -qvE '^-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?$' <<<"$values"; then
+            awk '!seen[$0]++' <<<"$values" | paste -sd ';' | sed 's/;/; /g'
+        else
+            sort -g <<<"$values" | awk '{ v[NR] = $0 } END { print v[int((NR + 1) / 2)] }'
+        fi
     }
     row() { # TITLE SCENARIO LABEL-PREFIX EXPRESSION DECIMALS
         local relay nchan
-        relay=$(figure "$2" relay "$3" "$4")
-        nchan=$(figure "$2" nchan "$3" "$4")
+        relay=$(figure "$2" relay "$3" "$4" | median)
+        nchan=$(figure "$2" nchan "$3" "$4" | median)
         local r=-
         [ "$5" = text ] || r=$(ratio "$relay" "$nchan")
         printf '%-56s %14s %14s %8s\n' "$1" "$(fmt "$relay" "$5")" "$(fmt "$nchan" "$5")" "$r"
@@ -342,7 +365,7 @@ if wants scenarios; then
     }
 
     echo
-    echo "Scenarios (relay-bench, $THREADS event loop(s)); ratio = relay / nchan (CPU and memory: lower is better)"
+    echo "Scenarios (relay-bench, $THREADS event loop(s), $SCENARIO_ROUNDS round(s): medians); ratio = relay / nchan (CPU and memory: lower is better)"
     printf '%-56s %14s %14s %8s\n' figure relay nchan ratio
     for sockets in $FANOUT; do
         prefix="fanout --sockets $sockets --rate $FANOUT_RATE "

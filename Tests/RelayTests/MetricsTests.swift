@@ -3,7 +3,7 @@ import TestSupport
 import Testing
 
 /// The value of the sample named exactly `sample` (name and labels) in a Prometheus text exposition.
-private func value(of sample: String, in text: String) -> Double? {
+func value(of sample: String, in text: String) -> Double? {
     for line in text.split(separator: "\n") where line.hasPrefix(sample + " ") {
         return Double(line.dropFirst(sample.count + 1))
     }

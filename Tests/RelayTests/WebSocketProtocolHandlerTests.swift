@@ -218,10 +218,21 @@ struct WebSocketProtocolHandlerTests {
 
     struct Unrelated: Error {}
 
+    @Test func theEndOfTheClientsSideOfTCPClosesTheChannel() throws {
+        let setup = try Setup()
+        try setup.send(RawWebSocket.text("{\"type\":\"ping\"}"))
+        setup.channel.pipeline.fireUserInboundEventTriggered(ChannelEvent.inputClosed)
+        #expect(setup.tail.messages == [.text(ByteBuffer(string: "{\"type\":\"ping\"}"))], "what came before is delivered")
+        #expect(setup.tail.inboundEvents.contains { ($0 as? ChannelEvent) == .inputClosed }, "the event goes on")
+        #expect(!setup.channel.isActive)
+        #expect(setup.tail.inactive)
+        #expect(try setup.written().isEmpty, "no close frame: nothing can answer it")
+    }
+
     @Test func otherErrorsAndEventsGoOn() throws {
         let setup = try Setup()
-        setup.channel.pipeline.fireUserInboundEventTriggered(ChannelEvent.inputClosed)
-        #expect(setup.tail.inboundEvents.contains { ($0 as? ChannelEvent) == .inputClosed })
+        setup.channel.pipeline.fireUserInboundEventTriggered(ChannelEvent.outputClosed)
+        #expect(setup.tail.inboundEvents.contains { ($0 as? ChannelEvent) == .outputClosed })
         setup.channel.pipeline.fireErrorCaught(Unrelated())
         #expect(throws: Unrelated.self) { try setup.channel.throwIfErrorCaught() }
         #expect(setup.channel.isActive)

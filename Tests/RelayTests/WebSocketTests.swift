@@ -465,6 +465,29 @@ struct WebSocketTests {
 
     // MARK: - presence
 
+    /// A client that goes away without a close frame (its process ended, and its kernel sent a
+    /// FIN) is let go at once, with its socket, subscriptions and presence: not when a ping finds
+    /// it silent two heartbeats later.
+    @Test func aClientThatEndsItsSideOfTCPIsLetGoAtOnce() async throws {
+        try await withRelay({ $0.heartbeat = .seconds(30) }) { relay in
+            let alice = TestRedis.uniqueName("alice")
+            let socket = try await RawWebSocket.connect(port: relay.port, path: "/ws", query: "token=\(relay.token(alice))")
+            let hello = try await socket.read(timeout: .seconds(10))
+            guard case .frame(let frame) = hello, frame.jsonType == "hello" else {
+                Issue.record("no hello: \(hello)")
+                return
+            }
+            #expect(value(of: "relay_websockets", in: try await relay.request("GET", "/metrics").text) == 1)
+            socket.shutdownWrite()
+            // The relay closes its side too, well before a heartbeat could (30 s).
+            let frames = try await socket.readToEnd(timeout: .seconds(10))
+            #expect(!frames.contains { $0.opcode == 0x1 }, "\(frames)")
+            try await waitUntil("the relay counts the socket gone", timeout: .seconds(10)) {
+                value(of: "relay_websockets", in: try await relay.request("GET", "/metrics").text) == 0
+            }
+        }
+    }
+
     @Test func presenceIsOnlineWhileConnectedAndLapsesAfter() async throws {
         // Two-second heartbeats: the key lives four seconds, so a refresh that a loaded machine
         // runs a second late does not let it lapse.

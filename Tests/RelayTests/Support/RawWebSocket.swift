@@ -211,6 +211,11 @@ final class RawWebSocket: @unchecked Sendable {
         }
     }
 
+    /// Ends the client's side of TCP (a FIN, as when a client process exits), without a close frame.
+    func shutdownWrite() {
+        _ = Glibc.shutdown(self.fd, Int32(SHUT_WR))
+    }
+
     // MARK: - Reading
 
     /// The next frame, the end of the connection, or `.timedOut` after `timeout`.

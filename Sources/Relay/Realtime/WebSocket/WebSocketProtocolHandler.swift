@@ -19,6 +19,9 @@ import NIOWebSocket
 ///   before any close frame is written, so that handlers on either side stop writing (the
 ///   heartbeat; the connection handler, which writes past this handler).
 ///
+/// When the client ends its side of TCP (`ChannelEvent.inputClosed`, with or without a close
+/// frame before it), the channel is closed.
+///
 /// After a close frame was written (by either side's initiative, or on a protocol failure),
 /// every outbound write is dropped and its promise failed with `ChannelError.outputClosed`.
 /// Errors other than the frame decoder's are passed on unchanged.
@@ -104,6 +107,18 @@ final class WebSocketProtocolHandler: ChannelDuplexHandler, RemovableChannelHand
             context.close(promise: nil)
         case .fail(let code, let reason):
             self.writeClose(context: context, code: code, reason: reason, thenClose: true)
+        }
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        context.fireUserInboundEventTriggered(event)
+        // The client ended its side of TCP (the server keeps half-closed connections open, and a
+        // client that goes away without a close frame ends that way): nothing more can arrive,
+        // not even the answer to a close frame. The connection ends now, not when a later write
+        // to it fails (the next heartbeat's ping, up to an interval later).
+        if let event = event as? ChannelEvent, event == .inputClosed {
+            self.cancelCloseTimer()
+            context.close(promise: nil)
         }
     }
 
