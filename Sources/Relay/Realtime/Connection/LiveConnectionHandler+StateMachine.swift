@@ -27,6 +27,12 @@ extension LiveConnectionHandler {
             var readDue = false
             /// Reads in a row that found nothing although `target` was not reached.
             var emptyReads = 0
+
+            /// Whether the event `seq` goes out at once: it is the next one, and no read of the
+            /// log is under way or due.
+            func isNext(_ seq: Int64) -> Bool {
+                self.reading == nil && !self.readDue && seq == self.delivered + 1
+            }
         }
 
         /// A range of a channel's log to read, and to hand back with ``logPage(_:after:events:)``.
@@ -156,7 +162,7 @@ extension LiveConnectionHandler {
             guard let index = self.streams.index(forKey: channel) else { return .none }
             let stream = self.streams.values[index]
             guard seq > stream.delivered else { return .none }
-            if stream.reading == nil, !stream.readDue, seq == stream.delivered + 1 {
+            if stream.isNext(seq) {
                 if membership == .left(user: self.user) {
                     self.streams.remove(at: index)
                     return .writeAndLeave(frame, channel: channel)
@@ -176,7 +182,7 @@ extension LiveConnectionHandler {
         mutating func ownEvent(channel: String, seq: Int64) -> Bool {
             guard self.phase == .open, let index = self.streams.index(forKey: channel) else { return false }
             let stream = self.streams.values[index]
-            guard stream.reading == nil, !stream.readDue, seq == stream.delivered + 1 else { return false }
+            guard stream.isNext(seq) else { return false }
             self.streams.values[index].delivered = seq
             self.streams.values[index].target = max(stream.target, seq)
             return true

@@ -530,7 +530,7 @@ final class LiveConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         guard !self.closing else { return }
         self.answer(message)
         if let event, self.machine.ownEvent(channel: event.channel, seq: event.seq) {
-            self.writeWire(WebSocketWire.textFrame(capacity: event.json.utf8.count) { $0.writeString(event.json) })
+            self.writeWire(WebSocketWire.text(event.json))
         }
         self.serveFrames()
         self.flush()

@@ -29,61 +29,43 @@ enum ServerMessage: Equatable, Sendable {
     func writeJSON(to buffer: inout ByteBuffer) {
         switch self {
         case .hello(let user, let session, let connection, let heartbeat):
-            buffer.writeStaticString("{\"type\":\"hello\",\"user_id\":")
-            JSONText.writeQuoted(user, to: &buffer)
-            buffer.writeStaticString(",\"session_id\":")
-            JSONText.writeQuoted(session, to: &buffer)
-            buffer.writeStaticString(",\"connection_id\":")
-            JSONText.writeQuoted(connection, to: &buffer)
-            buffer.writeStaticString(",\"heartbeat_ms\":")
-            buffer.writeString(String(heartbeat))
-            buffer.writeStaticString("}")
+            buffer.writeStaticString("{\"type\":\"hello\"")
+            buffer.writeField("user_id", quoting: user)
+            buffer.writeField("session_id", quoting: session)
+            buffer.writeField("connection_id", quoting: connection)
+            buffer.writeField("heartbeat_ms", heartbeat)
         case .pong:
-            buffer.writeStaticString("{\"type\":\"pong\"}")
+            buffer.writeStaticString("{\"type\":\"pong\"")
         case .ack(let clientMessageID, let channel, let seq, let messageID):
-            buffer.writeStaticString("{\"type\":\"ack\",\"client_msg_id\":")
-            JSONText.writeQuoted(clientMessageID, to: &buffer)
-            buffer.writeStaticString(",\"channel_id\":")
-            JSONText.writeQuoted(channel, to: &buffer)
-            buffer.writeStaticString(",\"seq\":")
-            buffer.writeString(String(seq))
-            buffer.writeStaticString(",\"message_id\":")
-            JSONText.writeQuoted(messageID, to: &buffer)
-            buffer.writeStaticString("}")
+            buffer.writeStaticString("{\"type\":\"ack\"")
+            buffer.writeField("client_msg_id", quoting: clientMessageID)
+            buffer.writeField("channel_id", quoting: channel)
+            buffer.writeField("seq", seq)
+            buffer.writeField("message_id", quoting: messageID)
         case .readOK(let channel, let last):
-            buffer.writeStaticString("{\"type\":\"read_ok\",\"channel_id\":")
-            JSONText.writeQuoted(channel, to: &buffer)
-            buffer.writeStaticString(",\"last_read_seq\":")
-            buffer.writeString(String(last))
-            buffer.writeStaticString("}")
+            buffer.writeStaticString("{\"type\":\"read_ok\"")
+            buffer.writeField("channel_id", quoting: channel)
+            buffer.writeField("last_read_seq", last)
         case .resumed(let truncated):
-            guard !truncated.isEmpty else {
-                buffer.writeStaticString("{\"type\":\"resumed\"}")
-                return
+            buffer.writeStaticString("{\"type\":\"resumed\"")
+            if !truncated.isEmpty {
+                buffer.writeStaticString(",\"truncated\":{")
+                for (index, entry) in truncated.sorted(by: { $0.key < $1.key }).enumerated() {
+                    if index > 0 { buffer.writeStaticString(",") }
+                    JSONText.writeQuoted(entry.key, to: &buffer)
+                    buffer.writeStaticString(":")
+                    buffer.writeString(String(entry.value))
+                }
+                buffer.writeStaticString("}")
             }
-            buffer.writeStaticString("{\"type\":\"resumed\",\"truncated\":{")
-            for (index, entry) in truncated.sorted(by: { $0.key < $1.key }).enumerated() {
-                if index > 0 { buffer.writeStaticString(",") }
-                JSONText.writeQuoted(entry.key, to: &buffer)
-                buffer.writeStaticString(":")
-                buffer.writeString(String(entry.value))
-            }
-            buffer.writeStaticString("}}")
         case .error(let code, let message, let channel, let clientMessageID):
-            buffer.writeStaticString("{\"type\":\"error\",\"code\":\"")
-            buffer.writeString(code.name)
-            buffer.writeStaticString("\",\"message\":")
-            JSONText.writeQuoted(message, to: &buffer)
-            if let clientMessageID {
-                buffer.writeStaticString(",\"client_msg_id\":")
-                JSONText.writeQuoted(Self.excerpt(clientMessageID), to: &buffer)
-            }
-            if let channel {
-                buffer.writeStaticString(",\"channel_id\":")
-                JSONText.writeQuoted(Self.excerpt(channel), to: &buffer)
-            }
-            buffer.writeStaticString("}")
+            buffer.writeStaticString("{\"type\":\"error\"")
+            buffer.writeField("code", quoting: code.name)
+            buffer.writeField("message", quoting: message)
+            if let clientMessageID { buffer.writeField("client_msg_id", quoting: Self.excerpt(clientMessageID)) }
+            if let channel { buffer.writeField("channel_id", quoting: Self.excerpt(channel)) }
         }
+        buffer.writeStaticString("}")
     }
 
     /// At most ``maxEcho`` bytes of `text`, cut on a character boundary.
@@ -95,5 +77,25 @@ enum ServerMessage: Equatable, Sendable {
             result.append(character)
         }
         return result
+    }
+}
+
+extension ByteBuffer {
+    /// Appends `,"key":` and `text` as a JSON string: a field after the first of an object.
+    fileprivate mutating func writeField(_ key: StaticString, quoting text: some StringProtocol) {
+        self.writeFieldName(key)
+        JSONText.writeQuoted(text, to: &self)
+    }
+
+    /// Appends `,"key":` and `value`.
+    fileprivate mutating func writeField(_ key: StaticString, _ value: Int64) {
+        self.writeFieldName(key)
+        self.writeString(String(value))
+    }
+
+    private mutating func writeFieldName(_ key: StaticString) {
+        self.writeStaticString(",\"")
+        self.writeStaticString(key)
+        self.writeStaticString("\":")
     }
 }

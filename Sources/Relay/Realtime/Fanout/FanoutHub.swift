@@ -1,5 +1,6 @@
 import Logging
 import NIOCore
+import NIOWebSocket
 import RedisClient
 import ServiceLifecycle
 import Synchronization
@@ -16,27 +17,8 @@ struct LiveFrame: Sendable {
 
     init(json: ByteBuffer) {
         self.json = json
-        self.wire = Self.textFrame(json)
+        self.wire = WebSocketWire.frame(opcode: .text, payload: json)
         self.membership = EventMembership.of(json: json)
-    }
-
-    /// An unmasked, final WebSocket text frame (RFC 6455 section 5.2) with `payload`.
-    static func textFrame(_ payload: ByteBuffer) -> ByteBuffer {
-        let length = payload.readableBytes
-        var frame = ByteBuffer()
-        frame.reserveCapacity(10 + length)
-        frame.writeInteger(UInt8(0x81))
-        if length <= 125 {
-            frame.writeInteger(UInt8(length))
-        } else if length <= 0xFFFF {
-            frame.writeInteger(UInt8(126))
-            frame.writeInteger(UInt16(length))
-        } else {
-            frame.writeInteger(UInt8(127))
-            frame.writeInteger(UInt64(length))
-        }
-        frame.writeImmutableBuffer(payload)
-        return frame
     }
 }
 
