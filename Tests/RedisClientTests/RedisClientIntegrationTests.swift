@@ -139,9 +139,9 @@ struct RedisClientIntegrationTests {
             try server.start()
             try await waitForRecovery(client)
             // The server restarted empty (no persistence in this test): the key is gone, the client works.
-            #expect(try await client.get("k") == nil)
-            try await client.set("k", to: "after")
-            #expect(try await client.get("k").map { String(buffer: $0) } == "after")
+            #expect(try await retryingTransportErrors { try await client.get("k") } == nil)
+            try await retryingTransportErrors { try await client.set("k", to: "after") }
+            #expect(try await retryingTransportErrors { try await client.get("k") }.map { String(buffer: $0) } == "after")
         }
     }
 
