@@ -33,10 +33,11 @@ if ARGV[6] ~= nil and ARGV[6] ~= '' then
   end
 end
 
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  return redis.error_reply('NOTFOUND no such channel')
-end
+-- A member's channel exists (its members set is written with its meta): EXISTS only on a miss.
 if redis.call('SISMEMBER', KEYS[2], sender) == 0 then
+  if redis.call('EXISTS', KEYS[1]) == 0 then
+    return redis.error_reply('NOTFOUND no such channel')
+  end
   return redis.error_reply('NOTMEMBER not a member of this channel')
 end
 
