@@ -21,6 +21,13 @@ final class RecordingReceiver: LiveReceiver {
     /// Receptions off the receiver's event loop (must stay 0).
     let offLoop = Atomic<Int>(0)
 
+    /// The receiver already has every event up to this seq (as a socket has its own message).
+    let hasUpTo = Atomic<Int64>(0)
+
+    func alreadyHas(channel: String, seq: Int64) -> Bool {
+        seq <= self.hasUpTo.load(ordering: .relaxed)
+    }
+
     func receive(_ signal: LiveSignal) {
         if let eventLoop, !eventLoop.inEventLoop { self.offLoop.add(1, ordering: .relaxed) }
         self.signals.withLock { $0.append(signal) }
@@ -132,6 +139,36 @@ struct FanoutHubTests {
             try await client.shardPublish(topic, "21 {}")
             try await Task.sleep(for: .milliseconds(100))
             #expect(receivers[2].events.count == 20)
+        }
+    }
+
+    /// A loop whose every receiver already has an event (a sender's own message, written with
+    /// its ack) gets no hop for it; a loop where one receiver lacks it gets it for all.
+    @Test func noHopToALoopWhoseReceiversAlreadyHaveTheEvent() async throws {
+        let channel = TestRedis.uniqueName("c")
+        let topic = RelayKeys.Channel(channel).topic
+        // Loops of their own: the subscriber's loop calls its receivers directly.
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
+        defer { group.shutdownGracefully { _ in } }
+        let loops = Array(group.makeIterator())
+        try await withHub(url: TestRedis.url) { hub, client in
+            let sender = RecordingReceiver(eventLoop: loops[0])
+            let otherSender = RecordingReceiver(eventLoop: loops[1])
+            let reader = RecordingReceiver(eventLoop: loops[1])
+            for receiver in [sender, otherSender, reader] {
+                receiver.hasUpTo.store(3, ordering: .relaxed)
+                await hub.attach(receiver, channels: [channel])
+            }
+            reader.hasUpTo.store(0, ordering: .relaxed)
+            try await waitUntil("the hub subscribes") { try await shardSubscribers(client, topic) == 1 }
+
+            for seq in 1...5 { try await client.shardPublish(topic, "\(seq) {}") }
+            try await waitUntil("the reader has every event") { reader.events.count == 5 }
+            try await waitUntil("the sender has the events it lacked") { sender.events.map(\.seq).contains(5) }
+            #expect(sender.events.map(\.seq) == [4, 5], "no hop for what it has")
+            #expect(reader.events.map(\.seq) == [1, 2, 3, 4, 5])
+            #expect(otherSender.events.map(\.seq) == [1, 2, 3, 4, 5], "its loop's hop serves the reader too")
+            for receiver in [sender, otherSender, reader] { #expect(receiver.offLoop.load(ordering: .relaxed) == 0) }
         }
     }
 

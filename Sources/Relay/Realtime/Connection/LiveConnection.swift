@@ -1,4 +1,5 @@
 import NIOCore
+import Synchronization
 
 /// The handle by which the hub and the relay reach one live connection from any thread: it
 /// forwards to the connection's handler on the handler's event loop, and to nothing once the
@@ -9,6 +10,10 @@ final class LiveConnection: LiveReceiver, Sendable {
     /// `NIOLoopBoundBox`, whose check on every access was 2 % of a relay's CPU in fan-out, where
     /// the hub calls ``receive(_:)`` once per socket per event.
     private nonisolated(unsafe) var handler: LiveConnectionHandler?
+    /// The last message of this connection written with its ack: its channel, and its seq.
+    /// Every event of that channel up to it has been written too (or comes from a log read that
+    /// covers it), so the hub need not hop here with their live copies.
+    private let ownEvent = Mutex<(channel: String, seq: Int64)?>(nil)
 
     /// Call on `eventLoop`.
     init(handler: LiveConnectionHandler, eventLoop: any EventLoop) {
@@ -23,6 +28,20 @@ final class LiveConnection: LiveReceiver, Sendable {
     func receive(_ signal: LiveSignal) {
         self.loop.assertInEventLoop()
         self.handler?.receive(signal)
+    }
+
+    /// From the hub, on any thread.
+    func alreadyHas(channel: String, seq: Int64) -> Bool {
+        self.ownEvent.withLock { own in
+            guard let own else { return false }
+            return own.seq >= seq && own.channel == channel
+        }
+    }
+
+    /// The handler wrote its own message `seq` of `channel` with the message's ack; on the loop.
+    func wroteOwnEvent(channel: String, seq: Int64) {
+        self.loop.assertInEventLoop()
+        self.ownEvent.withLock { $0 = (channel, seq) }
     }
 
     /// Closes the connection with `code`; safe from any thread.

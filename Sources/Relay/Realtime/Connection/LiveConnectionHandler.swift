@@ -531,6 +531,7 @@ final class LiveConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         self.answer(message)
         if let event, self.machine.ownEvent(channel: event.channel, seq: event.seq) {
             self.writeWire(WebSocketWire.text(event.json))
+            self.handle?.wroteOwnEvent(channel: event.channel, seq: event.seq)
         }
         self.serveFrames()
         self.flush()

@@ -42,6 +42,13 @@ protocol LiveReceiver: AnyObject, Sendable {
     /// The event loop `receive` is called on; `nil`: any thread (the subscriber connection's event loop).
     var eventLoop: (any EventLoop)? { get }
     func receive(_ signal: LiveSignal)
+    /// Whether the receiver already has `channel`'s event `seq`, so that handing it the event
+    /// would change nothing (its own message, written with its ack). Called from any thread.
+    func alreadyHas(channel: String, seq: Int64) -> Bool
+}
+
+extension LiveReceiver {
+    func alreadyHas(channel: String, seq: Int64) -> Bool { false }
 }
 
 /// One Redis subscription per channel per relay, however many local connections follow the
@@ -64,6 +71,11 @@ final class FanoutHub: Service, Sendable {
         let pending = Atomic<Int>(0)
         let lossy = Mutex<Set<String>>([])
     }
+
+    /// The most receivers of one event loop that are asked ``LiveReceiver/alreadyHas(channel:seq:)``
+    /// before a hop to that loop: enough for a DM's or a small group's, and no cost per socket in
+    /// a large fan-out.
+    static let maxReceiversAskedBeforeHop = 4
 
     /// Hops an event loop may have queued before the hub stops adding events for it: a loop
     /// that far behind gets the channels' `mayHaveMissed` instead, once it has caught up.
@@ -205,6 +217,14 @@ final class FanoutHub: Service, Sendable {
     private func send(_ signal: LiveSignal, to topic: String) {
         guard let followers = self.state.withLock({ $0.followers[topic] }) else { return }
         for (loop, backlog, receivers) in followers.byLoop.values {
+            // A sender's own message went out with its ack: no hop to its loop (it would only be
+            // dropped there as a duplicate) unless another receiver there needs it.
+            if case .event(let channel, let seq, _) = signal, !loop.inEventLoop,
+                receivers.count <= Self.maxReceiversAskedBeforeHop,
+                receivers.values.allSatisfy({ $0.alreadyHas(channel: channel, seq: seq) })
+            {
+                continue
+            }
             // An event may be dropped for a loop that is far behind: the log has it, and its
             // sockets fill it in. Other signals (channel-set changes) have no log: never dropped.
             if case .event = signal, backlog.pending.load(ordering: .relaxed) >= self.maxPendingHops {
