@@ -19,9 +19,17 @@ struct HardeningTests {
             let zalgo = "a" + String(repeating: "\u{0301}", count: 200)
             #expect(zalgo.count == 1)
             let token = relay.token(alice)
-            expectError(try await relay.request("POST", path, token: token, json: ["client_msg_id": zalgo, "text": "hi"]), 400, "bad_request")
+            expectError(
+                try await relay.request("POST", path, token: token, json: ["client_msg_id": zalgo, "text": "hi"]),
+                400,
+                "bad_request"
+            )
             let wide = String(repeating: "日", count: 43)  // 129 bytes
-            expectError(try await relay.request("POST", path, token: token, json: ["client_msg_id": wide, "text": "hi"]), 400, "bad_request")
+            expectError(
+                try await relay.request("POST", path, token: token, json: ["client_msg_id": wide, "text": "hi"]),
+                400,
+                "bad_request"
+            )
             let fits = String(repeating: "日", count: 42) + "ab"  // 128 bytes
             let sent = try await relay.request("POST", path, token: token, json: ["client_msg_id": fits, "text": "hi"])
             #expect(sent.status == 201, "\(sent)")
@@ -52,9 +60,28 @@ struct HardeningTests {
         }
     }
 
-    @Test(arguments: [
-        [0xFF], [0xC0, 0xAF], [0xED, 0xA0, 0x80], [0xE2, 0x82], [0xF4, 0x90, 0x80, 0x80], [0x80],
-    ] as [[UInt8]])
+    /// A body that is JSON but not an object says so, rather than naming no field.
+    @Test func aBodyThatIsNotAnObjectIsABadRequestThatSaysSo() async throws {
+        try await withRelay { relay in
+            let alice = TestRedis.uniqueName("alice")
+            let id = try await relay.createGroup(alice)
+            let token = relay.token(alice)
+            for body in ["[]", #""x""#, "1", "null", "true"] {
+                for path in ["/channels/\(id)/messages", "/channels/\(id)/read", "/channels"] {
+                    let response = try await relay.request("POST", path, token: token, rawBody: Array(body.utf8))
+                    expectError(response, 400, "bad_request")
+                    #expect(response.errorMessage == "the body must be a JSON object", "\(path) \(body): \(response)")
+                }
+            }
+            #expect(try await relay.history(alice, id).events.count == 1, "nothing was sent")
+        }
+    }
+
+    @Test(
+        arguments: [
+            [0xFF], [0xC0, 0xAF], [0xED, 0xA0, 0x80], [0xE2, 0x82], [0xF4, 0x90, 0x80, 0x80], [0x80],
+        ] as [[UInt8]]
+    )
     func invalidUTF8InABodyIsABadRequest(_ bad: [UInt8]) async throws {
         try await withRelay { relay in
             let alice = TestRedis.uniqueName("alice")
@@ -180,7 +207,12 @@ struct HardeningTests {
             #expect(small["members"].array?.count == 1000, "listed at 1,000")
             #expect(small["member_count"].int == 1000)
 
-            let added = try await relay.request("POST", "/channels/\(id)/members", token: token, json: ["user_ids": ["\(prefix)-x", "\(prefix)-y"]])
+            let added = try await relay.request(
+                "POST",
+                "/channels/\(id)/members",
+                token: token,
+                json: ["user_ids": ["\(prefix)-x", "\(prefix)-y"]]
+            )
             #expect(added.status == 200, "\(added)")
             let big = try await relay.channel(owner, id)
             #expect(big["members"] == nil, "no members above 1,000: \(String(describing: big.object?.keys.sorted()))")
@@ -190,7 +222,8 @@ struct HardeningTests {
             var cursor: String?
             var pages = 0
             repeat {
-                let query = "limit=100" + (cursor.map { "&cursor=\($0.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? $0)" } ?? "")
+                let query =
+                    "limit=100" + (cursor.map { "&cursor=\($0.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? $0)" } ?? "")
                 let page = try await relay.request("GET", "/channels/\(id)/members?\(query)", token: token)
                 #expect(page.status == 200, "\(page)")
                 let members = page.value["members"].array?.compactMap(\.string) ?? []

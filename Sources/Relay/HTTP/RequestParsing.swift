@@ -31,9 +31,10 @@ struct RequestParsing: Sendable {
     func object(from request: Request) async throws -> StrictJSON.Value {
         var request = request
         let buffer = try await request.collectBody(upTo: self.limits.maxBodyBytes)
-        guard let value = StrictJSON.parse(buffer.readableBytesView), case .object = value else {
-            throw APIError.badRequest("malformed JSON body (a strict JSON object: valid UTF-8, no key twice)")
+        guard let value = StrictJSON.parse(buffer.readableBytesView) else {
+            throw APIError.badRequest("malformed JSON body (strict JSON: valid UTF-8, no key twice)")
         }
+        guard case .object = value else { throw APIError.badRequest("the body must be a JSON object") }
         return value
     }
 
@@ -93,6 +94,9 @@ struct RequestParsing: Sendable {
     private static func describe(_ error: DecodingError) -> String {
         switch error {
         case .keyNotFound(let key, _): "missing field \(key.stringValue)"
+        case .typeMismatch(_, let context) where context.codingPath.isEmpty,
+            .valueNotFound(_, let context) where context.codingPath.isEmpty:
+            "the body must be a JSON object"
         case .typeMismatch(_, let context), .valueNotFound(_, let context):
             "wrong type for \(context.codingPath.map(\.stringValue).joined(separator: "."))"
         case .dataCorrupted(let context) where !context.codingPath.isEmpty:
