@@ -38,7 +38,8 @@ struct Serve: AsyncParsableCommand {
     var maxBodyBytes: Int?
     @Option(help: "Most members in a group (env RELAY_MAX_GROUP_MEMBERS; default 100000).") var maxGroupMembers: Int?
     @Option(
-        help: "Bytes the relay may owe one WebSocket before it counts as too slow and is closed with 4008 (env RELAY_MAX_QUEUED_BYTES; default 1048576)."
+        help:
+            "Bytes the relay may owe one WebSocket before it counts as too slow and is closed with 4008 (env RELAY_MAX_QUEUED_BYTES; default 1048576)."
     )
     var maxQueuedBytes: Int?
     @Option(help: "Days a channel keeps its events; older ones are trimmed as new ones come (env RELAY_RETENTION_DAYS; 0 = forever).")
@@ -76,7 +77,9 @@ struct Serve: AsyncParsableCommand {
         if let text = self.jwtSecret ?? environment["RELAY_JWT_SECRET"], !text.isEmpty {
             secret = Array(text.utf8)
             guard secret.count >= HS256.minimumSecretBytes else {
-                fail("relay: the JWT secret is \(secret.count) bytes; it must be at least \(HS256.minimumSecretBytes) (a short one is guessed offline)")
+                fail(
+                    "relay: the JWT secret is \(secret.count) bytes; it must be at least \(HS256.minimumSecretBytes) (a short one is guessed offline)"
+                )
             }
         } else if dev {
             secret = HS256.randomSecret()
@@ -133,9 +136,15 @@ struct Token: ParsableCommand {
     @Option(name: .customLong("jwt-secret"), help: "HS256 secret (env RELAY_JWT_SECRET).") var jwtSecret: String?
 
     func validate() throws {
-        guard RelayIdentifier.isValid(self.userID) else { throw ValidationError("USER_ID: 1 to 64 characters of A-Z a-z 0-9 . _ -") }
-        guard RelayIdentifier.isValid(self.session) else { throw ValidationError("--session: 1 to 64 characters of A-Z a-z 0-9 . _ -") }
-        guard (1...315_360_000).contains(self.ttl) else { throw ValidationError("--ttl must be from 1 to 315360000 seconds, not \(self.ttl)") }
+        guard RelayIdentifier.isValid(self.userID) else {
+            throw ValidationError("USER_ID: 1 to 64 characters of A-Z a-z 0-9 . _ -")
+        }
+        guard RelayIdentifier.isValid(self.session) else {
+            throw ValidationError("--session: 1 to 64 characters of A-Z a-z 0-9 . _ -")
+        }
+        guard (1...315_360_000).contains(self.ttl) else {
+            throw ValidationError("--ttl must be from 1 to 315360000 seconds, not \(self.ttl)")
+        }
     }
 
     func run() throws {

@@ -28,7 +28,10 @@ struct ChatChannel: Sendable, Encodable {
 
     enum CodingKeys: String, CodingKey {
         case id, type, name, members, creator
-        case memberCount = "member_count", firstSeq = "first_seq", lastSeq = "last_seq", createdAt = "created_at"
+        case memberCount = "member_count"
+        case firstSeq = "first_seq"
+        case lastSeq = "last_seq"
+        case createdAt = "created_at"
     }
 
     func encode(to encoder: any Encoder) throws {
@@ -57,7 +60,9 @@ struct ChannelSummary: Sendable, Encodable {
 
     enum CodingKeys: String, CodingKey {
         case id, type, name, unread
-        case memberCount = "member_count", lastSeq = "last_seq", lastReadSeq = "last_read_seq"
+        case memberCount = "member_count"
+        case lastSeq = "last_seq"
+        case lastReadSeq = "last_read_seq"
     }
 
     func encode(to encoder: any Encoder) throws {
