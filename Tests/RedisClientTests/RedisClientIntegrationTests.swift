@@ -123,7 +123,7 @@ struct RedisClientIntegrationTests {
             #expect(answers > 0)
             try await waitForRecovery(client)
             // Every answered INCR ran; a failed one may or may not have run.
-            let counter = try #require(try await client.execute("GET", "counter").int)
+            let counter = try #require(try await retryingTransportErrors { try await client.execute("GET", "counter") }.int)
             #expect(counter >= Int64(answers))
         }
     }

@@ -101,7 +101,7 @@ struct RedisSubscriberTests {
             try await waitForRecovery(client)
             // Published until it arrives: should the connection drop once more, one would be lost.
             try await waitUntil("the message arrives") {
-                try await client.shardPublish(topic, "back")
+                try await retryingTransportErrors { try await client.shardPublish(topic, "back") }
                 return recorder.messages.contains { $0.payload == "back" }
             }
         }
@@ -145,7 +145,7 @@ struct RedisSubscriberPauseTests {
                 // On a loaded machine the 300 ms health check may drop the connection again, and a
                 // message published meanwhile is lost (and announced): keep publishing.
                 try await waitUntil("a message arrives") {
-                    try await client.shardPublish(second, "after the pause")
+                    try await retryingTransportErrors { try await client.shardPublish(second, "after the pause") }
                     return recorder.messages.contains { $0.payload == "after the pause" }
                 }
             }

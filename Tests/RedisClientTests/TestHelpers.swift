@@ -61,6 +61,7 @@ func waitForRecovery(_ client: RedisClient) async throws {
 /// A connection may lose its server after ``waitForRecovery(_:)`` saw it answer (CI runs every
 /// suite at once on two cores, and a loop may read a close late); its caller then gets one
 /// retriable error, as the client promises. A caller that retries such errors must succeed.
+@discardableResult
 func retryingTransportErrors<T>(_ body: () async throws -> T) async throws -> T {
     for _ in 0..<4 {
         do {
