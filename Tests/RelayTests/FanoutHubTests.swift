@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import NIOCore
+import NIOEmbedded
 import NIOPosix
 import RedisClient
 import Synchronization
@@ -170,6 +171,24 @@ struct FanoutHubTests {
             #expect(otherSender.events.map(\.seq) == [1, 2, 3, 4, 5], "its loop's hop serves the reader too")
             for receiver in [sender, otherSender, reader] { #expect(receiver.offLoop.load(ordering: .relaxed) == 0) }
         }
+    }
+
+    /// What a connection answers the hub: every event of the channel of its last own message,
+    /// up to that message, and nothing of another channel or later.
+    @Test func aConnectionHasItsChannelUpToTheLastMessageItWroteWithItsAck() throws {
+        let loop = EmbeddedEventLoop()
+        let identity = LiveConnectionHandler.Identity(user: "alice", session: "default", expiresAt: .max)
+        let handler = LiveConnectionHandler(identity: identity, services: try WebSocketPipelineTests().services())
+        let connection = LiveConnection(handler: handler, eventLoop: loop)
+        #expect(!connection.alreadyHas(channel: "c1", seq: 1), "nothing written yet")
+        connection.wroteOwnEvent(channel: "c1", seq: 7)
+        #expect(connection.alreadyHas(channel: "c1", seq: 7))
+        #expect(connection.alreadyHas(channel: "c1", seq: 3))
+        #expect(!connection.alreadyHas(channel: "c1", seq: 8))
+        #expect(!connection.alreadyHas(channel: "c2", seq: 7))
+        connection.wroteOwnEvent(channel: "c2", seq: 2)
+        #expect(!connection.alreadyHas(channel: "c1", seq: 7), "only the last own message's channel is known")
+        #expect(connection.alreadyHas(channel: "c2", seq: 2))
     }
 
     @Test func userNoticesReachThatUsersReceivers() async throws {

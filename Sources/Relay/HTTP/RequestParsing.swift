@@ -5,6 +5,9 @@ import Hummingbird
 struct RequestParsing: Sendable {
     let limits: RelayLimits
 
+    private static let malformed = "malformed JSON body (strict JSON: valid UTF-8, no key twice)"
+    private static let notAnObject = "the body must be a JSON object"
+
     /// Decodes a JSON body of at most `maxBodyBytes`.
     ///
     /// - Throws: `too_large` over the limit, `bad_request` for anything that is not the expected
@@ -12,9 +15,7 @@ struct RequestParsing: Sendable {
     func decode<T: Decodable>(_ type: T.Type, from request: Request) async throws -> T {
         var request = request
         let buffer = try await request.collectBody(upTo: self.limits.maxBodyBytes)
-        guard StrictJSON.isValid(buffer.readableBytesView) else {
-            throw APIError.badRequest("malformed JSON body (strict JSON: valid UTF-8, no key twice)")
-        }
+        guard StrictJSON.isValid(buffer.readableBytesView) else { throw APIError.badRequest(Self.malformed) }
         do {
             return try JSONDecoder().decode(T.self, from: Data(buffer.readableBytesView))
         } catch let error as DecodingError {
@@ -31,10 +32,8 @@ struct RequestParsing: Sendable {
     func object(from request: Request) async throws -> StrictJSON.Value {
         var request = request
         let buffer = try await request.collectBody(upTo: self.limits.maxBodyBytes)
-        guard let value = StrictJSON.parse(buffer.readableBytesView) else {
-            throw APIError.badRequest("malformed JSON body (strict JSON: valid UTF-8, no key twice)")
-        }
-        guard case .object = value else { throw APIError.badRequest("the body must be a JSON object") }
+        guard let value = StrictJSON.parse(buffer.readableBytesView) else { throw APIError.badRequest(Self.malformed) }
+        guard case .object = value else { throw APIError.badRequest(Self.notAnObject) }
         return value
     }
 
@@ -94,11 +93,9 @@ struct RequestParsing: Sendable {
     private static func describe(_ error: DecodingError) -> String {
         switch error {
         case .keyNotFound(let key, _): "missing field \(key.stringValue)"
-        case .typeMismatch(_, let context) where context.codingPath.isEmpty,
-            .valueNotFound(_, let context) where context.codingPath.isEmpty:
-            "the body must be a JSON object"
         case .typeMismatch(_, let context), .valueNotFound(_, let context):
-            "wrong type for \(context.codingPath.map(\.stringValue).joined(separator: "."))"
+            context.codingPath.isEmpty
+                ? Self.notAnObject : "wrong type for \(context.codingPath.map(\.stringValue).joined(separator: "."))"
         case .dataCorrupted(let context) where !context.codingPath.isEmpty:
             "bad value for \(context.codingPath.map(\.stringValue).joined(separator: "."))"
         default: "malformed JSON body"

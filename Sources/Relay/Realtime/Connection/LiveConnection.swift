@@ -13,7 +13,7 @@ final class LiveConnection: LiveReceiver, Sendable {
     /// The last message of this connection written with its ack: its channel, and its seq.
     /// Every event of that channel up to it has been written too (or comes from a log read that
     /// covers it), so the hub need not hop here with their live copies.
-    private let ownEvent = Mutex<(channel: String, seq: Int64)?>(nil)
+    private let lastOwnEvent = Mutex<(channel: String, seq: Int64)?>(nil)
 
     /// Call on `eventLoop`.
     init(handler: LiveConnectionHandler, eventLoop: any EventLoop) {
@@ -32,7 +32,7 @@ final class LiveConnection: LiveReceiver, Sendable {
 
     /// From the hub, on any thread.
     func alreadyHas(channel: String, seq: Int64) -> Bool {
-        self.ownEvent.withLock { own in
+        self.lastOwnEvent.withLock { own in
             guard let own else { return false }
             return own.seq >= seq && own.channel == channel
         }
@@ -41,7 +41,7 @@ final class LiveConnection: LiveReceiver, Sendable {
     /// The handler wrote its own message `seq` of `channel` with the message's ack; on the loop.
     func wroteOwnEvent(channel: String, seq: Int64) {
         self.loop.assertInEventLoop()
-        self.ownEvent.withLock { $0 = (channel, seq) }
+        self.lastOwnEvent.withLock { $0 = (channel, seq) }
     }
 
     /// Closes the connection with `code`; safe from any thread.
