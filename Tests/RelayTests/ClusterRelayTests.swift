@@ -32,8 +32,9 @@ import Glibc
         let secret = randomBytes(32)
         let (alice, bob) = (TestRedis.uniqueName("alice"), TestRedis.uniqueName("bob"))
         let channels = try await self.channelsOnEveryShard(cluster)
-        try await withRelay({ $0.jwtSecret = secret }, redisURL: cluster.urls) { first in
-            try await withRelay({ $0.jwtSecret = secret }, redisURL: cluster.seedURL) { second in
+        let configure: RelayConfigurator = { $0.jwtSecret = secret }
+        try await withRelay(configure, redisURL: cluster.urls) { first in
+            try await withRelay(configure, redisURL: cluster.seedURL) { second in
                 for channel in channels { try await first.createGroup(alice, members: [bob], id: channel) }
                 try await withSockets { sockets in
                     let onFirst = try await TestSocket.connect(first, token: first.token(alice), label: "alice@first")
@@ -85,13 +86,11 @@ import Glibc
         let cluster = try await RedisClusterProcess()
         let user = TestRedis.uniqueName("u")
         let channels = try await self.channelsOnEveryShard(cluster, perPrimary: 1)
-        try await withRelay(
-            {
-                $0.redisWait = 1
-                $0.redisWaitTimeout = .milliseconds(500)
-            },
-            redisURL: cluster.urls
-        ) { relay in
+        let configure: RelayConfigurator = {
+            $0.redisWait = 1
+            $0.redisWaitTimeout = .milliseconds(500)
+        }
+        try await withRelay(configure, redisURL: cluster.urls) { relay in
             for channel in channels { try await relay.createGroup(user, id: channel) }
             try await withSockets { sockets in
                 let socket = try await TestSocket.connect(relay, token: relay.token(user), label: "watcher")

@@ -265,7 +265,8 @@ struct HardeningTests {
     /// With `retention.maxEvents`, the log keeps the newest events; seq goes on, and history
     /// says where the log begins and has nothing below it.
     @Test func retentionByCountTrimsTheLogAndSeqGoesOn() async throws {
-        try await withRelay({ $0.retention.maxEvents = 5 }) { relay in
+        let configure: RelayConfigurator = { $0.retention.maxEvents = 5 }
+        try await withRelay(configure) { relay in
             let alice = TestRedis.uniqueName("alice")
             let id = try await relay.createGroup(alice)
             for index in 0..<11 { try await relay.send(alice, id, "m\(index)") }

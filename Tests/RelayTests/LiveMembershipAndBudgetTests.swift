@@ -83,7 +83,8 @@ struct LiveMembershipAndBudgetTests {
     /// A resume from below where retention trimmed the log replays from the log's first event,
     /// and `resumed` says so for that channel (`truncated`), and for no other.
     @Test func aResumeBelowTheTrimmedLogSaysWhereItBegins() async throws {
-        try await withRelay({ $0.retention.maxEvents = 5 }) { relay in
+        let configure: RelayConfigurator = { $0.retention.maxEvents = 5 }
+        try await withRelay(configure) { relay in
             let alice = TestRedis.uniqueName("alice")
             let trimmed = try await relay.createGroup(alice)
             let whole = try await relay.createGroup(alice)

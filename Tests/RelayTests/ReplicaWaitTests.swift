@@ -78,13 +78,11 @@ struct ReplicaWaitTests {
             )
         }
         let (alice, bob, carol) = (TestRedis.uniqueName("alice"), TestRedis.uniqueName("bob"), TestRedis.uniqueName("carol"))
-        try await withRelay(
-            {
-                $0.redisWait = 1
-                $0.redisWaitTimeout = .seconds(5)
-            },
-            redisURL: primary.url
-        ) { relay in
+        let configure: RelayConfigurator = {
+            $0.redisWait = 1
+            $0.redisWaitTimeout = .seconds(5)
+        }
+        try await withRelay(configure, redisURL: primary.url) { relay in
             let id = try await relay.createGroup(alice, members: [bob])
             try await withSockets { sockets in
                 let socket = try await TestSocket.connect(relay, token: relay.token(bob), label: "bob")

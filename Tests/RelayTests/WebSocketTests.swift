@@ -469,7 +469,8 @@ struct WebSocketTests {
     /// FIN) is let go at once, with its socket, subscriptions and presence: not when a ping finds
     /// it silent two heartbeats later.
     @Test func aClientThatEndsItsSideOfTCPIsLetGoAtOnce() async throws {
-        try await withRelay({ $0.heartbeat = .seconds(30) }) { relay in
+        let configure: RelayConfigurator = { $0.heartbeat = .seconds(30) }
+        try await withRelay(configure) { relay in
             let alice = TestRedis.uniqueName("alice")
             let socket = try await RawWebSocket.connect(port: relay.port, path: "/ws", query: "token=\(relay.token(alice))")
             let hello = try await socket.read(timeout: .seconds(10))

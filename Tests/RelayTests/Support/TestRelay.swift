@@ -7,6 +7,9 @@ import Relay
 import TestSupport
 import Testing
 
+/// Changes a test relay's configuration before it starts.
+typealias RelayConfigurator = (inout RelayConfiguration) -> Void
+
 /// Runs a relay, built by `RelayServer.makeApplication`, on `127.0.0.1` and a port the system picks,
 /// with a fresh random 32-byte secret; calls `body` with a client for it once it listens, then
 /// stops it.
@@ -19,7 +22,7 @@ import Testing
 /// - Throws: `TestFailure` if the relay stops or is not listening within 30 seconds, and
 ///   whatever `body` throws.
 func withRelay(
-    _ configure: (inout RelayConfiguration) -> Void = { _ in },
+    _ configure: RelayConfigurator = { _ in },
     redisURL: String = TestRedis.url,
     _ body: (RelayTestClient) async throws -> Void
 ) async throws {
