@@ -8,6 +8,54 @@ import Testing
 // other suites' timeouts on a small machine.
 @Suite("Abuse-proof inputs and indexes", .serialized, .timeLimit(.minutes(3)))
 struct HardeningTests {
+    // MARK: HTTP/1.1 itself
+
+    /// A request HTTP/1.1 cannot parse is answered 400 and its connection closed, whatever is
+    /// wrong with it: none is left open, waiting for a request that cannot come.
+    @Test func requestsThatCannotBeParsedAreAnswered400AndClosed() async throws {
+        try await withRelay { relay in
+            let requests: [(String, String)] = [
+                ("an unknown method", "FOO /channels HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"),
+                ("no request line", "GARBAGE\r\n\r\n"),
+                ("a method in lower case", "get /healthz HTTP/1.1\r\nHost: x\r\n\r\n"),
+                ("a length that is not a number", "POST /channels HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n"),
+                (
+                    "a length and chunks",
+                    "POST /channels HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+                ),
+                ("a header over the limit", "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: \(String(repeating: "a", count: 90_000))\r\n\r\n"),
+            ]
+            for (what, request) in requests {
+                let (socket, head) = try await RawWebSocket.open(port: relay.port, request: request)
+                #expect(WebSocketConformanceTests.status(head) == 400, "\(what): \(head)")
+                #expect(try await socket.read(timeout: .seconds(10)) == .ended, "\(what): the connection stays open")
+            }
+            #expect(try await relay.request("GET", "/healthz").status == 200)
+        }
+    }
+
+    /// A connection that never completes a request, or keeps nothing under way, is closed after
+    /// the idle timeout: open connections cannot pile up until the relay runs out of files.
+    @Test func connectionsWithNoRequestUnderWayAreClosedWhenIdle() async throws {
+        let configure: RelayConfigurator = { $0.limits.httpIdleTimeout = .seconds(1) }
+        try await withRelay(configure) { relay in
+            let unfinished = try await RawWebSocket.connect(port: relay.port, sending: Array("GET /healthz HTTP/1.1\r\nHost: x\r\n".utf8))
+            #expect(try await unfinished.read(timeout: .seconds(10)) == .ended, "a request head that never ends")
+
+            let silent = try await RawWebSocket.connect(port: relay.port, sending: [])
+            #expect(try await silent.read(timeout: .seconds(10)) == .ended, "a connection that sends nothing")
+
+            let (keptAlive, head) = try await RawWebSocket.open(port: relay.port, request: "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            #expect(WebSocketConformanceTests.status(head) == 200)
+            // The body (its length is in the head) and then the end of the connection.
+            var ended = false
+            for _ in 0..<3 where !ended {
+                if case .ended = try await keptAlive.read(timeout: .seconds(10)) { ended = true }
+            }
+            #expect(ended, "a kept-alive connection with no request")
+        }
+    }
+
     // MARK: client_msg_id in bytes
 
     /// One letter and 200 combining marks is one character but 401 bytes: over the 128-byte limit.

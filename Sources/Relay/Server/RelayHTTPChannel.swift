@@ -41,6 +41,8 @@ struct RelayHTTPChannel: ServerChildChannel, HTTPChannelHandler {
     ) {
         self.upgrader = RelayWebSocket.upgrader(verifier: verifier, services: services)
         self.connections = services.connections
+        var http1 = http1
+        http1.idleTimeout = http1.idleTimeout ?? TimeAmount(services.limits.httpIdleTimeout)
         self.http1 = http1
         self.responder = { request, writer, channel in
             guard request.uri.path == RelayWebSocket.path else {
@@ -75,8 +77,9 @@ struct RelayHTTPChannel: ServerChildChannel, HTTPChannelHandler {
         channel.eventLoop.makeCompletedFuture {
             let http1 = self.http1
             let attempted = NIOLoopBoundBox<HTTPRequestHead?>(nil, eventLoop: channel.eventLoop)
+            let closer = NIOLoopBound(HTTPParseErrorCloser(), eventLoop: channel.eventLoop)
             let configuration = NIOTypedHTTPServerUpgradeConfiguration<UpgradeResult>(
-                upgraders: [AttemptRecordingUpgrader(upgrader: self.upgrader, attempted: attempted)],
+                upgraders: [AttemptRecordingUpgrader(upgrader: self.upgrader, attempted: attempted, parseErrorCloser: closer)],
                 notUpgradingCompletionHandler: { channel in
                     channel.eventLoop.makeCompletedFuture {
                         let pipeline = channel.pipeline.syncOperations
@@ -98,12 +101,21 @@ struct RelayHTTPChannel: ServerChildChannel, HTTPChannelHandler {
             )
             var pipelineConfiguration = NIOUpgradableHTTPServerPipelineConfiguration(upgradeConfiguration: configuration)
             pipelineConfiguration.enablePipelining = false
-            pipelineConfiguration.enableErrorHandling = false
+            // A request HTTP/1.1 cannot parse (a bad method, version or length, headers over the
+            // limit) is answered 400 and its connection closed, not left hanging.
+            pipelineConfiguration.enableErrorHandling = true
             pipelineConfiguration.enableResponseHeaderValidation = false
             pipelineConfiguration.decoderConfiguration.maxHeaderFieldSize = http1.httpDecoder.maxHeaderFieldSize
             pipelineConfiguration.decoderConfiguration.maxHeaderListSize = http1.httpDecoder.maxHeaderListSize
             pipelineConfiguration.decoderConfiguration.maxHeaderFieldCount = http1.httpDecoder.maxHeaderFieldCount
             let result = try channel.pipeline.syncOperations.configureUpgradableHTTPServerPipeline(configuration: pipelineConfiguration)
+            try channel.pipeline.syncOperations.addHandler(closer.value)
+            // The first request's head must arrive within the idle timeout; after it, the HTTP
+            // side's idle timeout or the WebSocket's heartbeat takes over.
+            if let timeout = http1.idleTimeout {
+                let deadline = channel.eventLoop.scheduleTask(in: timeout) { channel.close(promise: nil) }
+                result.whenComplete { _ in deadline.cancel() }
+            }
             return Value(upgradeResult: result, channel: channel)
         }
     }
@@ -120,7 +132,10 @@ struct RelayHTTPChannel: ServerChildChannel, HTTPChannelHandler {
                 await self.refuse(head, on: http1)
             }
         } catch {
+            // A request that could not be parsed (already answered 400), or a connection that
+            // ended or timed out before its first request: nothing more to serve.
             logger.debug("connection ended before its first request", metadata: ["error": "\(error)"])
+            value.channel.close(promise: nil)
         }
     }
 }
@@ -154,9 +169,13 @@ extension RelayHTTPChannel {
 
 /// Notes the head of every handshake its upgrader is asked about, so that a refused one can be
 /// answered (NIO drops the request of a failed upgrade).
+///
+/// A handshake's request was parsed: it takes the ``HTTPParseErrorCloser`` out of the pipeline,
+/// which a WebSocket's does not have.
 struct AttemptRecordingUpgrader<UpgradeResult: Sendable>: NIOTypedHTTPServerProtocolUpgrader, Sendable {
     let upgrader: WebSocketUpgrader<UpgradeResult>
     let attempted: NIOLoopBoundBox<HTTPRequestHead?>
+    let parseErrorCloser: NIOLoopBound<HTTPParseErrorCloser>
 
     var supportedProtocol: String { self.upgrader.supportedProtocol }
     var requiredUpgradeHeaders: [String] { self.upgrader.requiredUpgradeHeaders }
@@ -169,6 +188,7 @@ struct AttemptRecordingUpgrader<UpgradeResult: Sendable>: NIOTypedHTTPServerProt
         -> EventLoopFuture<HTTPHeaders>
     {
         self.attempted.value = upgradeRequest
+        channel.pipeline.syncOperations.removeHandler(self.parseErrorCloser.value, promise: nil)
         return self.upgrader.buildUpgradeResponse(
             channel: channel,
             upgradeRequest: upgradeRequest,
@@ -178,6 +198,20 @@ struct AttemptRecordingUpgrader<UpgradeResult: Sendable>: NIOTypedHTTPServerProt
 
     func upgrade(channel: any Channel, upgradeRequest: HTTPRequestHead) -> EventLoopFuture<UpgradeResult> {
         self.upgrader.upgrade(channel: channel, upgradeRequest: upgradeRequest)
+    }
+}
+
+/// Closes the connection after a request HTTP/1.1 cannot parse, once NIO's
+/// `HTTPServerProtocolErrorHandler` has answered it 400: NIO would otherwise leave it open,
+/// waiting for a request that cannot come.
+final class HTTPParseErrorCloser: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = NIOAny
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if error is HTTPParserError {
+            context.close(promise: nil)
+        }
+        context.fireErrorCaught(error)
     }
 }
 

@@ -100,19 +100,29 @@ final class RawWebSocket: @unchecked Sendable {
         return request + "\r\n"
     }
 
+    /// Connects to 127.0.0.1:`port` and sends `bytes` (whatever they are), reading nothing.
+    static func connect(port: Int, sending bytes: [UInt8], timeout: Duration = .seconds(10)) async throws -> RawWebSocket {
+        try await runOnOwnThread { try Self.connectBlocking(port: port, sending: bytes, timeout: timeout) }
+    }
+
+    private static func connectBlocking(port: Int, sending bytes: [UInt8], timeout: Duration) throws -> RawWebSocket {
+        let fd = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw TestFailure("socket(): errno \(errno)") }
+        let socket = RawWebSocket(fd: fd)
+        var seconds = timeval(tv_sec: Int(timeout.components.seconds), tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &seconds, socklen_t(MemoryLayout<timeval>.size))
+        var noDelay: Int32 = 1
+        setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &noDelay, socklen_t(MemoryLayout<Int32>.size))
+        guard connectToLoopback(fd, port: port) == 0 else { throw TestFailure("connect(): errno \(errno)") }
+        try socket.sendBlocking(bytes)
+        return socket
+    }
+
     /// Connects to 127.0.0.1:`port`, sends `request` and reads the response head.
     /// - Returns: the socket (positioned after the head) and the head's text.
     static func open(port: Int, request: String, timeout: Duration = .seconds(10)) async throws -> (RawWebSocket, String) {
         try await runOnOwnThread {
-            let fd = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-            guard fd >= 0 else { throw TestFailure("socket(): errno \(errno)") }
-            let socket = RawWebSocket(fd: fd)
-            var seconds = timeval(tv_sec: Int(timeout.components.seconds), tv_usec: 0)
-            setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &seconds, socklen_t(MemoryLayout<timeval>.size))
-            var noDelay: Int32 = 1
-            setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &noDelay, socklen_t(MemoryLayout<Int32>.size))
-            guard connectToLoopback(fd, port: port) == 0 else { throw TestFailure("connect(): errno \(errno)") }
-            try socket.sendBlocking(Array(request.utf8))
+            let socket = try Self.connectBlocking(port: port, sending: Array(request.utf8), timeout: timeout)
             // The head ends at the first blank line; what follows stays in `pending`.
             let deadline = ContinuousClock.now + timeout
             while true {
