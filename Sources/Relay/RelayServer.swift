@@ -162,11 +162,18 @@ public enum RelayServer {
     /// - Throws: ``RelayConfigurationError`` saying why not, in one line, with no password.
     public static func checkRedis(url: String, timeout: Duration = .seconds(3)) async throws {
         let shown = RedisURL.redacting(url, of: url)
+        var configuration: RedisConfiguration
+        do {
+            configuration = try RedisConfiguration(url: url)
+        } catch {
+            let reason = (error as? RedisError)?.message ?? "\(error)"
+            throw RelayConfigurationError(message: "--redis: \(RedisURL.redacting(reason, of: url))")
+        }
+        configuration.connectTimeout = timeout
+        configuration.commandTimeout = timeout
+        let severalSeeds = configuration.seeds.count > 1
         let info: String
         do {
-            var configuration = try RedisConfiguration(url: url)
-            configuration.connectTimeout = timeout
-            configuration.commandTimeout = timeout
             var answer: (info: String, failure: (any Error)?) = ("", nil)
             // The list's every URL, the first one first.
             for seed in configuration.seeds {
@@ -182,13 +189,27 @@ public enum RelayServer {
                     _ = try await connection.execute(RedisCommand("PING"))
                     // A Redis that does not answer INFO (a renamed command) is not refused for it.
                     answer = ((try? await connection.execute(RedisCommand("INFO", ["memory"])))?.string ?? "", nil)
+                    // Several URLs are a cluster's seeds: a single Redis among them would be used
+                    // alone, and relays given the list in another order would part ways.
+                    if severalSeeds, let cluster = (try? await connection.execute(RedisCommand("INFO", ["cluster"])))?.string,
+                        !cluster.contains("cluster_enabled:1")
+                    {
+                        throw RelayConfigurationError(
+                            message: "--redis lists several URLs, the seeds of a Redis Cluster, but redis://\(seed.host):\(seed.port)"
+                                + " is not a cluster node (cluster_enabled:0): give a single Redis one URL"
+                        )
+                    }
                     break
+                } catch let error as RelayConfigurationError {
+                    throw error
                 } catch {
                     answer.failure = answer.failure ?? error
                 }
             }
             if let failure = answer.failure { throw failure }
             info = answer.info
+        } catch let error as RelayConfigurationError {
+            throw error
         } catch {
             let reason = (error as? RedisError)?.message ?? "\(error)"
             throw RelayConfigurationError(message: "Redis at \(shown) is unreachable: \(RedisURL.redacting(reason, of: url))")

@@ -214,6 +214,42 @@ struct RelayExecutableTests {
         try await runOnOwnThread { volatile.stop() }
     }
 
+    /// Several URLs are the seeds of a Redis Cluster. A single Redis among them would be used
+    /// alone, and relays given the list in another order would keep their channels apart: the
+    /// relay refuses to start, in one line naming the URL that is no cluster node.
+    @Test func severalURLsOfSingleRedisServersAreRefused() async throws {
+        let unreachable = "redis://127.0.0.1:\(try unusedPort())"
+        let result = try await ChildProcess.run(
+            relay,
+            ["serve", "--port", "\(try unusedPort())", "--jwt-secret", longSecret, "--redis", "\(TestRedis.url),\(unreachable)"],
+            environment: RelayExecutable.environment(),
+            timeout: .seconds(60)
+        )
+        #expect(result.termination != .exited(0), "\(result)")
+        if case .signaled = result.termination { Issue.record("relay serve crashed: \(result)") }
+        let errorLines = lines(result.standardError)
+        #expect(errorLines.count == 1, "exactly one line: \(result.standardError.debugDescription)")
+        #expect(errorLines.first?.contains("--redis") == true, "\(result.standardError)")
+        #expect(errorLines.first?.contains("not a cluster node") == true, "\(result.standardError)")
+    }
+
+    /// A URL that is not one says so, and names the flag: it is not "unreachable".
+    @Test(.serialized, arguments: ["http://127.0.0.1:6379", "redis://127.0.0.1:notaport", "redis://127.0.0.1:6379/x"])
+    func aMalformedRedisURLIsAnErrorNamingTheFlag(_ url: String) async throws {
+        let result = try await ChildProcess.run(
+            relay,
+            ["serve", "--port", "\(try unusedPort())", "--jwt-secret", longSecret, "--redis", url],
+            environment: RelayExecutable.environment(),
+            timeout: .seconds(60)
+        )
+        #expect(result.termination != .exited(0), "\(result)")
+        if case .signaled = result.termination { Issue.record("relay serve crashed: \(result)") }
+        let errorLines = lines(result.standardError)
+        #expect(errorLines.count == 1, "exactly one line: \(result.standardError.debugDescription)")
+        #expect(errorLines.first?.hasPrefix("--redis") == true || errorLines.first?.contains("--redis") == true, "\(result.standardError)")
+        #expect(errorLines.first?.contains("unreachable") == false, "\(result.standardError)")
+    }
+
     /// The Redis password never shows: not in the unreachable-at-start line, not in a bad URL's.
     @Test(
         .serialized,
