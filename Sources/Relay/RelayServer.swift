@@ -51,7 +51,7 @@ public enum RelayServer {
         let parsing = RequestParsing(limits: configuration.limits)
         let signer = HS256(secret: configuration.jwtSecret)
 
-        let router = Router(context: RelayRequestContext.self)
+        let router = Router(context: RelayRequestContext.self, options: .autoGenerateHeadEndpoints)
         router.add(middleware: ErrorMiddleware(metrics: metrics))
         SystemRoutes(
             redis: redis,

@@ -145,6 +145,22 @@ struct AuthTests {
         }
     }
 
+    /// `HEAD` answers as `GET` does, with no body: a load balancer's health check may use either.
+    @Test func headAnswersAsGetWithNoBody() async throws {
+        try await withRelay { relay in
+            let alice = TestRedis.uniqueName("alice")
+            for (path, token) in [("/healthz", nil), ("/metrics", nil), ("/channels", relay.token(alice))] {
+                let get = try await relay.request("GET", path, token: token)
+                let head = try await relay.request("HEAD", path, token: token)
+                #expect(get.status == 200, "\(get)")
+                #expect(head.status == get.status, "\(head)")
+                #expect(head.body.isEmpty, "\(head)")
+                #expect(head.headers["content-type"] == get.headers["content-type"], "\(head.headers)")
+            }
+            #expect(try await relay.request("HEAD", "/channels").status == 401)
+        }
+    }
+
     @Test func devTokenIsNotFoundWithoutDevMode() async throws {
         try await withRelay { relay in
             let response = try await relay.request("POST", "/auth/dev-token", json: ["user_id": TestRedis.uniqueName("alice")])
