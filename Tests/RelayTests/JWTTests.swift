@@ -214,11 +214,63 @@ struct JWTAttackTests {
         expectRejected(PyJWTVectors.expIsNow, .expired)
     }
 
-    @Test func expThatIsNotAnIntegerIsRefused() {
+    @Test func expThatIsNotANumberOrOutOfRangeIsRefused() {
         expectRejected(PyJWTVectors.expString, .malformed)
-        expectRejected(PyJWTVectors.expFraction, .malformed)
         expectRejected(PyJWTVectors.expBool, .malformed)
         expectRejected(PyJWTVectors.expOverflow, .malformed)
+    }
+
+    /// A NumericDate may have a fraction (RFC 7519 §2): the token ends at the whole second before.
+    @Test func expWithAFractionIsAcceptedAndEndsAtTheWholeSecondBefore() throws {
+        #expect(
+            try HS256(secret: PyJWTVectors.secret).verify(PyJWTVectors.expFraction, now: PyJWTVectors.now).expiresAt == PyJWTVectors.now
+                + 10
+        )
+        expectRejected(PyJWTVectors.expFraction, .expired, now: PyJWTVectors.now + 10)
+    }
+
+    /// A claim given twice is refused, not read one way or the other (which `sub` would it be?).
+    @Test func aClaimGivenTwiceIsRefused() {
+        let twice = ForgedToken.make(
+            header: #"{"alg":"HS256","typ":"JWT"}"#,
+            payload: #"{"sub":"alice","sub":"bob","exp":\#(PyJWTVectors.now + 60)}"#,
+            secret: PyJWTVectors.secret
+        )
+        expectRejected(twice, .malformed)
+        let headerTwice = ForgedToken.make(
+            header: #"{"alg":"HS256","alg":"HS256"}"#,
+            payload: #"{"sub":"alice","exp":\#(PyJWTVectors.now + 60)}"#,
+            secret: PyJWTVectors.secret
+        )
+        expectRejected(headerTwice, .malformed)
+    }
+
+    /// `crit` names extensions a verifier must understand; the relay understands none (RFC 7515 §4.1.11).
+    @Test func aCriticalHeaderIsRefused() {
+        let critical = ForgedToken.make(
+            header: #"{"alg":"HS256","crit":["exp"],"exp":1}"#,
+            payload: #"{"sub":"alice","exp":\#(PyJWTVectors.now + 60)}"#,
+            secret: PyJWTVectors.secret
+        )
+        expectRejected(critical, .malformed)
+    }
+
+    /// A token is not accepted before its `nbf` (RFC 7519 §4.1.5); from that second on, it is.
+    @Test func aTokenIsRefusedBeforeItsNotBefore() throws {
+        let token = ForgedToken.make(
+            header: #"{"alg":"HS256","typ":"JWT"}"#,
+            payload: #"{"sub":"alice","exp":\#(PyJWTVectors.now + 60),"nbf":\#(PyJWTVectors.now + 10)}"#,
+            secret: PyJWTVectors.secret
+        )
+        expectRejected(token, .notYetValid)
+        expectRejected(token, .notYetValid, now: PyJWTVectors.now + 9)
+        #expect(try HS256(secret: PyJWTVectors.secret).verify(token, now: PyJWTVectors.now + 10).userID == "alice")
+        let badNotBefore = ForgedToken.make(
+            header: #"{"alg":"HS256","typ":"JWT"}"#,
+            payload: #"{"sub":"alice","exp":\#(PyJWTVectors.now + 60),"nbf":"soon"}"#,
+            secret: PyJWTVectors.secret
+        )
+        expectRejected(badNotBefore, .malformed)
     }
 
     @Test func missingSubIsRefused() {

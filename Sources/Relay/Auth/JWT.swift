@@ -24,9 +24,11 @@ public struct JWTClaims: Sendable, Equatable {
 ///
 /// Only the compact form with `alg` exactly `HS256` is accepted; the algorithm is never taken
 /// from the token, so `none`, `HS512`, `RS256` and spellings like `hs256` are refused before
-/// any signature work. The claims read are `sub`, `exp` and `sid`; others (`iat`, `nbf`, `aud`,
+/// any signature work. The claims read are `sub`, `exp`, `nbf` and `sid`; others (`iat`, `aud`,
 /// …) are ignored. `sub` and `sid` must be relay ids: 1 to 64 characters of
-/// `A-Z a-z 0-9 . _ -`.
+/// `A-Z a-z 0-9 . _ -`. Header and claims are strict JSON (a name given twice is refused, not
+/// read one way or the other), and a header with `crit` is refused: the relay understands no
+/// extension (RFC 7515 §4.1.11).
 public struct HS256: Sendable {
     /// Tokens longer than this many bytes are refused unread: they arrive in headers and query
     /// strings, and nothing the relay issues comes close.
@@ -84,10 +86,11 @@ public struct HS256: Sendable {
     /// Nothing from the payload is read before the signature has been checked, and the
     /// signature is compared in constant time.
     ///
-    /// - Parameter now: unix seconds; the token must have `exp > now`.
-    /// - Throws: ``JWTError`` with `.malformed` (shape, encoding, size, header `typ`, or
-    ///   a missing or invalid `sub`/`exp`/`sid`), `.unsupportedAlgorithm`, `.badSignature` or
-    ///   `.expired`.
+    /// - Parameter now: unix seconds; the token must have `exp > now`, and `nbf <= now` if it
+    ///   has an `nbf`.
+    /// - Throws: ``JWTError`` with `.malformed` (shape, encoding, size, header `typ` or `crit`,
+    ///   a name given twice, or a missing or invalid `sub`/`exp`/`nbf`/`sid`),
+    ///   `.unsupportedAlgorithm`, `.badSignature`, `.expired` or `.notYetValid`.
     public func verify(_ token: some StringProtocol, now: Int64) throws(JWTError) -> JWTClaims {
         let bytes = token.utf8
         guard bytes.count <= Self.maxTokenLength,
@@ -102,6 +105,7 @@ public struct HS256: Sendable {
         let header = try decodeJSON(Header.self, from: headerJSON)
         guard header.alg == "HS256" else { throw .unsupportedAlgorithm }
         if let type = header.typ, type.lowercased() != "jwt" { throw .unsupportedType }
+        if header.hasCritical { throw .unsupportedCritical }
 
         guard let signature = Base64URL.decode(bytes[signatureStart...]) else { throw .malformed }
         guard signature.count == Self.digestLength else { throw .badSignature }
@@ -111,6 +115,7 @@ public struct HS256: Sendable {
         guard let payloadJSON = Base64URL.decode(bytes[payloadStart..<secondDot]) else { throw .malformed }
         let payload = try decodeJSON(Payload.self, from: payloadJSON)
         guard payload.exp > now else { throw .expired }
+        if let notBefore = payload.nbf, notBefore > now { throw .notYetValid }
         return JWTClaims(
             userID: payload.sub,
             sessionID: payload.sid ?? JWTClaims.defaultSessionID,
@@ -150,6 +155,8 @@ public struct HS256: Sendable {
     }
 
     private func decodeJSON<Value: Decodable>(_ type: Value.Type, from json: [UInt8]) throws(JWTError) -> Value {
+        // Foundation's decoder takes a name given twice (and keeps one of the two): refused first.
+        guard StrictJSON.isValid(json) else { throw .malformed }
         do {
             return try JSONDecoder().decode(Value.self, from: Data(json))
         } catch let error as JWTError {
@@ -166,14 +173,17 @@ extension HS256 {
     private struct Header: Decodable {
         var alg: String?
         var typ: String?
+        /// Whether the header names extensions that must be understood (`crit`).
+        var hasCritical: Bool
 
         private enum CodingKeys: String, CodingKey {
-            case alg, typ
+            case alg, typ, crit
         }
 
         init(from decoder: any Decoder) throws {
             let container = try decoder.container(keyedBy: CodingKeys.self)
             alg = try? container.decodeIfPresent(String.self, forKey: .alg)
+            hasCritical = container.contains(.crit)
             do {
                 typ = try container.decodeIfPresent(String.self, forKey: .typ)
             } catch {
@@ -183,16 +193,18 @@ extension HS256 {
     }
 
     /// The claims as they travel. Decoding enforces the contract, throwing ``JWTError``:
-    /// `sub` a relay id, `exp` an integer (`1e3` and `1000.0` count, `"1000"` and `1000.5`
-    /// don't), `sid` absent or a relay id.
+    /// `sub` a relay id, `exp` (and `nbf` if present) a NumericDate, `sid` absent or a relay id.
+    /// A NumericDate is a number of seconds (RFC 7519 §2): `1e3`, `1000.0` and `1000.5` count
+    /// (a fraction is dropped: the token ends at the whole second before), `"1000"` doesn't.
     private struct Payload: Codable {
         var sub: String
         var sid: String?
         var exp: Int64
+        var nbf: Int64?
         var iat: Int64?
 
         private enum CodingKeys: String, CodingKey {
-            case sub, sid, exp, iat
+            case sub, sid, exp, nbf, iat
         }
 
         init(sub: String, sid: String?, exp: Int64, iat: Int64?) {
@@ -213,12 +225,21 @@ extension HS256 {
             }
             guard let sub = try claim(String.self, .sub) else { throw JWTError.missingClaim("sub") }
             guard isRelayID(sub) else { throw JWTError.invalidClaim("sub") }
-            guard let exp = try claim(Int64.self, .exp) else { throw JWTError.missingClaim("exp") }
+            /// Whole seconds, the fraction dropped; `nil` if absent or null.
+            func numericDate(_ key: CodingKeys) throws(JWTError) -> Int64? {
+                if let whole = try? container.decodeIfPresent(Int64.self, forKey: key) { return whole }
+                guard let seconds = try claim(Double.self, key) else { return nil }
+                // Within ±2^62: whatever the fraction, the whole seconds fit an Int64.
+                guard seconds.isFinite, abs(seconds) < 0x1p62 else { throw JWTError.invalidClaim(key.stringValue) }
+                return Int64(seconds.rounded(.down))
+            }
+            guard let exp = try numericDate(.exp) else { throw JWTError.missingClaim("exp") }
             let sid = try claim(String.self, .sid)
             if let sid, !isRelayID(sid) { throw JWTError.invalidClaim("sid") }
             self.sub = sub
             self.sid = sid
             self.exp = exp
+            self.nbf = try numericDate(.nbf)
             self.iat = nil
         }
     }

@@ -22,6 +22,8 @@ public struct JWTError: Error, Sendable, Equatable, CustomStringConvertible {
         public static let badSignature = Code("bad_signature")
         /// The `exp` claim is not after the verification time.
         public static let expired = Code("expired")
+        /// The `nbf` claim is after the verification time.
+        public static let notYetValid = Code("not_yet_valid")
 
         public var description: String { name }
     }
@@ -43,6 +45,8 @@ extension JWTError {
     static let unsupportedType = JWTError(code: .malformed, message: "unsupported typ")
     static let badSignature = JWTError(code: .badSignature, message: "bad signature")
     static let expired = JWTError(code: .expired, message: "token expired")
+    static let notYetValid = JWTError(code: .notYetValid, message: "token not valid yet (nbf)")
+    static let unsupportedCritical = JWTError(code: .malformed, message: "unsupported crit header")
 
     static func missingClaim(_ name: String) -> JWTError {
         JWTError(code: .malformed, message: "missing \(name) claim")
