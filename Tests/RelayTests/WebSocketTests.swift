@@ -339,6 +339,41 @@ struct WebSocketTests {
         }
     }
 
+    /// Each entry of a resume that cannot be served (not an id, not a seq, a channel the user is
+    /// not in) is answered with an error naming its channel; the others are replayed, and
+    /// `resumed` comes all the same, so that a client waiting for it is not left waiting.
+    @Test func aResumeServesItsGoodEntriesAndAnswersEachBadOne() async throws {
+        try await withRelay { relay in
+            let (alice, mallory) = (TestRedis.uniqueName("alice"), TestRedis.uniqueName("mallory"))
+            let id = try await relay.createGroup(alice)
+            let closed = try await relay.createGroup(mallory)
+            for index in 0..<3 { try await relay.send(alice, id, "m\(index)") }
+            let top = try await relay.lastSeq(alice, id)
+            let socket = try await TestSocket.connect(relay, token: relay.token(alice))
+            defer { socket.abort() }
+            let start = socket.frames.count
+            try await socket.sendRaw(
+                text: #"{"type":"resume","cursors":{"bad id!":0,"\#(id)":\#(top - 2),"neg":-1,"str":"3","frac":1.5,"\#(closed)":0}}"#
+            )
+            let resumed = try await socket.waitFor("resumed", from: start) { $0["type"].string == "resumed" }
+            #expect(resumed["type"].string == "resumed")
+            let frames = Array(socket.frames[start...])
+            let errors = Dictionary(
+                frames.filter { $0["type"].string == "error" }.map { ($0["channel_id"].string ?? "?", $0["code"].string ?? "?") },
+                uniquingKeysWith: { first, _ in first }
+            )
+            #expect(
+                errors == [
+                    "bad id!": "bad_request", "neg": "bad_request", "str": "bad_request", "frac": "bad_request", closed: "forbidden",
+                ],
+                "\(frames)"
+            )
+            let replayed = frames.filter { $0["channel_id"].string == id && $0["seq"].int != nil }.compactMap { $0["seq"].int }
+            #expect(replayed == [top - 1, top], "\(frames)")
+            await socket.close()
+        }
+    }
+
     @Test func aMessageSentThroughOneRelayReachesASocketOnAnother() async throws {
         try await withRelay { relayA in
             try await withRelay({ $0.jwtSecret = relayA.secret }) { relayB in

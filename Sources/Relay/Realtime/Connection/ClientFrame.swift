@@ -3,14 +3,17 @@ import NIOCore
 /// A client's frame (contract section 5), checked: each case carries what serving it needs.
 enum ClientFrame: Equatable, Sendable {
     case ping
-    case resume(cursors: [(channel: String, cursor: Int64)])
+    /// `invalid`: the answers to entries that are not a channel id and a seq, each naming its
+    /// channel; the others are served all the same.
+    case resume(cursors: [(channel: String, cursor: Int64)], invalid: [ServerMessage] = [])
     case send(channel: String, clientMessageID: String, text: String)
     case read(channel: String, seq: Int64)
 
     static func == (lhs: ClientFrame, rhs: ClientFrame) -> Bool {
         switch (lhs, rhs) {
         case (.ping, .ping): return true
-        case (.resume(let a), .resume(let b)): return a.map(\.channel) == b.map(\.channel) && a.map(\.cursor) == b.map(\.cursor)
+        case (.resume(let a, let aInvalid), .resume(let b, let bInvalid)):
+            return a.map(\.channel) == b.map(\.channel) && a.map(\.cursor) == b.map(\.cursor) && aInvalid == bInvalid
         case (.send(let a1, let a2, let a3), .send(let b1, let b2, let b3)): return a1 == b1 && a2 == b2 && a3 == b3
         case (.read(let a1, let a2), .read(let b1, let b2)): return a1 == b1 && a2 == b2
         default: return false
@@ -43,20 +46,20 @@ enum ClientFrame: Equatable, Sendable {
             guard case .object(let cursors)? = object["cursors"] else {
                 return .rejected(.error(code: .badRequest, message: "resume needs cursors: {channel_id: seq}"))
             }
+            // As for a channel the user is not in, a bad entry is answered on its own and the
+            // others go on: a client waits for `resumed`, and gets it.
             var checked: [(channel: String, cursor: Int64)] = []
+            var invalid: [ServerMessage] = []
             for (channel, value) in cursors.sorted(by: { $0.key < $1.key }) {
-                guard let cursor = value.int64 else {
-                    return .rejected(.error(code: .badRequest, message: "cursors: a seq is a whole number", channel: channel))
+                if !Identifier.isValid(channel) {
+                    invalid.append(.error(code: .badRequest, message: "cursors: not a channel id", channel: channel))
+                } else if let cursor = value.int64, cursor >= 0 {
+                    checked.append((channel, cursor))
+                } else {
+                    invalid.append(.error(code: .badRequest, message: "cursors: a seq is a whole number, 0 or more", channel: channel))
                 }
-                guard Identifier.isValid(channel) else {
-                    return .rejected(.error(code: .badRequest, message: "cursors: not a channel id", channel: channel))
-                }
-                guard cursor >= 0 else {
-                    return .rejected(.error(code: .badRequest, message: "cursors: a seq is 0 or more", channel: channel))
-                }
-                checked.append((channel, cursor))
             }
-            return .frame(.resume(cursors: checked))
+            return .frame(.resume(cursors: checked, invalid: invalid))
         case "send":
             guard let channel = string("channel_id") ?? nil, let clientMessageID = string("client_msg_id") ?? nil,
                 let text = string("text") ?? nil

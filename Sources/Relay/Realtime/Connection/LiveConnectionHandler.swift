@@ -494,7 +494,8 @@ final class LiveConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
                     return .error(code: apiError.code, message: apiError.message, channel: channel)
                 }
             }
-        case .resume(let cursors):
+        case .resume(let cursors, let invalid):
+            for error in invalid { self.write(error) }
             self.resume(cursors)
         }
     }
