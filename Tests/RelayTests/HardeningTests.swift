@@ -56,6 +56,22 @@ struct HardeningTests {
         }
     }
 
+    /// A field of the wrong type is named as a client writes it (`members[1]`), not as the
+    /// decoder's path (`members.Index 1`).
+    @Test func aFieldOfTheWrongTypeIsNamedAsTheClientWroteIt() async throws {
+        try await withRelay { relay in
+            let alice = TestRedis.uniqueName("alice")
+            let response = try await relay.request(
+                "POST",
+                "/channels",
+                token: relay.token(alice),
+                json: ["type": "group", "members": ["bob", 7]]
+            )
+            expectError(response, 400, "bad_request")
+            #expect(response.errorMessage == "wrong type for members[1]", "\(response)")
+        }
+    }
+
     // MARK: client_msg_id in bytes
 
     /// One letter and 200 combining marks is one character but 401 bytes: over the 128-byte limit.
@@ -287,7 +303,9 @@ struct HardeningTests {
 
             let defaultPage = try await relay.request("GET", "/channels/\(id)/members", token: token)
             #expect((defaultPage.value["members"].array?.count ?? 0) == 100, "default limit 100: \(defaultPage.text.prefix(200))")
-            for bad in ["limit=0", "limit=1001", "limit=x", "cursor=abc", "cursor=12:a%20b"] {
+            for bad in [
+                "limit=0", "limit=1001", "limit=x", "cursor=abc", "cursor=12:a%20b", "cursor=%2B5", "cursor=-0", "cursor=007", "cursor=",
+            ] {
                 expectError(try await relay.request("GET", "/channels/\(id)/members?\(bad)", token: token), 400, "bad_request")
             }
             expectError(

@@ -63,6 +63,12 @@ struct ReadCursorAndPresenceTests {
                 400,
                 "bad_request"
             )
+            // A seq is read as a WebSocket `read` reads it: a whole number as JSON writes one.
+            for raw in [#"{"seq":1.0}"#, #"{"seq":1e0}"#, #"{"seq":99999999999999999999}"#] {
+                let response = try await relay.request("POST", path, token: relay.token(alice), rawBody: Array(raw.utf8))
+                expectError(response, 400, "bad_request")
+                #expect(response.errorMessage?.contains("seq") == true, "\(raw): \(response)")
+            }
             expectError(try await relay.request("POST", path, token: relay.token(mallory), json: ["seq": 1]), 403, "forbidden")
             expectError(
                 try await relay.request(

@@ -92,13 +92,20 @@ struct RequestParsing: Sendable {
 
     private static func describe(_ error: DecodingError) -> String {
         switch error {
-        case .keyNotFound(let key, _): "missing field \(key.stringValue)"
+        case .keyNotFound(let key, let context): "missing field \(Self.path(context.codingPath + [key]))"
         case .typeMismatch(_, let context), .valueNotFound(_, let context):
-            context.codingPath.isEmpty
-                ? Self.notAnObject : "wrong type for \(context.codingPath.map(\.stringValue).joined(separator: "."))"
+            context.codingPath.isEmpty ? Self.notAnObject : "wrong type for \(Self.path(context.codingPath))"
         case .dataCorrupted(let context) where !context.codingPath.isEmpty:
-            "bad value for \(context.codingPath.map(\.stringValue).joined(separator: "."))"
+            "bad value for \(Self.path(context.codingPath))"
         default: "malformed JSON body"
         }
+    }
+
+    /// A field's path as a client writes it: `members[0]`, `a.b`.
+    private static func path(_ codingPath: [any CodingKey]) -> String {
+        codingPath.enumerated().map { index, key in
+            if let position = key.intValue { return "[\(position)]" }
+            return index == 0 ? key.stringValue : ".\(key.stringValue)"
+        }.joined()
     }
 }

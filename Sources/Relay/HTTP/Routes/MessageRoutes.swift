@@ -82,10 +82,6 @@ struct MessageRoutes: Sendable {
         return value
     }
 
-    struct ReadRequest: Decodable {
-        var seq: Int64
-    }
-
     struct ReadAnswer: Encodable {
         var lastReadSeq: Int64
         enum CodingKeys: String, CodingKey { case lastReadSeq = "last_read_seq" }
@@ -94,9 +90,11 @@ struct MessageRoutes: Sendable {
     @Sendable func read(_ request: Request, context: RelayRequestContext) async throws -> Response {
         let caller = try context.caller()
         let id = try self.parsing.id("channel", in: context)
-        let body = try await self.parsing.decode(ReadRequest.self, from: request)
-        guard body.seq >= 0 else { throw APIError.badRequest("seq must not be negative") }
-        let lastRead = try await self.store.markRead(channel: id, user: caller.userID, session: caller.sessionID, seq: body.seq)
+        // Read as a WebSocket `read` is: a seq is a whole number as JSON writes it (`5`, not `5.0` or `5e0`).
+        let body = try await self.parsing.object(from: request)
+        guard let field = body["seq"] else { throw APIError.badRequest("missing field seq") }
+        guard let seq = field.int64, seq >= 0 else { throw APIError.badRequest("seq must be a whole number, 0 or more") }
+        let lastRead = try await self.store.markRead(channel: id, user: caller.userID, session: caller.sessionID, seq: seq)
         return try .json(encoding: ReadAnswer(lastReadSeq: lastRead))
     }
 }
