@@ -129,7 +129,19 @@ public enum RelayServer {
         enum Finished { case services, signalHandled }
         try await withThrowingTaskGroup(of: Finished.self) { tasks in
             tasks.addTask {
-                try await group.run()
+                do {
+                    try await group.run()
+                } catch is SocketAddressError.UnknownHost {
+                    throw RelayConfigurationError(message: "--host \(configuration.host): no such host or address to listen on")
+                } catch let error as SocketAddressError {
+                    throw RelayConfigurationError(message: "--host \(configuration.host): not an address to listen on (\(error))")
+                } catch let error as IOError where [EADDRINUSE, EADDRNOTAVAIL, EACCES].contains(error.errnoCode) {
+                    // Only the listening socket's bind fails this way, before anything is served.
+                    throw RelayConfigurationError(
+                        message:
+                            "cannot listen on \(configuration.host):\(configuration.port) (--host, --port): \(String(cString: strerror(error.errnoCode)))"
+                    )
+                }
                 return .services
             }
             tasks.addTask {
@@ -166,8 +178,7 @@ public enum RelayServer {
         do {
             configuration = try RedisConfiguration(url: url)
         } catch {
-            let reason = (error as? RedisError)?.message ?? "\(error)"
-            throw RelayConfigurationError(message: "--redis: \(RedisURL.redacting(reason, of: url))")
+            throw RelayConfigurationError(message: "--redis: \(RedisURL.redacting(error.message, of: url))")
         }
         configuration.connectTimeout = timeout
         configuration.commandTimeout = timeout

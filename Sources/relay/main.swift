@@ -72,7 +72,7 @@ struct Serve: AsyncParsableCommand {
 
     func run() async throws {
         let environment = ProcessInfo.processInfo.environment
-        let dev = self.dev || ["1", "true", "yes"].contains(environment["RELAY_DEV"]?.lowercased() ?? "")
+        let dev = self.dev || flag(environment, "RELAY_DEV")
         let secret: [UInt8]
         if let text = self.jwtSecret ?? environment["RELAY_JWT_SECRET"], !text.isEmpty {
             secret = Array(text.utf8)
@@ -116,7 +116,14 @@ struct Serve: AsyncParsableCommand {
             try self.retentionEvents ?? integer(environment, "RELAY_RETENTION_EVENTS", in: RelayRetention.maxEventsRange) ?? 0
 
         var logger = Logger(label: "relay")
-        logger.logLevel = Logger.Level(rawValue: environment["LOG_LEVEL"] ?? "") ?? .info
+        logger.logLevel = .info
+        if let text = environment["LOG_LEVEL"], !text.isEmpty {
+            guard let level = Logger.Level(rawValue: text.lowercased()) else {
+                let levels = Logger.Level.allCases.map(\.rawValue).joined(separator: ", ")
+                fail("relay: LOG_LEVEL=\(text) is not a log level (\(levels))")
+            }
+            logger.logLevel = level
+        }
         do {
             try await RelayServer.checkRedis(url: configuration.redisURL)
             try await RelayServer.run(configuration: configuration, logger: logger)
@@ -156,6 +163,16 @@ struct Token: ParsableCommand {
         }
         let expiresAt = Int64(Date().timeIntervalSince1970) + Int64(self.ttl)
         print(HS256(secret: Array(secret.utf8)).sign(JWTClaims(userID: self.userID, sessionID: self.session, expiresAt: expiresAt)))
+    }
+}
+
+/// An environment variable that is on (`1`, `true`, `yes`) or off (`0`, `false`, `no`, unset or empty).
+private func flag(_ environment: [String: String], _ name: String) -> Bool {
+    guard let text = environment[name], !text.isEmpty else { return false }
+    switch text.lowercased() {
+    case "1", "true", "yes": return true
+    case "0", "false", "no": return false
+    default: fail("relay: \(name)=\(text) is neither on (1, true, yes) nor off (0, false, no)")
     }
 }
 

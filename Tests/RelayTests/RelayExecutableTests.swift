@@ -104,6 +104,52 @@ struct RelayExecutableTests {
         )
     }
 
+    /// A setting that means nothing is an error naming it, not silently the default.
+    @Test(.serialized, arguments: [("RELAY_DEV", "2"), ("LOG_LEVEL", "bogus")])
+    func aSettingThatMeansNothingIsAnErrorNamingIt(_ name: String, _ value: String) async throws {
+        let environment = RelayExecutable.environment([name: value, "RELAY_JWT_SECRET": longSecret, "REDIS_URL": TestRedis.url])
+        let result = try await ChildProcess.run(relay, ["serve", "--port", "\(try unusedPort())"], environment: environment)
+        #expect(result.termination != .exited(0), "\(result)")
+        if case .signaled = result.termination { Issue.record("relay serve crashed: \(result)") }
+        let errorLines = lines(result.standardError)
+        #expect(errorLines.count == 1, "exactly one line: \(result.standardError.debugDescription)")
+        #expect(errorLines.first?.contains("\(name)=\(value)") == true, "\(result.standardError)")
+    }
+
+    /// An address the relay cannot listen on is one line naming the flags, not a stack of NIO's.
+    @Test func anAddressTheRelayCannotListenOnIsOneLineNamingTheFlags() async throws {
+        // The test Redis listens on its port: the relay cannot.
+        let results = [
+            (
+                "--port",
+                try await ChildProcess.run(
+                    relay,
+                    ["serve", "--port", "\(TestRedis.port)", "--jwt-secret", longSecret, "--redis", TestRedis.url],
+                    environment: RelayExecutable.environment()
+                )
+            ),
+            (
+                "--host",
+                try await ChildProcess.run(
+                    relay,
+                    [
+                        "serve", "--host", "no-such-host.invalid", "--port", "\(try unusedPort())", "--jwt-secret", longSecret, "--redis",
+                        TestRedis.url,
+                    ],
+                    environment: RelayExecutable.environment(),
+                    timeout: .seconds(60)
+                )
+            ),
+        ]
+        for (flag, result) in results {
+            #expect(result.termination != .exited(0), "\(flag): \(result)")
+            if case .signaled = result.termination { Issue.record("relay serve crashed: \(result)") }
+            let errorLines = lines(result.standardError)
+            #expect(errorLines.count == 1, "\(flag): exactly one line: \(result.standardError.debugDescription)")
+            #expect(errorLines.first?.contains(flag) == true, "\(flag): \(result.standardError)")
+        }
+    }
+
     @Test func missingSecretIsOneLineOnStderrAndANonZeroExit() async throws {
         let port = try unusedPort()
         let result = try await ChildProcess.run(
