@@ -564,6 +564,17 @@ struct WebSocketConformanceTests {
             let (_, noKeyHead) = try await RawWebSocket.open(port: target.port, request: noKey)
             #expect(Self.status(noKeyHead).map { (400..<500).contains($0) } == true, "no Sec-WebSocket-Key: a 4xx; got \(noKeyHead)")
 
+            for badKey in ["short", "dGhlIHNhbXBsZSBub25jZQ", "dGhlIHNhbXBsZSBub25jZQ=!", "dGhlIHNhbXBsZSBub25j*Q=="] {
+                let request = RawWebSocket.handshakeRequest(
+                    port: target.port,
+                    path: target.path,
+                    query: target.query,
+                    replace: ["Sec-WebSocket-Key": badKey]
+                )
+                let (_, head) = try await RawWebSocket.open(port: target.port, request: request)
+                #expect(Self.status(head) == 400, "Sec-WebSocket-Key \(badKey): 400; got \(head)")
+            }
+
             let version8 = RawWebSocket.handshakeRequest(
                 port: target.port,
                 path: target.path,

@@ -152,7 +152,8 @@ extension RelayHTTPChannel {
                 if let name = HTTPField.Name(header.name) { extra[name] = header.value }
             }
             let message =
-                status == .badRequest ? "a WebSocket handshake needs one Sec-WebSocket-Key" : "only WebSocket version 13 is spoken here"
+                status == .badRequest
+                ? "a WebSocket handshake needs one Sec-WebSocket-Key: 16 bytes in base64" : "only WebSocket version 13 is spoken here"
             response = Self.refusal(status, APIError(.badRequest, message), extra)
         } else if self.connections.isDraining {
             response = Self.refusal(.serviceUnavailable, APIError(.unavailable, "this relay is stopping: connect again"))

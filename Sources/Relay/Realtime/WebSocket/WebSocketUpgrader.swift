@@ -54,7 +54,11 @@ struct WebSocketUpgrader<UpgradeResult: Sendable>: NIOTypedHTTPServerProtocolUpg
         upgradeRequest: HTTPRequestHead,
         initialResponseHeaders: HTTPHeaders
     ) -> EventLoopFuture<HTTPHeaders> {
-        self.handshake.buildUpgradeResponse(
+        let keys = upgradeRequest.headers["Sec-WebSocket-Key"]
+        if keys.count == 1, !Self.isValidKey(keys[0]) {
+            return channel.eventLoop.makeFailedFuture(NIOWebSocketUpgradeError.invalidUpgradeHeader)
+        }
+        return self.handshake.buildUpgradeResponse(
             channel: channel,
             upgradeRequest: upgradeRequest,
             initialResponseHeaders: initialResponseHeaders
@@ -72,14 +76,31 @@ struct WebSocketUpgrader<UpgradeResult: Sendable>: NIOTypedHTTPServerProtocolUpg
         }
     }
 
+    /// Whether `key` is what RFC 6455 section 4.1 makes a client send: 16 bytes in base64, that is
+    /// 22 characters of its alphabet and `==`.
+    static func isValidKey(_ key: String) -> Bool {
+        let bytes = Array(key.utf8)
+        guard bytes.count == 24, bytes[22] == UInt8(ascii: "="), bytes[23] == UInt8(ascii: "=") else { return false }
+        return bytes[..<22].allSatisfy { byte in
+            switch byte {
+            case UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
+                UInt8(ascii: "+"), UInt8(ascii: "/"):
+                true
+            default:
+                false
+            }
+        }
+    }
+
     /// What to answer a WebSocket handshake that was not upgraded because it is malformed
-    /// (RFC 6455 section 4.2.2): 400 without exactly one `Sec-WebSocket-Key`, 426 with
+    /// (RFC 6455 section 4.2.2): 400 without exactly one valid `Sec-WebSocket-Key`, 426 with
     /// `Sec-WebSocket-Version: 13` for another version. Nil when `head` asks for no WebSocket
     /// upgrade, or asks correctly (then it was refused for another reason: the path, say).
     static func refusal(of head: HTTPRequestHead) -> (status: HTTPResponseStatus, headers: HTTPHeaders)? {
         let upgrade = head.headers[canonicalForm: "upgrade"].map { $0.lowercased() }
         guard upgrade.contains("websocket") else { return nil }
-        if head.headers["Sec-WebSocket-Key"].count != 1 {
+        let keys = head.headers["Sec-WebSocket-Key"]
+        if keys.count != 1 || !Self.isValidKey(keys[0]) {
             return (.badRequest, [:])
         }
         if head.headers["Sec-WebSocket-Version"] != ["13"] {
