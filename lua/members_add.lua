@@ -17,7 +17,7 @@
 --   -NOTFOUND no such channel
 --   -NOTMEMBER ...            actor is not a member
 --   -BADREQUEST cannot add members to a dm
---   -TOOMANY member limit     members after adding would exceed max
+--   -TOOMANY a group has at most <max> members   members after adding would exceed max
 
 local actor, cid, topic = ARGV[1], ARGV[2], ARGV[3]
 
@@ -54,7 +54,7 @@ for i = 5, #ARGV do
 end
 
 if #new > 0 and redis.call('SCARD', KEYS[2]) + #new > max then
-  return redis.error_reply('TOOMANY member limit')
+  return redis.error_reply('TOOMANY a group has at most ' .. max .. ' members')
 end
 
 local out = {}

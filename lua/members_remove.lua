@@ -17,7 +17,7 @@
 --   json                      the member_left event {"type":"member_left","user_id":<u>,"sender_id":<actor>}
 --   -NOTFOUND no such channel
 --   -NOTMEMBER ...            actor is neither a member nor the creator
---   -BADREQUEST cannot leave a dm
+--   -BADREQUEST a dm's members cannot leave it or be removed
 --   -FORBIDDEN ...            actor is a member removing someone else, and not the creator
 --   -NOTFOUND not a member    user_id is not a member
 
@@ -34,7 +34,7 @@ if not is_creator and redis.call('SISMEMBER', KEYS[2], actor) == 0 then
   return redis.error_reply('NOTMEMBER not a member of this channel')
 end
 if ctype == 'dm' then
-  return redis.error_reply('BADREQUEST cannot leave a dm')
+  return redis.error_reply("BADREQUEST a dm's members cannot leave it or be removed")
 end
 if actor ~= user and not is_creator then
   return redis.error_reply('FORBIDDEN only the creator may remove others')

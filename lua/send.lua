@@ -20,7 +20,7 @@
 --   -NOTFOUND no such channel
 --   -NOTMEMBER sender is not a member
 --   -CONFLICT message id taken        (message_id already used in this channel)
---   -CONFLICT duplicate               (dedup key present but its log entry is missing)
+--   -CONFLICT client_msg_id already used …   (dedup key present but its log entry is missing: trimmed)
 --   -BADREQUEST bad dedup ttl
 
 local sender, message_id, body, cid, topic = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
@@ -54,7 +54,7 @@ if first then
       end
     end
   end
-  return redis.error_reply('CONFLICT duplicate')
+  return redis.error_reply('CONFLICT client_msg_id already used for a message the log no longer holds: send with a new one')
 end
 
 if redis.call('HEXISTS', KEYS[5], message_id) == 1 then
