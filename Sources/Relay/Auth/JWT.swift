@@ -102,7 +102,7 @@ public struct HS256: Sendable {
         guard !bytes[signatureStart...].contains(Self.dot) else { throw .malformed }
 
         guard let headerJSON = Base64URL.decode(bytes[..<firstDot]) else { throw .malformed }
-        let header = try decodeJSON(Header.self, from: headerJSON)
+        let header = try Header(self.object(headerJSON))
         guard header.alg == "HS256" else { throw .unsupportedAlgorithm }
         if let type = header.typ, type.lowercased() != "jwt" { throw .unsupportedType }
         if header.hasCritical { throw .unsupportedCritical }
@@ -113,7 +113,7 @@ public struct HS256: Sendable {
         guard CRYPTO_memcmp(expected, signature, Self.digestLength) == 0 else { throw .badSignature }
 
         guard let payloadJSON = Base64URL.decode(bytes[payloadStart..<secondDot]) else { throw .malformed }
-        let payload = try decodeJSON(Payload.self, from: payloadJSON)
+        let payload = try Payload(self.object(payloadJSON))
         guard payload.exp > now else { throw .expired }
         if let notBefore = payload.nbf, notBefore > now { throw .notYetValid }
         return JWTClaims(
@@ -154,49 +154,39 @@ public struct HS256: Sendable {
         return digest
     }
 
-    private func decodeJSON<Value: Decodable>(_ type: Value.Type, from json: [UInt8]) throws(JWTError) -> Value {
-        // Foundation's decoder takes a name given twice (and keeps one of the two): refused first.
-        guard StrictJSON.isValid(json) else { throw .malformed }
-        do {
-            return try JSONDecoder().decode(Value.self, from: Data(json))
-        } catch let error as JWTError {
-            throw error
-        } catch {
-            throw .malformed
-        }
+    /// The JSON object `json` holds, read strictly (a name given twice is refused, not read one
+    /// way or the other).
+    private func object(_ json: [UInt8]) throws(JWTError) -> StrictJSON.Value {
+        guard let value = StrictJSON.parse(json), case .object = value else { throw .malformed }
+        return value
     }
 }
 
 extension HS256 {
-    /// The JOSE header. Decoding fails only if it is not a JSON object or `typ` is not a string;
-    /// a non-string `alg` becomes `nil` so that it is reported as an unsupported algorithm.
-    private struct Header: Decodable {
+    /// The JOSE header: refused only if it is not a JSON object or `typ` is not a string; a
+    /// non-string `alg` becomes `nil` so that it is reported as an unsupported algorithm.
+    private struct Header {
         var alg: String?
         var typ: String?
         /// Whether the header names extensions that must be understood (`crit`).
         var hasCritical: Bool
 
-        private enum CodingKeys: String, CodingKey {
-            case alg, typ, crit
-        }
-
-        init(from decoder: any Decoder) throws {
-            let container = try decoder.container(keyedBy: CodingKeys.self)
-            alg = try? container.decodeIfPresent(String.self, forKey: .alg)
-            hasCritical = container.contains(.crit)
-            do {
-                typ = try container.decodeIfPresent(String.self, forKey: .typ)
-            } catch {
-                throw JWTError.unsupportedType
+        init(_ object: StrictJSON.Value) throws(JWTError) {
+            self.alg = object["alg"]?.string
+            self.hasCritical = object["crit"] != nil
+            switch object["typ"] {
+            case nil, .null?: self.typ = nil
+            case .string(let type)?: self.typ = type
+            default: throw .unsupportedType
             }
         }
     }
 
-    /// The claims as they travel. Decoding enforces the contract, throwing ``JWTError``:
+    /// The claims as they travel. Reading them enforces the contract, throwing ``JWTError``:
     /// `sub` a relay id, `exp` (and `nbf` if present) a NumericDate, `sid` absent or a relay id.
     /// A NumericDate is a number of seconds (RFC 7519 §2): `1e3`, `1000.0` and `1000.5` count
     /// (a fraction is dropped: the token ends at the whole second before), `"1000"` doesn't.
-    private struct Payload: Codable {
+    private struct Payload: Encodable {
         var sub: String
         var sid: String?
         var exp: Int64
@@ -214,33 +204,41 @@ extension HS256 {
             self.iat = iat
         }
 
-        init(from decoder: any Decoder) throws {
-            let container = try decoder.container(keyedBy: CodingKeys.self)
-            func claim<Value: Decodable>(_ type: Value.Type, _ key: CodingKeys) throws(JWTError) -> Value? {
-                do {
-                    return try container.decodeIfPresent(Value.self, forKey: key)
-                } catch {
-                    throw .invalidClaim(key.stringValue)
-                }
-            }
-            guard let sub = try claim(String.self, .sub) else { throw JWTError.missingClaim("sub") }
-            guard isRelayID(sub) else { throw JWTError.invalidClaim("sub") }
-            /// Whole seconds, the fraction dropped; `nil` if absent or null.
-            func numericDate(_ key: CodingKeys) throws(JWTError) -> Int64? {
-                if let whole = try? container.decodeIfPresent(Int64.self, forKey: key) { return whole }
-                guard let seconds = try claim(Double.self, key) else { return nil }
-                // Within ±2^62: whatever the fraction, the whole seconds fit an Int64.
-                guard seconds.isFinite, abs(seconds) < 0x1p62 else { throw JWTError.invalidClaim(key.stringValue) }
-                return Int64(seconds.rounded(.down))
-            }
-            guard let exp = try numericDate(.exp) else { throw JWTError.missingClaim("exp") }
-            let sid = try claim(String.self, .sid)
-            if let sid, !isRelayID(sid) { throw JWTError.invalidClaim("sid") }
+        init(_ object: StrictJSON.Value) throws(JWTError) {
+            guard let sub = try Self.string(object, "sub") else { throw .missingClaim("sub") }
+            guard isRelayID(sub) else { throw .invalidClaim("sub") }
+            guard let exp = try Self.numericDate(object, "exp") else { throw .missingClaim("exp") }
+            let sid = try Self.string(object, "sid")
+            if let sid, !isRelayID(sid) { throw .invalidClaim("sid") }
             self.sub = sub
             self.sid = sid
             self.exp = exp
-            self.nbf = try numericDate(.nbf)
+            self.nbf = try Self.numericDate(object, "nbf")
             self.iat = nil
+        }
+
+        /// A string claim; `nil` if absent or null.
+        private static func string(_ object: StrictJSON.Value, _ name: String) throws(JWTError) -> String? {
+            switch object[name] {
+            case nil, .null?: return nil
+            case .string(let text)?: return text
+            default: throw .invalidClaim(name)
+            }
+        }
+
+        /// A NumericDate claim in whole seconds, the fraction dropped; `nil` if absent or null.
+        private static func numericDate(_ object: StrictJSON.Value, _ name: String) throws(JWTError) -> Int64? {
+            switch object[name] {
+            case nil, .null?:
+                return nil
+            case .number(let text)?:
+                if let whole = Int64(text) { return whole }
+                // Within ±2^62: whatever the fraction, the whole seconds fit an Int64.
+                guard let seconds = Double(text), seconds.isFinite, abs(seconds) < 0x1p62 else { throw .invalidClaim(name) }
+                return Int64(seconds.rounded(.down))
+            default:
+                throw .invalidClaim(name)
+            }
         }
     }
 }
