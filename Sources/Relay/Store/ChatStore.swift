@@ -125,12 +125,8 @@ struct ChatStore: Sendable {
         var after: String?
         if let cursor {
             let parts = cursor.split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false)
-            // Written as the relay writes it: digits, no sign, no leading zero.
-            let digits = parts[0].utf8
-            guard digits.allSatisfy({ (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) }),
-                digits.first != UInt8(ascii: "0") || digits.count == 1,
-                let value = UInt64(parts[0]), parts.count == 1 || Identifier.isValid(parts[1])
-            else {
+            // Written as the relay writes it (no sign, no leading zero): the number's own spelling.
+            guard let value = UInt64(parts[0]), String(value) == parts[0], parts.count == 1 || Identifier.isValid(parts[1]) else {
                 throw ChatError.badRequest("cursor: not a cursor this API gave")
             }
             scan = value
