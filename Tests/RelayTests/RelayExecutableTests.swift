@@ -17,6 +17,20 @@ private func lines(_ text: String) -> [Substring] {
     return lines
 }
 
+/// Expects `relay` to have refused to start as the contract asks: a non-zero exit (no crash) and
+/// exactly one line on stderr, which contains `text`.
+private func expectRefused(
+    _ result: (termination: ChildProcess.Termination, standardOutput: String, standardError: String),
+    saying text: String,
+    sourceLocation: SourceLocation = #_sourceLocation
+) {
+    #expect(result.termination != .exited(0), "\(result)", sourceLocation: sourceLocation)
+    if case .signaled = result.termination { Issue.record("relay crashed: \(result)", sourceLocation: sourceLocation) }
+    let errorLines = lines(result.standardError)
+    #expect(errorLines.count == 1, "exactly one line: \(result.standardError.debugDescription)", sourceLocation: sourceLocation)
+    #expect(errorLines.first?.contains(text) == true, "it says \(text): \(result.standardError)", sourceLocation: sourceLocation)
+}
+
 /// Polls `GET /healthz` on `port` until it answers 200 or `process` ends.
 private func waitUntilServing(_ process: ChildProcess, port: Int) async throws {
     let client = RelayTestClient(port: port, secret: [0], requestTimeout: .seconds(5))
@@ -109,11 +123,7 @@ struct RelayExecutableTests {
     func aSettingThatMeansNothingIsAnErrorNamingIt(_ name: String, _ value: String) async throws {
         let environment = RelayExecutable.environment([name: value, "RELAY_JWT_SECRET": longSecret, "REDIS_URL": TestRedis.url])
         let result = try await ChildProcess.run(relay, ["serve", "--port", "\(try unusedPort())"], environment: environment)
-        #expect(result.termination != .exited(0), "\(result)")
-        if case .signaled = result.termination { Issue.record("relay serve crashed: \(result)") }
-        let errorLines = lines(result.standardError)
-        #expect(errorLines.count == 1, "exactly one line: \(result.standardError.debugDescription)")
-        #expect(errorLines.first?.contains("\(name)=\(value)") == true, "\(result.standardError)")
+        expectRefused(result, saying: "\(name)=\(value)")
     }
 
     /// An address the relay cannot listen on is one line naming the flags, not a stack of NIO's.
@@ -142,11 +152,7 @@ struct RelayExecutableTests {
             ),
         ]
         for (flag, result) in results {
-            #expect(result.termination != .exited(0), "\(flag): \(result)")
-            if case .signaled = result.termination { Issue.record("relay serve crashed: \(result)") }
-            let errorLines = lines(result.standardError)
-            #expect(errorLines.count == 1, "\(flag): exactly one line: \(result.standardError.debugDescription)")
-            #expect(errorLines.first?.contains(flag) == true, "\(flag): \(result.standardError)")
+            expectRefused(result, saying: flag)
         }
     }
 
@@ -157,12 +163,7 @@ struct RelayExecutableTests {
             ["serve", "--port", "\(port)", "--redis", TestRedis.url],
             environment: RelayExecutable.environment()
         )
-        #expect(result.termination != .exited(0), "\(result)")
-        if case .signaled = result.termination { Issue.record("relay serve crashed: \(result)") }
-        let errorLines = lines(result.standardError)
-        #expect(errorLines.count == 1, "exactly one line: \(result.standardError.debugDescription)")
-        let line = errorLines.first?.lowercased() ?? ""
-        #expect(line.contains("secret") || line.contains("jwt"), "it says the secret is missing: \(result.standardError)")
+        expectRefused(result, saying: "secret")
     }
 
     @Test func unreachableRedisAtStartIsOneLineOnStderrAndANonZeroExit() async throws {
@@ -173,11 +174,7 @@ struct RelayExecutableTests {
             environment: RelayExecutable.environment(),
             timeout: .seconds(60)
         )
-        #expect(result.termination != .exited(0), "\(result)")
-        if case .signaled = result.termination { Issue.record("relay serve crashed: \(result)") }
-        let errorLines = lines(result.standardError)
-        #expect(errorLines.count == 1, "exactly one line: \(result.standardError.debugDescription)")
-        #expect(errorLines.first?.lowercased().contains("redis") == true, "it says Redis is unreachable: \(result.standardError)")
+        expectRefused(result, saying: "unreachable")
     }
 
     @Test(
@@ -212,11 +209,7 @@ struct RelayExecutableTests {
             ["serve", "--port", "\(try unusedPort())", "--redis", TestRedis.url] + (byFlag ? ["--jwt-secret", short] : []),
             environment: RelayExecutable.environment(byFlag ? [:] : ["RELAY_JWT_SECRET": short])
         )
-        #expect(result.termination != .exited(0), "\(result)")
-        if case .signaled = result.termination { Issue.record("relay serve crashed: \(result)") }
-        let errorLines = lines(result.standardError)
-        #expect(errorLines.count == 1, "exactly one line: \(result.standardError.debugDescription)")
-        #expect(errorLines.first?.contains("secret") == true, "\(result.standardError)")
+        expectRefused(result, saying: "secret")
         let token = try await ChildProcess.run(
             relay,
             ["token", "alice", "--jwt-secret", short],
@@ -237,11 +230,7 @@ struct RelayExecutableTests {
             ["serve", "--port", "\(try unusedPort())", "--jwt-secret", longSecret, "--redis", evicting.url],
             environment: RelayExecutable.environment()
         )
-        #expect(result.termination != .exited(0), "\(result)")
-        if case .signaled = result.termination { Issue.record("relay serve crashed: \(result)") }
-        let errorLines = lines(result.standardError)
-        #expect(errorLines.count == 1, "exactly one line: \(result.standardError.debugDescription)")
-        #expect(errorLines.first?.contains("maxmemory-policy") == true, "\(result.standardError)")
+        expectRefused(result, saying: "maxmemory-policy")
 
         // volatile-* evicts only keys with a TTL (dedup keys, presence): the relay runs.
         try await runOnOwnThread { evicting.stop() }
@@ -271,12 +260,8 @@ struct RelayExecutableTests {
             environment: RelayExecutable.environment(),
             timeout: .seconds(60)
         )
-        #expect(result.termination != .exited(0), "\(result)")
-        if case .signaled = result.termination { Issue.record("relay serve crashed: \(result)") }
-        let errorLines = lines(result.standardError)
-        #expect(errorLines.count == 1, "exactly one line: \(result.standardError.debugDescription)")
-        #expect(errorLines.first?.contains("--redis") == true, "\(result.standardError)")
-        #expect(errorLines.first?.contains("not a cluster node") == true, "\(result.standardError)")
+        expectRefused(result, saying: "not a cluster node")
+        #expect(result.standardError.hasPrefix("relay: --redis"), "\(result.standardError)")
     }
 
     /// A URL that is not one says so, and names the flag: it is not "unreachable".
@@ -288,12 +273,8 @@ struct RelayExecutableTests {
             environment: RelayExecutable.environment(),
             timeout: .seconds(60)
         )
-        #expect(result.termination != .exited(0), "\(result)")
-        if case .signaled = result.termination { Issue.record("relay serve crashed: \(result)") }
-        let errorLines = lines(result.standardError)
-        #expect(errorLines.count == 1, "exactly one line: \(result.standardError.debugDescription)")
-        #expect(errorLines.first?.hasPrefix("--redis") == true || errorLines.first?.contains("--redis") == true, "\(result.standardError)")
-        #expect(errorLines.first?.contains("unreachable") == false, "\(result.standardError)")
+        expectRefused(result, saying: "--redis")
+        #expect(!result.standardError.contains("unreachable"), "\(result.standardError)")
     }
 
     /// The Redis password never shows: not in the unreachable-at-start line, not in a bad URL's.
