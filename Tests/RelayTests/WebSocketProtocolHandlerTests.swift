@@ -39,10 +39,40 @@ struct WebSocketProtocolHandlerTests {
         typealias OutboundIn = ByteBuffer
 
         var outboundEvents: [Any] = []
+        /// While set, writes are held here, as a socket whose client does not read holds them:
+        /// not written, their promises pending, until ``release()``.
+        var holding = false
+        private var held: [(NIOAny, EventLoopPromise<Void>?)] = []
+        private var context: ChannelHandlerContext?
+
+        func handlerAdded(context: ChannelHandlerContext) {
+            self.context = context
+        }
 
         func triggerUserOutboundEvent(context: ChannelHandlerContext, event: Any, promise: EventLoopPromise<Void>?) {
             self.outboundEvents.append(event)
             context.triggerUserOutboundEvent(event, promise: promise)
+        }
+
+        func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+            guard self.holding else {
+                context.write(data, promise: promise)
+                return
+            }
+            self.held.append((data, promise))
+        }
+
+        func flush(context: ChannelHandlerContext) {
+            if !self.holding { context.flush() }
+        }
+
+        /// Writes what was held, as a client that reads again lets it go.
+        func release() {
+            self.holding = false
+            guard let context = self.context else { return }
+            for (data, promise) in self.held { context.write(data, promise: promise) }
+            self.held.removeAll()
+            context.flush()
         }
     }
 
@@ -59,7 +89,7 @@ struct WebSocketProtocolHandlerTests {
             try self.channel.pipeline.syncOperations.addHandlers([
                 ByteToMessageHandler(WebSocketFrameDecoder(maxFrameSize: 64 * 1024)),
                 self.head,
-                WebSocketProtocolHandler(maxMessageBytes: maxMessageBytes, closeTimeout: .seconds(2)),
+                WebSocketProtocolHandler(maxMessageBytes: maxMessageBytes, closeTimeout: .seconds(2), drainTimeout: .seconds(60)),
                 self.tail,
             ])
         }
@@ -174,6 +204,35 @@ struct WebSocketProtocolHandlerTests {
         #expect(setup.channel.isActive, "not before the close timeout")
         setup.loop.advanceTime(by: .milliseconds(100))
         #expect(!setup.channel.isActive, "closed at the close timeout")
+        #expect(setup.tail.inactive)
+    }
+
+    /// A close frame behind output the client has not read waits for it up to the drain timeout
+    /// (60 s here): a client that reads again in time gets the frame (4008 for a slow consumer)
+    /// rather than a cut connection, and then has the close timeout to answer it.
+    @Test func aCloseFrameBehindUnreadOutputWaitsToBeWrittenThenForTheAnswer() throws {
+        let setup = try Setup()
+        setup.head.holding = true
+        setup.channel.pipeline.triggerUserOutboundEvent(WebSocketProtocolHandler.Close(code: 4008, reason: "slow"), promise: nil)
+        setup.loop.advanceTime(by: .seconds(59))
+        #expect(setup.channel.isActive, "the close frame still waits to be written")
+        setup.head.release()
+        #expect(try setup.written().map(\.closeCode) == [4008])
+        setup.loop.advanceTime(by: .milliseconds(1_900))
+        #expect(setup.channel.isActive, "the close timeout counts from the frame's write")
+        setup.loop.advanceTime(by: .milliseconds(100))
+        #expect(!setup.channel.isActive, "closed at the close timeout")
+    }
+
+    /// A close frame the client never lets out is given up on at the drain timeout.
+    @Test func aCloseFrameNeverWrittenIsGivenUpOnAtTheDrainTimeout() throws {
+        let setup = try Setup()
+        setup.head.holding = true
+        setup.channel.pipeline.triggerUserOutboundEvent(WebSocketProtocolHandler.Close(code: 4008, reason: "slow"), promise: nil)
+        setup.loop.advanceTime(by: .milliseconds(59_900))
+        #expect(setup.channel.isActive)
+        setup.loop.advanceTime(by: .milliseconds(100))
+        #expect(!setup.channel.isActive, "closed at the drain timeout")
         #expect(setup.tail.inactive)
     }
 

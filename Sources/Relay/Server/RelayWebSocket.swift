@@ -62,7 +62,12 @@ enum RelayWebSocket {
         let pipeline = channel.pipeline.syncOperations
         let names = PipelineLayoutError.expected
         try pipeline.addHandler(HeartbeatHandler(heartbeats: services.heartbeats), name: names[1])
-        try pipeline.addHandler(WebSocketProtocolHandler(maxMessageBytes: services.limits.maxBodyBytes), name: names[2])
+        // A close frame behind unread output waits as long as a silent client would be kept.
+        let protocolHandler = WebSocketProtocolHandler(
+            maxMessageBytes: services.limits.maxBodyBytes,
+            drainTimeout: services.heartbeats.interval * 2
+        )
+        try pipeline.addHandler(protocolHandler, name: names[2])
         // Checked before the connection's handler is added: it writes at once.
         if checkLayout {
             try PipelineLayoutError.check(channel.pipeline, names: names.dropLast())

@@ -66,16 +66,21 @@ final class WebSocketProtocolHandler: ChannelDuplexHandler, RemovableChannelHand
 
     private var stateMachine: StateMachine
     private let closeTimeout: TimeAmount
+    private let drainTimeout: TimeAmount
     private var closeTimer: Scheduled<Void>?
 
     /// - Parameters:
     ///   - maxMessageBytes: the largest message accepted, fragments reassembled; a larger one
     ///     fails the connection with 1009.
     ///   - closeTimeout: how long to wait, once a close frame was written, for the client's
-    ///     answer (or for the close frame to be written) before closing the channel anyway.
-    init(maxMessageBytes: Int = 64 * 1024, closeTimeout: Duration = .seconds(2)) {
+    ///     answer before closing the channel anyway.
+    ///   - drainTimeout: how long a close frame may wait to be written, behind what the client
+    ///     has not read yet (a slow consumer's 4008), before the channel is closed anyway: a
+    ///     client that reads again within it gets everything it was owed, then the close frame.
+    init(maxMessageBytes: Int = 64 * 1024, closeTimeout: Duration = .seconds(2), drainTimeout: Duration = .seconds(60)) {
         self.stateMachine = StateMachine(maxMessageBytes: maxMessageBytes)
         self.closeTimeout = TimeAmount(closeTimeout)
+        self.drainTimeout = TimeAmount(drainTimeout)
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
@@ -163,8 +168,9 @@ final class WebSocketProtocolHandler: ChannelDuplexHandler, RemovableChannelHand
     }
 
     /// Writes and flushes a close frame, after telling the handlers before this one; closes the
-    /// channel once it is written (`thenClose`) or if it cannot be, and in any case when the
-    /// close timeout fires first.
+    /// channel once it is written (`thenClose`) or if it cannot be. Otherwise the client has the
+    /// close timeout to answer it, counted from when it is written, and the frame itself the
+    /// drain timeout to get written.
     private func writeClose(
         context: ChannelHandlerContext,
         code: UInt16?,
@@ -180,11 +186,20 @@ final class WebSocketProtocolHandler: ChannelDuplexHandler, RemovableChannelHand
             if thenClose || (try? result.get()) == nil {
                 self.cancelCloseTimer()
                 context.close(promise: nil)
+            } else {
+                self.scheduleCloseTimer(in: self.closeTimeout, context: context)
             }
         }
         if let promise { written.cascade(to: promise) }
+        // Written at once (the usual case), the frame already started the close timeout.
         guard self.closeTimer == nil, context.channel.isActive else { return }
-        self.closeTimer = context.eventLoop.assumeIsolated().scheduleTask(in: self.closeTimeout) {
+        self.scheduleCloseTimer(in: self.drainTimeout, context: context)
+    }
+
+    /// Closes the channel in `delay` unless the close handshake ends first; replaces any timer.
+    private func scheduleCloseTimer(in delay: TimeAmount, context: ChannelHandlerContext) {
+        self.closeTimer?.cancel()
+        self.closeTimer = context.eventLoop.assumeIsolated().scheduleTask(in: delay) {
             self.closeTimer = nil
             switch self.stateMachine.closeTimeoutFired() {
             case .none:
