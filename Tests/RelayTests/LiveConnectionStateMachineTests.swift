@@ -86,6 +86,31 @@ struct LiveConnectionStateMachineTests {
         #expect(machine.liveEvent(channel: "c", seq: 9, frame: frame("c", 9), membership: nil) == .write(frame("c", 9)), "live again")
     }
 
+    /// The log has no gap but where retention trimmed it: a page that skips seqs means events
+    /// this connection never got are gone. It writes what continues its stream and then falls
+    /// behind (4008), never skipping a seq.
+    @Test func aGapTheLogNoLongerHoldsIsNeverSkipped() {
+        var machine = self.openMachine(["c": 4])
+        let read = Machine.LogRead(channel: "c", after: 4, limit: 3)
+        #expect(machine.liveEvent(channel: "c", seq: 9, frame: frame("c", 9), membership: nil) == .read(read))
+        var outcome = machine.logPage(read, events: logEvents("c", 5...5) + logEvents("c", 8...9))
+        #expect(outcome.frames == [frame("c", 5)], "up to the gap, and nothing after it")
+        #expect(outcome.fellBehind)
+        #expect(machine.streams["c"]?.delivered == 5)
+
+        var trimmed = self.openMachine(["c": 4])
+        let first = Machine.LogRead(channel: "c", after: 4, limit: 3)
+        _ = trimmed.liveEvent(channel: "c", seq: 12, frame: frame("c", 12), membership: nil)
+        outcome = trimmed.logPage(first, events: logEvents("c", 8...10))
+        #expect(outcome.frames.isEmpty)
+        #expect(outcome.fellBehind)
+
+        // A page that continues the stream does not.
+        var whole = self.openMachine(["c": 4])
+        _ = whole.liveEvent(channel: "c", seq: 6, frame: frame("c", 6), membership: nil)
+        #expect(whole.logPage(first, events: logEvents("c", 5...6)).fellBehind == false)
+    }
+
     @Test func theStreamStopsRightAfterItsUsersOwnMemberLeft() {
         var machine = self.openMachine(["c": 1, "d": 1])
         let action = machine.liveEvent(channel: "c", seq: 2, frame: frame("c", 2), membership: .left(user: "me"))

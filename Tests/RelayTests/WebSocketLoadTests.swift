@@ -129,6 +129,51 @@ struct WebSocketLoadTests {
         redis.kill()
     }
 
+    /// With retention, a live gap (Pub/Sub lost while a burst is sent) may cover events the log
+    /// no longer holds. A socket never skips a seq for it: it gets every event after its hello, or
+    /// a gap-free run of them and then a close with 4008, and a resume from where it stopped says
+    /// where the log now begins (`truncated`).
+    @Test func aGapRetentionTrimmedIsNeverSkippedButEndsTheSocketWith4008() async throws {
+        let redis = try RedisServerProcess()
+        let configure: RelayConfigurator = { $0.retention.maxEvents = 5 }
+        try await withRelay(configure, redisURL: redis.url) { relay in
+            let (alice, bob) = (TestRedis.uniqueName("alice"), TestRedis.uniqueName("bob"))
+            let id = try await relay.createGroup(alice, members: [bob])
+            for round in 0..<3 {
+                let socket = try await TestSocket.connect(relay, token: relay.token(bob), label: "bob \(round)")
+                defer { socket.abort() }
+                let before = try await relay.lastSeq(alice, id)
+                // A burst while the subscription is down: most of it is trimmed before a read of
+                // the log could deliver it.
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    group.addTask { try await Self.killSubscriptions(redis) }
+                    for index in 0..<12 { group.addTask { try await relay.send(alice, id, "round \(round) #\(index)") } }
+                    try await group.waitForAll()
+                }
+                try await Task.sleep(for: .milliseconds(300))
+                try await relay.send(alice, id, "after the burst")
+                let top = try await relay.lastSeq(alice, id)
+                try await waitUntil("bob \(round) has seq \(top) or is closed") { socket.seqs(id).contains(top) || socket.isClosed }
+                let seqs = socket.seqs(id)
+                expectSeqs(seqs, Array((before + 1)..<(before + 1 + seqs.count)), "bob \(round): every seq after the hello, no gap")
+                guard socket.isClosed else {
+                    #expect(seqs.last == top, "bob \(round) is open: it has everything")
+                    continue
+                }
+                #expect(socket.closeCode == 4008, "bob \(round): \(socket.frames.suffix(2))")
+                let cursor = seqs.last ?? before
+                let firstSeq = try #require(try await relay.channel(alice, id)["first_seq"].int)
+                let again = try await TestSocket.connect(relay, token: relay.token(bob), label: "bob \(round) again")
+                defer { again.abort() }
+                let resumed = try await again.request(["type": "resume", "cursors": [id: cursor]]) { $0["type"].string == "resumed" }
+                if cursor < firstSeq - 1 {
+                    #expect(resumed["truncated"][id].int == firstSeq, "\(resumed)")
+                }
+            }
+        }
+        redis.kill()
+    }
+
     /// While the relay's subscription is down (killed here; at start-up it is not up yet),
     /// what is published reaches no relay: a socket must still get every event after its hello,
     /// the first one included, and learn of a channel its user joined meanwhile.

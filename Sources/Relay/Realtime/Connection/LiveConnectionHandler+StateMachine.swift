@@ -66,21 +66,28 @@ extension LiveConnectionHandler {
         }
 
         /// What a page of the log, or a change of plan, leads to; in this order: write the frames,
-        /// stop following `left`, start `reads`, write `answer`.
+        /// stop following `left`, start `reads`, write `answer`, and close if `fellBehind`.
         struct Outcome {
             var frames: [ByteBuffer] = []
             var left: [String] = []
             var reads: [LogRead] = []
             /// An answer that finished the client frame being served (`resumed`).
             var answer: ServerMessage?
+            /// A channel's log no longer holds events this connection never got (retention trimmed
+            /// them): it cannot go on without a gap, and is closed as a slow consumer (4008). The
+            /// client resumes from its cursor and is told where the log now begins (`truncated`).
+            var fellBehind = false
 
-            var isEmpty: Bool { self.frames.isEmpty && self.left.isEmpty && self.reads.isEmpty && self.answer == nil }
+            var isEmpty: Bool {
+                self.frames.isEmpty && self.left.isEmpty && self.reads.isEmpty && self.answer == nil && !self.fellBehind
+            }
 
             mutating func merge(_ other: Outcome) {
                 self.frames += other.frames
                 self.left += other.left
                 self.reads += other.reads
                 if let answer = other.answer { self.answer = answer }
+                self.fellBehind = self.fellBehind || other.fellBehind
             }
         }
 
@@ -212,8 +219,14 @@ extension LiveConnectionHandler {
             }
             var outcome = Outcome()
             for event in events where event.seq > stream.delivered {
-                // A seq above the next one means retention trimmed the ones between: the log is
-                // the truth, and what it no longer holds cannot be delivered.
+                // A seq above the next one means retention trimmed the ones between (the log has
+                // no other gap): what it no longer holds cannot be delivered, and skipping it
+                // would break the connection's promise of no gap.
+                guard event.seq == stream.delivered + 1 else {
+                    self.streams[read.channel] = stream
+                    outcome.fellBehind = true
+                    return outcome
+                }
                 stream.delivered = event.seq
                 outcome.frames.append(event.frame)
                 if event.membership == .left(user: self.user) {

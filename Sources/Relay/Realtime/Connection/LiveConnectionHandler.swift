@@ -294,6 +294,10 @@ final class LiveConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
             self.machine.frameServed()
             self.serveFrames()
         }
+        if outcome.fellBehind {
+            self.services.metrics?.slowConsumerClosed()
+            self.close(code: 4008, reason: "events trimmed before delivery: resume from your cursor")
+        }
     }
 
     /// Stops following channels the user left (after writing its own `member_left`).
