@@ -111,6 +111,59 @@ struct LiveConnectionStateMachineTests {
         #expect(whole.logPage(first, events: logEvents("c", 5...6)).fellBehind == false)
     }
 
+    /// Removed and added again while a read of the log was under way (the `joined` notice came
+    /// before the stream reached the `member_left`): the stream ends at the `member_left`, skips
+    /// what was posted while the user was out, and goes on at the new `member_joined`.
+    @Test func aUserRemovedAndAddedAgainDuringAReadGetsBothWindowsAndNothingBetween() {
+        var machine = self.openMachine(["c": 15], pageSize: 10)
+        let read = Machine.LogRead(channel: "c", after: 15, limit: 10)
+        #expect(machine.liveEvent(channel: "c", seq: 17, frame: frame("c", 17), membership: .left(user: "me")) == .read(read))
+        #expect(machine.joined(channel: "c", seq: 19).reads.isEmpty, "followed still, and read already")
+        #expect(machine.joined(channel: "c", seq: 22).reads.isEmpty)
+        var page = logEvents("c", 16...23)
+        page[1].membership = .left(user: "me")  // 17
+        page[3].membership = .joined(user: "me")  // 19
+        page[4].membership = .left(user: "me")  // 20
+        page[6].membership = .joined(user: "me")  // 22
+        let outcome = machine.logPage(read, events: page)
+        #expect(outcome.frames == [16, 17, 19, 20, 22, 23].map { frame("c", $0) }, "18 and 21 were posted while the user was out")
+        #expect(outcome.left.isEmpty)
+        #expect(machine.following == ["c"])
+        #expect(machine.liveEvent(channel: "c", seq: 24, frame: frame("c", 24), membership: nil) == .write(frame("c", 24)))
+    }
+
+    /// Notices and channel-set reads arrive late and out of step with the channel's events: a
+    /// join the stream already read past is ignored, and one after where the stream ended starts
+    /// from there, so that a window the user was in meanwhile comes first, in order.
+    @Test func aLateJoinIsIgnoredAndALaterOneStartsWhereTheStreamEnded() {
+        var machine = self.openMachine(["c": 15], pageSize: 10)
+        let action = machine.liveEvent(channel: "c", seq: 16, frame: frame("c", 16), membership: .left(user: "me"))
+        #expect(action == .writeAndLeave(frame("c", 16), channel: "c"))
+        #expect(machine.joined(channel: "c", seq: 14).isEmpty, "old news: the stream read past it")
+        #expect(machine.found(channels: ["c": 15]).isEmpty, "a read of the channel set from before the member_left")
+        // Added at 18 (notice not here yet) and at 21: a read of the channel set finds the last join.
+        let outcome = machine.found(channels: ["c": 20])
+        let read = Machine.LogRead(channel: "c", after: 16, limit: 10)
+        #expect(outcome.reads == [read], "from where the stream ended, not from 20")
+        var page = logEvents("c", 17...22)
+        page[1].membership = .joined(user: "me")  // 18
+        page[2].membership = .left(user: "me")  // 19
+        page[4].membership = .joined(user: "me")  // 21
+        #expect(machine.logPage(read, events: page).frames == [18, 19, 21, 22].map { frame("c", $0) })
+        #expect(machine.joined(channel: "c", seq: 18).reads.isEmpty, "the notice of 18, late: nothing more")
+        #expect(machine.liveEvent(channel: "c", seq: 23, frame: frame("c", 23), membership: nil) == .write(frame("c", 23)))
+    }
+
+    /// Without a later `member_joined`, the stream ends at the `member_left` as ever, and a
+    /// notice of a join before it changes nothing.
+    @Test func aJoinNoticeBeforeTheMemberLeftDoesNotKeepTheStream() {
+        var machine = self.openMachine(["c": 15])
+        #expect(machine.joined(channel: "c", seq: 12).isEmpty)
+        let action = machine.liveEvent(channel: "c", seq: 16, frame: frame("c", 16), membership: .left(user: "me"))
+        #expect(action == .writeAndLeave(frame("c", 16), channel: "c"))
+        #expect(machine.following.isEmpty)
+    }
+
     @Test func theStreamStopsRightAfterItsUsersOwnMemberLeft() {
         var machine = self.openMachine(["c": 1, "d": 1])
         let action = machine.liveEvent(channel: "c", seq: 2, frame: frame("c", 2), membership: .left(user: "me"))
@@ -140,7 +193,9 @@ struct LiveConnectionStateMachineTests {
         #expect(machine.joined(channel: "new", seq: 12).isEmpty, "followed already")
         // Live events before the page is in wait for it.
         #expect(machine.liveEvent(channel: "new", seq: 13, frame: frame("new", 13), membership: nil) == .none)
-        let page = machine.logPage(outcome.reads[0], events: logEvents("new", 12...13))
+        var events = logEvents("new", 12...13)
+        events[0].membership = .joined(user: "me")
+        let page = machine.logPage(outcome.reads[0], events: events)
         #expect(page.frames == [frame("new", 12), frame("new", 13)])
     }
 

@@ -54,6 +54,72 @@ struct LiveMembershipAndBudgetTests {
         }
     }
 
+    /// A user removed and added again and again, concurrently, reads on each of its sockets the
+    /// events of the windows it was a member in, by the log (from each of its own `member_joined`
+    /// to its `member_left`), in order and nothing between: every window from the first one its
+    /// socket starts at. That first one may be a later window than the first of all: the
+    /// notices of joins are published after their scripts, and concurrent requests may publish
+    /// them out of order.
+    @Test func aUserAddedAndRemovedAtOnceGetsExactlyItsWindows() async throws {
+        try await withRelay { relay in
+            let (owner, carol) = (TestRedis.uniqueName("owner"), TestRedis.uniqueName("carol"))
+            let id = try await relay.createGroup(owner)
+            let sockets = [
+                try await TestSocket.connect(relay, token: relay.token(carol, session: "s1"), label: "carol s1"),
+                try await TestSocket.connect(relay, token: relay.token(carol, session: "s2"), label: "carol s2"),
+            ]
+            defer { for socket in sockets { socket.abort() } }
+            for _ in 0..<6 {
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    for index in 0..<8 {
+                        group.addTask {
+                            let response =
+                                index % 2 == 0
+                                ? try await relay.request(
+                                    "POST",
+                                    "/channels/\(id)/members",
+                                    token: relay.token(owner),
+                                    json: ["user_id": carol]
+                                )
+                                : try await relay.request("DELETE", "/channels/\(id)/members/\(carol)", token: relay.token(owner))
+                            #expect([200, 404].contains(response.status), "\(response)")
+                        }
+                    }
+                    try await group.waitForAll()
+                }
+            }
+            _ = try await relay.request("DELETE", "/channels/\(id)/members/\(carol)", token: relay.token(owner))
+            let marker = try await relay.send(owner, id, "after carol is out")
+            var windows: [Int] = []
+            var inside = false
+            for event in try await relay.allEvents(owner, id) {
+                let own = event["user_id"].string == carol
+                if own && event["type"].string == "member_joined" { inside = true }
+                if inside, let seq = event["seq"].int { windows.append(seq) }
+                if own && event["type"].string == "member_left" { inside = false }
+            }
+            #expect(windows.last ?? 0 < (marker["seq"].int ?? 0))
+            let last = try #require(windows.last, "carol was never a member")
+            for socket in sockets {
+                try await socket.waitUntil("carol's last own event, \(last)") { frames in
+                    frames.contains { $0["channel_id"].string == id && $0["seq"].int == last }
+                }
+            }
+            // Anything after it would have come by now: the marker is posted and published.
+            try await Task.sleep(for: .milliseconds(500))
+            for socket in sockets {
+                let seqs = socket.seqs(id)
+                let start = try #require(
+                    windows.firstIndex(of: seqs.first ?? 0),
+                    "\(socket.label) starts outside the windows: \(seqs.prefix(5))"
+                )
+                let event = try await relay.allEvents(owner, id).first { $0["seq"].int == windows[start] }
+                #expect(event?["type"].string == "member_joined" && event?["user_id"].string == carol, "\(socket.label) starts at a join")
+                expectSeqs(seqs, Array(windows[start...]), socket.label)
+            }
+        }
+    }
+
     /// A user added in a batch of far more than a page of events still starts at its own
     /// `member_joined` on a socket that was open before, and gets what follows it.
     @Test func aUserAddedInALargeBatchStartsAtItsOwnMemberJoined() async throws {

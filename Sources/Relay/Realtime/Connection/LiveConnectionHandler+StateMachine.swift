@@ -27,11 +27,16 @@ extension LiveConnectionHandler {
             var readDue = false
             /// Reads in a row that found nothing although `target` was not reached.
             var emptyReads = 0
+            /// Whether the user is a member at `delivered`. Out of the channel (after its own
+            /// `member_left`, or before the `member_joined` a join starts from), the stream reads
+            /// the log on without writing, up to `target`, for the user's own `member_joined`:
+            /// written from there on. It ends if it reaches `target` still out.
+            var isMember = true
 
-            /// Whether the event `seq` goes out at once: it is the next one, and no read of the
-            /// log is under way or due.
+            /// Whether the event `seq` goes out at once: it is the next one, the user is in, and no
+            /// read of the log is under way or due.
             func isNext(_ seq: Int64) -> Bool {
-                self.reading == nil && !self.readDue && seq == self.delivered + 1
+                self.isMember && self.reading == nil && !self.readDue && seq == self.delivered + 1
             }
         }
 
@@ -62,6 +67,8 @@ extension LiveConnectionHandler {
             case write(ByteBuffer)
             /// Write, then stop following the channel (the user's own `member_left`).
             case writeAndLeave(ByteBuffer, channel: String)
+            /// Write (the user's own `member_left`), then read on: the user was added again since.
+            case writeAndRead(ByteBuffer, LogRead)
             case read(LogRead)
         }
 
@@ -106,6 +113,9 @@ extension LiveConnectionHandler {
         /// Highest seq seen live per channel before the start, and channels joined meanwhile.
         private var seenWhileStarting: [String: Int64] = [:]
         private var joinedWhileStarting: [String: Int64] = [:]
+        /// Per channel no longer followed, the seq its stream had read up to when it ended: a join
+        /// announced at or below it is old news (the log showed it, or showed it undone).
+        private var ended: [String: Int64] = [:]
         private var resume: Resume?
 
         /// Client messages not yet served, and whether one is being served.
@@ -138,7 +148,7 @@ extension LiveConnectionHandler {
             }
             self.seenWhileStarting = [:]
             for (channel, seq) in self.joinedWhileStarting.sorted(by: { $0.key < $1.key }) {
-                outcome.merge(self.join(channel: channel, startingAfter: seq - 1, knownUpTo: seq))
+                outcome.merge(self.join(channel: channel, startingAfter: seq - 1, knownUpTo: seq, atJoin: true))
             }
             self.joinedWhileStarting = [:]
             return outcome
@@ -171,8 +181,16 @@ extension LiveConnectionHandler {
             guard seq > stream.delivered else { return .none }
             if stream.isNext(seq) {
                 if membership == .left(user: self.user) {
-                    self.streams.remove(at: index)
-                    return .writeAndLeave(frame, channel: channel)
+                    self.streams.values[index].delivered = seq
+                    guard stream.target > seq else {
+                        self.streams.remove(at: index)
+                        self.ended[channel] = seq
+                        return .writeAndLeave(frame, channel: channel)
+                    }
+                    // Added again since (a notice said so): the log shows from where.
+                    self.streams.values[index].isMember = false
+                    guard let read = self.startRead(channel) else { return .write(frame) }
+                    return .writeAndRead(frame, read)
                 }
                 self.streams.values[index].delivered = seq
                 self.streams.values[index].target = max(stream.target, seq)
@@ -228,12 +246,14 @@ extension LiveConnectionHandler {
                     return outcome
                 }
                 stream.delivered = event.seq
-                outcome.frames.append(event.frame)
-                if event.membership == .left(user: self.user) {
-                    self.streams[read.channel] = nil
-                    outcome.left.append(read.channel)
-                    outcome.merge(self.replayed(read.channel))
-                    return outcome
+                // Membership exact at a seq: written from the user's own member_joined up to and
+                // including its own member_left, and nothing between a member_left and the next.
+                if stream.isMember {
+                    outcome.frames.append(event.frame)
+                    if event.membership == .left(user: self.user) { stream.isMember = false }
+                } else if event.membership == .joined(user: self.user) {
+                    stream.isMember = true
+                    outcome.frames.append(event.frame)
                 }
             }
             stream.target = max(stream.target, stream.delivered)
@@ -242,6 +262,14 @@ extension LiveConnectionHandler {
             stream.emptyReads = events.isEmpty ? stream.emptyReads + 1 : 0
             let behind = stream.target > stream.delivered && stream.emptyReads <= Self.maxEmptyReads
             let more = events.count >= read.limit || behind
+            if !stream.isMember && !more {
+                // Out of the channel, and the log read as far as it is known to go: stop following.
+                self.streams[read.channel] = nil
+                self.ended[read.channel] = stream.delivered
+                outcome.left.append(read.channel)
+                outcome.merge(self.replayed(read.channel))
+                return outcome
+            }
             self.streams[read.channel] = stream
             if more {
                 if let next = self.startRead(read.channel, toEnd: events.count >= read.limit) { outcome.reads.append(next) }
@@ -313,26 +341,50 @@ extension LiveConnectionHandler {
             case .closed:
                 return Outcome()
             case .open:
-                return self.join(channel: channel, startingAfter: seq - 1, knownUpTo: seq)
+                if var stream = self.streams[channel] {
+                    // Still followed, its member_left not reached yet: the user was removed and
+                    // added again. The stream reads on to here; the log shows the way back in.
+                    stream.target = max(stream.target, seq)
+                    self.streams[channel] = stream
+                    var outcome = Outcome()
+                    if stream.delivered < seq, let read = self.startRead(channel, toEnd: true) { outcome.reads.append(read) }
+                    return outcome
+                }
+                return self.join(channel: channel, startingAfter: seq - 1, knownUpTo: seq, atJoin: true)
             }
         }
 
-        /// Channels found on a read of the user's channel set, each with the seq to start after.
-        /// Channels already followed stay as they are: leaving is the stream's own `member_left`.
-        mutating func found(channels starts: [String: Int64]) -> Outcome {
+        /// Channels found on a read of the user's channel set, each with the seq to start after:
+        /// the one before the user's own `member_joined` (`atJoin`), or the log's end. Channels
+        /// already followed stay as they are: leaving is the stream's own `member_left`.
+        mutating func found(channels starts: [String: Int64], atJoin: Bool = true) -> Outcome {
             guard self.phase == .open else { return Outcome() }
             var outcome = Outcome()
             for (channel, start) in starts.sorted(by: { $0.key < $1.key }) {
-                outcome.merge(self.join(channel: channel, startingAfter: start, knownUpTo: start))
+                let target = atJoin ? start + 1 : start
+                outcome.merge(self.join(channel: channel, startingAfter: start, knownUpTo: target, atJoin: atJoin))
             }
             return outcome
         }
 
         /// The channels newly followed by ``joined(channel:seq:)``, ``found(channels:)`` or a resume,
         /// are in `outcome.reads`; the caller subscribes to those it does not follow yet.
-        private mutating func join(channel: String, startingAfter start: Int64, knownUpTo target: Int64) -> Outcome {
+        ///
+        /// At a join the stream starts out of the channel and is written from the user's own
+        /// `member_joined` on. It starts where an earlier stream of the channel ended, if that is
+        /// before (a window the user was in meanwhile comes first, in order), and not at all for
+        /// a join at or below it (old news: the log was read past it).
+        private mutating func join(channel: String, startingAfter start: Int64, knownUpTo target: Int64, atJoin: Bool) -> Outcome {
             guard self.streams[channel] == nil else { return Outcome() }
-            self.streams[channel] = Stream(delivered: max(0, start), target: max(0, target))
+            var stream = Stream(delivered: max(0, start), target: max(0, target))
+            if atJoin {
+                if let ended = self.ended[channel] {
+                    guard ended < target else { return Outcome() }
+                    stream.delivered = min(stream.delivered, ended)
+                }
+                stream.isMember = false
+            }
+            self.streams[channel] = stream
             var outcome = Outcome()
             if let read = self.startRead(channel, toEnd: true) { outcome.reads.append(read) }
             return outcome
@@ -379,6 +431,7 @@ extension LiveConnectionHandler {
                     var stream = self.streams[channel] ?? Stream(delivered: start, target: last)
                     stream.delivered = start
                     stream.target = max(stream.target, last)
+                    stream.isMember = true
                     self.streams[channel] = stream
                     resume.waiting.insert(channel)
                     if let read = self.startRead(channel, toEnd: true) { outcome.reads.append(read) }

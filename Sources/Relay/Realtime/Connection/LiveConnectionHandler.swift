@@ -184,6 +184,9 @@ final class LiveConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
             case .writeAndLeave(let wire, let channel):
                 self.writeWire(wire)
                 self.leave([channel])
+            case .writeAndRead(let wire, let read):
+                self.writeWire(wire)
+                self.startRead(read)
             case .read(let read):
                 // Nothing written: nothing to flush.
                 self.startRead(read)
@@ -397,8 +400,10 @@ final class LiveConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
             self.refreshChannels(after: .seconds(1))
             return
         }
+        // Found from the log's end when the channels were unknown, otherwise at the user's join.
+        let atJoin = !self.channelsUnknown
         self.channelsUnknown = false
-        self.apply(self.machine.found(channels: starts))
+        self.apply(self.machine.found(channels: starts, atJoin: atJoin))
         self.flush()
         if self.refreshDue {
             self.refreshDue = false
