@@ -56,6 +56,25 @@ struct HardeningTests {
         }
     }
 
+    /// A query parameter given twice is a bad request, as a JSON key given twice is: which one
+    /// counts would be the relay's guess (a second `limit` over the range passed unseen).
+    @Test func aQueryParameterGivenTwiceIsABadRequest() async throws {
+        try await withRelay { relay in
+            let alice = TestRedis.uniqueName("alice")
+            let id = try await relay.createGroup(alice)
+            let token = relay.token(alice)
+            for path in [
+                "/channels/\(id)/messages?limit=2&limit=500", "/channels/\(id)/messages?after=1&after=2",
+                "/presence?user_ids=\(alice)&user_ids=bob",
+            ] {
+                let response = try await relay.request("GET", path, token: token)
+                expectError(response, 400, "bad_request")
+                #expect(response.errorMessage?.contains("given 2 times") == true, "\(path): \(response)")
+            }
+            #expect(try await relay.request("GET", "/channels/\(id)/messages?limit=2", token: token).status == 200)
+        }
+    }
+
     /// A field of the wrong type is named as a client writes it (`members[1]`), not as the
     /// decoder's path (`members.Index 1`).
     @Test func aFieldOfTheWrongTypeIsNamedAsTheClientWroteIt() async throws {
@@ -305,6 +324,7 @@ struct HardeningTests {
             #expect((defaultPage.value["members"].array?.count ?? 0) == 100, "default limit 100: \(defaultPage.text.prefix(200))")
             for bad in [
                 "limit=0", "limit=1001", "limit=x", "cursor=abc", "cursor=12:a%20b", "cursor=%2B5", "cursor=-0", "cursor=007", "cursor=",
+                "limit=2&limit=500", "cursor=0&cursor=0",
             ] {
                 expectError(try await relay.request("GET", "/channels/\(id)/members?\(bad)", token: token), 400, "bad_request")
             }

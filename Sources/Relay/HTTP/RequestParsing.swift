@@ -72,9 +72,19 @@ struct RequestParsing: Sendable {
         return value
     }
 
+    /// A query parameter, if present.
+    ///
+    /// - Throws: `bad_request` if it is given more than once (which one would count is no
+    ///   clearer than for a JSON key given twice).
+    func query(_ name: String, in request: Request) throws -> Substring? {
+        let values = request.uri.queryParameters.getAll(name)
+        guard values.count <= 1 else { throw APIError.badRequest("\(name) is given \(values.count) times: give it once") }
+        return values.first.map { Substring($0) }
+    }
+
     /// A query parameter that must be a whole number in `range`, if present.
     func integer(_ name: String, in request: Request, range: ClosedRange<Int64>) throws -> Int64? {
-        guard let text = request.uri.queryParameters[name[...]] else { return nil }
+        guard let text = try self.query(name, in: request) else { return nil }
         guard let value = Int64(text), range.contains(value) else {
             throw APIError.badRequest("\(name) must be an integer from \(range.lowerBound) to \(range.upperBound)")
         }

@@ -64,7 +64,7 @@ struct PresenceRoutes: Sendable {
 
     @Sendable func presence(_ request: Request, context: RelayRequestContext) async throws -> Response {
         _ = try context.caller()
-        guard let list = request.uri.queryParameters["user_ids"], !list.isEmpty else {
+        guard let list = try self.parsing.query("user_ids", in: request), !list.isEmpty else {
             throw APIError.badRequest("user_ids is required: a comma-separated list of user ids")
         }
         var users = [String]()
