@@ -224,6 +224,18 @@ struct WebSocketProtocolHandlerTests {
         #expect(!setup.channel.isActive, "closed at the close timeout")
     }
 
+    /// A close frame that ends the connection at once (here failing it: an unmasked frame) is
+    /// given only the close timeout to get out: the client has nothing more to read.
+    @Test func aFailureCloseFrameThatCannotGetOutIsGivenUpOnAtTheCloseTimeout() throws {
+        let setup = try Setup()
+        setup.head.holding = true
+        try setup.send(RawWebSocket.clientFrame(opcode: 0x1, payload: Array("hi".utf8), mask: nil))
+        setup.loop.advanceTime(by: .milliseconds(1_900))
+        #expect(setup.channel.isActive)
+        setup.loop.advanceTime(by: .milliseconds(100))
+        #expect(!setup.channel.isActive, "closed at the close timeout, not the drain timeout")
+    }
+
     /// A close frame the client never lets out is given up on at the drain timeout.
     @Test func aCloseFrameNeverWrittenIsGivenUpOnAtTheDrainTimeout() throws {
         let setup = try Setup()

@@ -76,10 +76,10 @@ struct RequestParsing: Sendable {
     ///
     /// - Throws: `bad_request` if it is given more than once (which one would count is no
     ///   clearer than for a JSON key given twice).
-    func query(_ name: String, in request: Request) throws -> Substring? {
+    func query(_ name: String, in request: Request) throws -> String? {
         let values = request.uri.queryParameters.getAll(name)
         guard values.count <= 1 else { throw APIError.badRequest("\(name) is given \(values.count) times: give it once") }
-        return values.first.map { Substring($0) }
+        return values.first
     }
 
     /// A query parameter that must be a whole number in `range`, if present.

@@ -69,7 +69,7 @@ struct ChannelRoutes: Sendable {
         let caller = try context.caller()
         let id = try self.parsing.id("channel", in: context)
         let limit = try self.parsing.integer("limit", in: request, range: 1...Int64(ChatChannel.maxListedMembers)) ?? 100
-        let cursor = try self.parsing.query("cursor", in: request).map(String.init)
+        let cursor = try self.parsing.query("cursor", in: request)
         let page = try await self.store.members(channel: id, caller: caller.userID, cursor: cursor, limit: Int(limit))
         return try .json(encoding: page)
     }

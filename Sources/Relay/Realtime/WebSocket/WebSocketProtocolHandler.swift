@@ -170,7 +170,8 @@ final class WebSocketProtocolHandler: ChannelDuplexHandler, RemovableChannelHand
     /// Writes and flushes a close frame, after telling the handlers before this one; closes the
     /// channel once it is written (`thenClose`) or if it cannot be. Otherwise the client has the
     /// close timeout to answer it, counted from when it is written, and the frame itself the
-    /// drain timeout to get written.
+    /// drain timeout to get written. A frame that ends the connection at once (an answer to the
+    /// client's close, a failure) waits the close timeout only: the client has nothing to get.
     private func writeClose(
         context: ChannelHandlerContext,
         code: UInt16?,
@@ -193,7 +194,7 @@ final class WebSocketProtocolHandler: ChannelDuplexHandler, RemovableChannelHand
         if let promise { written.cascade(to: promise) }
         // Written at once (the usual case), the frame already started the close timeout.
         guard self.closeTimer == nil, context.channel.isActive else { return }
-        self.scheduleCloseTimer(in: self.drainTimeout, context: context)
+        self.scheduleCloseTimer(in: thenClose ? self.closeTimeout : self.drainTimeout, context: context)
     }
 
     /// Closes the channel in `delay` unless the close handshake ends first; replaces any timer.

@@ -54,8 +54,7 @@ struct WebSocketUpgrader<UpgradeResult: Sendable>: NIOTypedHTTPServerProtocolUpg
         upgradeRequest: HTTPRequestHead,
         initialResponseHeaders: HTTPHeaders
     ) -> EventLoopFuture<HTTPHeaders> {
-        let keys = upgradeRequest.headers["Sec-WebSocket-Key"]
-        if keys.count == 1, !Self.isValidKey(keys[0]) {
+        guard Self.hasOneValidKey(upgradeRequest.headers) else {
             return channel.eventLoop.makeFailedFuture(NIOWebSocketUpgradeError.invalidUpgradeHeader)
         }
         return self.handshake.buildUpgradeResponse(
@@ -76,10 +75,12 @@ struct WebSocketUpgrader<UpgradeResult: Sendable>: NIOTypedHTTPServerProtocolUpg
         }
     }
 
-    /// Whether `key` is what RFC 6455 section 4.1 makes a client send: 16 bytes in base64, that is
-    /// 22 characters of its alphabet and `==`.
-    static func isValidKey(_ key: String) -> Bool {
-        let bytes = Array(key.utf8)
+    /// Whether `headers` carry exactly one `Sec-WebSocket-Key`, and it is what RFC 6455 section
+    /// 4.1 makes a client send: 16 bytes in base64, that is 22 characters of its alphabet and `==`.
+    static func hasOneValidKey(_ headers: HTTPHeaders) -> Bool {
+        let keys = headers["Sec-WebSocket-Key"]
+        guard keys.count == 1 else { return false }
+        let bytes = Array(keys[0].utf8)
         guard bytes.count == 24, bytes[22] == UInt8(ascii: "="), bytes[23] == UInt8(ascii: "=") else { return false }
         return bytes[..<22].allSatisfy { byte in
             switch byte {
@@ -99,8 +100,7 @@ struct WebSocketUpgrader<UpgradeResult: Sendable>: NIOTypedHTTPServerProtocolUpg
     static func refusal(of head: HTTPRequestHead) -> (status: HTTPResponseStatus, headers: HTTPHeaders)? {
         let upgrade = head.headers[canonicalForm: "upgrade"].map { $0.lowercased() }
         guard upgrade.contains("websocket") else { return nil }
-        let keys = head.headers["Sec-WebSocket-Key"]
-        if keys.count != 1 || !Self.isValidKey(keys[0]) {
+        if !Self.hasOneValidKey(head.headers) {
             return (.badRequest, [:])
         }
         if head.headers["Sec-WebSocket-Version"] != ["13"] {
