@@ -222,4 +222,14 @@ struct StrictJSONTests {
         #expect(StrictJSON.isValid(Array(fine.utf8)))
         #expect(!StrictJSON.isValid(Array(String(repeating: "[", count: 30_000).utf8)))
     }
+
+    @Test func scanOrderFollowsRedisCursorsAcrossTableSizes() {
+        // A table of 8 buckets is scanned 0, 4, 2, 6, 1, 5, 3, 7, then 0 (the end).
+        let eight: [UInt64] = [4, 2, 6, 1, 5, 3, 7, 0]
+        #expect(eight.map(ChatStore.scanOrder) == eight.map(ChatStore.scanOrder).sorted())
+        #expect(Set(eight.map(ChatStore.scanOrder)).count == eight.count)
+        // In a table of 16, cursor 2 is followed by 10, before 6 in either size.
+        #expect(ChatStore.scanOrder(2) < ChatStore.scanOrder(10) && ChatStore.scanOrder(10) < ChatStore.scanOrder(6))
+        #expect(ChatStore.scanOrder(0) == .max)
+    }
 }

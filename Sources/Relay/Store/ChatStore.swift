@@ -114,49 +114,100 @@ struct ChatStore: Sendable {
 
     /// A page of the channel's members, for a member: up to `limit` ids from `cursor` (`nil`:
     /// the start). A walk from no cursor until `nextCursor` is `nil` lists every user that was
-    /// a member throughout at least once (`SSCAN`'s guarantee).
+    /// a member throughout at least once (`SSCAN`'s guarantee), whatever the limits of its pages
+    /// and whoever joins or leaves meanwhile.
     ///
-    /// The cursor is `SSCAN`'s, optionally followed by `:` and the last id handed out from
-    /// that scan step, when a step returned more than the page had room for.
+    /// A page is made of whole `SSCAN` steps, and the cursor is the next step's (`S`). A step
+    /// reads whole hash buckets, so it may overflow the page by a bucket's few ids; the same step
+    /// with a smaller `COUNT` reads fewer buckets. Only when the first step of a page overflows
+    /// it whatever its `COUNT` (one bucket, or a small set `SSCAN` reads whole, holding more than
+    /// `limit` ids) is a step split: the cursor `S:N:ID` says that step ran from `S` to `N` and
+    /// handed out its ids up to `ID`, in sorted order. Running that step again skips the ids up
+    /// to `ID` only if it read no further than `N`: then every id it finds lay in the buckets
+    /// read before, and one up to `ID` was handed out. (Reading further, because the bucket's
+    /// members left, it skips nothing: an id handed out again is allowed, one never handed out
+    /// must not be skipped.)
     ///
     /// - Throws: `bad_request` for a cursor the relay did not make, and as ``requireMember(channel:user:)``.
     func members(channel id: String, caller: String, cursor: String?, limit: Int) async throws -> MembersPage {
         var scan: UInt64 = 0
-        var after: String?
+        var split: (next: UInt64, last: String)?
         if let cursor {
-            let parts = cursor.split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false)
-            // Written as the relay writes it (no sign, no leading zero): the number's own spelling.
-            guard let value = UInt64(parts[0]), String(value) == parts[0], parts.count == 1 || Identifier.isValid(parts[1]) else {
-                throw ChatError.badRequest("cursor: not a cursor this API gave")
-            }
+            let parts = cursor.split(separator: ":", maxSplits: 2, omittingEmptySubsequences: false)
+            // Written as the relay writes it (no sign, no leading zero): the numbers' own spelling.
+            func number(_ text: Substring) -> UInt64? { UInt64(text).flatMap { String($0) == text ? $0 : nil } }
+            guard let value = number(parts[0]) else { throw ChatError.badRequest("cursor: not a cursor this API gave") }
             scan = value
-            after = parts.count == 2 ? String(parts[1]) : nil
+            switch parts.count {
+            case 1:
+                break
+            case 2:
+                // `S:ID`, as relays before `S:N:ID` wrote it: from S again, skipping nothing.
+                guard Identifier.isValid(parts[1]) else { throw ChatError.badRequest("cursor: not a cursor this API gave") }
+            default:
+                guard let next = number(parts[1]), Identifier.isValid(parts[2]) else {
+                    throw ChatError.badRequest("cursor: not a cursor this API gave")
+                }
+                split = (next, String(parts[2]))
+            }
         }
         try await self.requireMember(channel: id, user: caller)
         let key = RelayKeys.Channel(id).members
         var page: [String] = []
+        if let split {
+            var (next, batch) = try await self.scanMembers(key, from: scan, count: 1)
+            batch.sort()
+            if Self.scanOrder(next) <= Self.scanOrder(split.next) { batch.removeAll { $0 <= split.last } }
+            if batch.count > limit {
+                let members = Array(batch.prefix(limit))
+                return MembersPage(members: members, nextCursor: "\(scan):\(next):\(members[limit - 1])")
+            }
+            page = batch
+            scan = next
+            if scan == 0 { return MembersPage(members: page, nextCursor: nil) }
+        }
         // A bounded number of steps: a sparse set may answer a step with few or no ids.
-        for _ in 0..<16 {
-            let reply = try await self.timed("members") {
-                try await self.redis.execute("SSCAN", key, "\(scan)", "COUNT", "\(limit)")
-            }
-            guard let parts = reply.array, parts.count == 2, let next = parts[0].string.flatMap({ UInt64($0) }) else {
-                throw RedisError(.protocolViolation, "SSCAN answered \(reply)")
-            }
-            var batch = (parts[1].array ?? []).compactMap(\.string).sorted()
-            if let last = after { batch.removeAll { $0 <= last } }
-            after = nil
+        for _ in 0..<16 where page.count < limit {
             let room = limit - page.count
+            var count = room
+            var (next, batch) = try await self.scanMembers(key, from: scan, count: count)
+            for _ in 0..<3 where batch.count > room && count > 1 {
+                count = max(1, count - (batch.count - room))
+                (next, batch) = try await self.scanMembers(key, from: scan, count: count)
+            }
             if batch.count > room {
-                page += batch.prefix(room)
-                return MembersPage(members: page, nextCursor: "\(scan):\(page.last ?? "")")
+                // The page ends before this step, or (first step) the step is split.
+                guard page.isEmpty else { return MembersPage(members: page, nextCursor: "\(scan)") }
+                let members = Array(batch.sorted().prefix(room))
+                return MembersPage(members: members, nextCursor: "\(scan):\(next):\(members[room - 1])")
             }
             page += batch
             scan = next
             if scan == 0 { return MembersPage(members: page, nextCursor: nil) }
-            if page.count == limit { break }
         }
         return MembersPage(members: page, nextCursor: "\(scan)")
+    }
+
+    /// One `SSCAN` step of `key` from `cursor`: the next cursor and the ids it read.
+    private func scanMembers(_ key: String, from cursor: UInt64, count: Int) async throws -> (next: UInt64, ids: [String]) {
+        let reply = try await self.timed("members") {
+            try await self.redis.execute("SSCAN", key, "\(cursor)", "COUNT", "\(count)")
+        }
+        guard let parts = reply.array, parts.count == 2, let next = parts[0].string.flatMap({ UInt64($0) }) else {
+            throw RedisError(.protocolViolation, "SSCAN answered \(reply)")
+        }
+        return (next, (parts[1].array ?? []).compactMap(\.string))
+    }
+
+    /// Where an `SSCAN` cursor lies in the scan's order, comparable across hash table sizes: Redis
+    /// counts cursors up in reversed bit order, and 0, the end, lies past all others.
+    static func scanOrder(_ cursor: UInt64) -> UInt64 {
+        guard cursor != 0 else { return .max }
+        var bits = cursor
+        bits = ((bits >> 1) & 0x5555_5555_5555_5555) | ((bits & 0x5555_5555_5555_5555) << 1)
+        bits = ((bits >> 2) & 0x3333_3333_3333_3333) | ((bits & 0x3333_3333_3333_3333) << 2)
+        bits = ((bits >> 4) & 0x0F0F_0F0F_0F0F_0F0F) | ((bits & 0x0F0F_0F0F_0F0F_0F0F) << 4)
+        return bits.byteSwapped
     }
 
     /// The caller's channels with their read state for the caller's session.
