@@ -84,31 +84,32 @@ local function trim(created_at)
   end
 end
 
--- Appends one event to channel cid and publishes it on topic: seq = the next seq, XADD
--- <seq>-0 e json, SET seq, publish "<seq> <json>" (SPUBLISH, or kept), then trims. Nothing is
--- written before the XADD, so a refused XADD leaves the channel as it was. If the seq key is
--- missing (an evicted key) or behind the log, the next seq comes from the log's last entry: a
--- seq is never reused, and the log never refuses the id.
+-- Appends one event to channel cid and publishes it on topic: seq = INCR seq, XADD <seq>-0 e
+-- json, publish "<seq> <json>" (SPUBLISH, or kept), then trims. If the seq key is missing (an
+-- evicted key) or behind the log, the XADD is refused as not above the log's last id, and the
+-- next seq comes from the log's last entry instead: a seq is never reused, and the log never
+-- refuses the id. Any other refusal (a log key of another type) takes the INCR back and raises.
+-- Out of memory, Redis refuses a script's first write and none after it, so a script that
+-- writes nothing before its append is refused at the INCR, with nothing written.
 -- Returns the event's json and seq (a decimal string).
 local function append(cid, topic, ev_body, created_at)
-  local last = redis.call('GET', KEYS[3])
-  local n = last and tonumber(last) or log_top()
-  n = n + 1
+  local n = redis.call('INCR', KEYS[3])
   local seq = string.format('%d', n)
   local json = '{"channel_id":"' .. cid .. '","seq":' .. seq .. ',' .. ev_body ..
                ',"created_at":' .. created_at .. '}'
   local added = redis.pcall('XADD', KEYS[4], seq .. '-0', 'e', json)
   if type(added) == 'table' and added.err then
-    if string.find(added.err, 'equal or smaller', 1, true) then
-      n = log_top() + 1
-      seq = string.format('%d', n)
-      json = '{"channel_id":"' .. cid .. '","seq":' .. seq .. ',' .. ev_body ..
-             ',"created_at":' .. created_at .. '}'
+    if not string.find(added.err, 'equal or smaller', 1, true) then
+      redis.call('DECR', KEYS[3])
+      error(added)
     end
-    -- Again: with the log's next id, or to raise the error as it is (OOM, ...).
+    n = log_top() + 1
+    seq = string.format('%d', n)
+    json = '{"channel_id":"' .. cid .. '","seq":' .. seq .. ',' .. ev_body ..
+           ',"created_at":' .. created_at .. '}'
     redis.call('XADD', KEYS[4], seq .. '-0', 'e', json)
+    redis.call('SET', KEYS[3], seq)
   end
-  redis.call('SET', KEYS[3], seq)
   publish(topic, seq .. ' ' .. json)
   trim(created_at)
   return json, seq

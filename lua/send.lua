@@ -57,11 +57,12 @@ if first then
   return redis.error_reply('CONFLICT client_msg_id already used for a message the log no longer holds: send with a new one')
 end
 
-if redis.call('HEXISTS', KEYS[5], message_id) == 1 then
+-- The message id is taken here, the script's first write: the append cannot fail after it but
+-- for a log key of another type, which raises and leaves the id taken.
+if redis.call('HSETNX', KEYS[5], message_id, sender) == 0 then
   return redis.error_reply('CONFLICT message id taken')
 end
 
 local json, seq = append(cid, topic, body, now_ms())
-redis.call('HSET', KEYS[5], message_id, sender)
 redis.call('SET', KEYS[6], seq, 'EX', ttl)
 return {1, json}

@@ -352,6 +352,16 @@ expect_ok "send with a seq key behind the log"
 match "it continues the log (seq 5)" '"seq":5,' "$OUT"
 eq "the log has no gap and no duplicate" "$(printf '1-0\n2-0\n3-0\n4-0\n5-0')" "$(cli XRANGE "$(k "$E" log)" - + | awk 'NR % 3 == 1')"
 
+# ---- a log key of another type: the call fails and the seq is taken back
+W="${RUN}wrongtype"
+create "$W" group "" alice alice
+cli DEL "$(k "$W" log)" >/dev/null
+cli SET "$(k "$W" log)" "not a stream" >/dev/null
+send "$W" alice m-w1 "lost" w1
+expect_err "send onto a log of another type fails" WRONGTYPE
+eq "the seq is taken back" 1 "$(seq_of "$W")"
+cli DEL "$(k "$W" log)" >/dev/null
+
 # ---- retention by count: the log keeps the newest N, seq goes on
 for s in send channel_create members_add; do load "$s-3-0" "$s" 3 0; done
 R="${RUN}rcap"
