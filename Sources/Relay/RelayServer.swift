@@ -113,8 +113,9 @@ public enum RelayServer {
     }
 
     /// Runs the relay until SIGTERM or SIGINT, then stops: every WebSocket is closed with 1001
-    /// (going away, so that clients resume on another relay), then the server stops accepting,
-    /// finishes its requests, and the Redis services end.
+    /// (going away, so that clients resume on another relay), REST goes on being served for
+    /// `configuration.drain` (with `/healthz` at 503), then the server stops accepting, finishes
+    /// its requests, and the Redis services end.
     ///
     /// The relay closes its WebSockets itself before the graceful shutdown starts: under a
     /// graceful shutdown the WebSocket library closes them with 1000, which would tell a client
@@ -145,14 +146,26 @@ public enum RelayServer {
                 return .services
             }
             tasks.addTask {
-                for await signal in await UnixSignalsSequence(trapping: .sigterm, .sigint) {
+                await withTaskGroup(of: Void.self) { drain in
+                    var signals = await UnixSignalsSequence(trapping: .sigterm, .sigint).makeAsyncIterator()
+                    guard let signal = await signals.next() else { return }
                     logger.info("Stopping", metadata: ["signal": "\(signal)", "websockets": "\(connections.count)"])
                     // Draining from now on: /healthz answers 503 and upgrades are refused, so that
-                    // a load balancer sends no one new; then every socket is told to go elsewhere.
+                    // a load balancer sends no one new; every socket is told to go elsewhere, and
+                    // REST is served until the balancer has had the time to notice.
+                    let deadline = ContinuousClock.now + configuration.drain
                     connections.closeAll(code: 1001, reason: "server going away")
-                    await connections.waitUntilEmpty(timeout: .seconds(3))
-                    await group.triggerGracefulShutdown()
-                    break
+                    drain.addTask {
+                        await connections.waitUntilEmpty(timeout: .seconds(3))
+                        try? await Task.sleep(until: deadline)
+                        await group.triggerGracefulShutdown()
+                    }
+                    // A second signal cuts the drain short; none comes once the services have
+                    // ended and this task is cancelled.
+                    if let signal = await signals.next() {
+                        logger.info("Stopping now", metadata: ["signal": "\(signal)"])
+                        drain.cancelAll()
+                    }
                 }
                 return .signalHandled
             }

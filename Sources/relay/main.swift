@@ -33,6 +33,11 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .customLong("jwt-secret"), help: "HS256 secret for tokens (env RELAY_JWT_SECRET).") var jwtSecret: String?
     @Flag(help: "Dev mode: a random secret if none is given, and POST /auth/dev-token (env RELAY_DEV=1).") var dev = false
     @Option(help: "Seconds between WebSocket pings (env RELAY_HEARTBEAT_S).") var heartbeat: Int?
+    @Option(
+        help:
+            "Seconds a stopping relay goes on serving REST, /healthz answering 503, before it stops accepting; a second signal cuts it short (env RELAY_DRAIN_S; default 3)."
+    )
+    var drain: Int?
     @Option(help: "Largest message text, in UTF-8 bytes (env RELAY_MAX_TEXT_BYTES; default 16384).") var maxTextBytes: Int?
     @Option(help: "Largest request body or WebSocket frame, in bytes (env RELAY_MAX_BODY_BYTES; default 65536).")
     var maxBodyBytes: Int?
@@ -50,7 +55,7 @@ struct Serve: AsyncParsableCommand {
     /// The allowed range of each numeric option, by flag name: nothing later can overflow.
     static let limitRanges: [String: ClosedRange<Int>] = [
         "max-text-bytes": 1...(1 << 24), "max-body-bytes": 1024...(1 << 26), "max-group-members": 2...10_000_000,
-        "max-queued-bytes": 65536...(1 << 30), "heartbeat": 1...86_400,
+        "max-queued-bytes": 65536...(1 << 30), "heartbeat": 1...86_400, "drain": 0...3600,
         "retention-days": RelayRetention.maxAgeDaysRange, "retention-events": RelayRetention.maxEventsRange,
         "redis-wait": 0...64, "redis-wait-ms": 1...60_000,
     ]
@@ -59,7 +64,7 @@ struct Serve: AsyncParsableCommand {
         if let port, !(0...65535).contains(port) { throw ValidationError("--port must be from 0 to 65535, not \(port)") }
         let limits = [
             ("max-text-bytes", maxTextBytes), ("max-body-bytes", maxBodyBytes), ("max-group-members", maxGroupMembers),
-            ("max-queued-bytes", maxQueuedBytes), ("heartbeat", heartbeat), ("retention-days", retentionDays),
+            ("max-queued-bytes", maxQueuedBytes), ("heartbeat", heartbeat), ("drain", drain), ("retention-days", retentionDays),
             ("retention-events", retentionEvents), ("redis-wait", redisWait), ("redis-wait-ms", redisWaitMS),
         ]
         for case (let name, let value?) in limits {
@@ -98,6 +103,7 @@ struct Serve: AsyncParsableCommand {
         }
         let heartbeat = try self.heartbeat ?? integer(environment, "RELAY_HEARTBEAT_S", in: Self.limitRanges["heartbeat"]!) ?? 30
         configuration.heartbeat = .seconds(heartbeat)
+        configuration.drain = .seconds(try self.drain ?? integer(environment, "RELAY_DRAIN_S", in: Self.limitRanges["drain"]!) ?? 3)
         configuration.limits.maxTextBytes =
             try self.maxTextBytes ?? integer(environment, "RELAY_MAX_TEXT_BYTES", in: Self.limitRanges["max-text-bytes"]!)
             ?? configuration.limits.maxTextBytes

@@ -85,7 +85,8 @@ struct RelayExecutableTests {
             ("--heartbeat", "86401"), ("--retention-days", "-1"), ("--retention-days", "99999999999"),
             ("--retention-events", "9223372036854775807"), ("--max-text-bytes", "99999999999999999999"),
             ("--redis-wait", "-1"), ("--redis-wait", "65"), ("--redis-wait", "one"), ("--redis-wait-ms", "0"),
-            ("--redis-wait-ms", "600001"), ("--redis", "redis://127.0.0.1:6379,http://x"),
+            ("--redis-wait-ms", "600001"), ("--redis", "redis://127.0.0.1:6379,http://x"), ("--drain", "-1"),
+            ("--drain", "3601"),
         ]
     )
     func badValueNamesTheFlagOnTheFirstLineAndExitsNonZero(_ flag: String, _ value: String) async throws {
@@ -179,7 +180,10 @@ struct RelayExecutableTests {
 
     @Test(
         .serialized,
-        arguments: [("RELAY_RETENTION_DAYS", "-3"), ("RELAY_RETENTION_EVENTS", "1e9"), ("RELAY_HEARTBEAT_S", "5000000000000000")]
+        arguments: [
+            ("RELAY_RETENTION_DAYS", "-3"), ("RELAY_RETENTION_EVENTS", "1e9"), ("RELAY_HEARTBEAT_S", "5000000000000000"),
+            ("RELAY_DRAIN_S", "soon"),
+        ]
     )
     func badNumberInTheEnvironmentIsAnErrorNamingIt(_ name: String, _ value: String) async throws {
         let environment = RelayExecutable.environment([name: value, "RELAY_JWT_SECRET": longSecret, "REDIS_URL": TestRedis.url])
@@ -524,6 +528,42 @@ struct RelayExecutableTests {
         let log = process.standardOutput + process.standardError
         #expect(!log.contains(" error "), "\(log)")
         #expect(log.contains("Stopping"), "\(log)")
+    }
+
+    /// SIGTERM with no WebSocket open: the relay goes on serving REST for its drain, `/healthz`
+    /// answering 503 from the signal on, so that a load balancer's health check can see it stop;
+    /// then it exits 0.
+    @Test func aStoppingRelayServesItsDrainWithHealthzAt503() async throws {
+        let (process, client) = try await startDevRelay(["--drain", "2"])
+        defer { process.killAndReap() }
+        let token = try await devToken(client, TestRedis.uniqueName("drain"))
+        let signalled = ContinuousClock.now
+        process.send(SIGTERM)
+        try await waitUntil("/healthz answers 503", timeout: .seconds(1)) {
+            try await client.request("GET", "/healthz").status == 503
+        }
+        while ContinuousClock.now - signalled < .milliseconds(1500) {
+            let health = try await client.request("GET", "/healthz")
+            #expect(health.status == 503, "\(health)")
+            let channels = try await client.request("GET", "/channels", token: token)
+            #expect(channels.status == 200, "REST is served while draining: \(channels)")
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        #expect(try await process.wait(timeout: .seconds(20)) == .exited(0), "stderr: \(process.standardError)")
+        let stopped = ContinuousClock.now - signalled
+        #expect(stopped >= .milliseconds(1900) && stopped < .seconds(10), "stopped \(stopped) after the signal, with a drain of 2 s")
+    }
+
+    /// A second signal cuts the drain short.
+    @Test func aSecondSignalEndsTheDrain() async throws {
+        let (process, client) = try await startDevRelay(environment: ["RELAY_DRAIN_S": "600"])
+        defer { process.killAndReap() }
+        process.send(SIGTERM)
+        try await waitUntil("/healthz answers 503", timeout: .seconds(1)) {
+            try await client.request("GET", "/healthz").status == 503
+        }
+        process.send(SIGINT)
+        #expect(try await process.wait(timeout: .seconds(10)) == .exited(0), "stderr: \(process.standardError)")
     }
 
     @Test(arguments: [true, false])

@@ -17,6 +17,9 @@ public struct RelayConfiguration: Sendable {
     public var devMode: Bool = false
     /// How often the server pings each WebSocket; a socket silent for two intervals is closed.
     public var heartbeat: Duration = .seconds(30)
+    /// After SIGTERM or SIGINT: how long the relay goes on serving REST, with `/healthz` at 503
+    /// and upgrades refused, so that a load balancer notices before it stops accepting.
+    public var drain: Duration = .seconds(3)
     public var limits = RelayLimits()
     /// How long each channel's log keeps its events (by default: forever).
     public var retention = RelayRetention()

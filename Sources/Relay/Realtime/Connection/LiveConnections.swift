@@ -56,10 +56,10 @@ final class LiveConnections: Sendable {
         }
     }
 
-    /// Returns once every connection has ended, or after `timeout`.
+    /// Returns once every connection has ended, after `timeout`, or once the task is cancelled.
     func waitUntilEmpty(timeout: Duration) async {
         let deadline = ContinuousClock.now + timeout
-        while self.count > 0, ContinuousClock.now < deadline {
+        while self.count > 0, ContinuousClock.now < deadline, !Task.isCancelled {
             try? await Task.sleep(for: .milliseconds(20))
         }
     }
