@@ -150,10 +150,10 @@ struct Token: ParsableCommand {
 
     func validate() throws {
         guard RelayIdentifier.isValid(self.userID) else {
-            throw ValidationError("USER_ID: 1 to 64 characters of A-Z a-z 0-9 . _ -")
+            throw ValidationError("USER_ID: 1 to 64 characters of A-Z a-z 0-9 . _ -, other than . and ..")
         }
         guard RelayIdentifier.isValid(self.session) else {
-            throw ValidationError("--session: 1 to 64 characters of A-Z a-z 0-9 . _ -")
+            throw ValidationError("--session: 1 to 64 characters of A-Z a-z 0-9 . _ -, other than . and ..")
         }
         guard (1...315_360_000).contains(self.ttl) else {
             throw ValidationError("--ttl must be from 1 to 315360000 seconds, not \(self.ttl)")

@@ -245,6 +245,17 @@ struct JWTAttackTests {
         expectRejected(headerTwice, .malformed)
     }
 
+    /// `sub` and `sid` must be relay ids: `.` and `..` are not (no URL path could name them).
+    @Test(arguments: [#""sub":".""#, #""sub":"..""#, #""sub":"alice","sid":"..""#, #""sub":"a b""#])
+    func aSubjectOrSessionThatIsNotAnIDIsRefused(_ claims: String) {
+        let token = ForgedToken.make(
+            header: #"{"alg":"HS256","typ":"JWT"}"#,
+            payload: #"{\#(claims),"exp":\#(PyJWTVectors.now + 60)}"#,
+            secret: PyJWTVectors.secret
+        )
+        expectRejected(token, .malformed)
+    }
+
     /// `crit` names extensions a verifier must understand; the relay understands none (RFC 7515 §4.1.11).
     @Test func aCriticalHeaderIsRefused() {
         let critical = ForgedToken.make(

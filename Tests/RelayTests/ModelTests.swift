@@ -7,12 +7,12 @@ import Testing
 
 @Suite("Ids, JSON text and keys")
 struct ModelTests {
-    @Test(arguments: ["a", "Alice_1.x-y", String(repeating: "z", count: 64)])
+    @Test(arguments: ["a", "Alice_1.x-y", String(repeating: "z", count: 64), "...", ".a", "a.", "-", "_"])
     func validIDs(id: String) {
         #expect(Identifier.isValid(id))
     }
 
-    @Test(arguments: ["", String(repeating: "z", count: 65), "a b", "a{b}", "é", "a/b", "a:b", "a\u{0}"])
+    @Test(arguments: ["", String(repeating: "z", count: 65), "a b", "a{b}", "é", "a/b", "a:b", "a\u{0}", ".", ".."])
     func invalidIDs(id: String) {
         #expect(!Identifier.isValid(id))
     }

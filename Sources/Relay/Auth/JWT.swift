@@ -25,8 +25,7 @@ public struct JWTClaims: Sendable, Equatable {
 /// Only the compact form with `alg` exactly `HS256` is accepted; the algorithm is never taken
 /// from the token, so `none`, `HS512`, `RS256` and spellings like `hs256` are refused before
 /// any signature work. The claims read are `sub`, `exp`, `nbf` and `sid`; others (`iat`, `aud`,
-/// …) are ignored. `sub` and `sid` must be relay ids: 1 to 64 characters of
-/// `A-Z a-z 0-9 . _ -`. Header and claims are strict JSON (a name given twice is refused, not
+/// …) are ignored. `sub` and `sid` must be relay ids (``Identifier``). Header and claims are strict JSON (a name given twice is refused, not
 /// read one way or the other), and a header with `crit` is refused: the relay understands no
 /// extension (RFC 7515 §4.1.11).
 public struct HS256: Sendable {
@@ -206,10 +205,10 @@ extension HS256 {
 
         init(_ object: StrictJSON.Value) throws(JWTError) {
             guard let sub = try Self.string(object, "sub") else { throw .missingClaim("sub") }
-            guard isRelayID(sub) else { throw .invalidClaim("sub") }
+            guard Identifier.isValid(sub) else { throw .invalidClaim("sub") }
             guard let exp = try Self.numericDate(object, "exp") else { throw .missingClaim("exp") }
             let sid = try Self.string(object, "sid")
-            if let sid, !isRelayID(sid) { throw .invalidClaim("sid") }
+            if let sid, !Identifier.isValid(sid) { throw .invalidClaim("sid") }
             self.sub = sub
             self.sid = sid
             self.exp = exp
@@ -239,21 +238,6 @@ extension HS256 {
             default:
                 throw .invalidClaim(name)
             }
-        }
-    }
-}
-
-/// Whether `id` is 1 to 64 characters of `A-Z a-z 0-9 . _ -`.
-private func isRelayID(_ id: String) -> Bool {
-    let utf8 = id.utf8
-    guard (1...64).contains(utf8.count) else { return false }
-    return utf8.allSatisfy { byte in
-        switch byte {
-        case UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "a")...UInt8(ascii: "z"),
-            UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "-"):
-            true
-        default:
-            false
         }
     }
 }

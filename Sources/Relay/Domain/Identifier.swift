@@ -1,16 +1,21 @@
 import Foundation
 
-/// Ids of users, sessions and channels: 1 to 64 characters of `A-Z a-z 0-9 . _ -`.
+/// Ids of users, sessions and channels: 1 to 64 characters of `A-Z a-z 0-9 . _ -`, other than
+/// `.` and `..`.
 ///
 /// The charset keeps ids safe in Redis key names, in hash tags (no braces) and in JSON without
 /// escaping, which the event encoding relies on.
 enum Identifier {
     static let maxLength = 64
 
+    /// The rule in words, for error messages.
+    static let rule = "ids are 1 to 64 characters of A-Z a-z 0-9 . _ -, other than . and .."
+
     static func isValid(_ text: some StringProtocol) -> Bool {
         let utf8 = text.utf8
-        guard !utf8.isEmpty, utf8.count <= Self.maxLength else { return false }
-        return utf8.allSatisfy(Self.isAllowed)
+        guard !utf8.isEmpty, utf8.count <= Self.maxLength, utf8.allSatisfy(Self.isAllowed) else { return false }
+        // `.` and `..` are a URL's dot segments: clients resolve them away, so no path could name them.
+        return !utf8.allSatisfy { $0 == UInt8(ascii: ".") } || utf8.count > 2
     }
 
     @inline(__always)
@@ -74,6 +79,6 @@ extension Duration {
 
 /// The id rule, for the command line's own checks.
 public enum RelayIdentifier {
-    /// Whether `text` is 1 to 64 characters of `A-Z a-z 0-9 . _ -`.
+    /// Whether `text` is 1 to 64 characters of `A-Z a-z 0-9 . _ -`, other than `.` and `..`.
     public static func isValid(_ text: String) -> Bool { Identifier.isValid(text) }
 }

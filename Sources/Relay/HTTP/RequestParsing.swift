@@ -59,7 +59,7 @@ struct RequestParsing: Sendable {
     /// A path parameter that must be an id.
     func id(_ name: String, in context: RelayRequestContext) throws -> String {
         guard let value = context.parameters.get(name), Identifier.isValid(value) else {
-            throw APIError.badRequest("\(name): ids are 1 to 64 characters of A-Z a-z 0-9 . _ -")
+            throw APIError.badRequest("\(name): \(Identifier.rule)")
         }
         return value
     }
@@ -67,7 +67,7 @@ struct RequestParsing: Sendable {
     /// Checks an id from a body.
     func id(_ value: String, field: String) throws -> String {
         guard Identifier.isValid(value) else {
-            throw APIError.badRequest("\(field): ids are 1 to 64 characters of A-Z a-z 0-9 . _ -")
+            throw APIError.badRequest("\(field): \(Identifier.rule)")
         }
         return value
     }
