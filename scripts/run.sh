@@ -64,7 +64,8 @@ MSG
 # The relay exits on SIGINT itself; the shell stays to say what is still running.
 trap : INT TERM
 status=0
-"$relay" serve --dev --port "$RELAY_PORT" --redis "$redis_url" || status=$?
+# No balancer to tell: Ctrl-C stops at once (--drain 0).
+"$relay" serve --dev --drain 0 --port "$RELAY_PORT" --redis "$redis_url" || status=$?
 echo
 echo "relay stopped. Redis is still running at $redis_url: 'make stop' stops it."
 exit "$status"
