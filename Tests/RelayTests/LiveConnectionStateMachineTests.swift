@@ -86,6 +86,50 @@ struct LiveConnectionStateMachineTests {
         #expect(machine.liveEvent(channel: "c", seq: 9, frame: frame("c", 9), membership: nil) == .write(frame("c", 9)), "live again")
     }
 
+    /// A page of the log writes at most its bytes (and at least one event), whatever its count:
+    /// the rest is read again, in pages of as many events as fitted, doubling back up after a
+    /// page that fits. So a replay of large events never writes more than the budget allows.
+    @Test func aPageOfLargeEventsStopsAtItsBytesAndTheNextPagesAreSmaller() {
+        var machine = Machine(user: "me", pageSize: 8, pageBytes: 1000)
+        #expect(machine.started(anchors: ["c": 0]).isEmpty)
+        func events(_ seqs: ClosedRange<Int64>, size: Int) -> [Machine.LogEvent] {
+            seqs.map { Machine.LogEvent(seq: $0, frame: ByteBuffer(repeating: UInt8(ascii: "x"), count: size), membership: nil) }
+        }
+        let first = Machine.LogRead(channel: "c", after: 0, limit: 8)
+        #expect(machine.liveEvent(channel: "c", seq: 40, frame: frame("c", 40), membership: nil) == .read(first))
+        // 400 bytes each: 400, 800, 1200 (past 1000): three written, the rest read again.
+        var outcome = machine.logPage(first, events: events(1...8, size: 400))
+        #expect(outcome.frames.count == 3)
+        #expect(machine.streams["c"]?.delivered == 3)
+        let second = Machine.LogRead(channel: "c", after: 3, limit: 3)
+        #expect(outcome.reads == [second], "as many events as fitted")
+        // One event larger than the page's bytes still goes, alone.
+        outcome = machine.logPage(second, events: events(4...6, size: 5000))
+        #expect(outcome.frames.count == 1)
+        let third = Machine.LogRead(channel: "c", after: 4, limit: 1)
+        #expect(outcome.reads == [third])
+        // Small events again: full pages double the limit back up to the page size.
+        outcome = machine.logPage(third, events: events(5...5, size: 10))
+        #expect(outcome.reads == [Machine.LogRead(channel: "c", after: 5, limit: 2)])
+        outcome = machine.logPage(outcome.reads[0], events: events(6...7, size: 10))
+        #expect(outcome.reads == [Machine.LogRead(channel: "c", after: 7, limit: 4)])
+        outcome = machine.logPage(outcome.reads[0], events: events(8...11, size: 10))
+        #expect(outcome.reads == [Machine.LogRead(channel: "c", after: 11, limit: 8)])
+        outcome = machine.logPage(outcome.reads[0], events: events(12...19, size: 10))
+        #expect(outcome.reads == [Machine.LogRead(channel: "c", after: 19, limit: 8)])
+        // Bytes another page left on the socket count: 900 of 1000 spent, one event fits.
+        outcome = machine.logPage(outcome.reads[0], events: events(20...27, size: 400), buffered: 900)
+        #expect(outcome.frames.count == 1)
+        #expect(outcome.reads == [Machine.LogRead(channel: "c", after: 20, limit: 1)])
+        // A socket that takes no more gets nothing of a page whose room is spent, and the read
+        // waits for it to drain.
+        _ = machine.writabilityChanged(false)
+        outcome = machine.logPage(outcome.reads[0], events: events(21...21, size: 400), buffered: 1200)
+        #expect(outcome.frames.isEmpty && outcome.reads.isEmpty)
+        #expect(machine.streams["c"]?.delivered == 20)
+        #expect(machine.writabilityChanged(true).reads == [Machine.LogRead(channel: "c", after: 20, limit: 1)])
+    }
+
     /// The log has no gap but where retention trimmed it: a page that skips seqs means events
     /// this connection never got are gone. It writes what continues its stream and then falls
     /// behind (4008), never skipping a seq.

@@ -41,6 +41,46 @@ struct WebSocketLoadTests {
         }
     }
 
+    /// A resume of large events to a client that reads, though slower than the relay writes,
+    /// is never closed as a slow consumer: a page of the log writes at most half the
+    /// connection's budget, less what other pages left on the socket, and the next is read once
+    /// the socket has taken it. (Pages of 200 events of 8 KB, 1.6 MB each, overflowed a budget
+    /// of 256 KiB whatever the client did.)
+    @Test func aResumeOfLargeEventsFitsTheBudgetOfAClientThatReads() async throws {
+        let configure: RelayConfigurator = {
+            $0.limits.maxQueuedBytes = 256 * 1024
+            $0.heartbeat = .seconds(3600)
+        }
+        try await withRelay(configure) { relay in
+            let (alice, bob) = (TestRedis.uniqueName("alice"), TestRedis.uniqueName("bob"))
+            let ids = [try await relay.createGroup(alice, members: [bob]), try await relay.createGroup(alice, members: [bob])]
+            var cursors: [String: Int] = [:]
+            for id in ids { cursors[id] = try await relay.lastSeq(alice, id) }
+            let text = String(repeating: "y", count: 8000)
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for lane in 0..<4 {
+                    let id = ids[lane % 2]
+                    group.addTask { for index in 0..<150 { try await relay.send(alice, id, "\(lane)/\(index) \(text)") } }
+                }
+                try await group.waitForAll()
+            }
+            let socket = try await StalledSocket.open(port: relay.port, token: relay.token(bob), receiveBuffer: 16_384)
+            let resume = ids.map { "\"\($0)\":\(cursors[$0]!)" }.joined(separator: ",")
+            try socket.sendText(#"{"type":"resume","cursors":{\#(resume)}}"#)
+            // About 8 MB/s: 16 KB, then a millisecond's pause.
+            let (bytes, ended) = try await socket.read(timeout: .seconds(60), chunk: 16_384, pause: .milliseconds(1)) { read in
+                StalledSocket.closeCode(in: read) != nil || String(decoding: read.suffix(64), as: UTF8.self).contains("\"resumed\"")
+            }
+            let code = StalledSocket.closeCode(in: bytes)
+            #expect(code == nil && !ended, "closed with \(String(describing: code))")
+            let events = StalledSocket.frames(in: bytes).filter { $0.opcode == 0x1 }.compactMap { JSON(parsing: $0.payload) }
+            for id in ids {
+                let seqs = events.filter { $0["channel_id"].string == id }.compactMap { $0["seq"].int }
+                expectSeqs(seqs, Array((cursors[id]! + 1)...(cursors[id]! + 300)), "every large event of \(id), once, in order")
+            }
+        }
+    }
+
     // MARK: - many senders, gap fill, slow consumer
 
     @Test

@@ -377,20 +377,28 @@ final class StalledSocket: @unchecked Sendable {
         try await self.read(timeout: timeout) { StalledSocket.closeCode(in: $0) != nil }.bytes
     }
 
-    /// Reads until `done` holds for what was read, the connection ends, or `timeout` passes.
-    /// Returns the bytes read and whether the connection ended.
-    func read(timeout: Duration, until done: @escaping @Sendable ([UInt8]) -> Bool) async throws -> (bytes: [UInt8], ended: Bool) {
+    /// Reads until `done` holds for what was read, the connection ends, or `timeout` passes,
+    /// `chunk` bytes at most per read and, with `pause`, sleeping that long after each: a client
+    /// that reads, but slower than the server writes. Returns the bytes read and whether the
+    /// connection ended.
+    func read(
+        timeout: Duration,
+        chunk size: Int = 65_536,
+        pause: Duration? = nil,
+        until done: @escaping @Sendable ([UInt8]) -> Bool
+    ) async throws -> (bytes: [UInt8], ended: Bool) {
         let fd = self.fd
         return try await runOnOwnThread {
             var seconds = timeval(tv_sec: 1, tv_usec: 0)
             setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &seconds, socklen_t(MemoryLayout<timeval>.size))
             var bytes: [UInt8] = []
-            var chunk = [UInt8](repeating: 0, count: 65_536)
+            var chunk = [UInt8](repeating: 0, count: size)
             let deadline = ContinuousClock.now + timeout
             while ContinuousClock.now < deadline, !done(bytes) {
                 let count = chunk.withUnsafeMutableBytes { Glibc.recv(fd, $0.baseAddress, $0.count, 0) }
                 if count > 0 {
                     bytes += chunk[0..<count]
+                    if let pause { usleep(UInt32(pause.components.attoseconds / 1_000_000_000_000)) }
                 } else if count == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
                     // Closed by the server (0), or reset.
                     return (bytes, true)

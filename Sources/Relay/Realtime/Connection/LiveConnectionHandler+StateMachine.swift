@@ -32,6 +32,9 @@ extension LiveConnectionHandler {
             /// the log on without writing, up to `target`, for the user's own `member_joined`:
             /// written from there on. It ends if it reaches `target` still out.
             var isMember = true
+            /// Events per read of the log: the machine's page size, or fewer once a page of large
+            /// events filled the page's bytes (doubling back up after a page that did not).
+            var pageLimit: Int?
 
             /// Whether the event `seq` goes out at once: it is the next one, the user is in, and no
             /// read of the log is under way or due.
@@ -106,6 +109,10 @@ extension LiveConnectionHandler {
 
         let user: String
         let pageSize: Int
+        /// Bytes of frames one page of the log writes at most (and at least one event): a page is
+        /// read only while the socket takes more, and must fit in the connection's budget with
+        /// room to spare, however large its events are.
+        let pageBytes: Int
         private(set) var phase = Phase.starting
         private(set) var streams: [String: Stream] = [:]
         /// Whether the socket takes more now (below its high-water mark).
@@ -123,9 +130,10 @@ extension LiveConnectionHandler {
         private var queuedFrameBytes = 0
         private var isServingFrame = false
 
-        init(user: String, pageSize: Int = 200) {
+        init(user: String, pageSize: Int = 200, pageBytes: Int = 512 * 1024) {
             self.user = user
             self.pageSize = pageSize
+            self.pageBytes = pageBytes
         }
 
         var following: Set<String> { Set(self.streams.keys) }
@@ -222,8 +230,10 @@ extension LiveConnectionHandler {
 
         // MARK: The log
 
-        /// A page of `channel`'s log after `after` (ascending; at most the read's limit).
-        mutating func logPage(_ read: LogRead, events: [LogEvent]) -> Outcome {
+        /// A page of `channel`'s log after `after` (ascending; at most the read's limit), with
+        /// `buffered` bytes still waiting to go out on the socket: the page writes up to
+        /// ``pageBytes`` less those, and at least one event while the socket takes more.
+        mutating func logPage(_ read: LogRead, events: [LogEvent], buffered: Int = 0) -> Outcome {
             guard self.phase == .open, var stream = self.streams[read.channel], stream.reading == read.after else {
                 return Outcome()
             }
@@ -236,7 +246,17 @@ extension LiveConnectionHandler {
                 return outcome
             }
             var outcome = Outcome()
+            let room = self.pageBytes - buffered
+            var bytes = 0
+            var taken = 0
+            var full = false
             for event in events where event.seq > stream.delivered {
+                // The page's bytes are spent (other pages may have spent them): the rest is read
+                // again once the socket has taken these.
+                if bytes >= room, taken > 0 || !self.isWritable {
+                    full = true
+                    break
+                }
                 // A seq above the next one means retention trimmed the ones between (the log has
                 // no other gap): what it no longer holds cannot be delivered, and skipping it
                 // would break the connection's promise of no gap.
@@ -246,22 +266,30 @@ extension LiveConnectionHandler {
                     return outcome
                 }
                 stream.delivered = event.seq
+                taken += 1
                 // Membership exact at a seq: written from the user's own member_joined up to and
                 // including its own member_left, and nothing between a member_left and the next.
                 if stream.isMember {
                     outcome.frames.append(event.frame)
+                    bytes += event.frame.readableBytes
                     if event.membership == .left(user: self.user) { stream.isMember = false }
                 } else if event.membership == .joined(user: self.user) {
                     stream.isMember = true
                     outcome.frames.append(event.frame)
+                    bytes += event.frame.readableBytes
                 }
+            }
+            if full {
+                if taken > 0 { stream.pageLimit = taken }
+            } else if events.count >= read.limit, let limit = stream.pageLimit {
+                stream.pageLimit = limit * 2 >= self.pageSize ? nil : limit * 2
             }
             stream.target = max(stream.target, stream.delivered)
             // A live event met during the read may have been appended after the read was served:
             // read again. A seq the log never gets (a malformed publish) is given up on after a few.
             stream.emptyReads = events.isEmpty ? stream.emptyReads + 1 : 0
             let behind = stream.target > stream.delivered && stream.emptyReads <= Self.maxEmptyReads
-            let more = events.count >= read.limit || behind
+            let more = full || events.count >= read.limit || behind
             if !stream.isMember && !more {
                 // Out of the channel, and the log read as far as it is known to go: stop following.
                 self.streams[read.channel] = nil
@@ -272,7 +300,7 @@ extension LiveConnectionHandler {
             }
             self.streams[read.channel] = stream
             if more {
-                if let next = self.startRead(read.channel, toEnd: events.count >= read.limit) { outcome.reads.append(next) }
+                if let next = self.startRead(read.channel, toEnd: full || events.count >= read.limit) { outcome.reads.append(next) }
             } else {
                 stream.emptyReads = 0
                 // Caught up with the log's end as of this read.
@@ -313,7 +341,7 @@ extension LiveConnectionHandler {
             stream.readDue = false
             stream.reading = stream.delivered
             self.streams[channel] = stream
-            return LogRead(channel: channel, after: stream.delivered, limit: self.pageSize)
+            return LogRead(channel: channel, after: stream.delivered, limit: stream.pageLimit ?? self.pageSize)
         }
 
         // MARK: Writability

@@ -57,7 +57,8 @@ final class LiveConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         self.identity = identity
         self.connectionID = Identifier.make(prefix: "w")
         self.services = services
-        self.machine = StateMachine(user: identity.user, pageSize: services.pageSize)
+        // A page of the log may fill half the budget: the rest is for live events meanwhile.
+        self.machine = StateMachine(user: identity.user, pageSize: services.pageSize, pageBytes: services.maxQueuedBytes / 2)
     }
 
     // MARK: Lifecycle
@@ -345,7 +346,9 @@ final class LiveConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
 
     private func logRead(_ read: StateMachine.LogRead, page: [StateMachine.LogEvent]?) {
         if let page {
-            self.apply(self.machine.logPage(read, events: page))
+            // Pages of several channels may land together: each writes what room is left.
+            let buffered = (try? self.output?.channel.syncOptions?.getOption(.bufferedWritableBytes)) ?? 0
+            self.apply(self.machine.logPage(read, events: page, buffered: buffered))
         } else {
             self.apply(self.machine.logReadFailed(read))
         }
