@@ -33,7 +33,7 @@
  *                                          below first_seq are no longer kept (retention trimmed
  *                                          them before this client saw them), else {}
  *     "event"   an event (contract, sec 3) once per (channel_id, seq), in seq order per channel
- *     "read"    { channel_id, last_read_seq } the read cursor moved (this session's)
+ *     "read"    { channel_id, last_read_seq } the read cursor moved (this session's, from any of its sockets)
  *     "error"   an error frame not tied to a send, or a failed REST call made by the client itself
  *   cursors()                 { channel_id: last seq delivered }
  *   seen(channelId, seq)      the app holds the channel's events up to seq (e.g. a history page it

@@ -300,6 +300,44 @@ struct WebSocketTests {
         }
     }
 
+    /// A read moves the session's cursor for every socket of that session (another tab): they
+    /// get a `read_ok` of their own, unasked, as they do for a read over REST; the socket that
+    /// asked gets its answer once, and other sessions nothing.
+    @Test func aReadIsShownOnTheOtherSocketsOfItsSession() async throws {
+        try await withRelay { relay in
+            let (alice, bob) = (TestRedis.uniqueName("alice"), TestRedis.uniqueName("bob"))
+            let id = try await relay.createGroup(alice, members: [bob])
+            for index in 0..<4 { try await relay.send(alice, id, "m\(index)") }
+            let last = try await relay.lastSeq(bob, id)
+            let tab = try await TestSocket.connect(relay, token: relay.token(bob, session: "web"), label: "tab")
+            defer { tab.abort() }
+            let other = try await TestSocket.connect(relay, token: relay.token(bob, session: "web"), label: "other tab")
+            defer { other.abort() }
+            let phone = try await TestSocket.connect(relay, token: relay.token(bob, session: "phone"), label: "phone")
+            defer { phone.abort() }
+
+            let answer = try await tab.request(["type": "read", "channel_id": id, "seq": last - 1]) { $0["type"].string == "read_ok" }
+            #expect(answer["last_read_seq"].int == last - 1)
+            let shown = try await other.waitFor("the other tab's read_ok") { $0["type"].string == "read_ok" }
+            #expect(shown["channel_id"].string == id && shown["last_read_seq"].int == last - 1, "\(shown)")
+
+            let rest = try await relay.request("POST", "/channels/\(id)/read", token: relay.token(bob, session: "web"), json: ["seq": last])
+            #expect(rest.status == 200, "\(rest)")
+            for socket in [tab, other] {
+                _ = try await socket.waitFor("read_ok of the REST read") {
+                    $0["type"].string == "read_ok" && $0["last_read_seq"].int == last
+                }
+            }
+            try await tab.ping()
+            try await phone.ping()
+            #expect(tab.frames.filter { $0["type"].string == "read_ok" }.count == 2, "its answer once, then the REST read")
+            #expect(!phone.frames.contains { $0["type"].string == "read_ok" }, "another session's cursor did not move")
+            await tab.close()
+            await other.close()
+            await phone.close()
+        }
+    }
+
     // MARK: - resume
 
     @Test func resumeWithALowerCursorReplaysFromThatCursor() async throws {

@@ -563,8 +563,11 @@ struct ChatStore: Sendable {
 
     // MARK: Read cursors and presence
 
-    /// Moves the (user, session) read cursor up to `seq`; never back.
-    func markRead(channel id: String, user: String, session: String, seq: Int64) async throws -> Int64 {
+    /// Moves the (user, session) read cursor up to `seq`; never back. The user's other sockets
+    /// of that session (on any relay) are told where it stands, so that another tab's unread
+    /// count follows: `read <connection> <session> <channel> <seq>` on the user's topic, best
+    /// effort; `connection` (the socket that asked, `-` for REST) is not told again.
+    func markRead(channel id: String, user: String, session: String, seq: Int64, connection: String = "-") async throws -> Int64 {
         let keys = RelayKeys.Channel(id)
         let reply = try await self.run(
             self.scripts.read,
@@ -574,6 +577,8 @@ struct ChatStore: Sendable {
             arguments: [user, session, seq]
         )
         guard let value = reply.int else { throw RedisError(.protocolViolation, "read.lua answered \(reply)") }
+        let topic = RelayKeys.User(user).topic
+        _ = try? await self.redis.execute(RedisCommand("SPUBLISH", key: topic, [topic, "read \(connection) \(session) \(id) \(value)"]))
         return value
     }
 

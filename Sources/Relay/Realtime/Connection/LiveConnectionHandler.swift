@@ -199,6 +199,10 @@ final class LiveConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
             self.refreshChannels()
         case .joined(let channel, let seq):
             self.apply(self.machine.joined(channel: channel, seq: seq))
+        case .read(let connection, let session, let channel, let seq):
+            // Another socket (or REST) of this session moved its cursor: this one shows it too.
+            guard session == self.identity.session, connection != self.connectionID else { return }
+            self.write(.readOK(channel: channel, lastReadSeq: seq))
         }
         self.flush()
     }
@@ -497,9 +501,10 @@ final class LiveConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
             let store = self.services.store
             let user = self.identity.user
             let session = self.identity.session
+            let connection = self.connectionID
             self.answerLater {
                 do {
-                    let last = try await store.markRead(channel: channel, user: user, session: session, seq: seq)
+                    let last = try await store.markRead(channel: channel, user: user, session: session, seq: seq, connection: connection)
                     return .readOK(channel: channel, lastReadSeq: last)
                 } catch {
                     let apiError = APIError(from: error)

@@ -34,6 +34,9 @@ enum LiveSignal: Sendable {
     case channelsChanged
     /// The user was added to `channel` by its event `seq` (its own `member_joined`).
     case joined(channel: String, seq: Int64)
+    /// The read cursor of the user's `session` in `channel` stands at `seq`, moved by the socket
+    /// `connection` (`-`: over REST).
+    case read(connection: String, session: String, channel: String, seq: Int64)
 }
 
 /// A local receiver of live signals. `receive` must not block: it writes to a socket or
@@ -204,12 +207,15 @@ final class FanoutHub: Service, Sendable {
         }
     }
 
-    /// A notice on a user's topic: `joined <channel> <seq>`, or anything else (`channels`) for
-    /// "read your channels again".
+    /// A notice on a user's topic: `joined <channel> <seq>`, `read <connection> <session>
+    /// <channel> <seq>`, or anything else (`channels`) for "read your channels again".
     static func userNotice(_ payload: ByteBuffer) -> LiveSignal {
         let parts = String(buffer: payload).split(separator: " ")
         if parts.count == 3, parts[0] == "joined", let seq = Int64(parts[2]), Identifier.isValid(parts[1]) {
             return .joined(channel: String(parts[1]), seq: seq)
+        }
+        if parts.count == 5, parts[0] == "read", let seq = Int64(parts[4]), Identifier.isValid(parts[2]), Identifier.isValid(parts[3]) {
+            return .read(connection: String(parts[1]), session: String(parts[2]), channel: String(parts[3]), seq: seq)
         }
         return .channelsChanged
     }
