@@ -28,7 +28,8 @@ enum RelayKeys {
         var channels: String { "user:{\(self.id)}:channels" }
         /// Exists while the user has a live connection (a TTL of two heartbeats).
         var presence: String { "user:{\(self.id)}:presence" }
-        /// Sharded Pub/Sub topic telling the user's connections that their channel set changed.
+        /// Sharded Pub/Sub topic telling the user's connections that their channel set changed,
+        /// that they joined a channel, or that a session's read cursor moved.
         var topic: String { "user:{\(self.id)}:live" }
     }
 
