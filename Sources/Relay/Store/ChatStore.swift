@@ -155,15 +155,25 @@ struct ChatStore: Sendable {
         let key = RelayKeys.Channel(id).members
         var page: [String] = []
         if let split {
-            var (next, batch) = try await self.scanMembers(key, from: scan, count: 1)
+            // The split step's buckets again, one by one (COUNT 1 ends at the first bucket with
+            // ids): ids of a bucket before N were read by that step, and those up to ID handed
+            // out; a bucket past N (the table resized, or the step's ids left) skips nothing.
+            var cursor = scan
+            var batch: [String] = []
+            for _ in 0..<(limit + 64) {
+                let (next, ids) = try await self.scanMembers(key, from: cursor, count: 1)
+                let inStep = Self.scanOrder(next) <= Self.scanOrder(split.next)
+                batch += inStep ? ids.filter { $0 > split.last } : ids
+                cursor = next
+                if !inStep || next == split.next || next == 0 { break }
+            }
             batch.sort()
-            if Self.scanOrder(next) <= Self.scanOrder(split.next) { batch.removeAll { $0 <= split.last } }
             if batch.count > limit {
                 let members = Array(batch.prefix(limit))
-                return MembersPage(members: members, nextCursor: "\(scan):\(next):\(members[limit - 1])")
+                return MembersPage(members: members, nextCursor: "\(scan):\(cursor):\(members[limit - 1])")
             }
             page = batch
-            scan = next
+            scan = cursor
             if scan == 0 { return MembersPage(members: page, nextCursor: nil) }
         }
         // A bounded number of steps: a sparse set may answer a step with few or no ids.
