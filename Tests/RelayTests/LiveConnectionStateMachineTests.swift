@@ -130,6 +130,46 @@ struct LiveConnectionStateMachineTests {
         #expect(machine.writabilityChanged(true).reads == [Machine.LogRead(channel: "c", after: 20, limit: 1)])
     }
 
+    /// While pages of a replay fill the socket, live events of channels that are caught up wait
+    /// in the log (their seq only) and come with a page once the socket drains: a reading
+    /// client is never closed as too slow for what the replay queued. A socket filled by live
+    /// events alone is written to as before, within the budget.
+    @Test func liveEventsWaitInTheLogWhilePagesFillTheSocket() {
+        var machine = self.openMachine(["c": 4, "d": 10])
+        let read = Machine.LogRead(channel: "c", after: 4, limit: 3)
+        #expect(machine.liveEvent(channel: "c", seq: 9, frame: frame("c", 9), membership: nil) == .read(read))
+        var outcome = machine.logPage(read, events: logEvents("c", 5...7))
+        #expect(outcome.frames.count == 3)
+        let next = Machine.LogRead(channel: "c", after: 7, limit: 3)
+        #expect(outcome.reads == [next], "a full page: read on")
+        _ = machine.writabilityChanged(false)
+        // "d" is caught up, but the socket is full of "c"'s pages: its events wait in the log.
+        #expect(machine.liveEvent(channel: "d", seq: 11, frame: frame("d", 11), membership: nil) == .none)
+        #expect(machine.liveEvent(channel: "d", seq: 12, frame: frame("d", 12), membership: nil) == .none)
+        #expect(machine.ownEvent(channel: "d", seq: 13) == false, "an own message waits as well")
+        #expect(machine.streams["d"]?.delivered == 10)
+        #expect(machine.streams["d"]?.readDue == true)
+        // Drained: "d" is read from where it stands.
+        let reads = machine.writabilityChanged(true).reads
+        #expect(reads == [Machine.LogRead(channel: "d", after: 10, limit: 3)])
+        outcome = machine.logPage(reads[0], events: logEvents("d", 11...12))
+        #expect(outcome.frames == [frame("d", 11), frame("d", 12)] && outcome.reads.isEmpty)
+        outcome = machine.logPage(next, events: logEvents("c", 8...9))
+        #expect(outcome.frames == [frame("c", 8), frame("c", 9)] && outcome.reads.isEmpty)
+        // Full again before it drained: these pages may be what fills it.
+        _ = machine.writabilityChanged(false)
+        #expect(machine.liveEvent(channel: "d", seq: 13, frame: frame("d", 13), membership: nil) == .none)
+        #expect(machine.writabilityChanged(true).reads == [Machine.LogRead(channel: "d", after: 12, limit: 3)])
+        #expect(machine.logPage(Machine.LogRead(channel: "d", after: 12, limit: 3), events: logEvents("d", 13...13)).frames.count == 1)
+        _ = machine.writabilityChanged(false)
+        _ = machine.writabilityChanged(true)
+        // Caught up everywhere, drained since the last page, then full of live events alone:
+        // they are written (the budget decides).
+        _ = machine.writabilityChanged(false)
+        #expect(machine.liveEvent(channel: "d", seq: 14, frame: frame("d", 14), membership: nil) == .write(frame("d", 14)))
+        #expect(machine.ownEvent(channel: "c", seq: 10) == true)
+    }
+
     /// The log has no gap but where retention trimmed it: a page that skips seqs means events
     /// this connection never got are gone. It writes what continues its stream and then falls
     /// behind (4008), never skipping a seq.

@@ -81,6 +81,59 @@ struct WebSocketLoadTests {
         }
     }
 
+    /// Live events that arrive while a replay fills the socket wait in the log and come with
+    /// the replay, in order: a client that reads is not closed for what the replay queued.
+    /// (At the smallest budget, 64 KiB, events of 16 KB posted live to a channel already caught
+    /// up, while another channel's replay kept the socket full, closed such a client with 4008.)
+    @Test func liveEventsDuringALargeReplayWaitInTheLogForAClientThatReads() async throws {
+        let configure: RelayConfigurator = {
+            $0.limits.maxQueuedBytes = 64 * 1024
+            $0.heartbeat = .seconds(3600)
+        }
+        try await withRelay(configure) { relay in
+            let (alice, bob) = (TestRedis.uniqueName("alice"), TestRedis.uniqueName("bob"))
+            let (small, large) = (try await relay.createGroup(alice, members: [bob]), try await relay.createGroup(alice, members: [bob]))
+            let cursors = [small: try await relay.lastSeq(alice, small), large: try await relay.lastSeq(alice, large)]
+            let text = String(repeating: "z", count: 16_000)
+            for index in 0..<3 { try await relay.send(alice, small, "before \(index) \(text)") }
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for lane in 0..<4 {
+                    group.addTask { for index in 0..<100 { try await relay.send(alice, large, "\(lane)/\(index) \(text)") } }
+                }
+                try await group.waitForAll()
+            }
+            let socket = try await StalledSocket.open(port: relay.port, token: relay.token(bob), receiveBuffer: nil)
+            let resume = [small, large].map { "\"\($0)\":\(cursors[$0]!)" }.joined(separator: ",")
+            try socket.sendText(#"{"type":"resume","cursors":{\#(resume)}}"#)
+            // While the replay goes on, 16 KB events live to both, then a short last one to each.
+            let sender = Task {
+                for index in 0..<60 {
+                    try await relay.send(alice, index.isMultiple(of: 2) ? small : large, "live \(index) \(text)")
+                    try await Task.sleep(for: .milliseconds(40))
+                }
+                try await relay.send(alice, small, "last of small")
+                try await relay.send(alice, large, "last of large")
+            }
+            // About 2 MB/s: 16 KB, then 8 ms.
+            let seen = ByteSightings(["\"resumed\"", "last of small", "last of large"])
+            let (bytes, ended) = try await socket.read(timeout: .seconds(60), chunk: 16_384, pause: .milliseconds(8)) { read in
+                seen.scan(read)
+            }
+            try await sender.value
+            let code = StalledSocket.closeCode(in: bytes)
+            #expect(code == nil && !ended, "closed with \(String(describing: code))")
+            let events = StalledSocket.frames(in: bytes).filter { $0.opcode == 0x1 }.compactMap { JSON(parsing: $0.payload) }
+            for id in [small, large] {
+                let top = try await relay.lastSeq(alice, id)
+                let seqs = events.filter { $0["channel_id"].string == id }.compactMap { $0["seq"].int }
+                // The socket was live before its resume was read: what it got then comes again.
+                let replay = seqs.lastIndex(of: cursors[id]! + 1) ?? 0
+                expectSeqs(Array(seqs[..<replay]), Set(seqs[..<replay]).sorted(), "live before the resume, once, in order")
+                expectSeqs(Array(seqs[replay...]), Array((cursors[id]! + 1)...top), "every event of \(id), once, in order")
+            }
+        }
+    }
+
     // MARK: - many senders, gap fill, slow consumer
 
     @Test
@@ -314,5 +367,28 @@ struct WebSocketLoadTests {
                 #expect(seqs == Array(first..<(first + seqs.count)), "the stalled socket's events have a gap")
             }
         }
+    }
+}
+
+/// Whether every one of some byte strings has appeared in a growing buffer, looking only at
+/// what was added since the last call (and a few bytes before it).
+final class ByteSightings: @unchecked Sendable {
+    private var wanted: [[UInt8]]
+    private var scanned = 0
+
+    init(_ strings: [String]) {
+        self.wanted = strings.map { Array($0.utf8) }
+    }
+
+    /// Scans `bytes` past what was seen; true once every string was found.
+    func scan(_ bytes: [UInt8]) -> Bool {
+        let longest = self.wanted.map(\.count).max() ?? 0
+        let start = max(0, self.scanned - longest)
+        self.wanted.removeAll { needle in
+            bytes.count - start >= needle.count
+                && (start...(bytes.count - needle.count)).contains { bytes[$0..<($0 + needle.count)].elementsEqual(needle) }
+        }
+        self.scanned = bytes.count
+        return self.wanted.isEmpty
     }
 }

@@ -308,7 +308,7 @@ final class StalledSocket: @unchecked Sendable {
         port: Int,
         token: String?,
         viaHeader: Bool = false,
-        receiveBuffer: Int32 = 4096,
+        receiveBuffer: Int32? = 4096,
         timeout: Duration = .seconds(30)
     ) async throws -> StalledSocket {
         try await runOnOwnThread {
@@ -322,11 +322,13 @@ final class StalledSocket: @unchecked Sendable {
         try StalledSocket(port: port, token: token, viaHeader: false, receiveBuffer: 65_536, timeout: timeout)
     }
 
-    private init(port: Int, token: String?, viaHeader: Bool, receiveBuffer: Int32, timeout: Duration) throws {
+    private init(port: Int, token: String?, viaHeader: Bool, receiveBuffer: Int32?, timeout: Duration) throws {
         fd = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw TestFailure("socket(): errno \(errno)") }
-        var size = receiveBuffer
-        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
+        // nil: the kernel's own, which grows as the client reads.
+        if var size = receiveBuffer {
+            setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
+        }
         var seconds = timeval(tv_sec: Int(timeout.components.seconds), tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &seconds, socklen_t(MemoryLayout<timeval>.size))
         setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &seconds, socklen_t(MemoryLayout<timeval>.size))

@@ -7,7 +7,8 @@ extension LiveConnectionHandler {
     /// stops, which client frame is served next.
     ///
     /// Per channel the connection has delivered every seq up to `delivered`, in order. A live
-    /// event that continues it is written at once (the fast path). Anything else (a gap, a
+    /// event that continues it is written at once (the fast path), unless pages of the log fill
+    /// the socket (then it waits in the log for the next page). Anything else (a gap, a
     /// resume, a channel joined, a subscription that may have missed something) reads the log
     /// from `delivered` on, one page at a time, while the socket can take more; live events that
     /// arrive meanwhile are not kept, only their seq, so that the reading goes on until it has
@@ -117,6 +118,12 @@ extension LiveConnectionHandler {
         private(set) var streams: [String: Stream] = [:]
         /// Whether the socket takes more now (below its high-water mark).
         private(set) var isWritable = true
+        /// A page of the log was written since the socket last took more. While it is full of
+        /// pages, live events wait in the log for the next page rather than in the socket's
+        /// buffer: a replay that fills the socket (and the kernel's buffers behind it) as fast as
+        /// the client reads leaves no room for what arrives live meanwhile, and the client, who
+        /// reads, would be closed as too slow for what the replay itself queued.
+        private var replayFilled = false
         /// Highest seq seen live per channel before the start, and channels joined meanwhile.
         private var seenWhileStarting: [String: Int64] = [:]
         private var joinedWhileStarting: [String: Int64] = [:]
@@ -187,7 +194,7 @@ extension LiveConnectionHandler {
             guard let index = self.streams.index(forKey: channel) else { return .none }
             let stream = self.streams.values[index]
             guard seq > stream.delivered else { return .none }
-            if stream.isNext(seq) {
+            if stream.isNext(seq), !self.defersLive {
                 if membership == .left(user: self.user) {
                     self.streams.values[index].delivered = seq
                     guard stream.target > seq else {
@@ -215,10 +222,15 @@ extension LiveConnectionHandler {
         mutating func ownEvent(channel: String, seq: Int64) -> Bool {
             guard self.phase == .open, let index = self.streams.index(forKey: channel) else { return false }
             let stream = self.streams.values[index]
-            guard stream.isNext(seq) else { return false }
+            guard stream.isNext(seq), !self.defersLive else { return false }
             self.streams.values[index].delivered = seq
             self.streams.values[index].target = max(stream.target, seq)
             return true
+        }
+
+        /// Whether live events wait in the log for now: pages of it filled the socket.
+        private var defersLive: Bool {
+            self.replayFilled && !self.isWritable
         }
 
         /// Events of `channel` may have been published while they could not arrive: read the log
@@ -279,6 +291,7 @@ extension LiveConnectionHandler {
                     bytes += event.frame.readableBytes
                 }
             }
+            if !outcome.frames.isEmpty { self.replayFilled = true }
             if full {
                 if taken > 0 { stream.pageLimit = taken }
             } else if events.count >= read.limit, let limit = stream.pageLimit {
@@ -350,6 +363,7 @@ extension LiveConnectionHandler {
         mutating func writabilityChanged(_ writable: Bool) -> Outcome {
             self.isWritable = writable
             guard writable, self.phase == .open else { return Outcome() }
+            self.replayFilled = false
             var outcome = Outcome()
             for channel in self.streams.keys.sorted() where self.streams[channel]?.readDue == true {
                 if let read = self.startRead(channel) { outcome.reads.append(read) }

@@ -14,6 +14,9 @@ import RedisClient
 /// client that lets more pile up is closed with 4008. Reads of the log and answers wait for
 /// the socket to drain (`channelWritabilityChanged`), and the client's frames are not read
 /// while their answers cannot be written, so a client that never reads is throttled by TCP.
+/// While pages of a replay fill the socket, live events wait in the log for the next page
+/// instead of in the socket's buffer: the replay's own bytes never make a reading client too
+/// slow.
 final class LiveConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = WebSocketInboundMessage
     typealias OutboundIn = ByteBuffer
@@ -68,6 +71,13 @@ final class LiveConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         self.output = (try? context.pipeline.syncOperations.context(handlerType: HeartbeatHandler.self)) ?? context
         let handle = LiveConnection(handler: self, eventLoop: context.eventLoop)
         self.handle = handle
+        // The socket counts as full at half the budget at most (NIO's default is 64 KiB): what a
+        // small budget lets through while the socket takes more leaves room for what comes next.
+        let highWaterMark = self.services.maxQueuedBytes / 2
+        if highWaterMark < 64 * 1024 {
+            let marks = ChannelOptions.Types.WriteBufferWaterMark(low: highWaterMark / 2, high: highWaterMark)
+            try? context.channel.syncOptions?.setOption(.writeBufferWaterMark, value: marks)
+        }
         _ = self.machine.writabilityChanged(context.channel.isWritable)
         guard self.services.connections.add(handle) else {
             self.close(code: 1001, reason: "server going away")
