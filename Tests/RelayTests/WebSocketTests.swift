@@ -338,6 +338,52 @@ struct WebSocketTests {
         }
     }
 
+    /// Notices of reads that raced may arrive out of order; a socket never shows its session's
+    /// cursor going back, and a read that does not move it tells the other sockets nothing.
+    @Test func aSocketNeverShowsTheReadCursorGoingBack() async throws {
+        try await withRelay { relay in
+            let (alice, bob) = (TestRedis.uniqueName("alice"), TestRedis.uniqueName("bob"))
+            let id = try await relay.createGroup(alice, members: [bob])
+            for index in 0..<4 { try await relay.send(alice, id, "m\(index)") }
+            let last = try await relay.lastSeq(bob, id)
+            let tab = try await TestSocket.connect(relay, token: relay.token(bob, session: "web"), label: "tab")
+            defer { tab.abort() }
+            let other = try await TestSocket.connect(relay, token: relay.token(bob, session: "web"), label: "other tab")
+            defer { other.abort() }
+            let readOKs = { (socket: TestSocket) in
+                socket.frames.filter { $0["type"].string == "read_ok" }.compactMap { $0["last_read_seq"].int }
+            }
+
+            var answer = try await tab.request(["type": "read", "channel_id": id, "seq": last]) { $0["type"].string == "read_ok" }
+            #expect(answer["last_read_seq"].int == last)
+            _ = try await other.waitFor("the other tab's read_ok") { $0["type"].string == "read_ok" }
+            // A late notice of an older read, as a relay that lost the race would publish it.
+            let cli = URL(fileURLWithPath: ProcessInfo.processInfo.environment["REDIS_SERVER_BIN"] ?? "/usr/bin/redis-server")
+                .deletingLastPathComponent().appendingPathComponent("redis-cli").path
+            let topic = "user:{\(bob)}:live"
+            let published = try await ChildProcess.run(
+                cli,
+                ["-h", TestRedis.host, "-p", "\(TestRedis.port)", "SPUBLISH", topic, "read - web \(id) \(last - 2)"],
+                environment: ProcessInfo.processInfo.environment
+            )
+            #expect(published.termination == .exited(0) && published.standardOutput.hasPrefix("1"), "\(published)")
+            // A read below the cursor: answered with the cursor, and not shown elsewhere.
+            answer = try await tab.request(["type": "read", "channel_id": id, "seq": last - 1]) { $0["type"].string == "read_ok" }
+            #expect(answer["last_read_seq"].int == last)
+            try await relay.send(alice, id, "one more")
+            answer = try await tab.request(["type": "read", "channel_id": id, "seq": last + 1]) { $0["type"].string == "read_ok" }
+            #expect(answer["last_read_seq"].int == last + 1)
+            _ = try await other.waitFor("the read of the new message") {
+                $0["type"].string == "read_ok" && $0["last_read_seq"].int == last + 1
+            }
+            try await tab.ping()
+            #expect(readOKs(other) == [last, last + 1], "never back, nothing for a read that did not move")
+            #expect(readOKs(tab) == [last, last, last + 1], "its own answers")
+            await tab.close()
+            await other.close()
+        }
+    }
+
     // MARK: - resume
 
     @Test func resumeWithALowerCursorReplaysFromThatCursor() async throws {

@@ -587,6 +587,8 @@ struct ChatStore: Sendable {
             arguments: [user, session, seq]
         )
         guard let value = reply.int else { throw RedisError(.protocolViolation, "read.lua answered \(reply)") }
+        // Above the seq read: the cursor was there already, and the other sockets show it.
+        guard value <= seq else { return value }
         let topic = RelayKeys.User(user).topic
         _ = try? await self.redis.execute(RedisCommand("SPUBLISH", key: topic, [topic, "read \(connection) \(session) \(id) \(value)"]))
         return value

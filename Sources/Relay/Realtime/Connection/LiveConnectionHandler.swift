@@ -55,6 +55,10 @@ final class LiveConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
     private var channelsUnknown = false
     /// The start counted this connection in the user's presence; ``finish()`` gives it back.
     private var presenceHeld = false
+    /// Per channel, the highest read cursor of the session this socket has shown (`read_ok`):
+    /// notices of reads that raced may arrive out of order, and the socket never shows one going
+    /// back.
+    private var readsShown: [String: Int64] = [:]
 
     init(identity: Identity, services: LiveServices) {
         self.identity = identity
@@ -211,7 +215,10 @@ final class LiveConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
             self.apply(self.machine.joined(channel: channel, seq: seq))
         case .read(let connection, let session, let channel, let seq):
             // Another socket (or REST) of this session moved its cursor: this one shows it too.
-            guard session == self.identity.session, connection != self.connectionID else { return }
+            guard session == self.identity.session, connection != self.connectionID,
+                seq > self.readsShown[channel, default: 0]
+            else { return }
+            self.readsShown[channel] = seq
             self.write(.readOK(channel: channel, lastReadSeq: seq))
         }
         self.flush()
@@ -556,6 +563,13 @@ final class LiveConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
     /// it continues the channel's stream (``StateMachine/ownEvent(channel:seq:)``).
     private func answered(_ message: ServerMessage, ownEvent event: OwnEvent? = nil) {
         guard !self.closing else { return }
+        var message = message
+        if case .readOK(let channel, let last) = message {
+            // A notice of a later read may have shown more already: the cursor is at least that.
+            let shown = max(last, self.readsShown[channel, default: 0])
+            self.readsShown[channel] = shown
+            message = .readOK(channel: channel, lastReadSeq: shown)
+        }
         self.answer(message)
         if let event, self.machine.ownEvent(channel: event.channel, seq: event.seq) {
             self.writeWire(WebSocketWire.text(event.json))
