@@ -132,42 +132,58 @@ struct LiveConnectionStateMachineTests {
 
     /// While pages of a replay fill the socket, live events of channels that are caught up wait
     /// in the log (their seq only) and come with a page once the socket drains: a reading
-    /// client is never closed as too slow for what the replay queued. A socket filled by live
-    /// events alone is written to as before, within the budget.
+    /// client is never closed as too slow for what the replay queued. They wait so for a few
+    /// seconds at most: a socket that takes nothing for longer is a slow consumer. Long after the
+    /// last page, a socket filled by live events alone is written to as before (the budget
+    /// decides).
     @Test func liveEventsWaitInTheLogWhilePagesFillTheSocket() {
-        var machine = self.openMachine(["c": 4, "d": 10])
+        var machine = Machine(user: "me", pageSize: 3, liveDeferral: .seconds(5))
+        #expect(machine.started(anchors: ["c": 4, "d": 10, "e": 20]).isEmpty)
+        let start = NIODeadline.uptimeNanoseconds(1_000_000_000)
+        func at(_ seconds: Int64) -> () -> NIODeadline { { start + .seconds(seconds) } }
+        func live(_ channel: String, _ seq: Int64, at seconds: Int64) -> Machine.EventAction {
+            machine.liveEvent(channel: channel, seq: seq, frame: frame(channel, seq), membership: nil, now: at(seconds))
+        }
         let read = Machine.LogRead(channel: "c", after: 4, limit: 3)
         #expect(machine.liveEvent(channel: "c", seq: 9, frame: frame("c", 9), membership: nil) == .read(read))
-        var outcome = machine.logPage(read, events: logEvents("c", 5...7))
+        var outcome = machine.logPage(read, events: logEvents("c", 5...7), now: start)
         #expect(outcome.frames.count == 3)
         let next = Machine.LogRead(channel: "c", after: 7, limit: 3)
         #expect(outcome.reads == [next], "a full page: read on")
         _ = machine.writabilityChanged(false)
         // "d" is caught up, but the socket is full of "c"'s pages: its events wait in the log.
-        #expect(machine.liveEvent(channel: "d", seq: 11, frame: frame("d", 11), membership: nil) == .none)
-        #expect(machine.liveEvent(channel: "d", seq: 12, frame: frame("d", 12), membership: nil) == .none)
-        #expect(machine.ownEvent(channel: "d", seq: 13) == false, "an own message waits as well")
+        #expect(live("d", 11, at: 1) == .none)
+        #expect(live("d", 12, at: 2) == .none)
+        #expect(machine.ownEvent(channel: "d", seq: 13, now: at(2)) == false, "an own message waits as well")
         #expect(machine.streams["d"]?.delivered == 10)
         #expect(machine.streams["d"]?.readDue == true)
         // Drained: "d" is read from where it stands.
         let reads = machine.writabilityChanged(true).reads
         #expect(reads == [Machine.LogRead(channel: "d", after: 10, limit: 3)])
-        outcome = machine.logPage(reads[0], events: logEvents("d", 11...12))
+        outcome = machine.logPage(reads[0], events: logEvents("d", 11...12), now: start + .seconds(3))
         #expect(outcome.frames == [frame("d", 11), frame("d", 12)] && outcome.reads.isEmpty)
-        outcome = machine.logPage(next, events: logEvents("c", 8...9))
+        outcome = machine.logPage(next, events: logEvents("c", 8...9), now: start + .seconds(3))
         #expect(outcome.frames == [frame("c", 8), frame("c", 9)] && outcome.reads.isEmpty)
-        // Full again before it drained: these pages may be what fills it.
+        // Full again: waiting starts with the first live event, and ends as too slow once the
+        // socket has taken nothing for five seconds.
         _ = machine.writabilityChanged(false)
-        #expect(machine.liveEvent(channel: "d", seq: 13, frame: frame("d", 13), membership: nil) == .none)
-        #expect(machine.writabilityChanged(true).reads == [Machine.LogRead(channel: "d", after: 12, limit: 3)])
-        #expect(machine.logPage(Machine.LogRead(channel: "d", after: 12, limit: 3), events: logEvents("d", 13...13)).frames.count == 1)
+        #expect(live("d", 13, at: 4) == .none)
+        #expect(live("e", 21, at: 9) == .none, "within five seconds")
+        #expect(live("e", 22, at: 10) == .tooSlow)
+        #expect(machine.writabilityChanged(true).reads.count == 2, "\"d\" and \"e\" are read once it drains")
+    }
+
+    @Test func longAfterTheLastPageLiveEventsAreWrittenToAFullSocket() {
+        var machine = Machine(user: "me", pageSize: 3, liveDeferral: .seconds(5))
+        #expect(machine.started(anchors: ["c": 4, "d": 10]).isEmpty)
+        let start = NIODeadline.uptimeNanoseconds(1_000_000_000)
+        let read = Machine.LogRead(channel: "c", after: 4, limit: 3)
+        #expect(machine.liveEvent(channel: "c", seq: 6, frame: frame("c", 6), membership: nil) == .read(read))
+        #expect(machine.logPage(read, events: logEvents("c", 5...6), now: start).reads.isEmpty)
         _ = machine.writabilityChanged(false)
-        _ = machine.writabilityChanged(true)
-        // Caught up everywhere, drained since the last page, then full of live events alone:
-        // they are written (the budget decides).
-        _ = machine.writabilityChanged(false)
-        #expect(machine.liveEvent(channel: "d", seq: 14, frame: frame("d", 14), membership: nil) == .write(frame("d", 14)))
-        #expect(machine.ownEvent(channel: "c", seq: 10) == true)
+        let later = { start + .seconds(6) }
+        #expect(machine.liveEvent(channel: "d", seq: 11, frame: frame("d", 11), membership: nil, now: later) == .write(frame("d", 11)))
+        #expect(machine.ownEvent(channel: "c", seq: 7, now: later) == true)
     }
 
     /// The log has no gap but where retention trimmed it: a page that skips seqs means events

@@ -134,6 +134,35 @@ struct WebSocketLoadTests {
         }
     }
 
+    /// A client that stops reading in the middle of a replay is a slow consumer all the same:
+    /// live events wait in the log for a few seconds at most, and the next one after that
+    /// closes it with 4008. (Before, its replay waited for it and live events raised only the
+    /// stream's target: nothing was ever written past the budget, and it was never closed.)
+    @Test func aClientThatStopsReadingDuringAReplayIsClosedAsSlow() async throws {
+        let configure: RelayConfigurator = { $0.heartbeat = .seconds(3600) }
+        try await withRelay(configure) { relay in
+            let (alice, bob) = (TestRedis.uniqueName("alice"), TestRedis.uniqueName("bob"))
+            let id = try await relay.createGroup(alice, members: [bob])
+            let cursor = try await relay.lastSeq(alice, id)
+            let text = String(repeating: "w", count: 8000)
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for lane in 0..<4 {
+                    group.addTask { for index in 0..<100 { try await relay.send(alice, id, "\(lane)/\(index) \(text)") } }
+                }
+                try await group.waitForAll()
+            }
+            let socket = try await StalledSocket.open(port: relay.port, token: relay.token(bob))
+            try socket.sendText(#"{"type":"resume","cursors":{"\#(id)":\#(cursor)}}"#)
+            // Reads nothing; live events keep coming for eight seconds.
+            for index in 0..<40 {
+                try await relay.send(alice, id, "live \(index)")
+                try await Task.sleep(for: .milliseconds(200))
+            }
+            let bytes = try await socket.readUntilCloseFrame(timeout: .seconds(30))
+            #expect(StalledSocket.closeCode(in: bytes) == 4008)
+        }
+    }
+
     // MARK: - many senders, gap fill, slow consumer
 
     @Test

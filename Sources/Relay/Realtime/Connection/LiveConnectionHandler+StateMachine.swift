@@ -74,6 +74,9 @@ extension LiveConnectionHandler {
             /// Write (the user's own `member_left`), then read on: the user was added again since.
             case writeAndRead(ByteBuffer, LogRead)
             case read(LogRead)
+            /// Close as a slow consumer (4008): live events waited in the log for longer than
+            /// ``liveDeferral`` while the socket took nothing.
+            case tooSlow
         }
 
         /// What a page of the log, or a change of plan, leads to; in this order: write the frames,
@@ -118,12 +121,19 @@ extension LiveConnectionHandler {
         private(set) var streams: [String: Stream] = [:]
         /// Whether the socket takes more now (below its high-water mark).
         private(set) var isWritable = true
-        /// A page of the log was written since the socket last took more. While it is full of
-        /// pages, live events wait in the log for the next page rather than in the socket's
-        /// buffer: a replay that fills the socket (and the kernel's buffers behind it) as fast as
-        /// the client reads leaves no room for what arrives live meanwhile, and the client, who
-        /// reads, would be closed as too slow for what the replay itself queued.
-        private var replayFilled = false
+        /// When a page of the log was last written. While the socket is full within
+        /// ``liveDeferral`` of it, live events wait in the log rather than in the socket's
+        /// buffer, and come with the next page once it drains: a replay that fills the socket
+        /// (and the kernel's buffers behind it) as fast as the client reads leaves no room for
+        /// what arrives live meanwhile, and the client, who reads, would be closed as too slow
+        /// for what the replay itself queued.
+        private var lastPage: NIODeadline?
+        /// Since when live events wait in the log, the socket full all along.
+        private var deferringSince: NIODeadline?
+        /// How long live events may wait so: long enough for a reading client to drain the
+        /// kernel's buffers, short enough that a client that stopped reading is closed as too
+        /// slow (4008) by the next live event.
+        let liveDeferral: TimeAmount
         /// Highest seq seen live per channel before the start, and channels joined meanwhile.
         private var seenWhileStarting: [String: Int64] = [:]
         private var joinedWhileStarting: [String: Int64] = [:]
@@ -137,10 +147,11 @@ extension LiveConnectionHandler {
         private var queuedFrameBytes = 0
         private var isServingFrame = false
 
-        init(user: String, pageSize: Int = 200, pageBytes: Int = 512 * 1024) {
+        init(user: String, pageSize: Int = 200, pageBytes: Int = 512 * 1024, liveDeferral: TimeAmount = .seconds(5)) {
             self.user = user
             self.pageSize = pageSize
             self.pageBytes = pageBytes
+            self.liveDeferral = liveDeferral
         }
 
         var following: Set<String> { Set(self.streams.keys) }
@@ -179,8 +190,14 @@ extension LiveConnectionHandler {
 
         // MARK: Live events
 
-        /// A live event of `channel`, from the hub.
-        mutating func liveEvent(channel: String, seq: Int64, frame: ByteBuffer, membership: EventMembership?) -> EventAction {
+        /// A live event of `channel`, from the hub; `now` is asked only while the socket is full.
+        mutating func liveEvent(
+            channel: String,
+            seq: Int64,
+            frame: ByteBuffer,
+            membership: EventMembership?,
+            now: () -> NIODeadline = NIODeadline.now
+        ) -> EventAction {
             switch self.phase {
             case .starting:
                 self.seenWhileStarting[channel] = max(seq, self.seenWhileStarting[channel] ?? 0)
@@ -194,7 +211,18 @@ extension LiveConnectionHandler {
             guard let index = self.streams.index(forKey: channel) else { return .none }
             let stream = self.streams.values[index]
             guard seq > stream.delivered else { return .none }
-            if stream.isNext(seq), !self.defersLive {
+            if !self.isWritable {
+                switch self.deferral(now) {
+                case .none:
+                    break
+                case .wait:
+                    self.streams.values[index].target = max(stream.target, seq)
+                    return self.startRead(channel).map { .read($0) } ?? .none
+                case .tooSlow:
+                    return .tooSlow
+                }
+            }
+            if stream.isNext(seq) {
                 if membership == .left(user: self.user) {
                     self.streams.values[index].delivered = seq
                     guard stream.target > seq else {
@@ -219,18 +247,33 @@ extension LiveConnectionHandler {
         /// the stream, it goes out now, with the ack, and its live copy is dropped as already
         /// delivered when it arrives: one write instead of two. Otherwise (a gap, a read under way,
         /// a channel not followed) nothing changes, and the live copy brings it as any event.
-        mutating func ownEvent(channel: String, seq: Int64) -> Bool {
+        mutating func ownEvent(channel: String, seq: Int64, now: () -> NIODeadline = NIODeadline.now) -> Bool {
             guard self.phase == .open, let index = self.streams.index(forKey: channel) else { return false }
             let stream = self.streams.values[index]
-            guard stream.isNext(seq), !self.defersLive else { return false }
+            guard stream.isNext(seq), self.isWritable || self.deferral(now) == .none else { return false }
             self.streams.values[index].delivered = seq
             self.streams.values[index].target = max(stream.target, seq)
             return true
         }
 
-        /// Whether live events wait in the log for now: pages of it filled the socket.
-        private var defersLive: Bool {
-            self.replayFilled && !self.isWritable
+        enum Deferral: Equatable {
+            case none
+            case wait
+            /// The socket took nothing for ``liveDeferral`` while live events waited.
+            case tooSlow
+        }
+
+        /// Whether a live event, the socket being full, waits in the log: it does while a page
+        /// was written lately, and until the socket drains, for ``liveDeferral`` at most.
+        private mutating func deferral(_ now: () -> NIODeadline) -> Deferral {
+            if let since = self.deferringSince {
+                return now() - since > self.liveDeferral ? .tooSlow : .wait
+            }
+            guard let lastPage = self.lastPage else { return .none }
+            let time = now()
+            guard time - lastPage < self.liveDeferral else { return .none }
+            self.deferringSince = time
+            return .wait
         }
 
         /// Events of `channel` may have been published while they could not arrive: read the log
@@ -245,7 +288,7 @@ extension LiveConnectionHandler {
         /// A page of `channel`'s log after `after` (ascending; at most the read's limit), with
         /// `buffered` bytes still waiting to go out on the socket: the page writes up to
         /// ``pageBytes`` less those, and at least one event while the socket takes more.
-        mutating func logPage(_ read: LogRead, events: [LogEvent], buffered: Int = 0) -> Outcome {
+        mutating func logPage(_ read: LogRead, events: [LogEvent], buffered: Int = 0, now: NIODeadline = .now()) -> Outcome {
             guard self.phase == .open, var stream = self.streams[read.channel], stream.reading == read.after else {
                 return Outcome()
             }
@@ -291,7 +334,7 @@ extension LiveConnectionHandler {
                     bytes += event.frame.readableBytes
                 }
             }
-            if !outcome.frames.isEmpty { self.replayFilled = true }
+            if !outcome.frames.isEmpty { self.lastPage = now }
             if full {
                 if taken > 0 { stream.pageLimit = taken }
             } else if events.count >= read.limit, let limit = stream.pageLimit {
@@ -363,7 +406,7 @@ extension LiveConnectionHandler {
         mutating func writabilityChanged(_ writable: Bool) -> Outcome {
             self.isWritable = writable
             guard writable, self.phase == .open else { return Outcome() }
-            self.replayFilled = false
+            self.deferringSince = nil
             var outcome = Outcome()
             for channel in self.streams.keys.sorted() where self.streams[channel]?.readDue == true {
                 if let read = self.startRead(channel) { outcome.reads.append(read) }

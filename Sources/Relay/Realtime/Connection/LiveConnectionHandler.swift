@@ -206,6 +206,10 @@ final class LiveConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
                 // Nothing written: nothing to flush.
                 self.startRead(read)
                 return
+            case .tooSlow:
+                self.services.metrics?.slowConsumerClosed()
+                self.close(code: 4008, reason: "slow consumer: resume from your cursor")
+                return
             }
         case .mayHaveMissed(let channel):
             if let read = self.machine.mayHaveMissed(channel: channel) { self.startRead(read) }
