@@ -273,12 +273,17 @@ struct WebSocketTests {
         }
     }
 
+    /// A group of alice's with bob in it and four messages: its id, alice, bob, and its last seq.
+    func groupWithFourMessages(_ relay: RelayTestClient) async throws -> (id: String, alice: String, bob: String, last: Int) {
+        let (alice, bob) = (TestRedis.uniqueName("alice"), TestRedis.uniqueName("bob"))
+        let id = try await relay.createGroup(alice, members: [bob])
+        for index in 0..<4 { try await relay.send(alice, id, "m\(index)") }
+        return (id, alice, bob, try await relay.lastSeq(bob, id))
+    }
+
     @Test func twoSessionsOfOneUserHaveSeparateReadCursors() async throws {
         try await withRelay { relay in
-            let (alice, bob) = (TestRedis.uniqueName("alice"), TestRedis.uniqueName("bob"))
-            let id = try await relay.createGroup(alice, members: [bob])
-            for index in 0..<4 { try await relay.send(alice, id, "m\(index)") }
-            let last = try await relay.lastSeq(bob, id)
+            let (id, alice, bob, last) = try await self.groupWithFourMessages(relay)
             let phone = try await TestSocket.connect(relay, token: relay.token(bob, session: "phone"), label: "phone")
             defer { phone.abort() }
             let laptop = try await TestSocket.connect(relay, token: relay.token(bob, session: "laptop"), label: "laptop")
@@ -305,10 +310,7 @@ struct WebSocketTests {
     /// asked gets its answer once, and other sessions nothing.
     @Test func aReadIsShownOnTheOtherSocketsOfItsSession() async throws {
         try await withRelay { relay in
-            let (alice, bob) = (TestRedis.uniqueName("alice"), TestRedis.uniqueName("bob"))
-            let id = try await relay.createGroup(alice, members: [bob])
-            for index in 0..<4 { try await relay.send(alice, id, "m\(index)") }
-            let last = try await relay.lastSeq(bob, id)
+            let (id, alice, bob, last) = try await self.groupWithFourMessages(relay)
             let tab = try await TestSocket.connect(relay, token: relay.token(bob, session: "web"), label: "tab")
             defer { tab.abort() }
             let other = try await TestSocket.connect(relay, token: relay.token(bob, session: "web"), label: "other tab")
@@ -342,10 +344,7 @@ struct WebSocketTests {
     /// cursor going back, and a read that does not move it tells the other sockets nothing.
     @Test func aSocketNeverShowsTheReadCursorGoingBack() async throws {
         try await withRelay { relay in
-            let (alice, bob) = (TestRedis.uniqueName("alice"), TestRedis.uniqueName("bob"))
-            let id = try await relay.createGroup(alice, members: [bob])
-            for index in 0..<4 { try await relay.send(alice, id, "m\(index)") }
-            let last = try await relay.lastSeq(bob, id)
+            let (id, alice, bob, last) = try await self.groupWithFourMessages(relay)
             let tab = try await TestSocket.connect(relay, token: relay.token(bob, session: "web"), label: "tab")
             defer { tab.abort() }
             let other = try await TestSocket.connect(relay, token: relay.token(bob, session: "web"), label: "other tab")
