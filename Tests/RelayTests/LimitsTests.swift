@@ -67,6 +67,26 @@ struct LimitsTests {
         }
     }
 
+    /// A frame of the largest size (`--max-body-bytes`, 64 KiB) is answered under the smallest
+    /// budget (64 KiB) too: the frames waiting for their answers may hold one larger than what
+    /// is left of the budget. (It was closed with 4008, "too many frames unanswered".)
+    @Test func aFrameOfTheLargestSizeIsAnsweredUnderTheSmallestBudget() async throws {
+        let configure: RelayConfigurator = { $0.limits.maxQueuedBytes = 64 * 1024 }
+        try await withRelay(configure) { relay in
+            let socket = try await TestSocket.connect(relay, token: relay.token(TestRedis.uniqueName("ann")))
+            defer { socket.abort() }
+            let padding = String(repeating: "x", count: 64 * 1024 - #"{"type":"ping","p":""}"#.utf8.count)
+            var start = socket.frames.count
+            try await socket.sendRaw(text: #"{"type":"ping","p":"\#(padding)"}"#)
+            _ = try await socket.waitFor("pong", from: start) { $0["type"].string == "pong" }
+            start = socket.frames.count
+            try await socket.sendRaw(text: #"{"type":"nope","p":"\#(padding)"}"#)
+            _ = try await socket.waitFor("bad_request", from: start) { $0["code"].string == "bad_request" }
+            try await socket.ping()
+            await socket.close()
+        }
+    }
+
     @Test func configuredTextAndBodyLimitsHold() async throws {
         let smallMessages: (inout RelayConfiguration) -> Void = {
             $0.limits.maxTextBytes = 10

@@ -548,11 +548,14 @@ extension LiveConnectionHandler {
 
         // MARK: Client frames
 
-        /// A client message arrived; false if the queue would pass `maxBytes` (too much unread).
+        /// A client message arrived; false if the messages queued before it hold `maxBytes` already
+        /// (too much unanswered).
         mutating func frameReceived(_ message: WebSocketInboundMessage, maxBytes: Int) -> Bool {
             guard self.phase != .closed else { return true }
+            // Taken while the frames before it fit: one frame of any size the decoder passed
+            // (up to `--max-body-bytes`, which may exceed a small budget) is always served.
+            guard self.queuedFrameBytes < maxBytes else { return false }
             let cost = Self.cost(message)
-            guard self.queuedFrameBytes + cost <= maxBytes else { return false }
             self.queuedFrameBytes += cost
             self.frames.append(message)
             return true
