@@ -135,11 +135,13 @@ struct WebSocketLoadTests {
     }
 
     /// A client that stops reading in the middle of a replay is a slow consumer all the same:
-    /// live events wait in the log for a few seconds at most, and the next one after that
+    /// live events wait in the log for a heartbeat interval at most, and the next one after that
     /// closes it with 4008. (Before, its replay waited for it and live events raised only the
     /// stream's target: nothing was ever written past the budget, and it was never closed.)
     @Test func aClientThatStopsReadingDuringAReplayIsClosedAsSlow() async throws {
-        let configure: RelayConfigurator = { $0.heartbeat = .seconds(3600) }
+        // Live events wait for a heartbeat interval (10 s at least); silent, the socket would be
+        // closed (1001) after two.
+        let configure: RelayConfigurator = { $0.heartbeat = .seconds(10) }
         try await withRelay(configure) { relay in
             let (alice, bob) = (TestRedis.uniqueName("alice"), TestRedis.uniqueName("bob"))
             let id = try await relay.createGroup(alice, members: [bob])
@@ -153,8 +155,8 @@ struct WebSocketLoadTests {
             }
             let socket = try await StalledSocket.open(port: relay.port, token: relay.token(bob))
             try socket.sendText(#"{"type":"resume","cursors":{"\#(id)":\#(cursor)}}"#)
-            // Reads nothing; live events keep coming for eight seconds.
-            for index in 0..<40 {
+            // Reads nothing; live events keep coming for fourteen seconds.
+            for index in 0..<70 {
                 try await relay.send(alice, id, "live \(index)")
                 try await Task.sleep(for: .milliseconds(200))
             }

@@ -147,7 +147,7 @@ extension LiveConnectionHandler {
         private var queuedFrameBytes = 0
         private var isServingFrame = false
 
-        init(user: String, pageSize: Int = 200, pageBytes: Int = 512 * 1024, liveDeferral: TimeAmount = .seconds(5)) {
+        init(user: String, pageSize: Int = 200, pageBytes: Int = 512 * 1024, liveDeferral: TimeAmount = .seconds(10)) {
             self.user = user
             self.pageSize = pageSize
             self.pageBytes = pageBytes
