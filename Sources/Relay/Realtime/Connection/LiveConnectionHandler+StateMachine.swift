@@ -130,9 +130,10 @@ extension LiveConnectionHandler {
         private var lastPage: NIODeadline?
         /// Since when live events wait in the log, the socket full all along.
         private var deferringSince: NIODeadline?
-        /// How long live events may wait so: long enough for a reading client to drain the
-        /// kernel's buffers, short enough that a client that stopped reading is closed as too
-        /// slow (4008) by the next live event.
+        /// How long live events may wait so: long enough for a client that reads slowly to drain
+        /// the kernel's buffers (the kernel signals room on a socket only once a third of its
+        /// buffer, up to 4 MB, has drained), short enough that a client that stopped reading is
+        /// closed as too slow (4008) by the next live event, before its heartbeat would.
         let liveDeferral: TimeAmount
         /// Highest seq seen live per channel before the start, and channels joined meanwhile.
         private var seenWhileStarting: [String: Int64] = [:]

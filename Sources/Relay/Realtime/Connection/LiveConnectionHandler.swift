@@ -65,14 +65,8 @@ final class LiveConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         self.connectionID = Identifier.make(prefix: "w")
         self.services = services
         // A page of the log may fill half the budget: the rest is for live events meanwhile.
-        // Live events wait in the log behind a replay for a heartbeat interval at most (10 s at
-        // least): what a client that reads slowly may take to drain the kernel's buffers.
-        self.machine = StateMachine(
-            user: identity.user,
-            pageSize: services.pageSize,
-            pageBytes: services.maxQueuedBytes / 2,
-            liveDeferral: max(.seconds(10), TimeAmount(services.heartbeats.interval))
-        )
+        // A page of the log may fill half the budget: the rest is for live events meanwhile.
+        self.machine = StateMachine(user: identity.user, pageSize: services.pageSize, pageBytes: services.maxQueuedBytes / 2)
     }
 
     // MARK: Lifecycle
