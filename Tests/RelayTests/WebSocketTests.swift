@@ -310,7 +310,7 @@ struct WebSocketTests {
     /// asked gets its answer once, and other sessions nothing.
     @Test func aReadIsShownOnTheOtherSocketsOfItsSession() async throws {
         try await withRelay { relay in
-            let (id, alice, bob, last) = try await self.groupWithFourMessages(relay)
+            let (id, _, bob, last) = try await self.groupWithFourMessages(relay)
             let tab = try await TestSocket.connect(relay, token: relay.token(bob, session: "web"), label: "tab")
             defer { tab.abort() }
             let other = try await TestSocket.connect(relay, token: relay.token(bob, session: "web"), label: "other tab")
