@@ -283,7 +283,7 @@ struct WebSocketTests {
 
     @Test func twoSessionsOfOneUserHaveSeparateReadCursors() async throws {
         try await withRelay { relay in
-            let (id, alice, bob, last) = try await self.groupWithFourMessages(relay)
+            let (id, _, bob, last) = try await self.groupWithFourMessages(relay)
             let phone = try await TestSocket.connect(relay, token: relay.token(bob, session: "phone"), label: "phone")
             defer { phone.abort() }
             let laptop = try await TestSocket.connect(relay, token: relay.token(bob, session: "laptop"), label: "laptop")
