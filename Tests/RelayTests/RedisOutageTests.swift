@@ -74,6 +74,42 @@ struct RedisOutageTests {
         }
     }
 
+    /// A socket that connects while Redis is down follows its channels once Redis is back: the
+    /// hub's resubscription makes it read them at once, however far its own retries have backed
+    /// off (1, 2, 4 s, then 8 s more: the next falls 15 s after it connected).
+    @Test func aSocketConnectedDuringAnOutageFollowsItsChannelsOnceRedisIsBack() async throws {
+        let redis = try await runOnOwnThread {
+            try RedisServerProcess(arguments: ["--appendonly", "yes", "--appendfsync", "always"])
+        }
+        defer { redis.stop() }
+        try await withRelay(redisURL: redis.url) { relay in
+            let (alice, bob) = (TestRedis.uniqueName("alice"), TestRedis.uniqueName("bob"))
+            let id = try await relay.createGroup(alice, members: [bob])
+            try await runOnOwnThread { redis.kill() }
+            let socket = try await TestSocket.connect(relay, token: relay.token(bob))
+            defer { socket.abort() }
+            try await Task.sleep(for: .seconds(8))
+            try await runOnOwnThread { try redis.start() }
+            let back = ContinuousClock.now
+            try await waitUntil("the relay's /healthz is 200 again", timeout: .seconds(30)) {
+                try await relay.request("GET", "/healthz").status == 200
+            }
+            // Events before the socket found the channel are not its (it starts at the log's end,
+            // the channel unknown at its hello): send until one arrives.
+            var arrived = false
+            for index in 0..<12 where !arrived {
+                let sent = try await relay.send(alice, id, "after the outage \(index)")
+                let seq = try #require(sent["seq"].int)
+                arrived =
+                    (try? await socket.waitFor("message \(index)", timeout: .seconds(1)) {
+                        $0["channel_id"].string == id && $0["seq"].int == seq
+                    }) != nil
+            }
+            #expect(arrived, "the socket follows the channel")
+            #expect(ContinuousClock.now - back < .seconds(6), "told by the resubscription, not by a retry 15 s after it connected")
+        }
+    }
+
     @Test func healthzIs503WhileRedisIsDown() async throws {
         let redis = try await runOnOwnThread { try RedisServerProcess() }
         defer { redis.stop() }
