@@ -388,7 +388,7 @@ final class LiveConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
 
     /// Reads the user's channel set again and follows the channels not followed yet, each from
     /// the user's own `member_joined` (or from the log's end, for channels that could not be
-    /// read at connect). On failure, again a second later.
+    /// read at connect). On failure, again later (``refreshAfterFailure()``).
     private func refreshChannels(after delay: TimeAmount? = nil) {
         guard let handle = self.handle else { return }
         if let delay {
