@@ -8,9 +8,7 @@ struct RedisOutageTests {
     /// files: meanwhile requests get a prompt 503, afterwards the relay serves again by itself, and
     /// every acknowledged message is still there with its seq.
     @Test func relayAnswers503WhileRedisIsDownAndRecoversWithoutLosingAcknowledgedMessages() async throws {
-        let redis = try await runOnOwnThread {
-            try RedisServerProcess(arguments: ["--appendonly", "yes", "--appendfsync", "always"])
-        }
+        let redis = try await durableRedis()
         defer { redis.stop() }
         try await withRelay(redisURL: redis.url) { relay in
             var relay = relay
@@ -78,9 +76,7 @@ struct RedisOutageTests {
     /// hub's resubscription makes it read them at once, however far its own retries have backed
     /// off (1, 2, 4 s, then 8 s more: the next falls 15 s after it connected).
     @Test func aSocketConnectedDuringAnOutageFollowsItsChannelsOnceRedisIsBack() async throws {
-        let redis = try await runOnOwnThread {
-            try RedisServerProcess(arguments: ["--appendonly", "yes", "--appendfsync", "always"])
-        }
+        let redis = try await durableRedis()
         defer { redis.stop() }
         try await withRelay(redisURL: redis.url) { relay in
             let (alice, bob) = (TestRedis.uniqueName("alice"), TestRedis.uniqueName("bob"))

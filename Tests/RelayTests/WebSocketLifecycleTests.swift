@@ -47,9 +47,7 @@ struct WebSocketLifecycleTests {
     /// meanwhile the sockets stay open and sends are answered `unavailable`; afterwards sends work
     /// again and a listening socket sees every seq in order, the gap filled.
     @Test func whileRedisIsDownSocketsStayOpenAndSendsAreUnavailable() async throws {
-        let redis = try await runOnOwnThread {
-            try RedisServerProcess(arguments: ["--appendonly", "yes", "--appendfsync", "always"])
-        }
+        let redis = try await durableRedis()
         defer { redis.stop() }
         try await withRelay(redisURL: redis.url) { relay in
             let (alice, bob) = (TestRedis.uniqueName("alice"), TestRedis.uniqueName("bob"))

@@ -57,13 +57,7 @@ struct WebSocketLoadTests {
             var cursors: [String: Int] = [:]
             for id in ids { cursors[id] = try await relay.lastSeq(alice, id) }
             let text = String(repeating: "y", count: 8000)
-            try await withThrowingTaskGroup(of: Void.self) { group in
-                for lane in 0..<4 {
-                    let id = ids[lane % 2]
-                    group.addTask { for index in 0..<150 { try await relay.send(alice, id, "\(lane)/\(index) \(text)") } }
-                }
-                try await group.waitForAll()
-            }
+            for id in ids { try await fill(relay, alice, id, count: 300, text: text) }
             let socket = try await StalledSocket.open(port: relay.port, token: relay.token(bob), receiveBuffer: 16_384)
             let resume = ids.map { "\"\($0)\":\(cursors[$0]!)" }.joined(separator: ",")
             try socket.sendText(#"{"type":"resume","cursors":{\#(resume)}}"#)
@@ -96,12 +90,7 @@ struct WebSocketLoadTests {
             let cursors = [small: try await relay.lastSeq(alice, small), large: try await relay.lastSeq(alice, large)]
             let text = String(repeating: "z", count: 16_000)
             for index in 0..<3 { try await relay.send(alice, small, "before \(index) \(text)") }
-            try await withThrowingTaskGroup(of: Void.self) { group in
-                for lane in 0..<4 {
-                    group.addTask { for index in 0..<100 { try await relay.send(alice, large, "\(lane)/\(index) \(text)") } }
-                }
-                try await group.waitForAll()
-            }
+            try await fill(relay, alice, large, count: 400, text: text)
             let socket = try await StalledSocket.open(port: relay.port, token: relay.token(bob), receiveBuffer: nil)
             let resume = [small, large].map { "\"\($0)\":\(cursors[$0]!)" }.joined(separator: ",")
             try socket.sendText(#"{"type":"resume","cursors":{\#(resume)}}"#)
@@ -146,13 +135,7 @@ struct WebSocketLoadTests {
             let id = try await relay.createGroup(alice, members: [bob])
             let cursor = try await relay.lastSeq(alice, id)
             // 6.4 MB: more than the kernel's buffers for the socket hold (4 MB at most here).
-            let text = String(repeating: "w", count: 16_000)
-            try await withThrowingTaskGroup(of: Void.self) { group in
-                for lane in 0..<4 {
-                    group.addTask { for index in 0..<100 { try await relay.send(alice, id, "\(lane)/\(index) \(text)") } }
-                }
-                try await group.waitForAll()
-            }
+            try await fill(relay, alice, id, count: 400, text: String(repeating: "w", count: 16_000))
             let socket = try await StalledSocket.open(port: relay.port, token: relay.token(bob))
             try socket.sendText(#"{"type":"resume","cursors":{"\#(id)":\#(cursor)}}"#)
             // Reads nothing; live events keep coming for 20 s: they wait 10 s at most.
@@ -414,12 +397,8 @@ final class ByteSightings: @unchecked Sendable {
 
     /// Scans `bytes` past what was seen; true once every string was found.
     func scan(_ bytes: [UInt8]) -> Bool {
-        let longest = self.wanted.map(\.count).max() ?? 0
-        let start = max(0, self.scanned - longest)
-        self.wanted.removeAll { needle in
-            bytes.count - start >= needle.count
-                && (start...(bytes.count - needle.count)).contains { bytes[$0..<($0 + needle.count)].elementsEqual(needle) }
-        }
+        let start = max(0, self.scanned - (self.wanted.map(\.count).max() ?? 0))
+        self.wanted.removeAll { bytes[start...].firstRange(of: $0) != nil }
         self.scanned = bytes.count
         return self.wanted.isEmpty
     }

@@ -167,3 +167,22 @@ func unixNow() -> Int64 {
 func unixMillisecondsNow() -> Int {
     Int(Date().timeIntervalSince1970 * 1000)
 }
+
+/// A private `redis-server` that keeps every write (AOF, fsync always): a test may kill it and
+/// start it again on the same port and files, and find everything acknowledged before.
+func durableRedis() async throws -> RedisServerProcess {
+    try await runOnOwnThread { try RedisServerProcess(arguments: ["--appendonly", "yes", "--appendfsync", "always"]) }
+}
+
+/// Sends `count` messages of `text` (each with its own prefix) from `user` to `channel`, four
+/// at a time: a backlog to replay.
+func fill(_ relay: RelayTestClient, _ user: String, _ channel: String, count: Int, text: String) async throws {
+    try await withThrowingTaskGroup(of: Void.self) { group in
+        for lane in 0..<4 {
+            group.addTask {
+                for index in stride(from: lane, to: count, by: 4) { try await relay.send(user, channel, "\(index) \(text)") }
+            }
+        }
+        try await group.waitForAll()
+    }
+}

@@ -217,8 +217,11 @@ extension LiveConnectionHandler {
                 case .none:
                     break
                 case .wait:
+                    // Its seq only: the socket being full, the read is marked due, and starts
+                    // once the socket drains.
                     self.streams.values[index].target = max(stream.target, seq)
-                    return self.startRead(channel).map { .read($0) } ?? .none
+                    _ = self.startRead(channel)
+                    return .none
                 case .tooSlow:
                     return .tooSlow
                 }

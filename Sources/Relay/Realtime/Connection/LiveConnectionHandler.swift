@@ -67,7 +67,6 @@ final class LiveConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         self.connectionID = Identifier.make(prefix: "w")
         self.services = services
         // A page of the log may fill half the budget: the rest is for live events meanwhile.
-        // A page of the log may fill half the budget: the rest is for live events meanwhile.
         self.machine = StateMachine(user: identity.user, pageSize: services.pageSize, pageBytes: services.maxQueuedBytes / 2)
     }
 
