@@ -1,6 +1,9 @@
 import Foundation
+import RedisClient
 import TestSupport
 import Testing
+
+@testable import Relay
 
 @Suite("Redis outage", .timeLimit(.minutes(5)))
 struct RedisOutageTests {
@@ -90,19 +93,51 @@ struct RedisOutageTests {
             try await waitUntil("the relay's /healthz is 200 again", timeout: .seconds(30)) {
                 try await relay.request("GET", "/healthz").status == 200
             }
-            // Events before the socket found the channel are not its (it starts at the log's end,
-            // the channel unknown at its hello): send until one arrives.
-            var arrived = false
-            for index in 0..<12 where !arrived {
-                let sent = try await relay.send(alice, id, "after the outage \(index)")
-                let seq = try #require(sent["seq"].int)
-                arrived =
-                    (try? await socket.waitFor("message \(index)", timeout: .seconds(1)) {
-                        $0["channel_id"].string == id && $0["seq"].int == seq
-                    }) != nil
+            // Sent at once, before the socket can have read its channels again: it follows each
+            // from its first event since its hello, so none is missed.
+            var sent: [Int] = []
+            for index in 0..<3 {
+                sent.append(try #require(try await relay.send(alice, id, "after the outage \(index)")["seq"].int))
             }
-            #expect(arrived, "the socket follows the channel")
+            let messages = { (frames: [JSON]) in
+                frames.filter { $0["channel_id"].string == id && $0["type"].string == "message" }.compactMap { $0["seq"].int }
+            }
+            try? await socket.waitUntil("the three messages", timeout: .seconds(10)) { messages($0).count >= sent.count }
+            let received = messages(socket.frames)
+            #expect(received == sent, "every message sent since Redis came back, in order")
             #expect(ContinuousClock.now - back < .seconds(6), "told by the resubscription, not by a retry 15 s after it connected")
+        }
+    }
+
+    /// Where a socket that could not read its channels at its hello starts one found later:
+    /// after the last event made before a moment (`created_at`), looking back a bounded number.
+    @Test func aChannelFoundLaterStartsAtItsFirstEventSinceAMoment() async throws {
+        try await withRelay { relay in
+            let alice = TestRedis.uniqueName("alice")
+            let id = try await relay.createGroup(alice, members: [])
+            let quiet = try await relay.createGroup(alice, members: [])
+            for index in 0..<3 { _ = try await relay.send(alice, id, "before \(index)") }
+            try await Task.sleep(for: .milliseconds(20))
+            let moment = Int64(Clock.milliseconds())
+            try await Task.sleep(for: .milliseconds(20))
+            for index in 0..<12 { _ = try await relay.send(alice, id, "after \(index)") }
+
+            let redis = RedisClient(configuration: try RedisConfiguration(url: TestRedis.url))
+            let store = ChatStore(redis: redis, limits: RelayLimits(), metrics: RelayMetrics())
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { try await redis.run() }
+                defer { group.cancelAll() }
+                // Seq 1 is each group's member_joined of its creator; the messages are 2...4, then 5...16
+                // (more than one page of eight back).
+                let atMoment = try await store.seqs(before: moment, channels: [id, quiet])
+                let beforeAll = try await store.seqs(before: 0, channels: [id])
+                let afterAll = try await store.seqs(before: moment + 60_000, channels: [id])
+                let bounded = try await store.seqs(before: moment, channels: [id], limit: 10)
+                #expect(atMoment == [id: 4, quiet: 1])
+                #expect(beforeAll == [id: 0])
+                #expect(afterAll == [id: 16])
+                #expect(bounded == [id: 6], "looks back ten events at most")
+            }
         }
     }
 

@@ -17,6 +17,7 @@ enum EventJSON {
         static let type = Key("type")
         static let messageID = Key("message_id")
         static let userID = Key("user_id")
+        static let createdAt = Key("created_at")
     }
 
     /// The value of the first `key` that starts within `window` bytes: a string without its

@@ -96,6 +96,69 @@ extension ChatStore {
         return events
     }
 
+    /// Per channel, the seq after which its log holds only events made at or after `millis`
+    /// (their `created_at`): where a connection that could not read its channels at its `hello`
+    /// starts each one it finds later, so that nothing posted since it connected is missed.
+    /// Looks at most `limit` events back: a channel with more since then starts `limit` events
+    /// before its log's end (the client's resume brings the rest).
+    func seqs(before millis: Int64, channels: [String], limit: Int = 200) async throws -> [String: Int64] {
+        guard !channels.isEmpty else { return [:] }
+        // Few events are that new: the newest eight of every channel come in one round trip, and
+        // a channel with more is read further back on its own.
+        let firstPage = min(8, limit)
+        var commands: [RedisCommand] = []
+        commands.reserveCapacity(channels.count * 2)
+        for channel in channels {
+            let keys = RelayKeys.Channel(channel)
+            commands.append(RedisCommand("GET", key: keys.seq, [keys.seq]))
+            commands.append(RedisCommand("XREVRANGE", key: keys.log, [keys.log, "+", "-", "COUNT", firstPage]))
+        }
+        let results = try await self.timed("seq") { try await self.redis.pipeline(commands) }
+        var seqs: [String: Int64] = [:]
+        for (index, channel) in channels.enumerated() {
+            var start = try results[index * 2].get().int ?? 0
+            var page = try results[index * 2 + 1].get()
+            var pageSize = firstPage
+            var read = 0
+            while true {
+                let (count, metOlder) = try Self.walkBack(page, before: millis, start: &start)
+                read += count
+                guard !metOlder, count == pageSize, read < limit, start > 0 else { break }
+                pageSize = min(limit - read, 200)
+                let log = RelayKeys.Channel(channel).log
+                page = try await self.timed("seq") {
+                    try await self.redis.execute(RedisCommand("XREVRANGE", key: log, [log, "\(start)-0", "-", "COUNT", pageSize]))
+                }
+            }
+            seqs[channel] = start
+        }
+        return seqs
+    }
+
+    /// Walks an `XREVRANGE` page, newest first, moving `start` below each event made at or after
+    /// `millis`, up to the first one made before it.
+    /// - Returns: the events walked past, and whether an older one ended the walk.
+    private static func walkBack(_ page: RESPValue, before millis: Int64, start: inout Int64) throws -> (count: Int, metOlder: Bool) {
+        let rows = page.array ?? []
+        for (count, row) in rows.enumerated() {
+            guard let entry = row.array, entry.count == 2, let seq = entry[0].bytes.flatMap({ Self.seq(ofEntryID: $0) }),
+                let fields = entry[1].array
+            else { throw RedisError(.protocolViolation, "malformed stream entry in an XREVRANGE reply") }
+            let json = stride(from: 0, to: fields.count - 1, by: 2).first { fields[$0].bytes == [UInt8(ascii: "e")] }
+                .flatMap { fields[$0 + 1].bytes }
+            if let json, let createdAt = Self.createdAt(ofEvent: json), createdAt < millis { return (count, true) }
+            start = seq - 1
+        }
+        return (rows.count, false)
+    }
+
+    /// An event's `created_at`, read from its JSON.
+    static func createdAt(ofEvent json: [UInt8]) -> Int64? {
+        json.withUnsafeBytes { bytes in
+            EventJSON.field(.createdAt, in: bytes).flatMap { Int64(String(decoding: $0, as: UTF8.self)) }
+        }
+    }
+
     /// The seq of `user`'s latest `member_joined` in the channel, read back from the log's end a
     /// page at a time; the seq after the log's end if the log has none within `maxPages` pages
     /// (a join that old is not news to a live connection).

@@ -53,8 +53,10 @@ final class LiveConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
     private var refreshDue = false
     /// Reads of the user's channel set that failed in a row (Redis unreachable).
     private var refreshFailures = 0
-    /// The user's channels could not be read at connect: those found later start at the log's end.
-    private var channelsUnknown = false
+    /// When the user's channels could not be read at connect (wall-clock ms, at the `hello`):
+    /// each found later starts with its first event made since then, less a second for clocks
+    /// apart (``ChatStore/seqs(before:channels:limit:)``).
+    private var channelsUnknownSince: Int64?
     /// The start counted this connection in the user's presence; ``finish()`` gives it back.
     private var presenceHeld = false
     /// Per channel, the highest read cursor of the session this socket has shown (`read_ok`):
@@ -167,7 +169,7 @@ final class LiveConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
             )
         )
         if anchors == nil {
-            self.channelsUnknown = true
+            self.channelsUnknownSince = Int64(Clock.milliseconds())
             self.refreshAfterFailure()
         }
         self.apply(outcome)
@@ -386,8 +388,8 @@ final class LiveConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
     }
 
     /// Reads the user's channel set again and follows the channels not followed yet, each from
-    /// the user's own `member_joined` (or from the log's end, for channels that could not be
-    /// read at connect). On failure, again later (``refreshAfterFailure()``).
+    /// the user's own `member_joined` (or, when the channels could not be read at connect, from
+    /// the first event made since the `hello`). On failure, again later (``refreshAfterFailure()``).
     private func refreshChannels(after delay: TimeAmount? = nil) {
         guard let handle = self.handle else { return }
         if let delay {
@@ -403,7 +405,7 @@ final class LiveConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         let services = self.services
         let user = self.identity.user
         let following = self.machine.following
-        let fromEnd = self.channelsUnknown
+        let unknownSince = self.channelsUnknownSince
         let loopBound = NIOLoopBound(self, eventLoop: handle.loop)
         let eventLoop = handle.loop
         Task {
@@ -411,8 +413,8 @@ final class LiveConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
             do {
                 let new = Set(try await services.store.memberChannels(user: user)).subtracting(following).sorted()
                 var found: [String: Int64] = [:]
-                if fromEnd {
-                    found = try await services.store.lastSeqs(channels: new)
+                if let unknownSince {
+                    found = try await services.store.seqs(before: unknownSince - 1000, channels: new)
                 } else {
                     for channel in new {
                         found[channel] = try await services.store.joinSeq(channel: channel, user: user) - 1
@@ -446,9 +448,9 @@ final class LiveConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
             return
         }
         self.refreshFailures = 0
-        // Found from the log's end when the channels were unknown, otherwise at the user's join.
-        let atJoin = !self.channelsUnknown
-        self.channelsUnknown = false
+        // Found since the hello when the channels were unknown, otherwise at the user's join.
+        let atJoin = self.channelsUnknownSince == nil
+        self.channelsUnknownSince = nil
         self.apply(self.machine.found(channels: starts, atJoin: atJoin))
         self.flush()
         if self.refreshDue {
