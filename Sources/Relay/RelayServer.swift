@@ -257,15 +257,19 @@ public enum RelayServer {
 /// Redis URLs as the relay shows them: never with their password.
 enum RedisURL {
     /// `text` with the password of `url` (`redis://[user]:password@…`, or a comma-separated
-    /// list of them), and each URL itself, shown as `***`.
+    /// list of them), and each URL itself, shown as `***`. A URL malformed before its `@`
+    /// (`redis:/:password@…`) has its user info found after the last `/` before it.
     static func redacting(_ text: String, of url: String) -> String {
         var result = text
         for one in url.split(separator: ",") {
-            guard let scheme = one.firstRange(of: "://"), let at = one[scheme.upperBound...].lastIndex(of: "@") else { continue }
-            let userInfo = one[scheme.upperBound..<at]
+            guard let at = one.lastIndex(of: "@") else { continue }
+            let beforeAt = one[..<at]
+            let start =
+                beforeAt.firstRange(of: "://")?.upperBound ?? beforeAt.lastIndex(of: "/").map(beforeAt.index(after:)) ?? beforeAt.startIndex
+            let userInfo = one[start..<at]
             let password = userInfo.firstIndex(of: ":").map { userInfo[userInfo.index(after: $0)...] } ?? userInfo
             let shownUserInfo = userInfo.contains(":") ? userInfo.prefix { $0 != ":" } + ":***" : "***"
-            let redactedURL = String(one[..<scheme.upperBound]) + shownUserInfo + String(one[at...])
+            let redactedURL = String(one[..<start]) + shownUserInfo + String(one[at...])
             result = result.replacing(one, with: redactedURL)
             if !password.isEmpty { result = result.replacing(password, with: "***") }
         }

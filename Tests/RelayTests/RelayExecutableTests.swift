@@ -288,6 +288,9 @@ struct RelayExecutableTests {
             "redis://:hunter2-pw-secret@127.0.0.1:PORT", "redis://someone:hunter2-pw-secret@127.0.0.1:PORT",
             "http://:hunter2-pw-secret@127.0.0.1:PORT",
             "redis://:hunter2-pw-secret@127.0.0.1:PORT,redis://:hunter2-pw-other@127.0.0.1:PORT",
+            // Malformed before the password: no `://` to find it by.
+            "redis:/:hunter2-pw-secret@127.0.0.1:PORT", "redis//:hunter2-pw-secret@127.0.0.1:PORT", ":hunter2-pw-secret@127.0.0.1:PORT",
+            "redis://127.0.0.1:PORT,redis:/u:hunter2-pw-secret@127.0.0.1:PORT",
         ]
     )
     func theRedisPasswordIsNeverPrinted(_ template: String) async throws {
