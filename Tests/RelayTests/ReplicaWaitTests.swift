@@ -64,6 +64,25 @@ struct ReplicaWaitTests {
         }
     }
 
+    /// A group created while no replica answers is answered 503, and a retry finds its id taken
+    /// (409); the group is made all the same, and every member finds it in `GET /channels`.
+    @Test func aGroupCreatedWithoutItsReplicasIsListedForItsMembers() async throws {
+        let (alice, bob) = (TestRedis.uniqueName("alice"), TestRedis.uniqueName("bob"))
+        let id = TestRedis.uniqueName("unheld")
+        try await withRelay({
+            $0.redisWait = 1
+            $0.redisWaitTimeout = .milliseconds(200)
+        }) { waiting in
+            let body: [String: Any] = ["type": "group", "members": [bob], "id": id]
+            expectError(try await waiting.request("POST", "/channels", token: waiting.token(alice), json: body), 503, "unavailable")
+            expectError(try await waiting.request("POST", "/channels", token: waiting.token(alice), json: body), 409, "conflict")
+            for user in [alice, bob] {
+                let listed = try await waiting.request("GET", "/channels", token: waiting.token(user))
+                #expect(listed.value["channels"].array?.contains { $0["id"].string == id } == true, "\(user): \(listed)")
+            }
+        }
+    }
+
     /// With a replica, every kind of write is acknowledged and pushed live as without waiting:
     /// messages (and a retry of one), edits, deletes, members added and removed, read cursors.
     @Test func writesReplicasHoldArePushedLive() async throws {

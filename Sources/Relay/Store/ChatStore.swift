@@ -53,13 +53,22 @@ struct ChatStore: Sendable {
             id = requestedID ?? Identifier.make(prefix: "g")
         }
         let keys = RelayKeys.Channel(id)
-        let reply = try await self.run(
-            self.scripts.createChannel,
-            "channel_create",
-            channel: id,
-            keys: [keys.meta, keys.members, keys.seq, keys.log, keys.messages],
-            arguments: [id, type.rawValue, name, creator, keys.topic] + unique
-        )
+        let reply: RESPValue
+        do {
+            reply = try await self.run(
+                self.scripts.createChannel,
+                "channel_create",
+                channel: id,
+                keys: [keys.meta, keys.members, keys.seq, keys.log, keys.messages],
+                arguments: [id, type.rawValue, name, creator, keys.topic] + unique
+            )
+        } catch let error as RedisError where error.code == .unavailable {
+            // The script may have run, its replicas short (`--redis-wait`): a retry then finds
+            // the id taken (409) and indexes nobody, so the members are indexed now. Should it
+            // not have run, the entries are stale and dropped when next read.
+            try? await self.indexChannel(id, for: unique)
+            throw error
+        }
         let created = reply.array?.first?.int == 1
         if created { self.metrics.appended(unique.count) }
         // The users' indexes only once the script has made them members (an existing DM's
