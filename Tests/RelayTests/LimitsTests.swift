@@ -111,6 +111,15 @@ struct LimitsTests {
                 rawBody: Array(#"{"client_msg_id": "c", "text": "ok"}\#(padding)"#.utf8)
             )
             expectError(big, 413, "too_large")
+            // A length over the limit is refused before the body comes: none is sent here.
+            let announced = try await relay.request(
+                "POST",
+                path,
+                token: relay.token(alice),
+                headers: ["Content-Length": "1000000000", "Expect": "100-continue", "Content-Type": "application/json"],
+                timeout: .seconds(10)
+            )
+            expectError(announced, 413, "too_large")
             #expect(try await relay.lastSeq(alice, id) == 2)
         }
     }

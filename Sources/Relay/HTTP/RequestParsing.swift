@@ -13,8 +13,7 @@ struct RequestParsing: Sendable {
     /// - Throws: `too_large` over the limit, `bad_request` for anything that is not the expected
     ///   JSON (strict: see ``StrictJSON``; no key twice, valid UTF-8).
     func decode<T: Decodable>(_ type: T.Type, from request: Request) async throws -> T {
-        var request = request
-        let buffer = try await request.collectBody(upTo: self.limits.maxBodyBytes)
+        let buffer = try await self.body(of: request)
         guard StrictJSON.isValid(buffer.readableBytesView) else { throw APIError.badRequest(Self.malformed) }
         do {
             return try JSONDecoder().decode(T.self, from: Data(buffer.readableBytesView))
@@ -30,11 +29,21 @@ struct RequestParsing: Sendable {
     ///
     /// - Throws: `too_large` over the limit, `bad_request` for anything but a strict JSON object.
     func object(from request: Request) async throws -> StrictJSON.Value {
-        var request = request
-        let buffer = try await request.collectBody(upTo: self.limits.maxBodyBytes)
+        let buffer = try await self.body(of: request)
         guard let value = StrictJSON.parse(buffer.readableBytesView) else { throw APIError.badRequest(Self.malformed) }
         guard case .object = value else { throw APIError.badRequest(Self.notAnObject) }
         return value
+    }
+
+    /// The request's body, of at most `maxBodyBytes`: one whose `Content-Length` says more is
+    /// refused before any of it is read (a client that sent `Expect: 100-continue` has its
+    /// answer at once, not after a wait or an upload).
+    private func body(of request: Request) async throws -> ByteBuffer {
+        if let length = request.headers[.contentLength].flatMap({ Int($0) }), length > self.limits.maxBodyBytes {
+            throw APIError(.tooLarge, "request body is over \(self.limits.maxBodyBytes) bytes")
+        }
+        var request = request
+        return try await request.collectBody(upTo: self.limits.maxBodyBytes)
     }
 
     /// The string field `name` of a body object.
