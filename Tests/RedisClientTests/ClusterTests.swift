@@ -123,6 +123,31 @@ import Testing
         }
     }
 
+    /// A pipeline's commands redirected during a migration (`ASK`) and after it (`MOVED`) are
+    /// each answered where the cluster says, in their places among the others.
+    @Test func aPipelineFollowsAskAndMoved() async throws {
+        let cluster = try await SharedRedisCluster.get()
+        try await withRedisClient(try configuration(url: cluster.seedURL)) { client in
+            let tag = TestRedis.uniqueName("pipe-ask")
+            let moved = "{\(tag)}:moved"
+            let stays = "{\(tag)}:stays"
+            let others = self.keysOnEveryShard(TestRedis.uniqueName("pipe-other"), count: 12)
+            for key in [moved, stays] + others { try await client.set(key, to: "v-\(key)") }
+            let reads = ([moved, stays] + others).map { RedisCommand("GET", key: $0, [$0]) }
+            func expectReads(_ stage: String) async throws {
+                let results = try await client.pipeline(reads)
+                #expect(results.count == reads.count, "\(stage)")
+                for (key, result) in zip([moved, stays] + others, results) {
+                    #expect((try? result.get().string) == "v-\(key)", "\(stage): \(key)")
+                }
+            }
+            let (slot, target) = try await self.startMigration(of: moved, in: cluster)
+            try await expectReads("during the migration")
+            try await cluster.migrate(slot: slot, to: target)
+            try await expectReads("after it")
+        }
+    }
+
     /// A script run from an event loop goes straight to the node the client knows; redirected
     /// there (the script did not run), it is run again where the cluster says.
     @Test func scriptsRunImmediatelyFollowAskAndMoved() async throws {

@@ -263,18 +263,13 @@ final class RedisClusterClient: Sendable {
             guard case .failure(let error) = results[index]! else { return false }
             return error.code == .unavailable || RedisClusterRedirection(error) != nil
         }
-        if !retry.isEmpty {
-            await withTaskGroup(of: (Int, Result<RESPValue, RedisError>).self) { group in
-                for index in retry {
-                    group.addTask {
-                        do {
-                            return (index, .success(try await self.execute(commands[index])))
-                        } catch {
-                            return (index, .failure(error as? RedisError ?? RedisError(.unavailable, "\(error)")))
-                        }
-                    }
-                }
-                for await (index, result) in group { results[index] = result }
+        // One after another: redirections are rare, and the first one retried brings the new
+        // topology the others then use.
+        for index in retry {
+            do {
+                results[index] = .success(try await self.execute(commands[index]))
+            } catch {
+                results[index] = .failure(error as? RedisError ?? RedisError(.unavailable, "\(error)"))
             }
         }
         return results.map { $0! }
