@@ -141,6 +141,26 @@ struct RedisOutageTests {
         }
     }
 
+    /// A Redis that takes too long to answer (here busy for 6 s) is down for `/healthz`, which
+    /// says so within its bound instead of after the command timeout.
+    @Test func healthzIs503PromptlyWhileRedisIsFrozen() async throws {
+        let redis = try await runOnOwnThread { try RedisServerProcess() }
+        defer { redis.stop() }
+        try await withRelay(redisURL: redis.url) { relay in
+            #expect(try await relay.request("GET", "/healthz").status == 200)
+            async let frozen = redisCLI(["DEBUG", "SLEEP", "6"], port: redis.port)
+            try await Task.sleep(for: .milliseconds(300))
+            let asked = ContinuousClock.now
+            let health = try await relay.request("GET", "/healthz", timeout: .seconds(10))
+            #expect(health.status == 503, "\(health)")
+            #expect(ContinuousClock.now - asked < .seconds(4), "answered within its bound")
+            _ = try await frozen
+            try await waitUntil("the relay's /healthz is 200 again", timeout: .seconds(30)) {
+                try await relay.request("GET", "/healthz").status == 200
+            }
+        }
+    }
+
     @Test func healthzIs503WhileRedisIsDown() async throws {
         let redis = try await runOnOwnThread { try RedisServerProcess() }
         defer { redis.stop() }

@@ -176,6 +176,8 @@ struct RelayExecutableTests {
             timeout: .seconds(60)
         )
         expectRefused(result, saying: "unreachable")
+        #expect(result.standardError.contains("connection refused"), "says why, in a few words: \(result.standardError)")
+        #expect(!result.standardError.contains("SingleConnectionFailure"), "\(result.standardError)")
     }
 
     @Test(

@@ -43,7 +43,10 @@ public final class RedisConnection: Sendable {
                 .connect(host: configuration.host, port: configuration.port)
                 .get()
         } catch {
-            throw RedisError(.unavailable, "cannot connect to Redis at \(configuration.host):\(configuration.port): \(error)")
+            throw RedisError(
+                .unavailable,
+                "cannot connect to Redis at \(configuration.host):\(configuration.port): \(Self.reason(connecting: error))"
+            )
         }
         let handler = try await channel.eventLoop.submit {
             NIOLoopBound(try channel.pipeline.syncOperations.handler(type: RedisChannelHandler.self), eventLoop: channel.eventLoop)
@@ -172,4 +175,19 @@ public final class RedisConnection: Sendable {
     }
 
     public var isActive: Bool { self.channel.isActive }
+}
+
+extension RedisConnection {
+    /// Why a connection could not be made, in a few words (`connection refused`, `cannot resolve
+    /// the host`), not NIO's description of every attempt.
+    static func reason(connecting error: any Error) -> String {
+        guard let error = error as? NIOConnectionError else { return "\(error)" }
+        guard let failure = error.connectionErrors.first else {
+            return error.dnsAError != nil || error.dnsAAAAError != nil ? "cannot resolve the host" : "no address to connect to"
+        }
+        if let error = failure.error as? IOError {
+            return String(cString: strerror(error.errnoCode)).lowercased()
+        }
+        return "\(failure.error)"
+    }
 }
