@@ -69,10 +69,11 @@ struct ReplicaWaitTests {
     @Test func aGroupCreatedWithoutItsReplicasIsListedForItsMembers() async throws {
         let (alice, bob) = (TestRedis.uniqueName("alice"), TestRedis.uniqueName("bob"))
         let id = TestRedis.uniqueName("unheld")
-        try await withRelay({
+        let unheld: RelayConfigurator = {
             $0.redisWait = 1
             $0.redisWaitTimeout = .milliseconds(200)
-        }) { waiting in
+        }
+        try await withRelay(unheld) { waiting in
             let body: [String: Any] = ["type": "group", "members": [bob], "id": id]
             expectError(try await waiting.request("POST", "/channels", token: waiting.token(alice), json: body), 503, "unavailable")
             expectError(try await waiting.request("POST", "/channels", token: waiting.token(alice), json: body), 409, "conflict")
