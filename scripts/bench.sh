@@ -203,16 +203,16 @@ if wants send; then
 
     # Each call must append a new message, as each of the relay's does. redis-benchmark reads -r with atoi: a
     # keyspace past 2^31 wraps, reads as 0, and makes every __rand_int__ 000000000000 (every call after the
-    # first a duplicate). So -r stays below 2^31, and the dedup key and message id take two random numbers
+    # first a duplicate). So -r stays below 2^31, and the dedup entry and message id take two random numbers
     # each (24 digits: no collision in any run). The seq counter tells how many calls appended; fewer than
     # 99.9 % fails the run rather than report the duplicate path as the ceiling.
     baseline_send() {
         local before after rate
         before=$(redis-cli -p "$port" GET "ch:{$channel}:seq")
-        rate=$(redis-benchmark -p "$port" -c "$CONCURRENCY" -n "$REQUESTS" -r 2000000000 -q EVALSHA "$send_sha" 6 \
+        rate=$(redis-benchmark -p "$port" -c "$CONCURRENCY" -n "$REQUESTS" -r 2000000000 -q EVALSHA "$send_sha" 7 \
             "ch:{$channel}:meta" "ch:{$channel}:members" "ch:{$channel}:seq" "ch:{$channel}:log" "ch:{$channel}:msgs" \
-            "ch:{$channel}:dedup:bench-alice:__rand_int____rand_int__" bench-alice "m__rand_int____rand_int__" "$body" \
-            "$channel" "ch:{$channel}:live" 86400 |
+            "ch:{$channel}:dedup" "ch:{$channel}:dedupx" bench-alice "m__rand_int____rand_int__" "$body" \
+            "$channel" "ch:{$channel}:live" "bench-alice:__rand_int____rand_int__" 86400 |
             tr '\r' '\n' | grep -Eo '[0-9.]+ requests per second' | tail -1 | cut -d' ' -f1)
         after=$(redis-cli -p "$port" GET "ch:{$channel}:seq")
         if [ -z "$rate" ] || (((${after:-0} - ${before:-0}) * 1000 < REQUESTS * 999)); then

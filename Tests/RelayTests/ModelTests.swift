@@ -111,8 +111,7 @@ struct ModelTests {
     @Test func keysOfAChannelShareItsHashTag() {
         let keys = RelayKeys.Channel("c-1")
         let all = [
-            keys.meta, keys.members, keys.seq, keys.log, keys.messages, keys.reads, keys.topic,
-            keys.dedup(sender: "u", clientMessageID: "x}{y"),
+            keys.meta, keys.members, keys.seq, keys.log, keys.messages, keys.reads, keys.topic, keys.dedup, keys.dedupExpiry,
         ]
         for key in all {
             let open = try! #require(key.firstIndex(of: "{"))

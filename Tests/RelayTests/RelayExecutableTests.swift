@@ -238,7 +238,7 @@ struct RelayExecutableTests {
         )
         expectRefused(result, saying: "maxmemory-policy")
 
-        // volatile-* evicts only keys with a TTL (dedup keys, presence): the relay runs.
+        // volatile-* evicts only keys with a TTL (presence): the relay runs.
         try await runOnOwnThread { evicting.stop() }
         let volatile = try await runOnOwnThread {
             try RedisServerProcess(arguments: ["--maxmemory", "100mb", "--maxmemory-policy", "volatile-lru"])

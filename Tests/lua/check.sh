@@ -89,9 +89,9 @@ create() { # create CID TYPE NAME CREATOR MEMBERS...
 msg_body() { # msg_body MID SENDER TEXT(escaped) CMID
   printf '"type":"message","message_id":"%s","sender_id":"%s","text":"%s","client_msg_id":"%s"' "$1" "$2" "$3" "$4"
 }
+sendkeys() { echo "$(base5 "$1") $(k "$1" dedup) $(k "$1" dedupx)"; }
 send() { # send CID SENDER MID TEXT CMID [TTL]
-  USED_KEYS+=("$(k "$1" "dedup:$2:$5")")
-  ev send 6 $(base5 "$1") "$(k "$1" "dedup:$2:$5")" "$2" "$3" "$(msg_body "$3" "$2" "$4" "$5")" "$1" "$(k "$1" live)" "${6:-600}"
+  ev send 7 $(sendkeys "$1") "$2" "$3" "$(msg_body "$3" "$2" "$4" "$5")" "$1" "$(k "$1" live)" "$2:$5" "${6:-600}"
 }
 edit() { # edit CID SENDER MID TEXT
   ev change 5 $(base5 "$1") "$2" "$3" "$(printf '"type":"edit","message_id":"%s","sender_id":"%s","text":"%s"' "$3" "$2" "$4")" "$1" "$(k "$1" live)" edit
@@ -173,9 +173,9 @@ if [ "$CA" -ge $((T0 - 60000)) ] && [ "$CA" -le $((T0 + 60000)) ]; then ok; else
 eq "message event JSON" "$(event "$G" 4 "$(msg_body m1 alice 'hi \"x\" \\ \u00e9' c1)" "$CA")" "$FIRST"
 eq "log entry 4-0 is the event" "$FIRST" "$(log_at "$G" 4)"
 eq "msgs[m1] = sender" alice "$(cli HGET "$(k "$G" msgs)" m1)"
-eq "dedup key holds the seq" 4 "$(cli GET "$(k "$G" dedup:alice:c1)")"
-TTL="$(cli TTL "$(k "$G" dedup:alice:c1)")"
-if [ "$TTL" -gt 0 ] && [ "$TTL" -le 600 ]; then ok; else bad "dedup ttl from ARGV" "ttl=$TTL"; fi
+eq "dedup entry holds the seq" 4 "$(cli HGET "$(k "$G" dedup)" alice:c1)"
+eq "dedup entry expires ttl after created_at" $((CA + 600000)) "$(cli ZSCORE "$(k "$G" dedupx)" alice:c1)"
+eq "no key per message" 0 "$(cli EXISTS "$(k "$G" dedup:alice:c1)")"
 
 send "$G" alice m1-retry 'other text' c1
 expect_ok "duplicate send"
@@ -192,10 +192,8 @@ send "$X" alice m-x 'x' cx
 expect_err "send to unknown channel" NOTFOUND
 send "$G" alice m-bad 'x' c-bad 0
 expect_err "bad dedup ttl" BADREQUEST
-USED_KEYS+=("$(k "$G" dedup:alice:c-def)")
-ev send 6 $(base5 "$G") "$(k "$G" dedup:alice:c-def)" alice m-def "$(msg_body m-def alice d c-def)" "$G" "$(k "$G" live)" ""
-TTL="$(cli TTL "$(k "$G" dedup:alice:c-def)")"
-if [ "$TTL" -gt 86000 ] && [ "$TTL" -le 86400 ]; then ok; else bad "default dedup ttl 86400" "ttl=$TTL"; fi
+ev send 7 $(sendkeys "$G") alice m-def "$(msg_body m-def alice d c-def)" "$G" "$(k "$G" live)" alice:c-def ""
+eq "default dedup ttl 86400 s" $(($(created_at_of "$(line "$OUT" 2)") + 86400000)) "$(cli ZSCORE "$(k "$G" dedupx)" alice:c-def)"
 eq "refused sends write nothing" 6 "$(seq_of "$G")"
 
 # gap-free seqs: 30 sequential + 40 concurrent sends
@@ -203,9 +201,8 @@ for i in $(seq 1 30); do send "$G" bob "s$i" "n $i" "s$i"; done
 eq "30 sequential sends" 36 "$(seq_of "$G")"
 PIDS=()
 for i in $(seq 1 40); do
-  USED_KEYS+=("$(k "$G" dedup:carol:p$i)")
-  cli -e EVALSHA "${SHA[send]}" 6 $(base5 "$G") "$(k "$G" dedup:carol:p$i)" carol "p$i" \
-    "$(msg_body "p$i" carol "p $i" "p$i")" "$G" "$(k "$G" live)" 600 >"$TMP/par$i" 2>&1 &
+  cli -e EVALSHA "${SHA[send]}" 7 $(sendkeys "$G") carol "p$i" \
+    "$(msg_body "p$i" carol "p $i" "p$i")" "$G" "$(k "$G" live)" "carol:p$i" 600 >"$TMP/par$i" 2>&1 &
   PIDS+=($!)
 done
 PFAIL=0
@@ -250,6 +247,16 @@ expect_err "change of another kind" BADREQUEST
 eq "refused edits/deletes write nothing" 78 "$(seq_of "$G")"
 send "$G" alice m-dup-after-del 'x' c1
 eq "dedup still answers after delete" "$(printf '0\n%s' "$FIRST")" "$OUT"
+
+# dedup entries expire: one past its ttl is not a duplicate, and sends forget expired ones
+E="${RUN}dx"
+create "$E" group "" carol carol
+for i in 1 2 3; do send "$E" carol "m-e$i" 'short' "e$i" 1; done
+sleep 1.2
+send "$E" carol m-e1-again 'after the window' e1 1
+eq "a client_msg_id past its dedup window is a new message" "1 5" "$(line "$OUT" 1) $(seq_of "$E")"
+eq "the new event's seq is its dedup entry's" 5 "$(cli HGET "$(k "$E" dedup)" carol:e1)"
+eq "expired entries are forgotten" "0 0" "$(cli HEXISTS "$(k "$E" dedup)" carol:e2) $(cli ZSCORE "$(k "$E" dedupx)" carol:e3 | wc -w)"
 
 # ---- members_add
 add "$D" alice 100 carol
@@ -370,8 +377,7 @@ expect_ok "create with a cap of 3 events"
 eq "five joins logged, three kept" 3 "$(cli XLEN "$(k "$R" log)")"
 eq "the oldest kept is seq 3" "3-0" "$(cli XRANGE "$(k "$R" log)" - + COUNT 1 | head -1)"
 for i in 1 2 3 4; do
-  USED_KEYS+=("$(k "$R" "dedup:alice:rc$i")")
-  ev send-3-0 6 $(base5 "$R") "$(k "$R" "dedup:alice:rc$i")" alice "m-rc$i" "$(msg_body "m-rc$i" alice "t$i" "rc$i")" "$R" "$(k "$R" live)" 600
+  ev send-3-0 7 $(sendkeys "$R") alice "m-rc$i" "$(msg_body "m-rc$i" alice "t$i" "rc$i")" "$R" "$(k "$R" live)" "alice:rc$i" 600
 done
 eq "seq never moves back" 9 "$(seq_of "$R")"
 eq "the log holds seqs 7..9" "$(printf '7-0\n8-0\n9-0')" "$(cli XRANGE "$(k "$R" log)" - + | awk 'NR % 3 == 1')"
@@ -383,8 +389,7 @@ A="${RUN}rage"
 create "$A" group "" alice alice
 send "$A" alice m-a1 "old" a1
 sleep 0.5
-USED_KEYS+=("$(k "$A" "dedup:alice:a2")")
-ev send-0-200 6 $(base5 "$A") "$(k "$A" "dedup:alice:a2")" alice m-a2 "$(msg_body m-a2 alice "new" a2)" "$A" "$(k "$A" live)" 600
+ev send-0-200 7 $(sendkeys "$A") alice m-a2 "$(msg_body m-a2 alice "new" a2)" "$A" "$(k "$A" live)" alice:a2 600
 expect_ok "send with an age limit"
 eq "only the new event is left" "3-0" "$(cli XRANGE "$(k "$A" log)" - + | awk 'NR % 3 == 1')"
 eq "the old message is forgotten in msgs" "m-a2" "$(cli HKEYS "$(k "$A" msgs)")"

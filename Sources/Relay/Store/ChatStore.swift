@@ -395,10 +395,13 @@ struct ChatStore: Sendable {
         body += JSONText.quoted(clientMessageID)
         return (
             [
-                keys.meta, keys.members, keys.seq, keys.log, keys.messages,
-                keys.dedup(sender: sender, clientMessageID: clientMessageID),
+                keys.meta, keys.members, keys.seq, keys.log, keys.messages, keys.dedup, keys.dedupExpiry,
             ],
-            [sender, messageID, body, id, keys.topic, self.limits.dedupWindowSeconds]
+            [
+                sender, messageID, body, id, keys.topic,
+                RelayKeys.Channel.dedupEntry(sender: sender, clientMessageID: clientMessageID),
+                self.limits.dedupWindowSeconds,
+            ]
         )
     }
 

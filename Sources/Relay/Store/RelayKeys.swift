@@ -15,8 +15,15 @@ enum RelayKeys {
         /// Sharded Pub/Sub topic on which every appended event is published as `<seq> <json>`.
         var topic: String { "ch:{\(self.id)}:live" }
 
-        func dedup(sender: String, clientMessageID: String) -> String {
-            "ch:{\(self.id)}:dedup:\(sender):\(clientMessageID)"
+        /// The first event's seq of each `<sender>:<client_msg_id>` sent in the channel
+        /// (``dedupEntry(sender:clientMessageID:)``), while its entry lives.
+        var dedup: String { "ch:{\(self.id)}:dedup" }
+        /// When each entry of ``dedup`` expires (ms): a sorted set.
+        var dedupExpiry: String { "ch:{\(self.id)}:dedupx" }
+
+        /// A ``dedup`` entry's field: ids hold no `:`, so the sender ends at the first.
+        static func dedupEntry(sender: String, clientMessageID: String) -> String {
+            "\(sender):\(clientMessageID)"
         }
     }
 
