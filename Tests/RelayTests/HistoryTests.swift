@@ -151,6 +151,7 @@ struct HistoryTests {
 
     @Test(arguments: [
         "limit=0", "limit=-1", "limit=201", "limit=abc", "limit=1.5", "limit=", "limit=99999999999999999999999", "limit=%201",
+        "limit=%2B5", "limit=05", "before=-0",
         "before=abc", "before=1.5", "before=", "before=99999999999999999999999", "after=abc", "after=", "after=-1", "before=-1",
     ])
     func badQueryNumbersAreBadRequest(_ query: String) async throws {

@@ -91,10 +91,11 @@ struct RequestParsing: Sendable {
         return values.first
     }
 
-    /// A query parameter that must be a whole number in `range`, if present.
+    /// A query parameter that must be a whole number in `range`, if present, written as one:
+    /// decimal digits, no `+`, no leading zero (`+5` and `05` are refused, as `5.0` is).
     func integer(_ name: String, in request: Request, range: ClosedRange<Int64>) throws -> Int64? {
         guard let text = try self.query(name, in: request) else { return nil }
-        guard let value = Int64(text), range.contains(value) else {
+        guard let value = Int64(text), String(value) == text, range.contains(value) else {
             throw APIError.badRequest("\(name) must be an integer from \(range.lowerBound) to \(range.upperBound)")
         }
         return value
