@@ -10,13 +10,13 @@
 -- ARGV[3] topic, ch:{cid}:live
 -- ARGV[4] user_id to remove
 --
--- Who may: a member removes itself; the channel's creator (meta.creator) removes anyone,
--- even after the creator has left the channel.
+-- Who may: a member removes itself; the channel's creator (meta.creator) removes anyone while
+-- a member itself (one who left acts on the channel no more than any other outsider).
 --
 -- Replies (checks in this order; an error writes nothing):
 --   json                      the member_left event {"type":"member_left","user_id":<u>,"sender_id":<actor>}
 --   -NOTFOUND no such channel
---   -NOTMEMBER ...            actor is neither a member nor the creator
+--   -NOTMEMBER ...            actor is not a member (the creator included)
 --   -BADREQUEST a dm's members cannot leave it or be removed
 --   -FORBIDDEN ...            actor is a member removing someone else, and not the creator
 --   -NOTFOUND not a member    user_id is not a member
@@ -30,7 +30,7 @@ if not ctype then
 end
 -- Membership before the type: a DM's non-member must not learn that it exists.
 local is_creator = (actor == creator)
-if not is_creator and redis.call('SISMEMBER', KEYS[2], actor) == 0 then
+if redis.call('SISMEMBER', KEYS[2], actor) == 0 then
   return redis.error_reply('NOTMEMBER not a member of this channel')
 end
 if ctype == 'dm' then

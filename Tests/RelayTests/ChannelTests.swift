@@ -540,6 +540,11 @@ struct ChannelTests {
             let (after, _) = try await relay.history(alice, id, "after=7")
             #expect(after.count == 1)
             expectMemberEvent(after.first, "member_joined", channel: id, seq: 8, user: bob, sender: dave)
+
+            // The creator, once it left, acts on the channel no more than any other non-member.
+            #expect(try await relay.request("DELETE", "/channels/\(id)/members/\(alice)", token: relay.token(alice)).status == 200)
+            expectError(try await relay.request("DELETE", "/channels/\(id)/members/\(erin)", token: relay.token(alice)), 403, "forbidden")
+            #expect(try await relay.channel(erin, id)["members"].array?.contains { $0.string == erin } == true)
         }
     }
 

@@ -305,7 +305,9 @@ expect_err "removed member cannot send" NOTMEMBER
 rm_member "$G" alice alice
 expect_ok "creator leaves"
 rm_member "$G" alice dave
-expect_ok "creator (no longer a member) still removes others"
+expect_err "creator no longer a member removes no one" NOTMEMBER
+rm_member "$G" dave dave
+expect_ok "member leaves after the creator"
 eq "seq after removals" 84 "$(seq_of "$G")"
 
 # ---- read
