@@ -120,6 +120,14 @@ struct LimitsTests {
                 timeout: .seconds(10)
             )
             expectError(announced, 413, "too_large")
+            // Kept alive, such a connection is not left reading the gigabyte it announced: it ends.
+            let (socket, head) = try await RawWebSocket.open(
+                port: relay.port,
+                request: "POST \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer \(relay.token(alice))\r\n"
+                    + "Content-Type: application/json\r\nContent-Length: 1000000000\r\n\r\n"
+            )
+            #expect(head.hasPrefix("HTTP/1.1 413"), "\(head)")
+            _ = try await socket.readToEnd(timeout: .seconds(5))
             #expect(try await relay.lastSeq(alice, id) == 2)
         }
     }
