@@ -39,7 +39,7 @@ struct RequestParsing: Sendable {
     /// refused before any of it is read (a client that sent `Expect: 100-continue` has its
     /// answer at once, not after a wait or an upload).
     private func body(of request: Request) async throws -> ByteBuffer {
-        if let length = request.headers[.contentLength].flatMap({ Int($0) }), length > self.limits.maxBodyBytes {
+        if self.limits.announcesTooLargeBody(request) {
             throw APIError(.tooLarge, "request body is over \(self.limits.maxBodyBytes) bytes")
         }
         var request = request
@@ -127,5 +127,13 @@ struct RequestParsing: Sendable {
             if let position = key.intValue { return "[\(position)]" }
             return index == 0 ? key.stringValue : ".\(key.stringValue)"
         }.joined()
+    }
+}
+
+extension RelayLimits {
+    /// Whether `request`'s `Content-Length` says more than ``maxBodyBytes``: such a body is
+    /// refused unread (413), and its connection ends after the answer.
+    func announcesTooLargeBody(_ request: Request) -> Bool {
+        request.headers[.contentLength].flatMap { Int($0) }.map { $0 > self.maxBodyBytes } ?? false
     }
 }

@@ -44,14 +44,14 @@ struct RelayHTTPChannel: ServerChildChannel, HTTPChannelHandler {
         var http1 = http1
         http1.idleTimeout = http1.idleTimeout ?? TimeAmount(services.limits.httpIdleTimeout)
         self.http1 = http1
-        let maxBodyBytes = services.limits.maxBodyBytes
+        let limits = services.limits
         self.responder = { request, writer, channel in
             guard request.uri.path == RelayWebSocket.path else {
                 try await responder(request, writer, channel)
                 // A body longer than the limit was refused unread (413): rather than read and
                 // drop all it announced (a gigabyte, say) before the next request, the
                 // connection ends once the answer is out.
-                if let length = request.headers[.contentLength].flatMap({ Int($0) }), length > maxBodyBytes {
+                if limits.announcesTooLargeBody(request) {
                     channel.close(mode: .input, promise: nil)
                 }
                 return
