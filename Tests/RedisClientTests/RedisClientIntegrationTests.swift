@@ -106,10 +106,28 @@ struct RedisClientIntegrationTests {
                             try await Task.sleep(for: .milliseconds(5))
                         }
                     }
-                    for _ in 0..<3 {
+                    for round in 0..<3 {
                         try await answersGrow(beyond: outcome.current.answers + 50)
+                        // One command surely in flight at the kill, whatever the load's timing (a
+                        // starved task pool may leave none of the INCRs on the wire): a BLPOP the
+                        // server holds until the kill.
+                        async let held: Void = {
+                            do {
+                                _ = try await client.execute("BLPOP", "\(server.port):never:\(round)", "1.5")
+                            } catch let error as RedisError where error.isRetriable {
+                                outcome.withLock { $0.retriable += 1 }
+                            } catch {
+                                outcome.withLock { $0.other += 1 }
+                            }
+                        }()
+                        for _ in 0..<400 {
+                            let clients = try await admin.execute(RedisCommand("CLIENT", ["LIST"])).string ?? ""
+                            if clients.contains("cmd=blpop") { break }
+                            try await Task.sleep(for: .milliseconds(2))
+                        }
                         let killed = try await admin.execute(RedisCommand("CLIENT", ["KILL", "TYPE", "normal", "SKIPME", "yes"]))
                         killing.withLock { $0.answers += Int(killed.int ?? 0) }
+                        await held
                     }
                     try await answersGrow(beyond: outcome.current.answers + 50)
                     killing.withLock { $0.other = 1 }
