@@ -56,6 +56,68 @@ struct HardeningTests {
         }
     }
 
+    /// A client that sends `Expect: 100-continue` and waits gets `100 Continue` at once and then
+    /// its answer; one whose body is over the limit gets its 413 and the end of the connection,
+    /// and nothing else.
+    @Test func aClientThatExpectsContinueIsToldToGoOn() async throws {
+        try await withRelay { relay in
+            let alice = TestRedis.uniqueName("alice")
+            let id = try await relay.createGroup(alice)
+            let body = #"{"client_msg_id": "e1", "text": "after the 100"}"#
+            let head =
+                "POST /channels/\(id)/messages HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer \(relay.token(alice))\r\n"
+                + "Content-Type: application/json\r\nExpect: 100-continue\r\n"
+            // No body is sent before the 100: without it, the head would time out.
+            let (socket, interim) = try await RawWebSocket.open(
+                port: relay.port,
+                request: head + "Content-Length: \(body.utf8.count)\r\n\r\n",
+                timeout: .seconds(5)
+            )
+            #expect(interim.hasPrefix("HTTP/1.1 100 Continue\r\n"), "\(interim)")
+            try await socket.send(Array(body.utf8))
+            let final = try await socket.readHead()
+            #expect(WebSocketConformanceTests.status(final) == 201, "\(final)")
+            #expect(!Self.says(final, "connection", "close"), "\(final)")
+            #expect(try await relay.lastSeq(alice, id) == 2)
+
+            let (tooLarge, refusal) = try await RawWebSocket.open(port: relay.port, request: head + "Content-Length: 1000000000\r\n\r\n")
+            #expect(WebSocketConformanceTests.status(refusal) == 413, "\(refusal)")
+            #expect(Self.says(refusal, "connection", "close"), "\(refusal)")
+            let rest = String(decoding: try await tooLarge.bytesToEnd(timeout: .seconds(5)), as: UTF8.self)
+            #expect(rest.hasPrefix(#"{"error":{"code":"too_large""#) && !rest.contains("HTTP/"), "after the 413: \(rest)")
+        }
+    }
+
+    /// HTTP/1.0 connections end after their answer unless they asked to be kept alive, and are
+    /// told which; an HTTP/1.1 request that asks for the end gets it.
+    @Test func connectionsEndAfterTheAnswerWhenHTTPSaysSo() async throws {
+        try await withRelay { relay in
+            let get = { (version: String, connection: String?) in
+                "GET /healthz HTTP/\(version)\r\nHost: 127.0.0.1\r\n\(connection.map { "Connection: \($0)\r\n" } ?? "")\r\n"
+            }
+            for (version, connection) in [("1.0", nil), ("1.1", "close")] {
+                let (socket, head) = try await RawWebSocket.open(port: relay.port, request: get(version, connection))
+                #expect(WebSocketConformanceTests.status(head) == 200, "\(head)")
+                #expect(Self.says(head, "connection", "close"), "\(head)")
+                let body = String(decoding: try await socket.bytesToEnd(timeout: .seconds(5)), as: UTF8.self)
+                #expect(!body.contains("HTTP/"), "HTTP/\(version): \(body)")
+            }
+            let (kept, head) = try await RawWebSocket.open(port: relay.port, request: get("1.0", "keep-alive"))
+            #expect(Self.says(head, "connection", "keep-alive"), "\(head)")
+            let length = head.split(separator: "\r\n").first { $0.lowercased().hasPrefix("content-length:") }
+            let count = try #require(length.flatMap { Int($0.split(separator: ":")[1].trimmingCharacters(in: .whitespaces)) })
+            _ = try await kept.bytes(count)
+            try await kept.send(Array(get("1.0", "keep-alive").utf8))
+            let second = try await kept.readHead()
+            #expect(WebSocketConformanceTests.status(second) == 200, "\(second)")
+        }
+    }
+
+    /// Whether a response head has the header `name` (case aside) with the value `value`.
+    static func says(_ head: String, _ name: String, _ value: String) -> Bool {
+        head.lowercased().split(separator: "\r\n").contains { $0 == "\(name): \(value)" }
+    }
+
     /// A query parameter given twice is a bad request, as a JSON key given twice is: which one
     /// counts would be the relay's guess (a second `limit` over the range passed unseen).
     @Test func aQueryParameterGivenTwiceIsABadRequest() async throws {

@@ -134,6 +134,11 @@ extension RelayLimits {
     /// Whether `request`'s `Content-Length` says more than ``maxBodyBytes``: such a body is
     /// refused unread (413), and its connection ends after the answer.
     func announcesTooLargeBody(_ request: Request) -> Bool {
-        request.headers[.contentLength].flatMap { Int($0) }.map { $0 > self.maxBodyBytes } ?? false
+        self.isTooLargeBody(contentLength: request.headers[.contentLength])
+    }
+
+    /// Whether a `Content-Length` of `value` says more than ``maxBodyBytes``.
+    func isTooLargeBody(contentLength value: String?) -> Bool {
+        value.flatMap { Int($0) }.map { $0 > self.maxBodyBytes } ?? false
     }
 }

@@ -32,6 +32,7 @@ struct RelayHTTPChannel: ServerChildChannel, HTTPChannelHandler {
     let upgrader: WebSocketUpgrader<UpgradeResult>
     let connections: LiveConnections
     let http1: HTTP1Channel.Configuration
+    let limits: RelayLimits
 
     init(
         responder: @escaping HTTPChannelHandler.Responder,
@@ -44,16 +45,10 @@ struct RelayHTTPChannel: ServerChildChannel, HTTPChannelHandler {
         var http1 = http1
         http1.idleTimeout = http1.idleTimeout ?? TimeAmount(services.limits.httpIdleTimeout)
         self.http1 = http1
-        let limits = services.limits
+        self.limits = services.limits
         self.responder = { request, writer, channel in
             guard request.uri.path == RelayWebSocket.path else {
                 try await responder(request, writer, channel)
-                // A body longer than the limit was refused unread (413): rather than read and
-                // drop all it announced (a gigabyte, say) before the next request, the
-                // connection ends once the answer is out.
-                if limits.announcesTooLargeBody(request) {
-                    channel.close(mode: .input, promise: nil)
-                }
                 return
             }
             try await Self.refuseUpgrade(request, writer: writer, draining: services.connections.isDraining)
@@ -83,6 +78,7 @@ struct RelayHTTPChannel: ServerChildChannel, HTTPChannelHandler {
     func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
         channel.eventLoop.makeCompletedFuture {
             let http1 = self.http1
+            let limits = self.limits
             let attempted = NIOLoopBoundBox<HTTPRequestHead?>(nil, eventLoop: channel.eventLoop)
             let closer = NIOLoopBound(HTTPParseErrorCloser(), eventLoop: channel.eventLoop)
             let configuration = NIOTypedHTTPServerUpgradeConfiguration<UpgradeResult>(
@@ -90,6 +86,7 @@ struct RelayHTTPChannel: ServerChildChannel, HTTPChannelHandler {
                 notUpgradingCompletionHandler: { channel in
                     channel.eventLoop.makeCompletedFuture {
                         let pipeline = channel.pipeline.syncOperations
+                        try pipeline.addHandler(HTTP1ConnectionRulesHandler(limits: limits))
                         try pipeline.addHandler(HTTP1ToHTTPServerCodec(secure: false))
                         try pipeline.addHandlers(http1.additionalChannelHandlers())
                         try pipeline.addHandler(
@@ -206,6 +203,88 @@ struct AttemptRecordingUpgrader<UpgradeResult: Sendable>: NIOTypedHTTPServerProt
 
     func upgrade(channel: any Channel, upgradeRequest: HTTPRequestHead) -> EventLoopFuture<UpgradeResult> {
         self.upgrader.upgrade(channel: channel, upgradeRequest: upgradeRequest)
+    }
+}
+
+/// What HTTP/1.x asks of a server about a request's body and its connection, which the handlers
+/// after it cannot see (the HTTP types they speak carry no version, and Hummingbird reads a
+/// refused body to its end before the next request):
+/// - `Expect: 100-continue` is answered `100 Continue` as soon as the head arrives (RFC 9110
+///   section 10.1.1), so that a client waiting for it sends its body at once rather than after a
+///   timeout of its own. A body announced over the limit gets no `100`, nor does a request
+///   without a body or an HTTP/1.0 one (which knows no interim answer).
+/// - The connection ends once the answer is written, and the answer says so
+///   (`Connection: close`), when the request announced a body over the limit (refused 413
+///   unread, ``RelayLimits/announcesTooLargeBody(_:)``: rather than read and drop all it
+///   announced, a gigabyte say), asked for it (`Connection: close`), or is HTTP/1.0 without
+///   `Connection: keep-alive` (RFC 9112 section 9.3); an HTTP/1.0 one with it is told
+///   `Connection: keep-alive`.
+final class HTTP1ConnectionRulesHandler: ChannelDuplexHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundIn = HTTPServerResponsePart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    /// How the connection goes on after the answer to a request.
+    private enum After {
+        case keepAlive
+        /// HTTP/1.0 with `Connection: keep-alive`: its answer must say so.
+        case keepAliveAsked
+        case close
+    }
+
+    private let limits: RelayLimits
+    /// One per request read and not yet answered, in order.
+    private var pending = CircularBuffer<After>()
+
+    init(limits: RelayLimits) {
+        self.limits = limits
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        if case .head(let head) = Self.unwrapInboundIn(data) {
+            let tooLarge = self.limits.isTooLargeBody(contentLength: head.headers["Content-Length"].first)
+            let http10 = head.version.major == 1 && head.version.minor == 0
+            if tooLarge || !head.isKeepAlive {
+                self.pending.append(.close)
+            } else {
+                self.pending.append(http10 ? .keepAliveAsked : .keepAlive)
+            }
+            if !tooLarge, !http10, Self.expectsContinue(head) {
+                let response = HTTPResponseHead(version: head.version, status: .continue)
+                context.writeAndFlush(Self.wrapOutboundOut(.head(response)), promise: nil)
+            }
+        }
+        context.fireChannelRead(data)
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        switch Self.unwrapOutboundIn(data) {
+        case .head(var head) where !(100..<200).contains(head.status.code) || head.status == .switchingProtocols:
+            switch self.pending.first {
+            case .close: head.headers.replaceOrAdd(name: "Connection", value: "close")
+            case .keepAliveAsked: head.headers.replaceOrAdd(name: "Connection", value: "keep-alive")
+            case .keepAlive, nil: break
+            }
+            context.write(Self.wrapOutboundOut(.head(head)), promise: promise)
+        case .end:
+            guard case .close = self.pending.popFirst() else {
+                context.write(data, promise: promise)
+                return
+            }
+            let written = context.eventLoop.makePromise(of: Void.self)
+            written.futureResult.whenComplete { _ in context.close(promise: nil) }
+            if let promise { written.futureResult.cascade(to: promise) }
+            context.write(data, promise: written)
+        case .head, .body:
+            context.write(data, promise: promise)
+        }
+    }
+
+    /// Whether the request asks for `100 Continue` and has a body to send after it.
+    private static func expectsContinue(_ head: HTTPRequestHead) -> Bool {
+        guard head.headers["Expect"].contains(where: { $0.lowercased() == "100-continue" }) else { return false }
+        if let length = head.headers["Content-Length"].first { return length != "0" }
+        return head.headers["Transfer-Encoding"].contains { $0.lowercased().contains("chunked") }
     }
 }
 

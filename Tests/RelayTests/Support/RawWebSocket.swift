@@ -123,20 +123,30 @@ final class RawWebSocket: @unchecked Sendable {
     static func open(port: Int, request: String, timeout: Duration = .seconds(10)) async throws -> (RawWebSocket, String) {
         try await runOnOwnThread {
             let socket = try Self.connectBlocking(port: port, sending: Array(request.utf8), timeout: timeout)
-            // The head ends at the first blank line; what follows stays in `pending`.
-            let deadline = ContinuousClock.now + timeout
-            while true {
-                if let end = socket.pending.firstRange(of: [13, 10, 13, 10]) {
-                    let head = String(decoding: socket.pending[..<end.upperBound], as: UTF8.self)
-                    socket.pending.removeSubrange(..<end.upperBound)
-                    return (socket, head)
-                }
-                switch socket.receive(until: deadline) {
-                case .data: continue
-                case .ended:
-                    throw TestFailure("the connection ended before the response head: \(String(decoding: socket.pending, as: UTF8.self))")
-                case .timedOut: throw TestFailure("no response head within \(timeout)")
-                }
+            return (socket, try socket.readHeadBlocking(timeout: timeout))
+        }
+    }
+
+    /// Reads the next HTTP response head (an interim one such as `100 Continue` included).
+    /// - Returns: the head's text; what follows it stays unread.
+    func readHead(timeout: Duration = .seconds(10)) async throws -> String {
+        try await runOnOwnThread { try self.readHeadBlocking(timeout: timeout) }
+    }
+
+    private func readHeadBlocking(timeout: Duration) throws -> String {
+        // The head ends at the first blank line; what follows stays in `pending`.
+        let deadline = ContinuousClock.now + timeout
+        while true {
+            if let end = self.pending.firstRange(of: [13, 10, 13, 10]) {
+                let head = String(decoding: self.pending[..<end.upperBound], as: UTF8.self)
+                self.pending.removeSubrange(..<end.upperBound)
+                return head
+            }
+            switch self.receive(until: deadline) {
+            case .data: continue
+            case .ended:
+                throw TestFailure("the connection ended before the response head: \(String(decoding: self.pending, as: UTF8.self))")
+            case .timedOut: throw TestFailure("no response head within \(timeout)")
             }
         }
     }
@@ -253,6 +263,36 @@ final class RawWebSocket: @unchecked Sendable {
             case .frame(let frame): frames.append(frame)
             case .ended: return frames
             case .timedOut: throw TestFailure("the connection is still open after \(timeout); frames: \(frames)")
+            }
+        }
+    }
+
+    /// The next `count` bytes, unparsed (a response's body after ``readHead(timeout:)``).
+    func bytes(_ count: Int, timeout: Duration = .seconds(10)) async throws -> [UInt8] {
+        try await runOnOwnThread {
+            let deadline = ContinuousClock.now + timeout
+            while self.lock.withLock({ self.pending.count }) < count {
+                guard case .data = self.receive(until: deadline) else { throw TestFailure("fewer than \(count) bytes came") }
+            }
+            return self.lock.withLock {
+                defer { self.pending.removeSubrange(..<count) }
+                return Array(self.pending[..<count])
+            }
+        }
+    }
+
+    /// Every byte until the server ends the connection, unparsed; throws if it is still open
+    /// after `timeout`.
+    func bytesToEnd(timeout: Duration = .seconds(20)) async throws -> [UInt8] {
+        try await runOnOwnThread {
+            let deadline = ContinuousClock.now + timeout
+            while true {
+                switch self.receive(until: deadline) {
+                case .data: continue
+                case .ended: return self.lock.withLock { self.pending }
+                case .timedOut:
+                    throw TestFailure("the connection is still open after \(timeout): \(String(decoding: self.pending, as: UTF8.self))")
+                }
             }
         }
     }
