@@ -5,6 +5,7 @@
 -- KEYS[3] ch:{cid}:seq
 -- KEYS[4] ch:{cid}:log
 -- KEYS[5] ch:{cid}:msgs      (for retention: a trimmed message's id is forgotten)
+-- KEYS[6] ch:{cid}:membership (each member's member_joined seq is noted)
 -- ARGV[1] channel_id
 -- ARGV[2] type: 'dm' or 'group'
 -- ARGV[3] name (may be empty)
@@ -57,6 +58,7 @@ local now = now_ms()
 redis.call('HSET', KEYS[1], 'type', ctype, 'name', name, 'creator', creator, 'created_at', now)
 for _, m in ipairs(members) do
   redis.call('SADD', KEYS[2], m)
-  append(cid, topic, '"type":"member_joined","user_id":"' .. m .. '","sender_id":"' .. creator .. '"', now)
+  local _, seq = append(cid, topic, '"type":"member_joined","user_id":"' .. m .. '","sender_id":"' .. creator .. '"', now)
+  note_membership(KEYS[6], m, 'j', seq)
 end
 return {1, #members}

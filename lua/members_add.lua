@@ -5,6 +5,7 @@
 -- KEYS[3] ch:{cid}:seq
 -- KEYS[4] ch:{cid}:log
 -- KEYS[5] ch:{cid}:msgs      (for retention: a trimmed message's id is forgotten)
+-- KEYS[6] ch:{cid}:membership (each new member's member_joined seq is noted)
 -- ARGV[1] actor (the caller)
 -- ARGV[2] channel_id
 -- ARGV[3] topic, ch:{cid}:live
@@ -62,7 +63,9 @@ if #new > 0 then
   local now = now_ms()
   for _, u in ipairs(new) do
     redis.call('SADD', KEYS[2], u)
-    out[#out + 1] = append(cid, topic, '"type":"member_joined","user_id":"' .. u .. '","sender_id":"' .. actor .. '"', now)
+    local json, seq = append(cid, topic, '"type":"member_joined","user_id":"' .. u .. '","sender_id":"' .. actor .. '"', now)
+    note_membership(KEYS[6], u, 'j', seq)
+    out[#out + 1] = json
   end
 end
 return out

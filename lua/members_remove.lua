@@ -5,6 +5,7 @@
 -- KEYS[3] ch:{cid}:seq
 -- KEYS[4] ch:{cid}:log
 -- KEYS[5] ch:{cid}:msgs      (for retention: a trimmed message's id is forgotten)
+-- KEYS[6] ch:{cid}:membership (the member_left seq is noted)
 -- ARGV[1] actor (the caller)
 -- ARGV[2] channel_id
 -- ARGV[3] topic, ch:{cid}:live
@@ -43,5 +44,6 @@ if redis.call('SREM', KEYS[2], user) == 0 then
   return redis.error_reply('NOTFOUND not a member')
 end
 
-local json = append(cid, topic, '"type":"member_left","user_id":"' .. user .. '","sender_id":"' .. actor .. '"', now_ms())
+local json, seq = append(cid, topic, '"type":"member_left","user_id":"' .. user .. '","sender_id":"' .. actor .. '"', now_ms())
+note_membership(KEYS[6], user, 'l', seq)
 return json

@@ -84,6 +84,29 @@ local function trim(created_at)
   end
 end
 
+-- A user's membership changes in a channel, for replays that must skip what the user was out
+-- for: ch:{cid}:membership (key) maps the user to the seqs of its member_joined ('j') and
+-- member_left ('l') events, oldest first ('j1 l9 j12'). At most MEMBERSHIP_ENTRIES changes are
+-- kept: the oldest two go first (so the first kept is of the same kind as before), and a
+-- leading '-' then says that older ones are gone.
+local MEMBERSHIP_ENTRIES = 64
+local function note_membership(key, user, kind, seq)
+  local record = redis.call('HGET', key, user)
+  if not record then
+    redis.call('HSET', key, user, kind .. seq)
+    return
+  end
+  local changes, trimmed = string.gsub(record, '^%- ', '')
+  changes = changes .. ' ' .. kind .. seq
+  local _, spaces = string.gsub(changes, ' ', ' ')
+  if spaces + 1 > MEMBERSHIP_ENTRIES then
+    changes = string.gsub(changes, '^%S+ %S+ ', '', 1)
+    trimmed = 1
+  end
+  if trimmed > 0 then changes = '- ' .. changes end
+  redis.call('HSET', key, user, changes)
+end
+
 -- Appends one event to channel cid and publishes it on topic: seq = INCR seq, XADD <seq>-0 e
 -- json, publish "<seq> <json>" (SPUBLISH, or kept), then trims. If the seq key is missing (an
 -- evicted key) or behind the log, the XADD is refused as not above the log's last id, and the

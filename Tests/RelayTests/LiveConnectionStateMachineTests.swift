@@ -356,6 +356,43 @@ struct LiveConnectionStateMachineTests {
         #expect(ServerMessage.resumed(truncated: ["a": 60]).json == "{\"type\":\"resumed\",\"truncated\":{\"a\":60}}")
     }
 
+    /// A resume from a cursor where the user was out writes nothing before its next
+    /// `member_joined`; from one where it was in, everything up to its `member_left`, then
+    /// nothing before the next join.
+    @Test func aResumeStartsOutOfTheChannelWhereTheUserWasOut() throws {
+        let record = try #require(MembershipRecord("j2 l4 j8"))
+        var events = logEvents("a", 1...9)
+        events[1].membership = .joined(user: "me")
+        events[3].membership = .left(user: "me")
+        events[7].membership = .joined(user: "me")
+        for (cursor, expected) in [(4, [8, 9]), (6, [8, 9]), (1, [2, 3, 4, 8, 9]), (0, [1, 2, 3, 4, 8, 9]), (8, [9])] as [(Int64, [Int64])]
+        {
+            var machine = self.openMachine(["a": 9], pageSize: 20)
+            let (_, outcome) = machine.resumeLookedUp(
+                cursors: [("a", cursor)],
+                lookups: ["a": .member(lastSeq: 9, firstSeq: 1, membership: record)]
+            )
+            let read = try #require(outcome.reads.first)
+            let page = machine.logPage(read, events: Array(events[Int(cursor)...]))
+            #expect(page.frames == expected.map { frame("a", $0) }, "from \(cursor)")
+            #expect(page.answer == .resumed(truncated: [:]))
+        }
+    }
+
+    @Test func aMembershipRecordSaysWhetherTheUserWasInAfterASeq() throws {
+        let record = try #require(MembershipRecord("j2 l4 j8"))
+        // Before the user's first join: what a resume from there promises is written.
+        #expect([1, 2, 3, 4, 7, 8, 100].map { record.isMember(after: $0) } == [true, true, true, false, false, true, true])
+        // Kept from a leave (a join made before records were kept): in before it.
+        let legacy = try #require(MembershipRecord("l9 j12"))
+        #expect([3, 9, 11, 12].map { legacy.isMember(after: $0) } == [true, false, false, true])
+        // Older changes dropped: out before the first join kept, which may follow a leave.
+        let trimmed = try #require(MembershipRecord("- j20 l25"))
+        #expect([19, 20, 25].map { trimmed.isMember(after: $0) } == [false, true, false])
+        #expect(MembershipRecord("- l20")?.isMember(after: 3) == true)
+        for bad in ["", "-", "x1", "j", "j1 l-"] { #expect(MembershipRecord(bad) == nil, "\(bad)") }
+    }
+
     @Test func aResumeThatMovesAStreamBackDiscardsThePageOnItsWay() {
         var machine = self.openMachine(["a": 10])
         let stale = Machine.LogRead(channel: "a", after: 10, limit: 3)

@@ -146,6 +146,48 @@ struct LiveMembershipAndBudgetTests {
         }
     }
 
+    /// A resume from a cursor the user was out of the channel at (its own `member_left`, or
+    /// after it) replays from its next `member_joined`: nothing posted while it was out, on any
+    /// relay, even once retention has trimmed that `member_left`. From a cursor before the
+    /// `member_left`, the replay runs to it and then skips the same stretch.
+    @Test func aResumeSkipsWhatWasPostedWhileTheUserWasOut() async throws {
+        let configure: RelayConfigurator = { $0.retention.maxEvents = 12 }
+        try await withRelay(configure) { relay in
+            let (owner, bob) = (TestRedis.uniqueName("owner"), TestRedis.uniqueName("bob"))
+            let id = try await relay.createGroup(owner, members: [bob])
+            try await relay.send(owner, id, "while bob is in")
+            let removed = try await relay.request("DELETE", "/channels/\(id)/members/\(bob)", token: relay.token(owner))
+            let left = try #require(removed.value["event"]["seq"].int, "\(removed)")
+            for index in 0..<3 { try await relay.send(owner, id, "secret \(index)") }
+            let added = try await relay.request("POST", "/channels/\(id)/members", token: relay.token(owner), json: ["user_id": bob])
+            #expect(added.status == 200, "\(added)")
+            let joined = left + 4
+            let welcome = try #require(try await relay.send(owner, id, "welcome back")["seq"].int)
+
+            /// The seqs of `id` a resume from `cursor` replays.
+            func replay(from cursor: Int) async throws -> [Int] {
+                let socket = try await TestSocket.connect(relay, token: relay.token(bob), label: "bob from \(cursor)")
+                defer { socket.abort() }
+                let start = socket.frames.count
+                try await socket.send(json: ["type": "resume", "cursors": [id: cursor]])
+                _ = try await socket.waitFor("resumed", from: start) { $0["type"].string == "resumed" }
+                return socket.seqs(id)
+            }
+            for cursor in [left, left + 1, joined - 1] {
+                expectSeqs(try await replay(from: cursor), [joined, welcome], "from \(cursor), bob being out")
+            }
+            expectSeqs(try await replay(from: 1), [2, 3, left, joined, welcome], "from before bob left")
+            #expect(try await relay.allEvents(owner, id).first?["seq"].int == 1, "nothing trimmed yet")
+
+            // Retention trims the member_left: a resume from the log's start still skips.
+            for index in 0..<8 { try await relay.send(owner, id, "more \(index)") }
+            let first = try #require(try await relay.channel(owner, id)["first_seq"].int)
+            #expect(left < first && first <= joined, "the log starts after bob's member_left: \(first)")
+            let last = try await relay.lastSeq(owner, id)
+            expectSeqs(try await replay(from: 0), Array(joined...last), "from 0 after the trim")
+        }
+    }
+
     /// A resume from below where retention trimmed the log replays from the log's first event,
     /// and `resumed` says so for that channel (`truncated`), and for no other.
     @Test func aResumeBelowTheTrimmedLogSaysWhereItBegins() async throws {

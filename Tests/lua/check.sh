@@ -82,9 +82,10 @@ expect_ok() { if [ "$RC" -eq 0 ]; then ok; else bad "$1" "unexpected error: $ERR
 k() { printf 'ch:{%s}:%s' "$1" "$2"; }
 base4() { echo "$(k "$1" meta) $(k "$1" members) $(k "$1" seq) $(k "$1" log)"; }
 base5() { echo "$(base4 "$1") $(k "$1" msgs)"; }
+base6() { echo "$(base5 "$1") $(k "$1" membership)"; }
 create() { # create CID TYPE NAME CREATOR MEMBERS...
   local c="$1"; shift
-  ev channel_create 5 $(base5 "$c") "$c" "$1" "$2" "$3" "$(k "$c" live)" "${@:4}"
+  ev channel_create 6 $(base6 "$c") "$c" "$1" "$2" "$3" "$(k "$c" live)" "${@:4}"
 }
 msg_body() { # msg_body MID SENDER TEXT(escaped) CMID
   printf '"type":"message","message_id":"%s","sender_id":"%s","text":"%s","client_msg_id":"%s"' "$1" "$2" "$3" "$4"
@@ -101,10 +102,10 @@ del() { # del CID SENDER MID
 }
 add() { # add CID ACTOR MAX USERS...
   local c="$1"; shift
-  ev members_add 5 $(base5 "$c") "$1" "$c" "$(k "$c" live)" "$2" "${@:3}"
+  ev members_add 6 $(base6 "$c") "$1" "$c" "$(k "$c" live)" "$2" "${@:3}"
 }
 rm_member() { # rm_member CID ACTOR USER
-  ev members_remove 5 $(base5 "$1") "$2" "$1" "$(k "$1" live)" "$3"
+  ev members_remove 6 $(base6 "$1") "$2" "$1" "$(k "$1" live)" "$3"
 }
 read_mark() { # read_mark CID USER SESSION SEQ
   USED_KEYS+=("$(k "$1" reads)")
@@ -298,6 +299,22 @@ rm_member "$G" alice carol
 CA="$(created_at_of "$OUT")"
 eq "creator removes a member" "$(event "$G" 82 '"type":"member_left","user_id":"carol","sender_id":"alice"' "$CA")" "$OUT"
 eq "members after removals" "$(printf 'alice\ndave\nerin')" "$(cli SMEMBERS "$(k "$G" members)" | sort)"
+membership() { cli HGET "$(k "$1" membership)" "$2"; }
+eq "membership records joins and leaves, oldest first" "l81|l82|j79" \
+  "$(membership "$G" bob | awk '{print $NF}')|$(membership "$G" carol | awk '{print $NF}')|$(membership "$G" dave)"
+match "a member made at creation was noted joined" '^j[0-9]+ l81$' "$(membership "$G" bob)"
+M="${RUN}mcap"
+create "$M" group "" alice alice zoe
+rm_member "$M" zoe zoe
+add "$M" alice 5 zoe
+eq "a member added again is noted joined again" "j2 l3 j4" "$(membership "$M" zoe)"
+for ((i = 0; i < 40; i++)); do
+  rm_member "$M" zoe zoe
+  add "$M" alice 5 zoe
+done
+Z="$(membership "$M" zoe)"
+eq "a membership record keeps at most 64 changes, the newest, from a join, marked trimmed" "yes - j j$(seq_of "$M")" \
+  "$([ "$(wc -w <<<"$Z")" -le 65 ] && [ "$(wc -w <<<"$Z")" -ge 64 ] && echo yes) $(cut -d' ' -f1 <<<"$Z") $(cut -d' ' -f2 <<<"$Z" | cut -c1) ${Z##* }"
 rm_member "$G" alice carol
 expect_err "remove twice" NOTFOUND
 send "$G" bob m-gone 'x' c-gone
@@ -374,7 +391,7 @@ cli DEL "$(k "$W" log)" >/dev/null
 # ---- retention by count: the log keeps the newest N, seq goes on
 for s in send channel_create members_add; do load "$s-3-0" "$s" 3 0; done
 R="${RUN}rcap"
-ev channel_create-3-0 5 $(base5 "$R") "$R" group "" alice "$(k "$R" live)" alice bob carol dave erin
+ev channel_create-3-0 6 $(base6 "$R") "$R" group "" alice "$(k "$R" live)" alice bob carol dave erin
 expect_ok "create with a cap of 3 events"
 eq "five joins logged, three kept" 3 "$(cli XLEN "$(k "$R" log)")"
 eq "the oldest kept is seq 3" "3-0" "$(cli XRANGE "$(k "$R" log)" - + COUNT 1 | head -1)"

@@ -59,7 +59,7 @@ struct ChatStore: Sendable {
                 self.scripts.createChannel,
                 "channel_create",
                 channel: id,
-                keys: [keys.meta, keys.members, keys.seq, keys.log, keys.messages],
+                keys: [keys.meta, keys.members, keys.seq, keys.log, keys.messages, keys.membership],
                 arguments: [id, type.rawValue, name, creator, keys.topic] + unique
             )
         } catch let error as RedisError where error.code == .unavailable {
@@ -281,7 +281,7 @@ struct ChatStore: Sendable {
             self.scripts.addMembers,
             "members_add",
             channel: id,
-            keys: [keys.meta, keys.members, keys.seq, keys.log, keys.messages],
+            keys: [keys.meta, keys.members, keys.seq, keys.log, keys.messages, keys.membership],
             arguments: [actor, id, keys.topic, self.limits.maxGroupMembers] + users
         )
         let events = reply.array?.compactMap(\.string) ?? []
@@ -299,7 +299,7 @@ struct ChatStore: Sendable {
             self.scripts.removeMember,
             "members_remove",
             channel: id,
-            keys: [keys.meta, keys.members, keys.seq, keys.log, keys.messages],
+            keys: [keys.meta, keys.members, keys.seq, keys.log, keys.messages, keys.membership],
             arguments: [actor, id, keys.topic, user]
         )
         self.metrics.appended()

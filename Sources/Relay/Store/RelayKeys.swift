@@ -12,6 +12,8 @@ enum RelayKeys {
         var log: String { "ch:{\(self.id)}:log" }
         var messages: String { "ch:{\(self.id)}:msgs" }
         var reads: String { "ch:{\(self.id)}:reads" }
+        /// Each user's `member_joined` and `member_left` seqs (``MembershipRecord``): a hash.
+        var membership: String { "ch:{\(self.id)}:membership" }
         /// Sharded Pub/Sub topic on which every appended event is published as `<seq> <json>`.
         var topic: String { "ch:{\(self.id)}:live" }
 

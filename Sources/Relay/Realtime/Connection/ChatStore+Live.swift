@@ -8,18 +8,19 @@ extension ChatStore {
     func resumeLookups(channels: [String], user: String) async throws -> [String: LiveConnectionHandler.StateMachine.ResumeLookup] {
         guard !channels.isEmpty else { return [:] }
         var commands: [RedisCommand] = []
-        commands.reserveCapacity(channels.count * 4)
+        commands.reserveCapacity(channels.count * 5)
         for channel in channels {
             let keys = RelayKeys.Channel(channel)
             commands.append(RedisCommand("EXISTS", key: keys.meta, [keys.meta]))
             commands.append(RedisCommand("SISMEMBER", key: keys.members, [keys.members, user]))
             commands.append(RedisCommand("GET", key: keys.seq, [keys.seq]))
             commands.append(RedisCommand("XRANGE", key: keys.log, [keys.log, "-", "+", "COUNT", "1"]))
+            commands.append(RedisCommand("HGET", key: keys.membership, [keys.membership, user]))
         }
         let results = try await self.timed("resume") { try await self.redis.pipeline(commands) }
         var lookups: [String: LiveConnectionHandler.StateMachine.ResumeLookup] = [:]
         for (index, channel) in channels.enumerated() {
-            let base = index * 4
+            let base = index * 5
             guard try results[base].get().int == 1 else {
                 lookups[channel] = .notFound
                 continue
@@ -31,7 +32,9 @@ extension ChatStore {
             }
             let last = try results[base + 2].get().string.flatMap { Int64($0) } ?? 0
             let first = Self.firstSeq(try results[base + 3].get(), lastSeq: last)
-            lookups[channel] = .member(lastSeq: last, firstSeq: first)
+            // Channels made before membership was recorded have none: replayed as before.
+            let record = try results[base + 4].get().string.flatMap(MembershipRecord.init)
+            lookups[channel] = .member(lastSeq: last, firstSeq: first, membership: record)
         }
         return lookups
     }

@@ -487,7 +487,8 @@ extension LiveConnectionHandler {
             case notFound
             /// A group the user is not a member of.
             case forbidden
-            case member(lastSeq: Int64, firstSeq: Int64)
+            /// A member, with its membership changes in the channel when they are recorded.
+            case member(lastSeq: Int64, firstSeq: Int64, membership: MembershipRecord? = nil)
         }
 
         /// The answer to a resume, once Redis was asked about each channel: errors for the
@@ -509,7 +510,7 @@ extension LiveConnectionHandler {
                     errors.append(.error(code: .notFound, message: "no such channel", channel: channel))
                 case .forbidden:
                     errors.append(.error(code: .forbidden, message: "not a member of this channel", channel: channel))
-                case .member(let last, let first):
+                case .member(let last, let first, let membership):
                     // A cursor past the log's end (a client that knew an earlier channel of that
                     // id) would hold back every live event up to it: resume from the end instead.
                     var start = min(cursor, last)
@@ -520,7 +521,10 @@ extension LiveConnectionHandler {
                     var stream = self.streams[channel] ?? Stream(delivered: start, target: last)
                     stream.delivered = start
                     stream.target = max(stream.target, last)
-                    stream.isMember = true
+                    // Membership exact at a seq, in a replay too: from a cursor the user was out
+                    // at (after its own member_left), nothing is written before its next
+                    // member_joined, even should retention have trimmed that member_left.
+                    stream.isMember = membership?.isMember(after: start) ?? true
                     self.streams[channel] = stream
                     resume.waiting.insert(channel)
                     if let read = self.startRead(channel, toEnd: true) { outcome.reads.append(read) }

@@ -42,3 +42,44 @@ enum EventMembership: Sendable, Equatable {
     private static let memberJoined = Array("member_joined".utf8)
     private static let memberLeft = Array("member_left".utf8)
 }
+
+/// A user's membership changes in one channel, as `ch:{C}:membership` keeps them: the seqs of
+/// its `member_joined` (`j`) and `member_left` (`l`) events, oldest first (`j1 l9 j12`). Only the
+/// newest are kept (`lua/prelude.lua`): the oldest go two at a time, and a leading `-` says so.
+struct MembershipRecord: Sendable, Equatable {
+    private var changes: [(joined: Bool, seq: Int64)]
+    /// Whether older changes were dropped.
+    private var trimmed = false
+
+    /// nil for a record that is not one (no change, or one it cannot read).
+    init?(_ text: String) {
+        var entries = text.split(separator: " ")
+        if entries.first == "-" {
+            self.trimmed = true
+            entries.removeFirst()
+        }
+        var changes: [(joined: Bool, seq: Int64)] = []
+        for entry in entries {
+            guard let kind = entry.first, kind == "j" || kind == "l", let seq = Int64(entry.dropFirst()) else { return nil }
+            changes.append((kind == "j", seq))
+        }
+        guard !changes.isEmpty else { return nil }
+        self.changes = changes
+    }
+
+    /// Whether a replay writes the events right after `seq`: false only while the user is out
+    /// of the channel after one of its `member_left`s, before its next `member_joined`.
+    ///
+    /// Before the first change kept: in if that is a leave (a join from before records were
+    /// kept); if it is a join, in before the user's first join ever (a resume promises every
+    /// event after its cursor, and only what follows a `member_left` is withheld), and out before
+    /// one whose older changes were dropped (the user may have just left).
+    func isMember(after seq: Int64) -> Bool {
+        guard let last = self.changes.last(where: { $0.seq <= seq }) else { return !self.trimmed || !self.changes[0].joined }
+        return last.joined
+    }
+
+    static func == (lhs: Self, rhs: Self) -> Bool {
+        lhs.trimmed == rhs.trimmed && lhs.changes.elementsEqual(rhs.changes) { $0.joined == $1.joined && $0.seq == $1.seq }
+    }
+}
