@@ -84,6 +84,65 @@ struct ReplicaWaitTests {
         }
     }
 
+    /// A replica that holds a write only after its call gave up (503): the event goes out live
+    /// then, not with the channel's next event; and a user added meanwhile is followed on its
+    /// open socket from its own `member_joined`, and listed in `GET /channels`.
+    @Test func writesReplicasHoldLateArePushedLiveThen() async throws {
+        let primary = try await runOnOwnThread { try RedisServerProcess() }
+        defer { primary.stop() }
+        let replica = try await runOnOwnThread { try RedisServerProcess(arguments: ["--replicaof", "127.0.0.1", "\(primary.port)"]) }
+        defer {
+            replica.resume()
+            replica.stop()
+        }
+        try await waitUntil("the replica is in sync", timeout: .seconds(30)) {
+            try await redisCLI(["INFO", "replication"], port: primary.port).joined().contains(
+                "slave0:ip=127.0.0.1,port=\(replica.port),state=online"
+            )
+        }
+        let (alice, bob, carol) = (TestRedis.uniqueName("alice"), TestRedis.uniqueName("bob"), TestRedis.uniqueName("carol"))
+        let configure: RelayConfigurator = {
+            $0.redisWait = 1
+            $0.redisWaitTimeout = .milliseconds(300)
+        }
+        try await withRelay(configure, redisURL: primary.url) { relay in
+            let id = try await relay.createGroup(alice, members: [bob])
+            try await withSockets { sockets in
+                let bobSocket = try await TestSocket.connect(relay, token: relay.token(bob), label: "bob")
+                let carolSocket = try await TestSocket.connect(relay, token: relay.token(carol), label: "carol")
+                sockets += [bobSocket, carolSocket]
+
+                // The replica is frozen through the calls' wait: they give up, the writes stay.
+                replica.pause()
+                let late = try await relay.request(
+                    "POST",
+                    "/channels/\(id)/messages",
+                    token: relay.token(alice),
+                    json: ["client_msg_id": "late", "text": "held late"]
+                )
+                expectError(late, 503, "unavailable")
+                let added = try await relay.request("POST", "/channels/\(id)/members", token: relay.token(alice), json: ["user_id": carol])
+                expectError(added, 503, "unavailable")
+                replica.resume()
+
+                // Nothing else is posted: the message comes live once the replica holds it.
+                let message = try await bobSocket.waitFor("the message held late", timeout: .seconds(15)) {
+                    $0["channel_id"].string == id && $0["client_msg_id"].string == "late"
+                }
+                let joined = try #require(message["seq"].int) + 1
+                let carolsJoin = try await carolSocket.waitFor("carol's own member_joined", timeout: .seconds(15)) {
+                    $0["channel_id"].string == id && $0["seq"].int == joined
+                }
+                #expect(carolsJoin["type"].string == "member_joined" && carolsJoin["user_id"].string == carol, "\(carolsJoin)")
+                let listed = try await relay.request("GET", "/channels", token: relay.token(carol))
+                #expect(listed.value["channels"].array?.contains { $0["id"].string == id } == true, "\(listed)")
+                let after = try #require(try await relay.send(alice, id, "after")["seq"].int)
+                try await carolSocket.waitUntil("the next message") { _ in carolSocket.seqs(id).contains(after) }
+                expectSeqs(carolSocket.seqs(id), [joined, after], "carol from her own member_joined")
+            }
+        }
+    }
+
     /// With a replica, every kind of write is acknowledged and pushed live as without waiting:
     /// messages (and a retry of one), edits, deletes, members added and removed, read cursors.
     @Test func writesReplicasHoldArePushedLive() async throws {

@@ -62,6 +62,17 @@ public final class RedisServerProcess: @unchecked Sendable {
         self.signal(SIGTERM)
     }
 
+    /// Freezes the server where it is (SIGSTOP) until ``resume()``: its connections stay open
+    /// and nothing is answered, as with a server that hangs.
+    public func pause() {
+        if let pid = self.process?.pid { Glibc.kill(pid, SIGSTOP) }
+    }
+
+    /// Lets a server frozen by ``pause()`` run again (SIGCONT).
+    public func resume() {
+        if let pid = self.process?.pid { Glibc.kill(pid, SIGCONT) }
+    }
+
     private func signal(_ signal: Int32) {
         self.process?.stop(signal)
         self.process = nil

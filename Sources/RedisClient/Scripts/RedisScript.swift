@@ -28,19 +28,35 @@ extension RedisClient {
     /// - Throws: ``RedisError``; a script's `redis.error_reply` arrives as `.serverError`;
     ///   `.unavailable` when fewer replicas than ``RedisConfiguration/replicaWait`` acknowledged
     ///   within ``RedisConfiguration/replicaWaitTimeout``.
+    ///
+    /// - Parameter lateReplication: called with the script's reply should the replicas
+    ///   acknowledge its write after the call gave up on them (it threw `.unavailable`): the
+    ///   connection that wrote it is asked again every half second, for up to half a minute
+    ///   (`WAIT` counts a connection's own writes). Not called if that connection closes first.
     @discardableResult
-    public func run(_ script: RedisScript, keys: [String], arguments: [any RedisArgument]) async throws -> RESPValue {
-        try await self.run(script, Self.evalsha(script, keys: keys, arguments: arguments))
+    public func run(
+        _ script: RedisScript,
+        keys: [String],
+        arguments: [any RedisArgument],
+        lateReplication: (@Sendable (RESPValue) async -> Void)? = nil
+    ) async throws -> RESPValue {
+        try await self.run(script, Self.evalsha(script, keys: keys, arguments: arguments), lateReplication: lateReplication)
     }
 
-    /// ``run(_:keys:arguments:)`` with its `EVALSHA` command made.
-    func run(_ script: RedisScript, _ evalsha: RedisCommand) async throws -> RESPValue {
+    /// ``run(_:keys:arguments:lateReplication:)`` with its `EVALSHA` command made.
+    func run(
+        _ script: RedisScript,
+        _ evalsha: RedisCommand,
+        lateReplication: (@Sendable (RESPValue) async -> Void)? = nil
+    ) async throws
+        -> RESPValue
+    {
         switch try await self.route() {
         case .connection(let connection):
-            return try await self.run(script, evalsha, on: connection, asking: false)
+            return try await self.run(script, evalsha, on: connection, asking: false, lateReplication: lateReplication)
         case .cluster(let cluster):
             return try await cluster.perform(key: evalsha.key) { connection, asking in
-                try await self.run(script, evalsha, on: connection, asking: asking)
+                try await self.run(script, evalsha, on: connection, asking: asking, lateReplication: lateReplication)
             }
         }
     }
@@ -85,7 +101,8 @@ extension RedisClient {
         _ script: RedisScript,
         _ evalsha: RedisCommand,
         on connection: RedisConnection,
-        asking: Bool
+        asking: Bool,
+        lateReplication: (@Sendable (RESPValue) async -> Void)?
     ) async throws -> RESPValue {
         let replicas = self.configuration.replicaWait
         let (seconds, attoseconds) = self.configuration.replicaWaitTimeout.components
@@ -114,10 +131,39 @@ extension RedisClient {
         if replicas > 0 {
             let acknowledged = try results[scriptIndex + 1].get().int ?? 0
             guard acknowledged >= replicas else {
+                if let lateReplication {
+                    self.awaitLateReplication(of: reply, on: connection, replicas: replicas, then: lateReplication)
+                }
                 throw RedisError(.unavailable, "the write reached \(acknowledged) of \(replicas) replicas in time")
             }
         }
         return reply
+    }
+
+    /// How often, and how many times, a write whose replicas were late is checked again.
+    static let lateReplicationInterval = Duration.milliseconds(500)
+    static let lateReplicationChecks = 60
+
+    /// Asks `connection` every ``lateReplicationInterval`` whether `replicas` hold its writes so
+    /// far (`WAIT replicas 1`: at once, blocking nothing behind it), and calls `then` once they do.
+    private func awaitLateReplication(
+        of reply: RESPValue,
+        on connection: RedisConnection,
+        replicas: Int,
+        then: @escaping @Sendable (RESPValue) async -> Void
+    ) {
+        Task {
+            for _ in 0..<Self.lateReplicationChecks {
+                try? await Task.sleep(for: Self.lateReplicationInterval)
+                // A connection opened again has written nothing: its WAIT would prove nothing.
+                guard connection.isActive, let acknowledged = try? await connection.execute(RedisCommand("WAIT", [replicas, 1])).int
+                else { return }
+                if acknowledged >= replicas {
+                    await then(reply)
+                    return
+                }
+            }
+        }
     }
 
     static func evalsha(_ script: RedisScript, keys: [String], arguments: [any RedisArgument]) -> RedisCommand {

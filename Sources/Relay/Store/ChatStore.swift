@@ -277,13 +277,20 @@ struct ChatStore: Sendable {
     /// - Returns: the new events (empty if everyone was a member already).
     func addMembers(channel id: String, actor: String, users: [String]) async throws -> [String] {
         let keys = RelayKeys.Channel(id)
-        let reply = try await self.run(
-            self.scripts.addMembers,
-            "members_add",
-            channel: id,
-            keys: [keys.meta, keys.members, keys.seq, keys.log, keys.messages, keys.membership],
-            arguments: [actor, id, keys.topic, self.limits.maxGroupMembers] + users
-        )
+        let reply: RESPValue
+        do {
+            reply = try await self.run(
+                self.scripts.addMembers,
+                "members_add",
+                channel: id,
+                keys: [keys.meta, keys.members, keys.seq, keys.log, keys.messages, keys.membership],
+                arguments: [actor, id, keys.topic, self.limits.maxGroupMembers] + users
+            )
+        } catch let error as RedisError where error.code == .unavailable {
+            // As for a channel created: the script may have run, its replicas short.
+            try? await self.indexChannel(id, for: users)
+            throw error
+        }
         let events = reply.array?.compactMap(\.string) ?? []
         self.metrics.appended(events.count)
         // Only after the script succeeded: a refused call (no such channel, not a member)
@@ -647,17 +654,35 @@ struct ChatStore: Sendable {
         arguments: [any RedisArgument]
     ) async throws -> RESPValue {
         let reply: RESPValue
+        // Replicas that acknowledge a write only after its call gave up (503): its events go
+        // out live then, rather than only with the channel's next event.
+        var late: (@Sendable (RESPValue) async -> Void)?
+        if !self.scripts.publishes {
+            let store = self
+            late = { reply in
+                guard let payloads = Self.deferredPayloads(reply) else { return }
+                await store.publishLive(payloads, channel: channel)
+            }
+        }
         do {
-            reply = try await self.timed(name) { try await self.redis.run(script, keys: keys, arguments: arguments) }
+            reply = try await self.timed(name) {
+                try await self.redis.run(script, keys: keys, arguments: arguments, lateReplication: late)
+            }
         } catch let error as RedisError {
             throw ChatError(script: error, channel: channel) ?? error
         }
         guard !self.scripts.publishes else { return reply }
-        guard let parts = reply.array, parts.count == 2, let payloads = parts[1].array?.compactMap(\.bytes) else {
+        guard let parts = reply.array, parts.count == 2, let payloads = Self.deferredPayloads(reply) else {
             throw RedisError(.protocolViolation, "\(name) answered \(reply)")
         }
         await self.publishLive(payloads, channel: channel)
         return parts[0]
+    }
+
+    /// The payloads a script kept to publish (`{reply, payloads}`, ``RelayScripts/publishes`` false).
+    private static func deferredPayloads(_ reply: RESPValue) -> [[UInt8]]? {
+        guard let parts = reply.array, parts.count == 2 else { return nil }
+        return parts[1].array?.compactMap(\.bytes)
     }
 
     /// Publishes `"<seq> <json>"` payloads on `channel`'s live topic. Best effort: sockets that

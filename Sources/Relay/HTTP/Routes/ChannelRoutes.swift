@@ -1,4 +1,5 @@
 import Hummingbird
+import RedisClient
 
 /// `/channels`: create, list, show, members.
 struct ChannelRoutes: Sendable {
@@ -35,13 +36,21 @@ struct ChannelRoutes: Sendable {
         let id = try body.id.map { try self.parsing.id($0, field: "id") }
         let name = body.name ?? ""
         guard name.utf8.count <= 256 else { throw APIError.badRequest("name is over 256 bytes") }
-        let (created, channel) = try await self.store.createChannel(
-            type: type,
-            id: id,
-            name: name,
-            creator: caller.userID,
-            members: members
-        )
+        let (created, channel): (Bool, ChatChannel)
+        do {
+            (created, channel) = try await self.store.createChannel(
+                type: type,
+                id: id,
+                name: name,
+                creator: caller.userID,
+                members: members
+            )
+        } catch let error as RedisError where error.code == .unavailable {
+            // The script may have run (`--redis-wait`, replicas short): the members' sockets
+            // look for it, as a retry (200, nothing new) would not make them.
+            await self.realtime.channelsChanged(for: [caller.userID] + members)
+            throw error
+        }
         if created {
             await self.realtime.channelsChanged(for: [caller.userID] + members)
         }
@@ -92,8 +101,19 @@ struct ChannelRoutes: Sendable {
             users += try list.map { try self.parsing.id($0, field: "user_ids") }
         }
         guard !users.isEmpty else { throw APIError.badRequest("give user_id or user_ids") }
-        let events = try await self.store.addMembers(channel: id, actor: caller.userID, users: users)
-        if !events.isEmpty {
+        let events: [String]
+        do {
+            events = try await self.store.addMembers(channel: id, actor: caller.userID, users: users)
+        } catch let error as RedisError where error.code == .unavailable {
+            // The script may have run (`--redis-wait`, replicas short): the users' sockets look.
+            await self.realtime.channelsChanged(for: users)
+            throw error
+        }
+        if events.isEmpty {
+            // Members already: maybe by an earlier call that failed after its script ran (a
+            // relay that stopped, replicas short), whose users' sockets were never told.
+            await self.realtime.channelsChanged(for: users)
+        } else {
             await self.realtime.joined(channel: id, events: events)
         }
         return .json("{\"events\":[" + events.joined(separator: ",") + "]}")

@@ -162,11 +162,18 @@ extension ChatStore {
         }
     }
 
-    /// The seq of `user`'s latest `member_joined` in the channel, read back from the log's end a
-    /// page at a time; the seq after the log's end if the log has none within `maxPages` pages
-    /// (a join that old is not news to a live connection).
+    /// The seq of `user`'s latest `member_joined` in the channel, from its membership record
+    /// (``MembershipRecord``), or, in a channel made before those were kept, read back from the
+    /// log's end a page at a time; the seq after the log's end if the log has none within
+    /// `maxPages` pages (a join that old is not news to a live connection).
     func joinSeq(channel id: String, user: String, maxPages: Int = 50) async throws -> Int64 {
-        let log = RelayKeys.Channel(id).log
+        let keys = RelayKeys.Channel(id)
+        let record = try await self.timed("join") {
+            try await self.redis.execute(RedisCommand("HGET", key: keys.membership, [keys.membership, user]))
+        }
+        if let join = record.string.flatMap(MembershipRecord.init)?.currentJoin { return join }
+        // Channels made before membership was recorded: the log, newest first.
+        let log = keys.log
         var end = "+"
         var last: Int64?
         for _ in 0..<maxPages {

@@ -79,6 +79,11 @@ struct MembershipRecord: Sendable, Equatable {
         return last.joined
     }
 
+    /// The seq of the user's `member_joined` if the last change is one (the user is in).
+    var currentJoin: Int64? {
+        self.changes.last.flatMap { $0.joined ? $0.seq : nil }
+    }
+
     static func == (lhs: Self, rhs: Self) -> Bool {
         lhs.trimmed == rhs.trimmed && lhs.changes.elementsEqual(rhs.changes) { $0.joined == $1.joined && $0.seq == $1.seq }
     }
