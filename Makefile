@@ -2,7 +2,8 @@
 #
 # Variables (set on the command line or in the environment):
 #   RELAY_PORT        port of the relay started by `make run` (default 8080)
-#   REDIS_PORT        port of the Redis started by `make run` (default 6379); `make test` picks a free one itself
+#   REDIS_PORT        port of the Redis started by `make run` (default 6379, or a free one should another
+#                     Redis hold 6379); `make test` picks a free one itself
 #   CLUSTER=1         `make run CLUSTER=1` is `make cluster`
 #   SWIFT_FLAGS       extra flags for every swift build/test, e.g. SWIFT_FLAGS=--scratch-path=.build-mine
 #   SWIFT_TEST_FLAGS  extra flags for swift test, e.g. SWIFT_TEST_FLAGS="--filter RedisClientTests"
@@ -13,11 +14,12 @@ SHELL := bash
 .NOTPARALLEL:
 MAKEFLAGS += --no-print-directory
 
-SWIFT ?= swift
+# Swift on PATH, or where the swift.org tarball for Debian 12 is usually unpacked.
+SWIFT ?= $(or $(shell command -v swift 2>/dev/null),$(wildcard /opt/swift/usr/bin/swift),swift)
 SWIFT_FLAGS ?=
 SWIFT_TEST_FLAGS ?=
 RELAY_PORT ?= 8080
-REDIS_PORT ?= 6379
+REDIS_PORT ?=
 export SWIFT SWIFT_FLAGS SWIFT_TEST_FLAGS
 
 APT_PACKAGES := redis-server libhiredis-dev libssl-dev
@@ -33,8 +35,10 @@ REDIS_DIR := data/redis
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## /  \1\t/' | expand -t 14
 
-deps: ## install the missing apt packages (redis-server, libhiredis-dev, libssl-dev)
+deps: ## install the missing apt packages (redis-server, libhiredis-dev, libssl-dev); check for Swift
 	@bash scripts/deps.sh $(APT_PACKAGES)
+	@command -v "$(SWIFT)" >/dev/null || { echo "error: no Swift toolchain found (not on PATH, nor in /opt/swift)." \
+		"Install Swift 6 for Debian 12 from https://www.swift.org/install/linux/ and put its usr/bin on PATH." >&2; exit 1; }
 
 build: deps ## debug build
 	$(SWIFT) build $(SWIFT_FLAGS)

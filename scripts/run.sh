@@ -6,19 +6,21 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 RELAY_PORT=${RELAY_PORT:-8080}
-REDIS_PORT=${REDIS_PORT:-6379}
+# Empty: 6379, or the next free port should another Redis (a system one) hold it.
+REDIS_PORT=${REDIS_PORT:-}
 SWIFT=${SWIFT:-swift}
 redis_dir=$PWD/data/redis
+secret_file=$PWD/data/dev-secret
 
 check_ports() {
     local running_port
     if running_port=$(bash scripts/redis.sh port "$redis_dir"); then
-        if [ "$running_port" != "$REDIS_PORT" ]; then
+        if [ -n "$REDIS_PORT" ] && [ "$running_port" != "$REDIS_PORT" ]; then
             echo "error: this project's Redis already runs on port $running_port, not REDIS_PORT=$REDIS_PORT." \
                 "Run 'make run REDIS_PORT=$running_port', or 'make stop' first." >&2
             exit 1
         fi
-    else
+    elif [ -n "$REDIS_PORT" ]; then
         bash scripts/redis.sh check-port "$REDIS_PORT" REDIS_PORT
     fi
     bash scripts/redis.sh check-port "$RELAY_PORT" RELAY_PORT
@@ -37,13 +39,36 @@ else
 fi
 [ -x "$relay" ] || { echo "error: $relay not found: build it with 'make release'" >&2; exit 1; }
 
-redis_url=redis://127.0.0.1:$REDIS_PORT
-if bash scripts/redis.sh port "$redis_dir" >/dev/null; then
+if running_port=$(bash scripts/redis.sh port "$redis_dir"); then
+    redis_url=redis://127.0.0.1:$running_port
     echo "Redis already running at $redis_url (data in data/redis)."
 else
+    if [ -z "$REDIS_PORT" ]; then
+        REDIS_PORT=6379
+        if bash scripts/redis.sh check-port 6379 REDIS_PORT 2>/dev/null; then :; else
+            # Installing redis-server on Debian starts a system Redis on 6379: this project's own
+            # (its data in data/redis) takes another port rather than share it.
+            REDIS_PORT=$(bash scripts/redis.sh free-port)
+            echo "Port 6379 is taken (a system Redis?): this project's Redis uses port $REDIS_PORT."
+        fi
+    fi
+    redis_url=redis://127.0.0.1:$REDIS_PORT
     bash scripts/redis.sh start "$redis_dir" "$REDIS_PORT" dev
     echo "Started Redis at $redis_url (AOF on, data in data/redis)."
 fi
+
+# Dev mode with a secret kept in data/dev-secret: tokens stay valid when the relay restarts, and
+# `relay token` can sign for it.
+secret_hint='"$RELAY_JWT_SECRET"'
+if [ -z "${RELAY_JWT_SECRET:-}" ]; then
+    if [ ! -s "$secret_file" ]; then
+        mkdir -p "$(dirname "$secret_file")"
+        (umask 077 && head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$secret_file")
+    fi
+    RELAY_JWT_SECRET=$(cat "$secret_file")
+    secret_hint='"$(cat data/dev-secret)"'
+fi
+export RELAY_JWT_SECRET
 
 host=${RELAY_HOST:-127.0.0.1}
 case $host in 0.0.0.0 | :: | "[::]") host=127.0.0.1 ;; *:*) host="[$host]" ;; esac
@@ -56,6 +81,9 @@ cat <<MSG
     TOKEN=\$(curl -s -X POST $base/auth/dev-token -H 'Content-Type: application/json' \\
       -d '{"user_id": "alice"}' | sed -E 's/.*"token" *: *"([^"]*)".*/\1/')
     curl -s $base/channels -H "Authorization: Bearer \$TOKEN"
+
+  Tokens outlive a restart (the secret is kept in data/dev-secret, unless RELAY_JWT_SECRET is
+  set). Another way to make one: $relay token alice --jwt-secret $secret_hint
 
   Ctrl-C stops the relay. Redis keeps running: 'make redis-cli' inspects it, 'make stop' stops it.
 
