@@ -129,6 +129,26 @@ struct HeartbeatTests {
         _ = try second.finish()
     }
 
+    /// While a handler after the heartbeat holds back reading the client's frames (answers
+    /// waiting on a Redis that hangs), the client cannot be heard: it is pinged, never reported
+    /// silent, and has two intervals from when reads go on again.
+    @Test func aClientWhoseFramesAreNotReadIsNotSilent() throws {
+        let loop = EmbeddedEventLoop()
+        let silences = Silences()
+        let channel = try self.channel(on: loop, interval: .seconds(5), silences: silences)
+        channel.pipeline.triggerUserOutboundEvent(HeartbeatHandler.ReadsHeld(held: true), promise: nil)
+        for _ in 0..<6 {
+            loop.advanceTime(by: .seconds(5))
+            #expect(try pings(channel) == 1, "pinged on")
+        }
+        #expect(silences.count.load(ordering: .relaxed) == 0, "not silent while its frames are not read")
+        channel.pipeline.triggerUserOutboundEvent(HeartbeatHandler.ReadsHeld(held: false), promise: nil)
+        loop.advanceTime(by: .seconds(5))
+        #expect(silences.count.load(ordering: .relaxed) == 0, "an interval after reads went on")
+        loop.advanceTime(by: .seconds(10))
+        #expect(silences.count.load(ordering: .relaxed) == 1, "silent two intervals after")
+    }
+
     @Test func aClosingConnectionIsPingedNoMore() throws {
         let loop = EmbeddedEventLoop()
         let silences = Silences()

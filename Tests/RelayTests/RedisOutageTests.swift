@@ -141,6 +141,36 @@ struct RedisOutageTests {
         }
     }
 
+    /// A Redis that hangs holds the answers to a socket's frames; the relay reads no more of
+    /// them meanwhile, and does not take that for the client's silence: the socket stays open
+    /// through four heartbeats, and every send is answered once Redis wakes.
+    @Test func aSocketWaitingOnAHungRedisIsNotClosedAsSilent() async throws {
+        let redis = try await runOnOwnThread { try RedisServerProcess() }
+        defer {
+            redis.resume()
+            redis.stop()
+        }
+        let configure: RelayConfigurator = { $0.heartbeat = .seconds(1) }
+        try await withRelay(configure, redisURL: redis.url) { relay in
+            let alice = TestRedis.uniqueName("alice")
+            let id = try await relay.createGroup(alice)
+            try await withSockets { sockets in
+                let socket = try await TestSocket.connect(relay, token: relay.token(alice), label: "alice")
+                sockets.append(socket)
+                redis.pause()
+                for index in 0..<20 {
+                    try await socket.send(json: ["type": "send", "channel_id": id, "client_msg_id": "h\(index)", "text": "held"])
+                }
+                try await Task.sleep(for: .seconds(4))
+                redis.resume()
+                try await socket.waitUntil("an answer to every send", timeout: .seconds(30)) { frames in
+                    frames.filter { ["ack", "error"].contains($0["type"].string ?? "") }.count == 20
+                }
+                #expect(socket.closeCode == nil, "closed with \(socket.closeCode ?? 0)")
+            }
+        }
+    }
+
     /// A Redis that takes too long to answer (here busy for 6 s) is down for `/healthz`, which
     /// says so within its bound instead of after the command timeout.
     @Test func healthzIs503PromptlyWhileRedisIsFrozen() async throws {

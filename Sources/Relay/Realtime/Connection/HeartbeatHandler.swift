@@ -19,6 +19,14 @@ final class HeartbeatHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// Nothing was heard from the client for two intervals.
     struct Silent: Sendable {}
 
+    /// Outbound user event, from a handler after this one: it holds back (`true`) or lets go
+    /// (`false`) the reading of the client's frames. While reads are held the client cannot be
+    /// heard, so its silence is not the client's: nothing is reported until two intervals
+    /// after they are let go (TCP holds what the client sends meanwhile).
+    struct ReadsHeld: Sendable {
+        var held: Bool
+    }
+
     private let heartbeats: Heartbeats
     private var lastHeard = NIODeadline.uptimeNanoseconds(0)
     /// When the last ping went out, since the client was last heard from.
@@ -28,6 +36,8 @@ final class HeartbeatHandler: ChannelDuplexHandler, RemovableChannelHandler {
     fileprivate var slot: Int?
     /// Whether a frame went on up the pipeline since the last read completed.
     private var passedFrameOn = false
+    /// Whether a handler after this one holds back reading the client's frames (``ReadsHeld``).
+    private var readsHeld = false
 
     /// A ping with no payload, as a server sends it (unmasked).
     private static let ping: ByteBuffer = ByteBuffer(bytes: [0x89, 0x00])
@@ -55,6 +65,16 @@ final class HeartbeatHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func triggerUserOutboundEvent(context: ChannelHandlerContext, event: Any, promise: EventLoopPromise<Void>?) {
+        if let event = event as? ReadsHeld {
+            if self.readsHeld && !event.held {
+                // Heard again from now on: two intervals from here before it counts as silent.
+                self.lastHeard = context.eventLoop.now
+                self.pingedSinceHeard = nil
+            }
+            self.readsHeld = event.held
+            promise?.succeed()
+            return
+        }
         if event is WebSocketProtocolHandler.Closing {
             self.stop(on: context.eventLoop)
         }
@@ -89,7 +109,7 @@ final class HeartbeatHandler: ChannelDuplexHandler, RemovableChannelHandler {
         guard let context else { return false }
         // Silent: nothing heard for two intervals, although a ping went out at least an interval
         // ago (a loop running late must not close a client it never gave the chance to answer).
-        if now - self.lastHeard >= interval * 2, let pinged = self.pingedSinceHeard, now - pinged >= interval {
+        if !self.readsHeld, now - self.lastHeard >= interval * 2, let pinged = self.pingedSinceHeard, now - pinged >= interval {
             context.fireUserInboundEventTriggered(Silent())
             return false
         }

@@ -185,6 +185,7 @@ final class LiveConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         self.machine.close()
         self.expiry?.cancel()
         context.triggerUserOutboundEvent(WebSocketProtocolHandler.Close(code: code, reason: reason), promise: nil)
+        self.readIfHeld()
     }
 
     // MARK: From the hub
@@ -241,6 +242,7 @@ final class LiveConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         guard !self.closing else { return }
         let message = self.unwrapInboundIn(data)
         guard self.machine.frameReceived(message, maxBytes: self.services.maxQueuedBytes) else {
+            self.services.metrics?.slowConsumerClosed()
             self.close(code: 4008, reason: "slow consumer: too many frames unanswered")
             return
         }
@@ -261,6 +263,7 @@ final class LiveConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         case is WebSocketProtocolHandler.PeerClosed, is WebSocketProtocolHandler.Closing:
             self.closing = true
             self.machine.close()
+            self.readIfHeld()
         case is HeartbeatHandler.Silent:
             self.close(code: 1001, reason: "no frame for two heartbeats")
         case is ChannelShouldQuiesceEvent:
@@ -274,19 +277,29 @@ final class LiveConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
     // MARK: Outbound
 
     func read(context: ChannelHandlerContext) {
-        if self.machine.wantsInput {
-            self.readHeld = false
+        if self.machine.wantsInput || self.closing {
+            self.holdReads(false, context: context)
             context.read()
         } else {
-            self.readHeld = true
+            self.holdReads(true, context: context)
         }
     }
 
-    /// Asks for more of the client's frames if a read was held back and they are wanted now.
+    /// Asks for more of the client's frames if a read was held back and they are wanted now, or
+    /// the connection is closing (what still comes is dropped, so that the socket is not closed
+    /// with unread bytes, which would reset it and lose the close frame on the client's side).
     private func readIfHeld() {
-        guard self.readHeld, self.machine.wantsInput, let context = self.context else { return }
-        self.readHeld = false
+        guard self.readHeld, self.machine.wantsInput || self.closing, let context = self.context else { return }
+        self.holdReads(false, context: context)
         context.read()
+    }
+
+    /// Notes that reads are held back, or no longer, and tells the heartbeat: a client whose
+    /// frames are not read cannot be heard, and is not silent for that.
+    private func holdReads(_ held: Bool, context: ChannelHandlerContext) {
+        guard self.readHeld != held else { return }
+        self.readHeld = held
+        context.triggerUserOutboundEvent(HeartbeatHandler.ReadsHeld(held: held), promise: nil)
     }
 
     private func write(_ message: ServerMessage) {
