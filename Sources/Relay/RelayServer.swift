@@ -52,6 +52,17 @@ public enum RelayServer {
         let signer = HS256(secret: configuration.jwtSecret)
 
         let router = Router(context: RelayRequestContext.self, options: .autoGenerateHeadEndpoints)
+        // Any web page may call the API with a token it holds (tokens are bearer tokens, never
+        // cookies, so a page gets no one else's rights by it): preflights are answered here,
+        // before routing, and every answer to a request with an `Origin` allows it.
+        router.add(
+            middleware: CORSMiddleware(
+                allowOrigin: .all,
+                allowHeaders: [.accept, .authorization, .contentType, .origin],
+                allowMethods: [.get, .head, .post, .patch, .delete, .options],
+                maxAge: .seconds(600)
+            )
+        )
         router.add(middleware: ErrorMiddleware(metrics: metrics))
         SystemRoutes(
             redis: redis,

@@ -113,6 +113,34 @@ struct HardeningTests {
         }
     }
 
+    /// A web page of another origin may call the API (CORS): a preflight is answered 204 with
+    /// what it may send, and every answer, errors included, allows the page's origin.
+    @Test func pagesOfAnyOriginMayCallTheAPI() async throws {
+        try await withRelay { relay in
+            let alice = TestRedis.uniqueName("alice")
+            let origin = "http://localhost:5173"
+            let preflight = try await relay.request(
+                "OPTIONS",
+                "/channels",
+                headers: [
+                    "Origin": origin, "Access-Control-Request-Method": "POST",
+                    "Access-Control-Request-Headers": "authorization, content-type",
+                ]
+            )
+            #expect(preflight.status == 204, "\(preflight)")
+            #expect(preflight.headers["access-control-allow-origin"] == "*")
+            let methods = preflight.headers["access-control-allow-methods"] ?? ""
+            #expect(["POST", "PATCH", "DELETE"].allSatisfy(methods.contains), "\(methods)")
+            #expect(preflight.headers["access-control-allow-headers"]?.lowercased().contains("authorization") == true)
+            let listed = try await relay.request("GET", "/channels", token: relay.token(alice), headers: ["Origin": origin])
+            #expect(listed.status == 200 && listed.headers["access-control-allow-origin"] == "*", "\(listed)")
+            let refused = try await relay.request("GET", "/channels", headers: ["Origin": origin])
+            #expect(refused.status == 401 && refused.headers["access-control-allow-origin"] == "*", "\(refused)")
+            let script = try await relay.request("GET", "/relay.js", headers: ["Origin": origin])
+            #expect(script.status == 200 && script.headers["access-control-allow-origin"] == "*", "\(script)")
+        }
+    }
+
     /// Whether a response head has the header `name` (case aside) with the value `value`.
     static func says(_ head: String, _ name: String, _ value: String) -> Bool {
         head.lowercased().split(separator: "\r\n").contains { $0 == "\(name): \(value)" }
