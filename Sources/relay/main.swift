@@ -14,11 +14,17 @@ struct RelayCommand: AsyncParsableCommand {
 
 /// `relay serve`: flags first, then the environment, then the defaults.
 struct Serve: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Run the relay.")
+    static let configuration = CommandConfiguration(
+        abstract: "Run the relay.",
+        discussion: "Each flag has an environment variable; the flag wins. LOG_LEVEL sets the log level (default info)."
+    )
 
-    @Option(help: "Address to listen on (env RELAY_HOST).") var host: String?
-    @Option(help: "Port to listen on (env RELAY_PORT).") var port: Int?
-    @Option(help: "Redis URL, redis://[:password@]host:port[/db], or a comma-separated list of a cluster's nodes (env REDIS_URL).")
+    @Option(help: "Address to listen on (env RELAY_HOST; default 127.0.0.1).") var host: String?
+    @Option(help: "Port to listen on, 0 for any free one (env RELAY_PORT; default 8080).") var port: Int?
+    @Option(
+        help:
+            "Redis URL, redis://[:password@]host:port[/db], or a comma-separated list of a cluster's nodes (env REDIS_URL; default redis://127.0.0.1:6379)."
+    )
     var redis: String?
     @Option(
         name: .customLong("redis-wait"),
@@ -32,7 +38,7 @@ struct Serve: AsyncParsableCommand {
     var redisWaitMS: Int?
     @Option(name: .customLong("jwt-secret"), help: "HS256 secret for tokens (env RELAY_JWT_SECRET).") var jwtSecret: String?
     @Flag(help: "Dev mode: a random secret if none is given, and POST /auth/dev-token (env RELAY_DEV=1).") var dev = false
-    @Option(help: "Seconds between WebSocket pings (env RELAY_HEARTBEAT_S).") var heartbeat: Int?
+    @Option(help: "Seconds between WebSocket pings (env RELAY_HEARTBEAT_S; default 30).") var heartbeat: Int?
     @Option(
         help:
             "Seconds a stopping relay goes on serving REST, /healthz answering 503, before it stops accepting; a second signal cuts it short (env RELAY_DRAIN_S; default 3)."
