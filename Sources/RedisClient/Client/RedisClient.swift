@@ -19,6 +19,8 @@ public final class RedisClient: Service, Sendable {
     let eventLoopGroup: any EventLoopGroup
     let logger: Logger
     private let state: Mutex<PoolState>
+    /// Writes whose replicas were late, until they hold them (``run(_:keys:arguments:lateReplication:)``).
+    let lateReplication = LateReplication()
 
     struct PoolState {
         var connections: [RedisConnection?]

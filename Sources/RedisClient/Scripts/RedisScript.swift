@@ -32,7 +32,7 @@ extension RedisClient {
     /// - Parameter lateReplication: called with the script's reply should the replicas
     ///   acknowledge its write after the call gave up on them (it threw `.unavailable`): the
     ///   connection that wrote it is asked again every half second, for up to half a minute
-    ///   (`WAIT` counts a connection's own writes). Not called if that connection closes first.
+    ///   (``LateReplication``). Not called if that connection closes first.
     @discardableResult
     public func run(
         _ script: RedisScript,
@@ -132,38 +132,12 @@ extension RedisClient {
             let acknowledged = try results[scriptIndex + 1].get().int ?? 0
             guard acknowledged >= replicas else {
                 if let lateReplication {
-                    self.awaitLateReplication(of: reply, on: connection, replicas: replicas, then: lateReplication)
+                    self.lateReplication.add(reply, on: connection, replicas: replicas, then: lateReplication)
                 }
                 throw RedisError(.unavailable, "the write reached \(acknowledged) of \(replicas) replicas in time")
             }
         }
         return reply
-    }
-
-    /// How often, and how many times, a write whose replicas were late is checked again.
-    static let lateReplicationInterval = Duration.milliseconds(500)
-    static let lateReplicationChecks = 60
-
-    /// Asks `connection` every ``lateReplicationInterval`` whether `replicas` hold its writes so
-    /// far (`WAIT replicas 1`: at once, blocking nothing behind it), and calls `then` once they do.
-    private func awaitLateReplication(
-        of reply: RESPValue,
-        on connection: RedisConnection,
-        replicas: Int,
-        then: @escaping @Sendable (RESPValue) async -> Void
-    ) {
-        Task {
-            for _ in 0..<Self.lateReplicationChecks {
-                try? await Task.sleep(for: Self.lateReplicationInterval)
-                // A connection opened again has written nothing: its WAIT would prove nothing.
-                guard connection.isActive, let acknowledged = try? await connection.execute(RedisCommand("WAIT", [replicas, 1])).int
-                else { return }
-                if acknowledged >= replicas {
-                    await then(reply)
-                    return
-                }
-            }
-        }
     }
 
     static func evalsha(_ script: RedisScript, keys: [String], arguments: [any RedisArgument]) -> RedisCommand {
