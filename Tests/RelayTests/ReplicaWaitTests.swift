@@ -7,6 +7,19 @@ import Testing
 /// that no socket sees an event a failover could still lose (its seq would then go to another).
 @Suite("Writes pushed live once replicas hold them (--redis-wait)", .timeLimit(.minutes(5)))
 struct ReplicaWaitTests {
+    /// A private primary and a replica of it, in sync.
+    static func primaryAndReplica() async throws -> (primary: RedisServerProcess, replica: RedisServerProcess) {
+        let primary = try await runOnOwnThread { try RedisServerProcess() }
+        let replica = try await runOnOwnThread { try RedisServerProcess(arguments: ["--replicaof", "127.0.0.1", "\(primary.port)"]) }
+        try await waitUntil("the replica is in sync", timeout: .seconds(30)) {
+            // INFO's lines end with CR LF, one Character to Swift: no split into lines.
+            try await redisCLI(["INFO", "replication"], port: primary.port).joined().contains(
+                "slave0:ip=127.0.0.1,port=\(replica.port),state=online"
+            )
+        }
+        return (primary, replica)
+    }
+
     /// With no replica to hold it, a send is answered 503; its event, although in the primary's
     /// log, goes out live to no socket. The channel's next event brings it, from the log, in order.
     @Test func anEventNoReplicaHoldsIsNotPushedLive() async throws {
@@ -88,17 +101,11 @@ struct ReplicaWaitTests {
     /// then, not with the channel's next event; and a user added meanwhile is followed on its
     /// open socket from its own `member_joined`, and listed in `GET /channels`.
     @Test func writesReplicasHoldLateArePushedLiveThen() async throws {
-        let primary = try await runOnOwnThread { try RedisServerProcess() }
-        defer { primary.stop() }
-        let replica = try await runOnOwnThread { try RedisServerProcess(arguments: ["--replicaof", "127.0.0.1", "\(primary.port)"]) }
+        let (primary, replica) = try await Self.primaryAndReplica()
         defer {
             replica.resume()
             replica.stop()
-        }
-        try await waitUntil("the replica is in sync", timeout: .seconds(30)) {
-            try await redisCLI(["INFO", "replication"], port: primary.port).joined().contains(
-                "slave0:ip=127.0.0.1,port=\(replica.port),state=online"
-            )
+            primary.stop()
         }
         let (alice, bob, carol) = (TestRedis.uniqueName("alice"), TestRedis.uniqueName("bob"), TestRedis.uniqueName("carol"))
         let configure: RelayConfigurator = {
@@ -146,15 +153,11 @@ struct ReplicaWaitTests {
     /// With a replica, every kind of write is acknowledged and pushed live as without waiting:
     /// messages (and a retry of one), edits, deletes, members added and removed, read cursors.
     @Test func writesReplicasHoldArePushedLive() async throws {
-        let primary = try await runOnOwnThread { try RedisServerProcess() }
-        defer { primary.stop() }
-        let replica = try await runOnOwnThread { try RedisServerProcess(arguments: ["--replicaof", "127.0.0.1", "\(primary.port)"]) }
-        defer { replica.stop() }
-        try await waitUntil("the replica is in sync", timeout: .seconds(30)) {
-            // INFO's lines end with CR LF, one Character to Swift: no split into lines.
-            try await redisCLI(["INFO", "replication"], port: primary.port).joined().contains(
-                "slave0:ip=127.0.0.1,port=\(replica.port),state=online"
-            )
+        let (primary, replica) = try await Self.primaryAndReplica()
+        defer {
+            replica.resume()
+            replica.stop()
+            primary.stop()
         }
         let (alice, bob, carol) = (TestRedis.uniqueName("alice"), TestRedis.uniqueName("bob"), TestRedis.uniqueName("carol"))
         let configure: RelayConfigurator = {
