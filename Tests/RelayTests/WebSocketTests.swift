@@ -544,7 +544,7 @@ struct WebSocketTests {
         }
     }
 
-    @Test(arguments: ["none", "expired", "wrong secret", "garbage"])
+    @Test(arguments: ["none", "expired", "wrong secret", "garbage", "given twice"])
     func aBadTokenUpgradesThenClosesWith4001(kind: String) async throws {
         try await withRelay { relay in
             let alice = TestRedis.uniqueName("alice")
@@ -553,6 +553,8 @@ struct WebSocketTests {
                 case "none": nil
                 case "expired": relay.token(alice, ttl: -60)
                 case "wrong secret": RelayTestClient(port: relay.port, secret: randomBytes(32)).token(alice)
+                // `?token=<valid>&token=<valid>`: which one counts would be a guess.
+                case "given twice": "\(relay.token(alice))&token=\(relay.token(alice))"
                 default: "not.a.jwt"
                 }
             // A raw socket: the close frame and the end of the connection are read byte for byte.

@@ -79,12 +79,15 @@ enum RelayWebSocket {
         }
     }
 
-    /// The token from `Authorization: Bearer …`, or from `?token=` (browsers cannot set headers on a WebSocket).
+    /// The token from `Authorization: Bearer …`, or from `?token=` (browsers cannot set headers on
+    /// a WebSocket); none from a query that gives it twice (which one counts would be a guess, as
+    /// for any query parameter given twice over REST).
     static func token(_ head: HTTPRequestHead) -> String? {
         if let header = head.headers["Authorization"].first, header.count > 7, header.prefix(7).lowercased() == "bearer " {
             return String(header.dropFirst(7))
         }
-        return URI(head.uri).queryParameters["token"].map(String.init)
+        let tokens = URI(head.uri).queryParameters.getAll("token")
+        return tokens.count == 1 ? tokens[0] : nil
     }
 }
 
