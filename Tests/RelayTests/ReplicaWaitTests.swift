@@ -7,17 +7,28 @@ import Testing
 /// that no socket sees an event a failover could still lose (its seq would then go to another).
 @Suite("Writes pushed live once replicas hold them (--redis-wait)", .timeLimit(.minutes(5)))
 struct ReplicaWaitTests {
-    /// A private primary and a replica of it, in sync.
-    static func primaryAndReplica() async throws -> (primary: RedisServerProcess, replica: RedisServerProcess) {
+    /// Runs `body` with a relay that waits for one replica (`--redis-wait 1`, `timeout`) of a
+    /// private primary, the replica in sync; afterwards the replica is let go (should `body` have
+    /// frozen it) and both are stopped.
+    static func withWaitingRelay(timeout: Duration, _ body: (RelayTestClient, RedisServerProcess) async throws -> Void) async throws {
         let primary = try await runOnOwnThread { try RedisServerProcess() }
         let replica = try await runOnOwnThread { try RedisServerProcess(arguments: ["--replicaof", "127.0.0.1", "\(primary.port)"]) }
+        defer {
+            replica.resume()
+            replica.stop()
+            primary.stop()
+        }
         try await waitUntil("the replica is in sync", timeout: .seconds(30)) {
             // INFO's lines end with CR LF, one Character to Swift: no split into lines.
             try await redisCLI(["INFO", "replication"], port: primary.port).joined().contains(
                 "slave0:ip=127.0.0.1,port=\(replica.port),state=online"
             )
         }
-        return (primary, replica)
+        let configure: RelayConfigurator = {
+            $0.redisWait = 1
+            $0.redisWaitTimeout = timeout
+        }
+        try await withRelay(configure, redisURL: primary.url) { relay in try await body(relay, replica) }
     }
 
     /// With no replica to hold it, a send is answered 503; its event, although in the primary's
@@ -101,18 +112,8 @@ struct ReplicaWaitTests {
     /// then, not with the channel's next event; and a user added meanwhile is followed on its
     /// open socket from its own `member_joined`, and listed in `GET /channels`.
     @Test func writesReplicasHoldLateArePushedLiveThen() async throws {
-        let (primary, replica) = try await Self.primaryAndReplica()
-        defer {
-            replica.resume()
-            replica.stop()
-            primary.stop()
-        }
         let (alice, bob, carol) = (TestRedis.uniqueName("alice"), TestRedis.uniqueName("bob"), TestRedis.uniqueName("carol"))
-        let configure: RelayConfigurator = {
-            $0.redisWait = 1
-            $0.redisWaitTimeout = .milliseconds(300)
-        }
-        try await withRelay(configure, redisURL: primary.url) { relay in
+        try await Self.withWaitingRelay(timeout: .milliseconds(300)) { relay, replica in
             let id = try await relay.createGroup(alice, members: [bob])
             try await withSockets { sockets in
                 let bobSocket = try await TestSocket.connect(relay, token: relay.token(bob), label: "bob")
@@ -153,18 +154,8 @@ struct ReplicaWaitTests {
     /// With a replica, every kind of write is acknowledged and pushed live as without waiting:
     /// messages (and a retry of one), edits, deletes, members added and removed, read cursors.
     @Test func writesReplicasHoldArePushedLive() async throws {
-        let (primary, replica) = try await Self.primaryAndReplica()
-        defer {
-            replica.resume()
-            replica.stop()
-            primary.stop()
-        }
         let (alice, bob, carol) = (TestRedis.uniqueName("alice"), TestRedis.uniqueName("bob"), TestRedis.uniqueName("carol"))
-        let configure: RelayConfigurator = {
-            $0.redisWait = 1
-            $0.redisWaitTimeout = .seconds(5)
-        }
-        try await withRelay(configure, redisURL: primary.url) { relay in
+        try await Self.withWaitingRelay(timeout: .seconds(5)) { relay, replica in
             let id = try await relay.createGroup(alice, members: [bob])
             try await withSockets { sockets in
                 let socket = try await TestSocket.connect(relay, token: relay.token(bob), label: "bob")

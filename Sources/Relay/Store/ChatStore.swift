@@ -53,28 +53,15 @@ struct ChatStore: Sendable {
             id = requestedID ?? Identifier.make(prefix: "g")
         }
         let keys = RelayKeys.Channel(id)
-        let reply: RESPValue
-        do {
-            reply = try await self.run(
-                self.scripts.createChannel,
-                "channel_create",
-                channel: id,
-                keys: [keys.meta, keys.members, keys.seq, keys.log, keys.messages, keys.membership],
-                arguments: [id, type.rawValue, name, creator, keys.topic] + unique
-            )
-        } catch let error as RedisError where error.code == .unavailable {
-            // The script may have run, its replicas short (`--redis-wait`): a retry then finds
-            // the id taken (409) and indexes nobody, so the members are indexed now. Should it
-            // not have run, the entries are stale and dropped when next read.
-            try? await self.indexChannel(id, for: unique)
-            throw error
-        }
+        let reply = try await self.runIndexing(
+            self.scripts.createChannel,
+            "channel_create",
+            channel: id,
+            members: unique,
+            arguments: [id, type.rawValue, name, creator, keys.topic] + unique
+        )
         let created = reply.array?.first?.int == 1
         if created { self.metrics.appended(unique.count) }
-        // The users' indexes only once the script has made them members (an existing DM's
-        // pair too: a relay that stopped between its script and its index leaves none
-        // behind). A refused call (a taken id, 409) indexes nobody.
-        try await self.indexChannel(id, for: unique)
         return (created, try await self.channel(id, caller: creator))
     }
 
@@ -276,27 +263,41 @@ struct ChatStore: Sendable {
     ///
     /// - Returns: the new events (empty if everyone was a member already).
     func addMembers(channel id: String, actor: String, users: [String]) async throws -> [String] {
-        let keys = RelayKeys.Channel(id)
+        let reply = try await self.runIndexing(
+            self.scripts.addMembers,
+            "members_add",
+            channel: id,
+            members: users,
+            arguments: [actor, id, RelayKeys.Channel(id).topic, self.limits.maxGroupMembers] + users
+        )
+        let events = reply.array?.compactMap(\.string) ?? []
+        self.metrics.appended(events.count)
+        return events
+    }
+
+    /// Runs a script that makes `users` members of channel `id` (`channel_create`,
+    /// `members_add`), then adds the channel to their indexes: only once it has run, for a
+    /// refused call (no such channel, not a member, a taken id) indexes no one; or after it
+    /// failed `unavailable` (`--redis-wait`, replicas short), since it may have run and a retry
+    /// would find nothing to do. Should it not have run, those entries are stale and dropped when
+    /// next read. (An existing DM's pair is indexed too: a relay that stopped between a script
+    /// and its index leaves none behind.)
+    private func runIndexing(
+        _ script: RedisScript,
+        _ name: String,
+        channel id: String,
+        members users: [String],
+        arguments: [any RedisArgument]
+    ) async throws -> RESPValue {
         let reply: RESPValue
         do {
-            reply = try await self.run(
-                self.scripts.addMembers,
-                "members_add",
-                channel: id,
-                keys: [keys.meta, keys.members, keys.seq, keys.log, keys.messages, keys.membership],
-                arguments: [actor, id, keys.topic, self.limits.maxGroupMembers] + users
-            )
+            reply = try await self.run(script, name, channel: id, keys: RelayKeys.Channel(id).membershipScriptKeys, arguments: arguments)
         } catch let error as RedisError where error.code == .unavailable {
-            // As for a channel created: the script may have run, its replicas short.
             try? await self.indexChannel(id, for: users)
             throw error
         }
-        let events = reply.array?.compactMap(\.string) ?? []
-        self.metrics.appended(events.count)
-        // Only after the script succeeded: a refused call (no such channel, not a member)
-        // writes no one's index.
         try await self.indexChannel(id, for: users)
-        return events
+        return reply
     }
 
     /// Removes a member (itself, or anyone if the actor created the channel); logs `member_left`.
@@ -306,7 +307,7 @@ struct ChatStore: Sendable {
             self.scripts.removeMember,
             "members_remove",
             channel: id,
-            keys: [keys.meta, keys.members, keys.seq, keys.log, keys.messages, keys.membership],
+            keys: keys.membershipScriptKeys,
             arguments: [actor, id, keys.topic, user]
         )
         self.metrics.appended()

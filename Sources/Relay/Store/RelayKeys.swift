@@ -14,6 +14,8 @@ enum RelayKeys {
         var reads: String { "ch:{\(self.id)}:reads" }
         /// Each user's `member_joined` and `member_left` seqs (``MembershipRecord``): a hash.
         var membership: String { "ch:{\(self.id)}:membership" }
+        /// The keys of the scripts that change membership, in their `KEYS` order.
+        var membershipScriptKeys: [String] { [self.meta, self.members, self.seq, self.log, self.messages, self.membership] }
         /// Sharded Pub/Sub topic on which every appended event is published as `<seq> <json>`.
         var topic: String { "ch:{\(self.id)}:live" }
 

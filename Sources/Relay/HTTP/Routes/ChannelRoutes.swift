@@ -36,20 +36,8 @@ struct ChannelRoutes: Sendable {
         let id = try body.id.map { try self.parsing.id($0, field: "id") }
         let name = body.name ?? ""
         guard name.utf8.count <= 256 else { throw APIError.badRequest("name is over 256 bytes") }
-        let (created, channel): (Bool, ChatChannel)
-        do {
-            (created, channel) = try await self.store.createChannel(
-                type: type,
-                id: id,
-                name: name,
-                creator: caller.userID,
-                members: members
-            )
-        } catch let error as RedisError where error.code == .unavailable {
-            // The script may have run (`--redis-wait`, replicas short): the members' sockets
-            // look for it, as a retry (200, nothing new) would not make them.
-            await self.realtime.channelsChanged(for: [caller.userID] + members)
-            throw error
+        let (created, channel) = try await self.tellingUsersIfUnavailable([caller.userID] + members) {
+            try await self.store.createChannel(type: type, id: id, name: name, creator: caller.userID, members: members)
         }
         if created {
             await self.realtime.channelsChanged(for: [caller.userID] + members)
@@ -101,13 +89,8 @@ struct ChannelRoutes: Sendable {
             users += try list.map { try self.parsing.id($0, field: "user_ids") }
         }
         guard !users.isEmpty else { throw APIError.badRequest("give user_id or user_ids") }
-        let events: [String]
-        do {
-            events = try await self.store.addMembers(channel: id, actor: caller.userID, users: users)
-        } catch let error as RedisError where error.code == .unavailable {
-            // The script may have run (`--redis-wait`, replicas short): the users' sockets look.
-            await self.realtime.channelsChanged(for: users)
-            throw error
+        let events = try await self.tellingUsersIfUnavailable(users) {
+            try await self.store.addMembers(channel: id, actor: caller.userID, users: users)
         }
         if events.isEmpty {
             // Members already: maybe by an earlier call that failed after its script ran (a
@@ -117,6 +100,18 @@ struct ChannelRoutes: Sendable {
             await self.realtime.joined(channel: id, events: events)
         }
         return .json("{\"events\":[" + events.joined(separator: ",") + "]}")
+    }
+
+    /// Runs `call`, which makes `users` members; should it fail `unavailable` (`--redis-wait`,
+    /// replicas short), its script may have run all the same, and a retry would find nothing
+    /// new to tell: the users' sockets are told now to read their channels again.
+    private func tellingUsersIfUnavailable<Result>(_ users: [String], _ call: () async throws -> Result) async throws -> Result {
+        do {
+            return try await call()
+        } catch let error as RedisError where error.code == .unavailable {
+            await self.realtime.channelsChanged(for: users)
+            throw error
+        }
     }
 
     @Sendable func removeMember(_ request: Request, context: RelayRequestContext) async throws -> Response {

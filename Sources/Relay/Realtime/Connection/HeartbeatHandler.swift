@@ -20,9 +20,10 @@ final class HeartbeatHandler: ChannelDuplexHandler, RemovableChannelHandler {
     struct Silent: Sendable {}
 
     /// Outbound user event, from a handler after this one: it holds back (`true`) or lets go
-    /// (`false`) the reading of the client's frames. While reads are held the client cannot be
-    /// heard, so its silence is not the client's: nothing is reported until two intervals
-    /// after they are let go (TCP holds what the client sends meanwhile).
+    /// (`false`) the reading of the client's frames for a reason of the relay's own (answers
+    /// waiting on Redis). While reads are held the client cannot be heard, so its silence is
+    /// not the client's: nothing is reported until two intervals after they are let go (TCP
+    /// holds what the client sends meanwhile).
     struct ReadsHeld: Sendable {
         var held: Bool
     }

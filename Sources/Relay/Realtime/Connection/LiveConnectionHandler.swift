@@ -46,6 +46,8 @@ final class LiveConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
     private var attached: Set<String> = []
     /// A `read` held back while the client's frames wait (back-pressure).
     private var readHeld = false
+    /// What the heartbeat was last told of held reads (``tellHeartbeat(context:)``).
+    private var toldReadsHeld = false
     private var closing = false
     private var expiry: Scheduled<Void>?
     /// A read of the user's channel set is under way; another is due after it.
@@ -255,6 +257,7 @@ final class LiveConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         self.apply(outcome)
         self.serveFrames()
         self.flush()
+        self.tellHeartbeat(context: context)
         context.fireChannelWritabilityChanged()
     }
 
@@ -294,11 +297,21 @@ final class LiveConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         context.read()
     }
 
-    /// Notes that reads are held back, or no longer, and tells the heartbeat: a client whose
-    /// frames are not read cannot be heard, and is not silent for that.
+    /// Notes that reads are held back, or no longer.
     private func holdReads(_ held: Bool, context: ChannelHandlerContext) {
         guard self.readHeld != held else { return }
         self.readHeld = held
+        self.tellHeartbeat(context: context)
+    }
+
+    /// Tells the heartbeat whether reads are held while the socket takes what is written: the
+    /// relay is behind (answers waiting on Redis), and a client that cannot be heard is not
+    /// silent for that. Reads held because the client does not read are its own doing: its
+    /// silence counts, so that a peer gone for good is still found.
+    private func tellHeartbeat(context: ChannelHandlerContext) {
+        let held = self.readHeld && self.machine.isWritable
+        guard held != self.toldReadsHeld else { return }
+        self.toldReadsHeld = held
         context.triggerUserOutboundEvent(HeartbeatHandler.ReadsHeld(held: held), promise: nil)
     }
 
