@@ -1,4 +1,5 @@
 import Foundation
+import RedisClient
 import TestSupport
 import Testing
 
@@ -185,6 +186,43 @@ struct LiveMembershipAndBudgetTests {
             #expect(left < first && first <= joined, "the log starts after bob's member_left: \(first)")
             let last = try await relay.lastSeq(owner, id)
             expectSeqs(try await replay(from: 0), Array(joined...last), "from 0 after the trim")
+        }
+    }
+
+    /// Where a new connection starts each channel of its user's index: at the channel's last
+    /// seq, and only where the user is a member right after it. A user removed before the read
+    /// is not followed there (its `member_left` came before the connection started), whatever
+    /// the index still says; one removed and added again is; a channel made before membership
+    /// was recorded is judged by its member set.
+    @Test func aConnectionStartsOnlyWhereItsUserIsAMemberAtTheAnchor() async throws {
+        try await withRelay { relay in
+            let (owner, bob) = (TestRedis.uniqueName("owner"), TestRedis.uniqueName("bob"))
+            let left = try await relay.createGroup(owner, members: [bob])
+            let back = try await relay.createGroup(owner, members: [bob])
+            let legacy = try await relay.createGroup(owner, members: [bob])
+            let never = try await relay.createGroup(owner, members: [])
+            for id in [left, back, legacy, never] { try await relay.send(owner, id, "hello") }
+            for id in [left, back] {
+                let removed = try await relay.request("DELETE", "/channels/\(id)/members/\(bob)", token: relay.token(owner))
+                #expect(removed.status == 200, "\(removed)")
+            }
+            let added = try await relay.request("POST", "/channels/\(back)/members", token: relay.token(owner), json: ["user_id": bob])
+            #expect(added.status == 200, "\(added)")
+
+            let redis = RedisClient(configuration: try RedisConfiguration(url: TestRedis.url))
+            let store = ChatStore(redis: redis, limits: RelayLimits(), metrics: RelayMetrics())
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { try await redis.run() }
+                defer { group.cancelAll() }
+                _ = try await redis.execute("DEL", RelayKeys.Channel(legacy).membership)
+                let anchors = try await store.anchors(channels: [left, back, legacy, never], user: bob)
+                #expect(anchors.complete)
+                let expected = [
+                    back: Int64(try await relay.lastSeq(owner, back)),
+                    legacy: Int64(try await relay.lastSeq(owner, legacy)),
+                ]
+                #expect(anchors.seqs == expected, "only where bob is in: \(anchors.seqs)")
+            }
         }
     }
 

@@ -108,6 +108,27 @@ struct ReplicaWaitTests {
         }
     }
 
+    /// A member removed while no replica answers is answered 503, and the removal happened all
+    /// the same: the channel leaves the user's index (a new socket of the user then has no
+    /// channel to follow there), while the members it kept stay indexed.
+    @Test func aMemberRemovedWithoutItsReplicasLeavesItsIndex() async throws {
+        let (alice, bob) = (TestRedis.uniqueName("alice"), TestRedis.uniqueName("bob"))
+        let id = TestRedis.uniqueName("unheld")
+        let unheld: RelayConfigurator = {
+            $0.redisWait = 1
+            $0.redisWaitTimeout = .milliseconds(200)
+        }
+        try await withRelay(unheld) { waiting in
+            let body: [String: Any] = ["type": "group", "members": [bob], "id": id]
+            expectError(try await waiting.request("POST", "/channels", token: waiting.token(alice), json: body), 503, "unavailable")
+            let removed = try await waiting.request("DELETE", "/channels/\(id)/members/\(bob)", token: waiting.token(alice))
+            expectError(removed, 503, "unavailable")
+            #expect(try await redisCLI(["SISMEMBER", "ch:{\(id)}:members", bob]) == ["0"], "the removal ran")
+            #expect(try await redisCLI(["SMEMBERS", "user:{\(bob)}:channels"]).contains(id) == false)
+            #expect(try await redisCLI(["SMEMBERS", "user:{\(alice)}:channels"]).contains(id))
+        }
+    }
+
     /// A replica that holds a write only after its call gave up (503): the event goes out live
     /// then, not with the channel's next event; and a user added meanwhile is followed on its
     /// open socket from its own `member_joined`, and listed in `GET /channels`.

@@ -301,15 +301,23 @@ struct ChatStore: Sendable {
     }
 
     /// Removes a member (itself, or anyone if the actor created the channel); logs `member_left`.
+    /// The channel leaves the user's index once the script ran, or after it failed `unavailable`
+    /// (it may have run): the index keeps the entry if the user is still a member.
     func removeMember(channel id: String, actor: String, user: String) async throws -> String {
         let keys = RelayKeys.Channel(id)
-        let reply = try await self.run(
-            self.scripts.removeMember,
-            "members_remove",
-            channel: id,
-            keys: keys.membershipScriptKeys,
-            arguments: [actor, id, keys.topic, user]
-        )
+        let reply: RESPValue
+        do {
+            reply = try await self.run(
+                self.scripts.removeMember,
+                "members_remove",
+                channel: id,
+                keys: keys.membershipScriptKeys,
+                arguments: [actor, id, keys.topic, user]
+            )
+        } catch let error as RedisError where error.code == .unavailable {
+            await self.unindexChannel(id, for: user)
+            throw error
+        }
         self.metrics.appended()
         await self.unindexChannel(id, for: user)
         return try Self.string(reply)
@@ -514,19 +522,39 @@ struct ChatStore: Sendable {
         return reply.string.flatMap { Int64($0) } ?? 0
     }
 
-    /// Each channel's last seq, in one round trip.
-    func lastSeqs(channels ids: [String]) async throws -> [String: Int64] {
-        guard !ids.isEmpty else { return [:] }
-        let commands = ids.map { id in
-            let seq = RelayKeys.Channel(id).seq
-            return RedisCommand("GET", key: seq, [seq])
+    /// Where a new connection starts following each of `user`'s channels, in one round trip: the
+    /// channel's last seq, for each channel the user is a member of right after it. The seq is
+    /// read before the membership, so that a removal between the two (its `member_left` after
+    /// the seq) still reaches the connection, and a removal before both leaves the channel out:
+    /// its `member_left` came before the connection started. `complete` is false if some
+    /// channel could not be asked (a shard down): it is left out.
+    func anchors(channels ids: [String], user: String) async throws -> (seqs: [String: Int64], complete: Bool) {
+        guard !ids.isEmpty else { return ([:], true) }
+        var commands = [RedisCommand]()
+        commands.reserveCapacity(ids.count * 3)
+        for id in ids {
+            let keys = RelayKeys.Channel(id)
+            commands.append(RedisCommand("GET", key: keys.seq, [keys.seq]))
+            commands.append(RedisCommand("HGET", key: keys.membership, [keys.membership, user]))
+            commands.append(RedisCommand("SISMEMBER", key: keys.members, [keys.members, user]))
         }
         let results = try await self.timed("seq") { try await self.redis.pipeline(commands) }
         var seqs: [String: Int64] = [:]
-        for (id, result) in zip(ids, results) {
-            seqs[id] = try result.get().string.flatMap { Int64($0) } ?? 0
+        var complete = true
+        for (index, id) in ids.enumerated() {
+            let base = index * 3
+            guard case .success(let seqReply) = results[base], case .success(let record) = results[base + 1],
+                case .success(let isMember) = results[base + 2]
+            else {
+                complete = false
+                continue
+            }
+            let seq = seqReply.string.flatMap { Int64($0) } ?? 0
+            // Channels made before membership was recorded have no record: the set says.
+            let member = record.string.flatMap(MembershipRecord.init)?.isMember(after: seq) ?? (isMember.int == 1)
+            if member { seqs[id] = seq }
         }
-        return seqs
+        return (seqs, complete)
     }
 
     /// The lowest seq the channel's log still holds: 1 until retention trims it, `last seq + 1`
@@ -556,9 +584,10 @@ struct ChatStore: Sendable {
     }
 
     /// The channels `user` is a member of (the index, checked against each channel's members).
-    func memberChannels(user: String) async throws -> [String] {
+    /// `complete` is false if some could not be checked (a shard down): they are left out.
+    func memberChannels(user: String) async throws -> (channels: [String], complete: Bool) {
         let ids = try await self.timed("channels") { try await self.redis.setMembers(RelayKeys.User(user).channels) }
-        guard !ids.isEmpty else { return [] }
+        guard !ids.isEmpty else { return ([], true) }
         let commands = ids.map { id in
             let members = RelayKeys.Channel(id).members
             return RedisCommand("SISMEMBER", key: members, [members, user])
@@ -566,15 +595,16 @@ struct ChatStore: Sendable {
         let results = try await self.timed("channels") { try await self.redis.pipeline(commands) }
         var channels = [String]()
         var stale = [String]()
+        var complete = true
         for (id, result) in zip(ids, results) {
             switch result {
             case .success(let reply) where reply.int == 1: channels.append(id)
             case .success: stale.append(id)
-            case .failure: continue
+            case .failure: complete = false
             }
         }
         await self.dropStale(stale, for: user)
-        return channels
+        return (channels, complete)
     }
 
     /// - Throws: ``ChatError/noSuchChannel``, or ``ChatError/notMember(channel:)`` (a DM's

@@ -55,7 +55,7 @@ final class LiveConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
     private var refreshDue = false
     /// Reads of the user's channel set that failed in a row (Redis unreachable).
     private var refreshFailures = 0
-    /// When the user's channels could not be read at connect (wall-clock ms, at the `hello`):
+    /// When the user's channels, or some of them, could not be read (wall-clock ms, at the `hello`):
     /// each found later starts with its first event made since then, less a second for clocks
     /// apart (``ChatStore/seqs(before:channels:limit:)``).
     private var channelsUnknownSince: Int64?
@@ -137,21 +137,28 @@ final class LiveConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         let loopBound = NIOLoopBound(self, eventLoop: handle.loop)
         let eventLoop = handle.loop
         Task {
-            let channels = try? await services.store.memberChannels(user: user)
+            let listed = try? await services.store.memberChannels(user: user)
+            let channels = listed?.channels ?? []
             // Subscribed before the anchors are read: whatever is published after the read comes
             // live or, should the subscription not be up yet, with `mayHaveMissed` from the log.
-            await services.hub.attach(handle, channels: channels ?? [], user: user)
-            var found: [String: Int64]?
-            if let channels { found = try? await services.store.lastSeqs(channels: channels) }
+            await services.hub.attach(handle, channels: channels, user: user)
+            var found: (seqs: [String: Int64], complete: Bool)?
+            if let listed, let anchors = try? await services.store.anchors(channels: channels, user: user) {
+                found = (anchors.seqs, listed.complete && anchors.complete)
+            }
             let anchors = found
             await services.presence.connected(user)
             eventLoop.execute {
-                loopBound.value.started(handle, channels: channels ?? [], anchors: anchors)
+                loopBound.value.started(handle, channels: channels, anchors: anchors?.seqs, complete: anchors?.complete ?? false)
             }
         }
     }
 
-    private func started(_ handle: LiveConnection, channels: [String], anchors: [String: Int64]?) {
+    /// - Parameters:
+    ///   - channels: the channels the connection was attached to at the hub.
+    ///   - anchors: where each channel the user is a member of starts (nil: none could be read).
+    ///   - complete: false if some channels could not be read: they are looked for again later.
+    private func started(_ handle: LiveConnection, channels: [String], anchors: [String: Int64]?, complete: Bool) {
         guard !self.closing, self.handle != nil else {
             // Ended while starting: what the start took (topics, presence) is given back here,
             // since ``finish()`` ran before it was taken.
@@ -161,6 +168,8 @@ final class LiveConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         }
         self.presenceHeld = true
         self.attached.formUnion(channels)
+        // Left before its anchor was read: its member_left came before this connection started.
+        if let anchors { self.leave(channels.filter { anchors[$0] == nil }) }
         let outcome = self.machine.started(anchors: anchors)
         self.write(
             .hello(
@@ -170,7 +179,7 @@ final class LiveConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
                 heartbeatMilliseconds: self.services.heartbeats.interval.wholeMilliseconds
             )
         )
-        if anchors == nil {
+        if anchors == nil || !complete {
             self.channelsUnknownSince = Int64(Clock.milliseconds())
             self.refreshAfterFailure()
         }
@@ -436,8 +445,11 @@ final class LiveConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         let eventLoop = handle.loop
         Task {
             var starts: [String: Int64]?
+            var complete = false
             do {
-                let new = Set(try await services.store.memberChannels(user: user)).subtracting(following).sorted()
+                let listed = try await services.store.memberChannels(user: user)
+                complete = listed.complete
+                let new = Set(listed.channels).subtracting(following).sorted()
                 var found: [String: Int64] = [:]
                 if let unknownSince {
                     found = try await services.store.seqs(before: unknownSince - 1000, channels: new)
@@ -450,7 +462,7 @@ final class LiveConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
             } catch {
                 starts = nil
             }
-            eventLoop.execute { [starts] in loopBound.value.refreshed(starts) }
+            eventLoop.execute { [starts, complete] in loopBound.value.refreshed(starts, complete: complete) }
         }
     }
 
@@ -466,19 +478,25 @@ final class LiveConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         self.refreshChannels(after: delay + jitter)
     }
 
-    private func refreshed(_ starts: [String: Int64]?) {
+    /// - Parameter complete: false if some channels could not be checked: those found are
+    ///   followed, and the rest looked for again later, as after a failure.
+    private func refreshed(_ starts: [String: Int64]?, complete: Bool) {
         self.refreshing = false
         guard !self.closing else { return }
         guard let starts else {
             self.refreshAfterFailure()
             return
         }
-        self.refreshFailures = 0
         // Found since the hello when the channels were unknown, otherwise at the user's join.
         let atJoin = self.channelsUnknownSince == nil
-        self.channelsUnknownSince = nil
         self.apply(self.machine.found(channels: starts, atJoin: atJoin))
         self.flush()
+        guard complete else {
+            self.refreshAfterFailure()
+            return
+        }
+        self.refreshFailures = 0
+        self.channelsUnknownSince = nil
         if self.refreshDue {
             self.refreshDue = false
             self.refreshChannels()
