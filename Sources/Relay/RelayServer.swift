@@ -195,8 +195,11 @@ public enum RelayServer {
     /// answers), once, within `timeout`, and that it will not evict a channel's keys (a
     /// `maxmemory` with an `allkeys-*` policy could drop a channel's seq or log under memory pressure).
     ///
+    /// A Redis Cluster that does not serve every slot yet (`cluster_state` other than `ok`) is
+    /// not refused: the relay rides it out, and says so on `logger`.
+    ///
     /// - Throws: ``RelayConfigurationError`` saying why not, in one line, with no password.
-    public static func checkRedis(url: String, timeout: Duration = .seconds(3)) async throws {
+    public static func checkRedis(url: String, timeout: Duration = .seconds(3), logger: Logger? = nil) async throws {
         let shown = RedisURL.redacting(url, of: url)
         var configuration: RedisConfiguration
         do {
@@ -232,6 +235,14 @@ public enum RelayServer {
                         throw RelayConfigurationError(
                             message: "--redis lists several URLs, the seeds of a Redis Cluster, but redis://\(seed.host):\(seed.port)"
                                 + " is not a cluster node (cluster_enabled:0): give a single Redis one URL"
+                        )
+                    }
+                    if let logger, let cluster = (try? await connection.execute(RedisCommand("CLUSTER", ["INFO"])))?.string,
+                        !cluster.contains("cluster_state:ok")
+                    {
+                        logger.warning(
+                            "the Redis Cluster does not serve every slot (cluster_state is not ok): requests are answered 503, and /healthz says 503, until it does",
+                            metadata: ["redis": "\(seed.host):\(seed.port)"]
                         )
                     }
                     break

@@ -137,7 +137,7 @@ struct Serve: AsyncParsableCommand {
             logger.logLevel = level
         }
         do {
-            try await RelayServer.checkRedis(url: configuration.redisURL)
+            try await RelayServer.checkRedis(url: configuration.redisURL, logger: logger)
             try await RelayServer.run(configuration: configuration, logger: logger)
         } catch let error as RelayConfigurationError {
             fail("relay: \(error.message)")

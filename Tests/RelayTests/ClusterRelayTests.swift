@@ -80,6 +80,26 @@ import Glibc
         }
     }
 
+    /// A cluster short of a shard (a primary gone, no replica to take over) refuses every
+    /// command on a key, although its nodes still answer `PING`: `/healthz` says 503, so that a
+    /// load balancer sends no one to a relay that can serve nothing, and 200 again once it is back.
+    @Test func healthSays503WhileTheClusterIsDown() async throws {
+        _ = try await SharedRedisCluster.get()
+        let cluster = try await RedisClusterProcess(primaries: 3, replicas: 0)
+        try await withRelay(redisURL: cluster.urls) { relay in
+            #expect(try await relay.request("GET", "/healthz").status == 200)
+            let victim = cluster.nodes[2]
+            try await onOwnThread { victim.kill() }
+            try await waitUntil("/healthz says 503", timeout: .seconds(30)) {
+                try await relay.request("GET", "/healthz").status == 503
+            }
+            try await onOwnThread { try victim.start() }
+            try await waitUntil("/healthz says 200 again", timeout: .seconds(30)) {
+                try await relay.request("GET", "/healthz").status == 200
+            }
+        }
+    }
+
     @Test func aPrimaryKilledUnderLoadLosesNoAcknowledgedMessageWithRedisWait() async throws {
         // After the shared cluster: six servers starting at a time are enough for a loaded machine.
         _ = try await SharedRedisCluster.get()

@@ -24,7 +24,7 @@ struct SystemRoutes: Sendable {
         // A Redis that does not answer within the bound is as good as down: a load balancer's
         // check hears so in time, not after the command timeout.
         let answered = await withTaskGroup(of: Bool.self) { group in
-            group.addTask { (try? await self.redis.ping()) != nil }
+            group.addTask { await self.redisServes() }
             group.addTask {
                 try? await Task.sleep(for: Self.healthBound)
                 return false
@@ -34,6 +34,15 @@ struct SystemRoutes: Sendable {
         }
         guard answered else { throw APIError(.unavailable, "Redis does not answer") }
         return .json("{\"status\":\"ok\"}")
+    }
+
+    /// Whether Redis answers; on a cluster, whether it also serves every slot (`cluster_state:ok`
+    /// in `CLUSTER INFO`): a cluster short of a shard answers `PING` but refuses every command
+    /// on a key (`CLUSTERDOWN`), so a relay on it can serve nothing.
+    private func redisServes() async -> Bool {
+        guard self.redis.isCluster else { return (try? await self.redis.ping()) != nil }
+        guard let info = try? await self.redis.execute(RedisCommand("CLUSTER", ["INFO"])).string else { return false }
+        return info.contains("cluster_state:ok")
     }
 
     /// How long `/healthz` waits for Redis's answer.
