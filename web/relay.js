@@ -416,6 +416,15 @@ export class RelayClient {
       delete this._cursors[frame.channel_id];
       this._scheduleSave();
     }
+    if (frame.channel_id && frame.code === "unavailable" && !this._reads.has(frame.channel_id)) {
+      // A resumed channel Redis could not be asked about (its shard down): resume it again later.
+      const channel = frame.channel_id;
+      const socket = this._socket;
+      setTimeout(() => {
+        if (socket !== this._socket || this._cursors[channel] === undefined) return;
+        this._write({ type: "resume", cursors: { [channel]: this._cursors[channel] } });
+      }, 2000);
+    }
     if (frame.channel_id && this._reads.has(frame.channel_id)) {
       const waiters = this._reads.get(frame.channel_id);
       this._reads.delete(frame.channel_id);

@@ -340,6 +340,27 @@ struct LiveConnectionStateMachineTests {
         #expect(pageA.answer == .resumed(truncated: [:]))
     }
 
+    /// A channel Redis could not be asked about (its shard down) is answered `unavailable` with
+    /// its `channel_id`, and stays as it was; the others resume, and `resumed` still comes.
+    @Test func aChannelRedisCouldNotBeAskedAboutIsAnsweredAloneAndTheOthersResume() {
+        var machine = self.openMachine(["a": 10, "d": 4])
+        let (errors, outcome) = machine.resumeLookedUp(
+            cursors: [("a", 8), ("d", 1), ("e", 0)],
+            lookups: ["a": .member(lastSeq: 10, firstSeq: 1), "d": .unavailable]
+        )
+        #expect(errors.count == 2)
+        #expect(errors.allSatisfy { $0.json.contains("\"code\":\"unavailable\"") })
+        #expect(errors[0].json.contains("\"channel_id\":\"d\"") && errors[1].json.contains("\"channel_id\":\"e\""))
+        #expect(machine.streams["d"]?.delivered == 4, "d goes on from where it was")
+        let readA = Machine.LogRead(channel: "a", after: 8, limit: 3)
+        #expect(outcome.reads == [readA])
+        #expect(machine.logPage(readA, events: logEvents("a", 9...10)).answer == .resumed(truncated: [:]))
+
+        let (none, nothing) = machine.resumeLookedUp(cursors: [("a", 10)], lookups: [:])
+        #expect(none.count == 1 && none[0].json.contains("unavailable"), "Redis down: every channel named")
+        #expect(nothing.answer == .resumed(truncated: [:]))
+    }
+
     @Test func aCursorBelowTheLogsStartReplaysFromItAndSaysSo() {
         var machine = self.openMachine(["a": 100])
         let (_, outcome) = machine.resumeLookedUp(cursors: [("a", 3)], lookups: ["a": .member(lastSeq: 100, firstSeq: 60)])

@@ -5,6 +5,8 @@ import RedisClient
 extension ChatStore {
     /// What a resume needs to know of each channel, in one round trip: whether the user is a
     /// member now (Redis, not the connection, is the truth), and where the log ends and begins.
+    /// A channel whose lookups failed (its shard down, on a cluster) is `unavailable`; the
+    /// others are answered all the same.
     func resumeLookups(channels: [String], user: String) async throws -> [String: LiveConnectionHandler.StateMachine.ResumeLookup] {
         guard !channels.isEmpty else { return [:] }
         var commands: [RedisCommand] = []
@@ -21,6 +23,10 @@ extension ChatStore {
         var lookups: [String: LiveConnectionHandler.StateMachine.ResumeLookup] = [:]
         for (index, channel) in channels.enumerated() {
             let base = index * 5
+            guard results[base..<base + 5].allSatisfy({ (try? $0.get()) != nil }) else {
+                lookups[channel] = .unavailable
+                continue
+            }
             guard try results[base].get().int == 1 else {
                 lookups[channel] = .notFound
                 continue

@@ -489,11 +489,15 @@ extension LiveConnectionHandler {
             case forbidden
             /// A member, with its membership changes in the channel when they are recorded.
             case member(lastSeq: Int64, firstSeq: Int64, membership: MembershipRecord? = nil)
+            /// Redis could not be asked (down, or the channel's shard is).
+            case unavailable
         }
 
         /// The answer to a resume, once Redis was asked about each channel: errors for the
-        /// channels the user is not in, then replays; `resumed` once every replay reached the log's
-        /// end (at once if there is none).
+        /// channels the user is not in or Redis could not be asked about (a channel missing from
+        /// `lookups` is one), then replays; `resumed` once every replay reached the log's end (at
+        /// once if there is none). A channel answered `unavailable` goes on as it was: the client
+        /// resumes it again.
         mutating func resumeLookedUp(
             cursors: [(channel: String, cursor: Int64)],
             lookups: [String: ResumeLookup]
@@ -505,7 +509,9 @@ extension LiveConnectionHandler {
             var outcome = Outcome()
             var resume = Resume(waiting: [], truncated: [:])
             for (channel, cursor) in cursors {
-                switch lookups[channel] {
+                switch lookups[channel] ?? .unavailable {
+                case .unavailable:
+                    errors.append(.error(code: .unavailable, message: "Redis is unavailable: resume this channel again", channel: channel))
                 case .notFound:
                     errors.append(.error(code: .notFound, message: "no such channel", channel: channel))
                 case .forbidden:
@@ -528,9 +534,6 @@ extension LiveConnectionHandler {
                     self.streams[channel] = stream
                     resume.waiting.insert(channel)
                     if let read = self.startRead(channel, toEnd: true) { outcome.reads.append(read) }
-                case nil:
-                    // Redis could not be asked: the channel is left as it is.
-                    continue
                 }
             }
             self.resume = resume

@@ -664,12 +664,6 @@ final class LiveConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
 
     private func resumeLookedUp(_ cursors: [(channel: String, cursor: Int64)], _ lookups: [String: StateMachine.ResumeLookup]) {
         guard !self.closing else { return }
-        if lookups.isEmpty && !cursors.isEmpty {
-            self.answer(.error(code: .unavailable, message: "Redis is unavailable: resume again"))
-            self.serveFrames()
-            self.flush()
-            return
-        }
         let (errors, outcome) = self.machine.resumeLookedUp(cursors: cursors, lookups: lookups)
         for error in errors { self.write(error) }
         self.apply(outcome)
