@@ -113,6 +113,55 @@ struct HardeningTests {
         }
     }
 
+    /// An `Upgrade` to a protocol the relay does not speak (`h2c`, as `curl --http2` asks on any
+    /// `http://` URL) is ignored: the request is answered as if it had none (it was dropped
+    /// unanswered). A `CONNECT` (a tunnel) is answered 400, and the connection ends (it hung for
+    /// the idle timeout).
+    @Test func anUpgradeToAnUnknownProtocolIsIgnoredAndATunnelRefused() async throws {
+        try await withRelay { relay in
+            for upgrade in [
+                "Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA", "Upgrade: foo",
+            ] {
+                let request = "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\(upgrade)\r\n\r\n"
+                let (_, head) = try await RawWebSocket.open(port: relay.port, request: request, timeout: .seconds(5))
+                #expect(WebSocketConformanceTests.status(head) == 200, "\(upgrade): \(head)")
+            }
+            let (tunnel, head) = try await RawWebSocket.open(
+                port: relay.port,
+                request: "CONNECT 127.0.0.1:443 HTTP/1.1\r\nHost: 127.0.0.1:443\r\n\r\n",
+                timeout: .seconds(5)
+            )
+            #expect(WebSocketConformanceTests.status(head) == 400, "\(head)")
+            #expect(Self.says(head, "connection", "close"), "\(head)")
+            // NIO frames any answer to a CONNECT without a body; the connection ends after it.
+            let rest = try await tunnel.bytesToEnd(timeout: .seconds(5))
+            #expect(rest.isEmpty, "\(rest)")
+        }
+    }
+
+    /// A body cut short (the client went away) or malformed (a bad chunk) is the client's fault:
+    /// counted and logged as a 400, never as a 500.
+    @Test func aBodyCutShortOrMalformedIsNoServerError() async throws {
+        try await withRelay { relay in
+            let alice = TestRedis.uniqueName("alice")
+            let id = try await relay.createGroup(alice)
+            let head = "POST /channels/\(id)/messages HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer \(relay.token(alice))\r\n"
+            let cut = try await RawWebSocket.connect(port: relay.port, sending: Array((head + "Content-Length: 100\r\n\r\n{\"cl").utf8))
+            try await Task.sleep(for: .milliseconds(200))
+            cut.shutdownWrite()
+            _ = try? await cut.bytesToEnd(timeout: .seconds(5))
+            let chunks = head + "Transfer-Encoding: chunked\r\n\r\n5\r\n{\"cli\r\nzz\r\n"
+            let chunked = try await RawWebSocket.connect(port: relay.port, sending: Array(chunks.utf8))
+            _ = try? await chunked.bytesToEnd(timeout: .seconds(5))
+            try await waitUntil("both are counted") {
+                let metrics = String(decoding: try await relay.request("GET", "/metrics").body, as: UTF8.self)
+                return metrics.contains(#"route="/channels/{channel}/messages",method="POST",status="400"} 2"#)
+            }
+            let metrics = String(decoding: try await relay.request("GET", "/metrics").body, as: UTF8.self)
+            #expect(!metrics.contains(#"status="500""#), "\(metrics)")
+        }
+    }
+
     /// A web page of another origin may call the API (CORS): a preflight is answered 204 with
     /// what it may send, and every answer, errors included, allows the page's origin.
     @Test func pagesOfAnyOriginMayCallTheAPI() async throws {

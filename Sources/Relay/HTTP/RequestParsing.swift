@@ -43,7 +43,16 @@ struct RequestParsing: Sendable {
             throw APIError(.tooLarge, "request body is over \(self.limits.maxBodyBytes) bytes")
         }
         var request = request
-        return try await request.collectBody(upTo: self.limits.maxBodyBytes)
+        do {
+            return try await request.collectBody(upTo: self.limits.maxBodyBytes)
+        } catch let error as any HTTPResponseError {
+            // Over the limit as it came in: 413.
+            throw error
+        } catch {
+            // Cut short (the client went away) or malformed (a bad chunk): the client's fault,
+            // and no answer can reach it on a broken connection; counted as 400, not 500.
+            throw APIError.badRequest("the request body could not be read: cut short or malformed")
+        }
     }
 
     /// The string field `name` of a body object.

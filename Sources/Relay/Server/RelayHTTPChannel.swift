@@ -113,6 +113,8 @@ struct RelayHTTPChannel: ServerChildChannel, HTTPChannelHandler {
             pipelineConfiguration.decoderConfiguration.maxHeaderListSize = http1.httpDecoder.maxHeaderListSize
             pipelineConfiguration.decoderConfiguration.maxHeaderFieldCount = http1.httpDecoder.maxHeaderFieldCount
             let result = try channel.pipeline.syncOperations.configureUpgradableHTTPServerPipeline(configuration: pipelineConfiguration)
+            let upgradeHandler = try channel.pipeline.syncOperations.handler(type: NIOTypedHTTPServerUpgradeHandler<UpgradeResult>.self)
+            try channel.pipeline.syncOperations.addHandler(UnknownUpgradeFilter(), position: .before(upgradeHandler))
             try channel.pipeline.syncOperations.addHandler(closer.value)
             // The first request's head must arrive within the idle timeout; after it, the HTTP
             // side's idle timeout or the WebSocket's heartbeat takes over.
@@ -235,13 +237,20 @@ final class HTTP1ConnectionRulesHandler: ChannelDuplexHandler, RemovableChannelH
     private let limits: RelayLimits
     /// One per request read and not yet answered, in order.
     private var pending = CircularBuffer<After>()
+    /// A `CONNECT` was refused: the connection is closing, and what follows is dropped.
+    private var refusedTunnel = false
 
     init(limits: RelayLimits) {
         self.limits = limits
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !self.refusedTunnel else { return }
         if case .head(let head) = Self.unwrapInboundIn(data) {
+            if head.method == .CONNECT {
+                self.refuseTunnel(context: context, version: head.version)
+                return
+            }
             let tooLarge = self.limits.isTooLargeBody(contentLength: head.headers["Content-Length"].first)
             let http10 = head.version.major == 1 && head.version.minor == 0
             if tooLarge || !head.isKeepAlive {
@@ -280,11 +289,48 @@ final class HTTP1ConnectionRulesHandler: ChannelDuplexHandler, RemovableChannelH
         }
     }
 
+    /// A `CONNECT` request asks for a tunnel: what follows its head is not HTTP. It is answered
+    /// 400 (NIO's encoder drops the body of any answer to a `CONNECT`), and the connection
+    /// closed; nothing after it is read.
+    private func refuseTunnel(context: ChannelHandlerContext, version: HTTPVersion) {
+        self.refusedTunnel = true
+        let body = ByteBuffer(string: APIError(.badRequest, "CONNECT is not served here: the relay is no proxy").json)
+        let headers: HTTPHeaders = [
+            "Content-Type": "application/json; charset=utf-8", "Content-Length": "\(body.readableBytes)", "Connection": "close",
+        ]
+        context.write(Self.wrapOutboundOut(.head(HTTPResponseHead(version: version, status: .badRequest, headers: headers))), promise: nil)
+        context.write(Self.wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
+        context.writeAndFlush(Self.wrapOutboundOut(.end(nil))).whenComplete { _ in context.close(promise: nil) }
+    }
+
     /// Whether the request asks for `100 Continue` and has a body to send after it.
     private static func expectsContinue(_ head: HTTPRequestHead) -> Bool {
         guard head.headers["Expect"].contains(where: { $0.lowercased() == "100-continue" }) else { return false }
         if let length = head.headers["Content-Length"].first { return length != "0" }
         return head.headers["Transfer-Encoding"].contains { $0.lowercased().contains("chunked") }
+    }
+}
+
+/// Takes an `Upgrade` header that names no protocol the relay speaks (`h2c`, which `curl --http2`
+/// sends on every `http://` request; `TLS/1.2`) off the connection's first request, so that the
+/// request is served as if it had none (RFC 9110 section 7.8: a server may ignore an upgrade it
+/// does not support). NIO's upgrade handler, given such a request, would drop its head and leave
+/// it unanswered. Only the first request can be an upgrade: the filter leaves after it.
+final class UnknownUpgradeFilter: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias InboundOut = HTTPServerRequestPart
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard case .head(var head) = Self.unwrapInboundIn(data) else {
+            context.fireChannelRead(data)
+            return
+        }
+        let protocols = head.headers[canonicalForm: "upgrade"]
+        if !protocols.isEmpty, !protocols.contains(where: { $0.lowercased().hasPrefix("websocket") }) {
+            head.headers.remove(name: "Upgrade")
+        }
+        context.fireChannelRead(Self.wrapInboundOut(.head(head)))
+        context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
     }
 }
 
