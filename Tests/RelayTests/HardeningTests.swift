@@ -187,6 +187,16 @@ struct HardeningTests {
             #expect(refused.status == 401 && refused.headers["access-control-allow-origin"] == "*", "\(refused)")
             let script = try await relay.request("GET", "/relay.js", headers: ["Origin": origin])
             #expect(script.status == 200 && script.headers["access-control-allow-origin"] == "*", "\(script)")
+            // The WebSocket's refusals too: GET /ws without an upgrade (426), and a bad handshake (400).
+            let plain = try await relay.request("GET", "/ws", headers: ["Origin": origin])
+            #expect(plain.status == 426 && plain.headers["access-control-allow-origin"] == "*", "\(plain)")
+            let (_, keyless) = try await RawWebSocket.open(
+                port: relay.port,
+                request: "GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nOrigin: \(origin)\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                    + "Sec-WebSocket-Version: 13\r\n\r\n"
+            )
+            #expect(WebSocketConformanceTests.status(keyless) == 400, "\(keyless)")
+            #expect(Self.says(keyless, "access-control-allow-origin", "*"), "\(keyless)")
         }
     }
 

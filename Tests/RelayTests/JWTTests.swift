@@ -1,3 +1,4 @@
+import NIOHTTP1
 import Testing
 
 @testable import Relay
@@ -143,6 +144,38 @@ struct JWTAttackTests {
     @Test func typOtherThanJWTIsRefused() {
         expectRejected(PyJWTVectors.typJWS, .malformed)
         expectRejected(PyJWTVectors.typNotString, .malformed)
+    }
+
+    /// `typ` is `JWT` or its media type `application/jwt`, in any case (RFC 7515 section 4.1.9).
+    @Test(arguments: ["JWT", "jwt", "application/jwt", "Application/JWT"])
+    func typJWTOrItsMediaTypeIsAccepted(_ type: String) throws {
+        let token = ForgedToken.make(
+            header: #"{"alg":"HS256","typ":"\#(type)"}"#,
+            payload: #"{"sub":"alice","exp":\#(PyJWTVectors.now + 60)}"#,
+            secret: PyJWTVectors.secret
+        )
+        #expect(try HS256(secret: PyJWTVectors.secret).verify(token, now: PyJWTVectors.now).userID == "alice")
+    }
+
+    /// The `Authorization` header, as REST and the WebSocket upgrade both read it: one
+    /// `Bearer <token>` (the scheme in any case, one or more spaces), or it is refused; without it,
+    /// a WebSocket reads `?token=`, but a header that is not one good `Bearer` is never passed over
+    /// for the query's token.
+    @Test func theAuthorizationHeaderIsOneBearerToken() {
+        #expect(AuthMiddleware.credentials([]) == .none)
+        #expect(AuthMiddleware.credentials(["Bearer abc"]) == .token("abc"))
+        #expect(AuthMiddleware.credentials(["bearer   abc"]) == .token("abc"))
+        for bad in [["Basic YTpi"], ["Token abc"], ["Bearer"], ["Bearer "], ["Bearer   "], ["Bearer abc", "Bearer abc"]] {
+            #expect(AuthMiddleware.credentials(bad) == .malformed, "\(bad)")
+        }
+        let good = PyJWTVectors.valid
+        func head(_ headers: [(String, String)]) -> HTTPRequestHead {
+            HTTPRequestHead(version: .http1_1, method: .GET, uri: "/ws?token=\(good)", headers: HTTPHeaders(headers))
+        }
+        #expect(RelayWebSocket.token(head([])) == good)
+        #expect(RelayWebSocket.token(head([("Authorization", "Bearer other")])) == "other")
+        #expect(RelayWebSocket.token(head([("Authorization", "Basic YTpi")])) == nil)
+        #expect(RelayWebSocket.token(head([("Authorization", "Bearer \(good)"), ("Authorization", "Bearer \(good)")])) == nil)
     }
 
     @Test func wrongSecretIsRefused() {

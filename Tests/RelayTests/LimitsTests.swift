@@ -19,6 +19,13 @@ struct LimitsTests {
                 json: ["user_ids": thousand + ["\(prefix)-extra"]]
             )
             expectOverLimit(over)
+            let both = try await relay.request(
+                "POST",
+                "/channels/\(id)/members",
+                token: relay.token(alice),
+                json: ["user_id": "\(prefix)-solo", "user_ids": thousand]
+            )
+            expectError(both, 400, "bad_request")
             #expect(try await relay.lastSeq(alice, id) == 1, "nothing was added")
 
             let exactly = try await relay.request(

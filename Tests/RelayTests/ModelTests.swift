@@ -215,11 +215,30 @@ struct StrictJSONTests {
         #expect(StrictJSON.parse(Array(#"{"n":1.5}"#.utf8))?["n"]?.int64 == nil)
     }
 
+    /// Names are the same only if their UTF-8 is: canonically equivalent names (Swift's `String`
+    /// equality) are two names, not one given twice; the same name escaped is one.
+    @Test func namesAreComparedByTheirBytes() throws {
+        let pairs = [#""\u00e9":1,"e\u0301":2"#, #""\u212a":1,"K":2"#, #""\u212b":1,"\u00c5":2"#, #""\u2126":1,"\u03a9":2"#]
+        for pair in pairs {
+            let value = try #require(StrictJSON.parse(Array("{\(pair)}".utf8)), "\(pair)")
+            #expect(value["K"]?.int64 == (pair.contains("212a") ? 2 : nil))
+        }
+        #expect(StrictJSON.parse(Array(#"{"text":1,"te\u0078t":2}"#.utf8)) == nil, "one name, escaped")
+    }
+
     @Test func refusesNestingDeeperThanTheLimit() {
-        let deep = String(repeating: "[", count: StrictJSON.maxDepth + 2) + String(repeating: "]", count: StrictJSON.maxDepth + 2)
-        let fine = String(repeating: "[", count: StrictJSON.maxDepth) + String(repeating: "]", count: StrictJSON.maxDepth)
-        #expect(!StrictJSON.isValid(Array(deep.utf8)))
-        #expect(StrictJSON.isValid(Array(fine.utf8)))
+        func nested(_ depth: Int, _ inner: String = "") -> [UInt8] {
+            Array((String(repeating: "[", count: depth) + inner + String(repeating: "]", count: depth)).utf8)
+        }
+        #expect(StrictJSON.isValid(nested(StrictJSON.maxDepth)))
+        #expect(StrictJSON.isValid(nested(StrictJSON.maxDepth, "0")))
+        #expect(!StrictJSON.isValid(nested(StrictJSON.maxDepth + 1)), "an empty container one too deep")
+        #expect(!StrictJSON.isValid(nested(StrictJSON.maxDepth + 1, "0")))
+        #expect(
+            !StrictJSON.isValid(
+                Array((String(repeating: "[", count: StrictJSON.maxDepth) + "{}" + String(repeating: "]", count: StrictJSON.maxDepth)).utf8)
+            )
+        )
         #expect(!StrictJSON.isValid(Array(String(repeating: "[", count: 30_000).utf8)))
     }
 

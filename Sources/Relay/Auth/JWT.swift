@@ -103,7 +103,8 @@ public struct HS256: Sendable {
         guard let headerJSON = Base64URL.decode(bytes[..<firstDot]) else { throw .malformed }
         let header = try Header(self.object(headerJSON))
         guard header.alg == "HS256" else { throw .unsupportedAlgorithm }
-        if let type = header.typ, type.lowercased() != "jwt" { throw .unsupportedType }
+        // RFC 7515 section 4.1.9: "JWT" or its media type, in any case.
+        if let type = header.typ, !["jwt", "application/jwt"].contains(type.lowercased()) { throw .unsupportedType }
         if header.hasCritical { throw .unsupportedCritical }
 
         guard let signature = Base64URL.decode(bytes[signatureStart...]) else { throw .malformed }

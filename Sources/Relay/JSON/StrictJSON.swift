@@ -15,11 +15,11 @@ struct StrictJSON {
         case bool(Bool)
         case null
         case array([Value])
-        case object([String: Value])
+        case object([Key: Value])
 
         subscript(key: String) -> Value? {
             guard case .object(let fields) = self else { return nil }
-            return fields[key]
+            return fields[Key(key)]
         }
 
         var string: String? {
@@ -36,6 +36,26 @@ struct StrictJSON {
         var array: [Value]? {
             guard case .array(let values) = self else { return nil }
             return values
+        }
+    }
+
+    /// An object's name, the same as another only if their UTF-8 is (RFC 8259 compares names
+    /// code unit by code unit). Swift's `String` compares by canonical equivalence, under which
+    /// `"\u00e9"` and `"e\u0301"`, or the Kelvin sign and `K`, would be one name given twice.
+    struct Key: Hashable, Sendable {
+        let text: String
+
+        init(_ text: String) {
+            self.text = text
+        }
+
+        static func == (lhs: Key, rhs: Key) -> Bool {
+            lhs.text.utf8.elementsEqual(rhs.text.utf8)
+        }
+
+        func hash(into hasher: inout Hasher) {
+            var text = self.text
+            text.withUTF8 { hasher.combine(bytes: UnsafeRawBufferPointer($0)) }
         }
     }
 
@@ -72,11 +92,13 @@ struct StrictJSON {
         return true
     }
 
+    /// A value inside `depth` containers: one more container only while that makes at most
+    /// ``maxDepth``.
     private mutating func value(depth: Int) -> Value? {
-        guard depth <= Self.maxDepth, let byte = self.current else { return nil }
+        guard let byte = self.current else { return nil }
         switch byte {
-        case UInt8(ascii: "{"): return self.object(depth: depth + 1)
-        case UInt8(ascii: "["): return self.array(depth: depth + 1)
+        case UInt8(ascii: "{"): return depth < Self.maxDepth ? self.object(depth: depth + 1) : nil
+        case UInt8(ascii: "["): return depth < Self.maxDepth ? self.array(depth: depth + 1) : nil
         case UInt8(ascii: "\""): return self.string().map(Value.string)
         case UInt8(ascii: "t"): return self.literal("true") ? .bool(true) : nil
         case UInt8(ascii: "f"): return self.literal("false") ? .bool(false) : nil
@@ -88,7 +110,7 @@ struct StrictJSON {
     private mutating func object(depth: Int) -> Value? {
         self.index += 1
         self.skipWhitespace()
-        var fields: [String: Value] = [:]
+        var fields: [Key: Value] = [:]
         if self.consume(UInt8(ascii: "}")) { return .object(fields) }
         while true {
             guard self.current == UInt8(ascii: "\""), let key = self.string() else { return nil }
@@ -97,7 +119,7 @@ struct StrictJSON {
             self.skipWhitespace()
             guard let value = self.value(depth: depth) else { return nil }
             // A key given twice: which one counts would be a guess.
-            guard fields.updateValue(value, forKey: key) == nil else { return nil }
+            guard fields.updateValue(value, forKey: Key(key)) == nil else { return nil }
             self.skipWhitespace()
             if self.consume(UInt8(ascii: "}")) { return .object(fields) }
             guard self.consume(UInt8(ascii: ",")) else { return nil }

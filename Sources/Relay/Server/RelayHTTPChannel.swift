@@ -67,9 +67,12 @@ struct RelayHTTPChannel: ServerChildChannel, HTTPChannelHandler {
     }
 
     /// A refusal's response head and body: `error` as the API writes it, and the connection closed.
+    /// Like every answer of the API, it allows pages of any origin to read it (CORS).
     static func refusal(_ status: HTTPResponse.Status, _ error: APIError, _ extra: HTTPFields = [:]) -> (HTTPResponse, ByteBuffer) {
         let body = ByteBuffer(string: error.json)
-        var fields: HTTPFields = [.connection: "close", .contentType: "application/json; charset=utf-8"]
+        var fields: HTTPFields = [
+            .connection: "close", .contentType: "application/json; charset=utf-8", .accessControlAllowOrigin: "*",
+        ]
         fields.append(contentsOf: extra)
         fields[.contentLength] = "\(body.readableBytes)"
         return (HTTPResponse(status: status, headerFields: fields), body)

@@ -79,15 +79,20 @@ enum RelayWebSocket {
         }
     }
 
-    /// The token from `Authorization: Bearer …`, or from `?token=` (browsers cannot set headers on
-    /// a WebSocket); none from a query that gives it twice (which one counts would be a guess, as
-    /// for any query parameter given twice over REST).
+    /// The token from `Authorization: Bearer …`, or, without that header, from `?token=` (browsers
+    /// cannot set headers on a WebSocket). None from a header that is not one `Bearer <token>`, even
+    /// with a good `?token=` (as over REST, the header is what is read), nor from a query that
+    /// gives it twice (which one counts would be a guess, as for any query parameter given twice).
     static func token(_ head: HTTPRequestHead) -> String? {
-        if let header = head.headers["Authorization"].first, header.count > 7, header.prefix(7).lowercased() == "bearer " {
-            return String(header.dropFirst(7))
+        switch AuthMiddleware.credentials(head.headers["Authorization"]) {
+        case .token(let token):
+            return String(token)
+        case .malformed:
+            return nil
+        case .none:
+            let tokens = URI(head.uri).queryParameters.getAll("token")
+            return tokens.count == 1 ? tokens[0] : nil
         }
-        let tokens = URI(head.uri).queryParameters.getAll("token")
-        return tokens.count == 1 ? tokens[0] : nil
     }
 }
 

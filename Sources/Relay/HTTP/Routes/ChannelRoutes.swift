@@ -80,6 +80,10 @@ struct ChannelRoutes: Sendable {
         let caller = try context.caller()
         let id = try self.parsing.id("channel", in: context)
         let body = try await self.parsing.decode(AddMembersRequest.self, from: request)
+        guard body.user_id == nil || body.user_ids == nil else {
+            // One or the other: together they would slip past the limit on user_ids.
+            throw APIError.badRequest("give user_id or user_ids, not both")
+        }
         var users = [String]()
         if let user = body.user_id { users.append(try self.parsing.id(user, field: "user_id")) }
         if let list = body.user_ids {

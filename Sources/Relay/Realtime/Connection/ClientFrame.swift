@@ -50,7 +50,8 @@ enum ClientFrame: Equatable, Sendable {
             // others go on: a client waits for `resumed`, and gets it.
             var checked: [(channel: String, cursor: Int64)] = []
             var invalid: [ServerMessage] = []
-            for (channel, value) in cursors.sorted(by: { $0.key < $1.key }) {
+            for (key, value) in cursors.sorted(by: { $0.key.text < $1.key.text }) {
+                let channel = key.text
                 if !Identifier.isValid(channel) {
                     invalid.append(.error(code: .badRequest, message: "cursors: not a channel id", channel: channel))
                 } else if let cursor = value.int64, cursor >= 0 {
