@@ -162,6 +162,22 @@ struct HardeningTests {
         }
     }
 
+    /// An id in a path may be percent-encoded, even where it need not be (RFC 3986: `%67` is `g`);
+    /// once decoded, it must still be an id.
+    @Test func idsInAPathArePercentDecoded() async throws {
+        try await withRelay { relay in
+            let (alice, bob) = (TestRedis.uniqueName("alice"), TestRedis.uniqueName("bob"))
+            let id = try await relay.createGroup(alice, members: [bob])
+            func encoded(_ text: String) -> String { text.utf8.map { String(format: "%%%02X", $0) }.joined() }
+            let channel = try await relay.request("GET", "/channels/\(encoded(id))", token: relay.token(alice))
+            #expect(channel.status == 200 && channel.value["id"].string == id, "\(channel)")
+            let removed = try await relay.request("DELETE", "/channels/\(id)/members/\(encoded(bob))", token: relay.token(alice))
+            #expect(removed.status == 200, "\(removed)")
+            expectError(try await relay.request("GET", "/channels/a%2Fb", token: relay.token(alice)), 400, "bad_request")
+            expectError(try await relay.request("GET", "/channels/a%zz", token: relay.token(alice)), 400, "bad_request")
+        }
+    }
+
     /// A web page of another origin may call the API (CORS): a preflight is answered 204 with
     /// what it may send, and every answer, errors included, allows the page's origin.
     @Test func pagesOfAnyOriginMayCallTheAPI() async throws {

@@ -76,10 +76,17 @@ struct RequestParsing: Sendable {
 
     /// A path parameter that must be an id.
     func id(_ name: String, in context: RelayRequestContext) throws -> String {
-        guard let value = context.parameters.get(name), Identifier.isValid(value) else {
+        guard let value = Self.pathParameter(name, in: context), Identifier.isValid(value) else {
             throw APIError.badRequest("\(name): \(Identifier.rule)")
         }
         return value
+    }
+
+    /// A path parameter, percent-decoded (RFC 3986 section 6.2.2.2: `%67%31` is `g1`); nil if
+    /// absent or not valid percent-encoding.
+    static func pathParameter(_ name: String, in context: RelayRequestContext) -> String? {
+        guard let raw = context.parameters.get(name) else { return nil }
+        return raw.contains("%") ? raw.removingPercentEncoding : raw
     }
 
     /// Checks an id from a body.

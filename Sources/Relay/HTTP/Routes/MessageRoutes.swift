@@ -76,7 +76,7 @@ struct MessageRoutes: Sendable {
 
     /// Message ids are made by the relay from the id charset; anything else cannot exist.
     private func messageID(in context: RelayRequestContext) throws -> String {
-        guard let value = context.parameters.get("message"), Identifier.isValid(value) else {
+        guard let value = RequestParsing.pathParameter("message", in: context), Identifier.isValid(value) else {
             throw APIError(.notFound, "no such message")
         }
         return value
