@@ -178,21 +178,37 @@ struct WebSocketProtocolStateMachineTests {
         }
     }
 
+    /// After the client's close frame, nothing it sends counts; the answers to its earlier
+    /// frames may still go out, then the close frame echoing its code, once the connection
+    /// handler asks (whatever code it gives), and nothing after that.
     @Test func aClientCloseIsAnsweredOnceAndEverythingAfterIsIgnored() {
         var machine = Machine(maxMessageBytes: 1024)
         #expect(machine.receivedFrame(clientFrame(.text, "x", fin: false)) == .none)
-        #expect(machine.receivedFrame(clientFrame(.connectionClose, [0x03, 0xE8] + Array("bye".utf8))) == .answerClose(code: 1000))
+        #expect(machine.receivedFrame(clientFrame(.connectionClose, [0x03, 0xE8] + Array("bye".utf8))) == .peerClosing(code: 1000))
         #expect(machine.receivedFrame(clientFrame(.continuation, "y")) == .none)
         #expect(machine.receivedFrame(clientFrame(.ping)) == .none, "no pong after a close")
         #expect(machine.receivedFrame(clientFrame(.connectionClose, [0x03, 0xE8])) == .none)
+        #expect(machine.decoderFailed(.invalidFrameLength) == .none)
+        #expect(machine.outboundWrite() == .write, "answers to earlier frames")
+        #expect(machine.closeRequested(code: 1000, reason: "") == .answerClose(code: 1000))
         #expect(machine.outboundWrite() == .drop)
         #expect(machine.closeRequested(code: 1001, reason: "") == .none)
         #expect(machine.closeTimeoutFired() == .closeChannel)
     }
 
+    /// The client's close frame waits at most the close timeout for the answers before it.
+    @Test func aClientCloseIsEchoedAtTheTimeoutAtTheLatest() {
+        var machine = Machine(maxMessageBytes: 1024)
+        #expect(machine.receivedFrame(clientFrame(.connectionClose, [0x0F, 0xA0])) == .peerClosing(code: 4000))
+        #expect(machine.closeTimeoutFired() == .answerClose(code: 4000))
+        #expect(machine.outboundWrite() == .drop)
+        #expect(machine.closeRequested(code: 1000, reason: "") == .none)
+    }
+
     @Test func anEmptyCloseIsAnsweredEmpty() {
         var machine = Machine(maxMessageBytes: 1024)
-        #expect(machine.receivedFrame(clientFrame(.connectionClose)) == .answerClose(code: nil))
+        #expect(machine.receivedFrame(clientFrame(.connectionClose)) == .peerClosing(code: nil))
+        #expect(machine.closeRequested(code: 1000, reason: "") == .answerClose(code: nil))
     }
 
     static let validCodes: [UInt16] = [1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, 3000, 3999, 4000, 4999]
@@ -201,7 +217,8 @@ struct WebSocketProtocolStateMachineTests {
     @Test(arguments: validCodes)
     func validCloseCodesAreEchoed(code: UInt16) {
         var machine = Machine(maxMessageBytes: 1024)
-        #expect(machine.receivedFrame(clientFrame(.connectionClose, [UInt8(code >> 8), UInt8(code & 0xFF)])) == .answerClose(code: code))
+        #expect(machine.receivedFrame(clientFrame(.connectionClose, [UInt8(code >> 8), UInt8(code & 0xFF)])) == .peerClosing(code: code))
+        #expect(machine.closeRequested(code: 1000, reason: "") == .answerClose(code: code))
     }
 
     @Test(arguments: invalidCodes)

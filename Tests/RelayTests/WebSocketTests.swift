@@ -583,6 +583,31 @@ struct WebSocketTests {
         }
     }
 
+    /// A frame that came before the client's close frame is answered before the close frame is
+    /// echoed (frames are answered in the order they arrive), even sent in the same packet.
+    @Test func aSendJustBeforeTheClientsCloseIsAckedFirst() async throws {
+        try await withRelay { relay in
+            let alice = TestRedis.uniqueName("alice")
+            let id = try await relay.createGroup(alice)
+            let socket = try await RawWebSocket.connect(port: relay.port, path: "/ws", query: "token=\(relay.token(alice))")
+            guard case .frame(let hello) = try await socket.read(timeout: .seconds(10)), hello.jsonType == "hello" else {
+                Issue.record("no hello")
+                return
+            }
+            let send = #"{"type":"send","channel_id":"\#(id)","client_msg_id":"last","text":"bye"}"#
+            try await socket.send(RawWebSocket.text(send) + RawWebSocket.close(code: 1000))
+            var types: [String] = []
+            var closeCode: UInt16?
+            while closeCode == nil, types.count < 10 {
+                guard case .frame(let frame) = try await socket.read(timeout: .seconds(10)) else { break }
+                if let code = frame.closeCode { closeCode = code } else { types.append(frame.jsonType ?? "?") }
+            }
+            #expect(types.first == "ack", "\(types)")
+            #expect(closeCode == 1000)
+            #expect(try await relay.lastSeq(alice, id) == 2)
+        }
+    }
+
     // MARK: - presence
 
     /// A client that goes away without a close frame (its process ended, and its kernel sent a

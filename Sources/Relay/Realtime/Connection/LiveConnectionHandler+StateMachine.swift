@@ -592,6 +592,11 @@ extension LiveConnectionHandler {
             self.isServingFrame = false
         }
 
+        /// Whether a client message is being served or waits to be.
+        var hasFramesToAnswer: Bool {
+            self.isServingFrame || !self.frames.isEmpty
+        }
+
         /// Whether to read more of the client's frames now: not while the answers to those
         /// already read wait for the client to read, nor while many wait to be served.
         var wantsInput: Bool {

@@ -42,6 +42,8 @@ final class LiveConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
     private var output: ChannelHandlerContext?
     /// The hub's handle on this connection; set while the handler is in the pipeline.
     private var handle: LiveConnection?
+    /// The client sent its close frame: the connection closes once its earlier frames are answered.
+    private var peerClosed = false
     /// Channels whose topics this connection is attached to at the hub.
     private var attached: Set<String> = []
     /// A `read` held back while the client's frames wait (back-pressure).
@@ -272,7 +274,11 @@ final class LiveConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         switch event {
-        case is WebSocketProtocolHandler.PeerClosed, is WebSocketProtocolHandler.Closing:
+        case is WebSocketProtocolHandler.PeerClosed:
+            // Frames that came before the client's close frame are answered first, in order.
+            self.peerClosed = true
+            self.closeOnceAnswered()
+        case is WebSocketProtocolHandler.Closing:
             self.closing = true
             self.machine.close()
             self.readIfHeld()
@@ -512,6 +518,14 @@ final class LiveConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
             self.serve(message)
         }
         self.readIfHeld()
+        self.closeOnceAnswered()
+    }
+
+    /// After the client's close frame: once every frame it sent before is answered, the closing
+    /// handshake goes on (the protocol handler echoes the client's close frame).
+    private func closeOnceAnswered() {
+        guard self.peerClosed, !self.closing, !self.machine.hasFramesToAnswer else { return }
+        self.close(code: WebSocketWire.CloseCode.normalClosure, reason: "")
     }
 
     private func serve(_ message: WebSocketInboundMessage) {

@@ -20,6 +20,9 @@ extension WebSocketProtocolHandler {
         enum State {
             /// Frames flow both ways; `message` is the fragmented message being reassembled.
             case open(message: PartialMessage?)
+            /// The client sent its close frame (with `code`): nothing more is read, the answers
+            /// to its earlier frames may still be written, then the server's close frame.
+            case closeReceived(code: UInt16?)
             /// The server sent its close frame and waits for the client's.
             case closeSent
             /// Close frames were exchanged, or the connection failed: the channel is closing.
@@ -46,9 +49,11 @@ extension WebSocketProtocolHandler {
             case deliver(WebSocketInboundMessage)
             /// Answer a ping with a pong carrying `payload`.
             case pong(ByteBuffer)
-            /// The client began the closing handshake: answer with a close frame echoing `code`
-            /// (nil: an empty one), tell the connection handler, close the channel once written.
-            case answerClose(code: UInt16?)
+            /// The client began the closing handshake (`code`, nil: none): tell the connection
+            /// handler, which answers the client's earlier frames and then asks to close; the
+            /// close frame then echoes `code` (after the close timeout at the latest), and the
+            /// channel closes once it is written.
+            case peerClosing(code: UInt16?)
             /// The client answered the server's close frame: close the channel.
             case closeChannel
             /// The client broke the protocol: write a close frame with `code` and `reason`,
@@ -90,7 +95,8 @@ extension WebSocketProtocolHandler {
                 guard frame.opcode == .connectionClose else { return .none }
                 self.state = .closing
                 return .closeChannel
-            case .closing, .closed:
+            case .closeReceived, .closing, .closed:
+                // Nothing the client sends after its close frame counts (RFC 6455 section 5.5.1).
                 return .none
             case .modifying:
                 preconditionFailure("invalid state")
@@ -119,8 +125,8 @@ extension WebSocketProtocolHandler {
             var payload = payload
             switch payload.readableBytes {
             case 0:
-                self.state = .closing
-                return .answerClose(code: nil)
+                self.state = .closeReceived(code: nil)
+                return .peerClosing(code: nil)
             case 1:
                 return self.fail(WebSocketWire.CloseCode.protocolError, "a close frame of one byte")
             default:
@@ -132,8 +138,8 @@ extension WebSocketProtocolHandler {
                 guard utf8.feed(payload), utf8.isComplete else {
                     return self.fail(WebSocketWire.CloseCode.invalidPayload, "a close reason that is not UTF-8")
                 }
-                self.state = .closing
-                return .answerClose(code: code)
+                self.state = .closeReceived(code: code)
+                return .peerClosing(code: code)
             }
         }
 
@@ -203,7 +209,8 @@ extension WebSocketProtocolHandler {
             case .closeSent:
                 self.state = .closing
                 return .closeChannel
-            case .closing, .closed:
+            case .closeReceived, .closing, .closed:
+                // After the client's close frame, nothing it sends counts.
                 return .none
             case .modifying:
                 preconditionFailure("invalid state")
@@ -214,6 +221,9 @@ extension WebSocketProtocolHandler {
             case none
             /// Write a close frame, then wait (bounded) for the client's.
             case sendClose(code: UInt16, reason: String)
+            /// Answer the client's close frame: a close frame echoing `code` (nil: an empty one),
+            /// then close the channel.
+            case answerClose(code: UInt16?)
         }
 
         /// The connection handler asked to close the connection.
@@ -223,6 +233,10 @@ extension WebSocketProtocolHandler {
                 // A message being reassembled is dropped with the state.
                 self.state = .closeSent
                 return .sendClose(code: code, reason: reason)
+            case .closeReceived(let peerCode):
+                // The client closed first: its close frame is echoed, whatever this one says.
+                self.state = .closing
+                return .answerClose(code: peerCode)
             case .closeSent, .closing, .closed:
                 return .none
             case .modifying:
@@ -239,7 +253,7 @@ extension WebSocketProtocolHandler {
         /// The connection handler writes a frame.
         func outboundWrite() -> WriteAction {
             switch self.state {
-            case .open:
+            case .open, .closeReceived:
                 return .write
             case .closeSent, .closing, .closed:
                 return .drop
@@ -251,11 +265,18 @@ extension WebSocketProtocolHandler {
         enum TimeoutAction: Equatable {
             case none
             case closeChannel
+            /// The client's close frame waited long enough for the answers before it: echo it
+            /// now, then close the channel.
+            case answerClose(code: UInt16?)
         }
 
-        /// The close timeout, started when a close frame was written, fired.
+        /// The close timeout fired: started when a close frame was written, or when the
+        /// client's arrived.
         mutating func closeTimeoutFired() -> TimeoutAction {
             switch self.state {
+            case .closeReceived(let code):
+                self.state = .closing
+                return .answerClose(code: code)
             case .closeSent, .closing:
                 self.state = .closing
                 return .closeChannel

@@ -13,7 +13,9 @@ import NIOWebSocket
 ///
 /// Events:
 /// - inbound, to the connection handler: ``PeerClosed`` when the client began the closing
-///   handshake (its close frame is answered and the channel closed by this handler);
+///   handshake. Nothing the client sends after it is read; the connection handler answers the
+///   frames it had before, then sends ``Close``, and this handler echoes the client's close
+///   frame (after the close timeout at the latest) and closes the channel;
 /// - outbound, from the connection handler: ``Close`` starts the closing handshake;
 /// - outbound, toward the head, and inbound, to the connection handler: ``Closing``, just
 ///   before any close frame is written, so that handlers on either side stop writing (the
@@ -54,8 +56,9 @@ final class WebSocketProtocolHandler: ChannelDuplexHandler, RemovableChannelHand
         }
     }
 
-    /// Inbound user event: the client sent a close frame with `code` (nil: none). The handler
-    /// answers it and closes the channel; the connection handler need do nothing but stop.
+    /// Inbound user event: the client sent a close frame with `code` (nil: none). The connection
+    /// handler answers the client's earlier frames, then sends ``Close`` (its code is not used:
+    /// the client's is echoed); the close timeout answers it otherwise.
     struct PeerClosed: Sendable, Hashable {
         var code: UInt16?
 
@@ -103,10 +106,10 @@ final class WebSocketProtocolHandler: ChannelDuplexHandler, RemovableChannelHand
         case .pong(let payload):
             let pong = WebSocketWire.frame(opcode: .pong, payload: payload, allocator: context.channel.allocator)
             context.writeAndFlush(Self.wrapOutboundOut(pong), promise: nil)
-        case .answerClose(let code):
-            // Told first: whatever the connection handler writes on hearing it is dropped.
+        case .peerClosing(let code):
+            // The timer first: the connection handler may answer at once, on hearing it.
+            self.scheduleCloseTimer(in: self.closeTimeout, context: context)
             context.fireUserInboundEventTriggered(PeerClosed(code: code))
-            self.writeClose(context: context, code: code, reason: "", thenClose: true)
         case .closeChannel:
             self.cancelCloseTimer()
             context.close(promise: nil)
@@ -164,6 +167,8 @@ final class WebSocketProtocolHandler: ChannelDuplexHandler, RemovableChannelHand
             promise?.succeed()
         case .sendClose(let code, let reason):
             self.writeClose(context: context, code: code, reason: reason, thenClose: false, promise: promise)
+        case .answerClose(let code):
+            self.writeClose(context: context, code: code, reason: "", thenClose: true, promise: promise)
         }
     }
 
@@ -207,6 +212,8 @@ final class WebSocketProtocolHandler: ChannelDuplexHandler, RemovableChannelHand
                 break
             case .closeChannel:
                 context.close(promise: nil)
+            case .answerClose(let code):
+                self.writeClose(context: context, code: code, reason: "", thenClose: true)
             }
         }
     }
