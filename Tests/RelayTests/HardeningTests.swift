@@ -139,6 +139,34 @@ struct HardeningTests {
         }
     }
 
+    /// A WebSocket handshake is what RFC 6455 section 4.2.1 has a client send, or it is not
+    /// upgraded: a GET of HTTP/1.1 whose `Connection` asks to upgrade (among other tokens, as
+    /// Firefox sends it), with no body.
+    @Test func onlyAWellFormedHandshakeIsUpgraded() async throws {
+        try await withRelay { relay in
+            let query = "token=\(relay.token(TestRedis.uniqueName("alice")))"
+            let good = RawWebSocket.handshakeRequest(port: relay.port, path: "/ws", query: query)
+            let refused = [
+                "POST": good.replacingOccurrences(of: "GET /ws", with: "POST /ws"),
+                "HTTP/1.0": good.replacingOccurrences(of: " HTTP/1.1\r\n", with: " HTTP/1.0\r\n"),
+                "no Connection": RawWebSocket.handshakeRequest(port: relay.port, path: "/ws", query: query, omit: ["Connection"]),
+                "a body": good.replacingOccurrences(of: "\r\n\r\n", with: "\r\nContent-Length: 5\r\n\r\nhello"),
+            ]
+            for (what, request) in refused {
+                let (_, head) = try await RawWebSocket.open(port: relay.port, request: request, timeout: .seconds(5))
+                #expect(WebSocketConformanceTests.status(head).map { (400..<500).contains($0) } == true, "\(what): \(head)")
+            }
+            let firefox = RawWebSocket.handshakeRequest(
+                port: relay.port,
+                path: "/ws",
+                query: query,
+                replace: ["Connection": "keep-alive, Upgrade"]
+            )
+            let (_, head) = try await RawWebSocket.open(port: relay.port, request: firefox, timeout: .seconds(5))
+            #expect(WebSocketConformanceTests.status(head) == 101, "\(head)")
+        }
+    }
+
     /// A body cut short (the client went away) or malformed (a bad chunk) is the client's fault:
     /// counted and logged as a 400, never as a 500.
     @Test func aBodyCutShortOrMalformedIsNoServerError() async throws {

@@ -54,7 +54,7 @@ struct WebSocketUpgrader<UpgradeResult: Sendable>: NIOTypedHTTPServerProtocolUpg
         upgradeRequest: HTTPRequestHead,
         initialResponseHeaders: HTTPHeaders
     ) -> EventLoopFuture<HTTPHeaders> {
-        guard Self.hasOneValidKey(upgradeRequest.headers) else {
+        guard Self.hasOneValidKey(upgradeRequest.headers), Self.isHandshake(upgradeRequest) else {
             return channel.eventLoop.makeFailedFuture(NIOWebSocketUpgradeError.invalidUpgradeHeader)
         }
         return self.handshake.buildUpgradeResponse(
@@ -73,6 +73,16 @@ struct WebSocketUpgrader<UpgradeResult: Sendable>: NIOTypedHTTPServerProtocolUpg
         }.flatMap {
             self.upgradePipelineHandler(channel, upgradeRequest)
         }
+    }
+
+    /// Whether `head` is a handshake as RFC 6455 section 4.2.1 has a client send it: a `GET` of
+    /// HTTP/1.1 or later whose `Connection` header asks to upgrade, with no body (what follows
+    /// the head is the WebSocket's).
+    static func isHandshake(_ head: HTTPRequestHead) -> Bool {
+        guard head.method == .GET, head.version.major > 1 || (head.version.major == 1 && head.version.minor >= 1) else { return false }
+        guard head.headers[canonicalForm: "connection"].contains(where: { $0.lowercased() == "upgrade" }) else { return false }
+        let length = head.headers["Content-Length"]
+        return head.headers["Transfer-Encoding"].isEmpty && (length.isEmpty || length == ["0"])
     }
 
     /// Whether `headers` carry exactly one `Sec-WebSocket-Key`, and it is what RFC 6455 section
