@@ -31,6 +31,21 @@ struct ReplicaWaitTests {
         try await withRelay(configure, redisURL: primary.url) { relay in try await body(relay, replica) }
     }
 
+    /// A relay that waits for a replica the shared test Redis does not have: every write is
+    /// answered 503 after 200 ms, and happened all the same.
+    static var unheld: RelayConfigurator {
+        {
+            $0.redisWait = 1
+            $0.redisWaitTimeout = .milliseconds(200)
+        }
+    }
+
+    /// Creates group `id` of `alice` and `bob` through an ``unheld`` relay: answered 503, made.
+    static func createUnheld(_ id: String, by alice: String, with bob: String, on relay: RelayTestClient) async throws {
+        let body: [String: Any] = ["type": "group", "members": [bob], "id": id]
+        expectError(try await relay.request("POST", "/channels", token: relay.token(alice), json: body), 503, "unavailable")
+    }
+
     /// With no replica to hold it, a send is answered 503; its event, although in the primary's
     /// log, goes out live to no socket. The channel's next event brings it, from the log, in order.
     @Test func anEventNoReplicaHoldsIsNotPushedLive() async throws {
@@ -93,13 +108,9 @@ struct ReplicaWaitTests {
     @Test func aGroupCreatedWithoutItsReplicasIsListedForItsMembers() async throws {
         let (alice, bob) = (TestRedis.uniqueName("alice"), TestRedis.uniqueName("bob"))
         let id = TestRedis.uniqueName("unheld")
-        let unheld: RelayConfigurator = {
-            $0.redisWait = 1
-            $0.redisWaitTimeout = .milliseconds(200)
-        }
-        try await withRelay(unheld) { waiting in
+        try await withRelay(Self.unheld) { waiting in
+            try await Self.createUnheld(id, by: alice, with: bob, on: waiting)
             let body: [String: Any] = ["type": "group", "members": [bob], "id": id]
-            expectError(try await waiting.request("POST", "/channels", token: waiting.token(alice), json: body), 503, "unavailable")
             expectError(try await waiting.request("POST", "/channels", token: waiting.token(alice), json: body), 409, "conflict")
             for user in [alice, bob] {
                 let listed = try await waiting.request("GET", "/channels", token: waiting.token(user))
@@ -114,13 +125,8 @@ struct ReplicaWaitTests {
     @Test func aMemberRemovedWithoutItsReplicasLeavesItsIndex() async throws {
         let (alice, bob) = (TestRedis.uniqueName("alice"), TestRedis.uniqueName("bob"))
         let id = TestRedis.uniqueName("unheld")
-        let unheld: RelayConfigurator = {
-            $0.redisWait = 1
-            $0.redisWaitTimeout = .milliseconds(200)
-        }
-        try await withRelay(unheld) { waiting in
-            let body: [String: Any] = ["type": "group", "members": [bob], "id": id]
-            expectError(try await waiting.request("POST", "/channels", token: waiting.token(alice), json: body), 503, "unavailable")
+        try await withRelay(Self.unheld) { waiting in
+            try await Self.createUnheld(id, by: alice, with: bob, on: waiting)
             let removed = try await waiting.request("DELETE", "/channels/\(id)/members/\(bob)", token: waiting.token(alice))
             expectError(removed, 503, "unavailable")
             #expect(try await redisCLI(["SISMEMBER", "ch:{\(id)}:members", bob]) == ["0"], "the removal ran")
@@ -134,7 +140,7 @@ struct ReplicaWaitTests {
     /// open socket from its own `member_joined`, and listed in `GET /channels`.
     @Test func writesReplicasHoldLateArePushedLiveThen() async throws {
         let (alice, bob, carol) = (TestRedis.uniqueName("alice"), TestRedis.uniqueName("bob"), TestRedis.uniqueName("carol"))
-        try await Self.withWaitingRelay(timeout: .milliseconds(300)) { relay, replica in
+        try await Self.withWaitingRelay(timeout: .seconds(1)) { relay, replica in
             let id = try await relay.createGroup(alice, members: [bob])
             try await withSockets { sockets in
                 let bobSocket = try await TestSocket.connect(relay, token: relay.token(bob), label: "bob")
