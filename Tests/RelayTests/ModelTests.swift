@@ -134,6 +134,24 @@ struct ModelTests {
     }
 }
 
+@Suite("Redis errors as the API says them")
+struct RedisErrorAnswerTests {
+    /// A Redis that cannot take a command now is `unavailable` (503), said in the API's words:
+    /// not the reply's text, which names a script's hash and line.
+    @Test func anErrorReplyThatMeansNotNowIsUnavailableInPlainWords() {
+        let reply =
+            "OOM command not allowed when used memory > 'maxmemory'. script: b2b7e3742de0c51641fa2edafa941349e14c4e68, on @user_script:215."
+        let oom = APIError(redis: RedisError(.serverError, reply))
+        #expect(oom.code == .unavailable)
+        #expect(oom.message == "Redis is out of memory (maxmemory reached): try again later")
+        for code in ["LOADING", "BUSY", "READONLY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN"] {
+            let error = APIError(redis: RedisError(.serverError, "\(code) something"))
+            #expect(error.code == .unavailable && !error.message.contains("something"), "\(code): \(error.message)")
+        }
+        #expect(APIError(redis: RedisError(.serverError, "WRONGTYPE x")).code == .internal)
+    }
+}
+
 @Suite("Lua scripts behind their prelude")
 struct RelayScriptsTests {
     @Test func theRetentionSettingsAreWrittenIntoThePrelude() {

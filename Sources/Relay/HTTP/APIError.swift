@@ -97,8 +97,21 @@ extension APIError {
         case "NOTMEMBER", "FORBIDDEN": self.init(.forbidden, detail)
         case "CONFLICT": self.init(.conflict, detail)
         case "BADREQUEST", "BADSEQ", "TOOMANY": self.init(.badRequest, detail)
-        case "LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "READONLY", "OOM": self.init(.unavailable, error.message)
+        case "LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "READONLY", "OOM":
+            self.init(.unavailable, Self.unavailableReason(error.replyCode ?? ""))
         default: self.init(.internal, "unexpected Redis error")
+        }
+    }
+
+    /// What a Redis error reply that means "not now" says to a client, without the reply's own
+    /// text (a script's hash and line, Redis's wording).
+    static func unavailableReason(_ code: Substring) -> String {
+        switch code {
+        case "OOM": "Redis is out of memory (maxmemory reached): try again later"
+        case "LOADING": "Redis is loading its data: try again shortly"
+        case "BUSY": "Redis is busy running a script: try again shortly"
+        case "READONLY", "MASTERDOWN": "Redis is a replica, or lost its primary: try again shortly"
+        default: "the Redis Cluster is moving or missing this channel's slot: try again shortly"
         }
     }
 }
