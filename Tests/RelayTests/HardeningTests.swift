@@ -31,6 +31,19 @@ struct HardeningTests {
                 #expect(try await socket.read(timeout: .seconds(10)) == .ended, "\(what): the connection stays open")
             }
             #expect(try await relay.request("GET", "/healthz").status == 200)
+
+            // After good requests pipelined before it: their answers first, in order, then the 400.
+            let alice = TestRedis.uniqueName("alice")
+            let id = try await relay.createGroup(alice)
+            let body = #"{"client_msg_id":"p1","text":"pipelined"}"#
+            let send =
+                "POST /channels/\(id)/messages HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \(relay.token(alice))\r\n"
+                + "Content-Length: \(body.utf8.count)\r\n\r\n\(body)"
+            let (pipelined, first) = try await RawWebSocket.open(port: relay.port, request: send + "FOO / HTTP/1.1\r\nHost: x\r\n\r\n")
+            #expect(WebSocketConformanceTests.status(first) == 201, "\(first)")
+            let rest = String(decoding: try await pipelined.bytesToEnd(timeout: .seconds(10)), as: UTF8.self)
+            #expect(rest.contains("HTTP/1.1 400 Bad Request\r\n"), "\(rest)")
+            #expect(try await relay.lastSeq(alice, id) == 2)
         }
     }
 

@@ -83,7 +83,7 @@ struct RelayHTTPChannel: ServerChildChannel, HTTPChannelHandler {
             let http1 = self.http1
             let limits = self.limits
             let attempted = NIOLoopBoundBox<HTTPRequestHead?>(nil, eventLoop: channel.eventLoop)
-            let closer = NIOLoopBound(HTTPParseErrorCloser(), eventLoop: channel.eventLoop)
+            let closer = NIOLoopBound(HTTPParseErrorHandler(), eventLoop: channel.eventLoop)
             let configuration = NIOTypedHTTPServerUpgradeConfiguration<UpgradeResult>(
                 upgraders: [AttemptRecordingUpgrader(upgrader: self.upgrader, attempted: attempted, parseErrorCloser: closer)],
                 notUpgradingCompletionHandler: { channel in
@@ -108,17 +108,17 @@ struct RelayHTTPChannel: ServerChildChannel, HTTPChannelHandler {
             )
             var pipelineConfiguration = NIOUpgradableHTTPServerPipelineConfiguration(upgradeConfiguration: configuration)
             pipelineConfiguration.enablePipelining = false
-            // A request HTTP/1.1 cannot parse (a bad method, version or length, headers over the
-            // limit) is answered 400 and its connection closed, not left hanging.
-            pipelineConfiguration.enableErrorHandling = true
+            // A request HTTP/1.1 cannot parse is answered by HTTPParseErrorHandler, after the
+            // requests before it: NIO's handler answers at once, ahead of their answers.
+            pipelineConfiguration.enableErrorHandling = false
             pipelineConfiguration.enableResponseHeaderValidation = false
             pipelineConfiguration.decoderConfiguration.maxHeaderFieldSize = http1.httpDecoder.maxHeaderFieldSize
             pipelineConfiguration.decoderConfiguration.maxHeaderListSize = http1.httpDecoder.maxHeaderListSize
             pipelineConfiguration.decoderConfiguration.maxHeaderFieldCount = http1.httpDecoder.maxHeaderFieldCount
             let result = try channel.pipeline.syncOperations.configureUpgradableHTTPServerPipeline(configuration: pipelineConfiguration)
             let upgradeHandler = try channel.pipeline.syncOperations.handler(type: NIOTypedHTTPServerUpgradeHandler<UpgradeResult>.self)
+            try channel.pipeline.syncOperations.addHandler(closer.value, position: .before(upgradeHandler))
             try channel.pipeline.syncOperations.addHandler(UnknownUpgradeFilter(), position: .before(upgradeHandler))
-            try channel.pipeline.syncOperations.addHandler(closer.value)
             // The first request's head must arrive within the idle timeout; after it, the HTTP
             // side's idle timeout or the WebSocket's heartbeat takes over.
             if let timeout = http1.idleTimeout {
@@ -180,12 +180,12 @@ extension RelayHTTPChannel {
 /// Notes the head of every handshake its upgrader is asked about, so that a refused one can be
 /// answered (NIO drops the request of a failed upgrade).
 ///
-/// A handshake's request was parsed: it takes the ``HTTPParseErrorCloser`` out of the pipeline,
+/// A handshake's request was parsed: it takes the ``HTTPParseErrorHandler`` out of the pipeline,
 /// which a WebSocket's does not have.
 struct AttemptRecordingUpgrader<UpgradeResult: Sendable>: NIOTypedHTTPServerProtocolUpgrader, Sendable {
     let upgrader: WebSocketUpgrader<UpgradeResult>
     let attempted: NIOLoopBoundBox<HTTPRequestHead?>
-    let parseErrorCloser: NIOLoopBound<HTTPParseErrorCloser>
+    let parseErrorCloser: NIOLoopBound<HTTPParseErrorHandler>
 
     var supportedProtocol: String { self.upgrader.supportedProtocol }
     var requiredUpgradeHeaders: [String] { self.upgrader.requiredUpgradeHeaders }
@@ -337,17 +337,79 @@ final class UnknownUpgradeFilter: ChannelInboundHandler, RemovableChannelHandler
     }
 }
 
-/// Closes the connection after a request HTTP/1.1 cannot parse, once NIO's
-/// `HTTPServerProtocolErrorHandler` has answered it 400: NIO would otherwise leave it open,
-/// waiting for a request that cannot come.
-final class HTTPParseErrorCloser: ChannelInboundHandler, RemovableChannelHandler {
-    typealias InboundIn = NIOAny
+/// Answers a request HTTP/1.1 cannot parse (a bad method, version or length, headers over the
+/// limit) with `400 Bad Request` and closes the connection, in its place among the answers: a
+/// client that pipelined good requests before it gets their answers first (NIO's own handler
+/// answered at once, ahead of them, and the connection closed on them). Bytes after it are
+/// dropped. A request that fails midway (a bad chunk) is answered at once, as before, and its
+/// error goes on to the handler reading its body.
+final class HTTPParseErrorHandler: ChannelDuplexHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias InboundOut = HTTPServerRequestPart
+    typealias OutboundIn = HTTPServerResponsePart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    /// Requests read whose answer has not ended yet.
+    private var unanswered = 0
+    /// A request's head was read, and not yet its end.
+    private var readingRequest = false
+    /// An answer's head went out, and not yet its end.
+    private var answering = false
+    /// A parse error came: nothing more is read, and the 400 is due (or written).
+    private var failed = false
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !self.failed else { return }
+        switch Self.unwrapInboundIn(data) {
+        case .head:
+            self.unanswered += 1
+            self.readingRequest = true
+        case .end:
+            self.readingRequest = false
+        case .body:
+            break
+        }
+        context.fireChannelRead(data)
+    }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        if error is HTTPParserError {
-            context.close(promise: nil)
+        let parseError = error is HTTPParserError
+        if case ByteToMessageDecoderError.dataReceivedInErrorState = error, self.failed { return }
+        guard parseError, !self.failed else {
+            context.fireErrorCaught(error)
+            return
         }
-        context.fireErrorCaught(error)
+        self.failed = true
+        if self.readingRequest {
+            // The request being read cannot end: it fails, and is answered now if nothing is.
+            if !self.answering { self.refuse(context: context) } else { context.close(promise: nil) }
+            context.fireErrorCaught(error)
+        } else if self.unanswered == 0 {
+            self.refuse(context: context)
+        }
+        // Otherwise the answers under way go out first (``write(context:data:promise:)``).
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        switch Self.unwrapOutboundIn(data) {
+        case .head(let head) where head.status.code >= 200 || head.status == .switchingProtocols:
+            self.answering = true
+            context.write(data, promise: promise)
+        case .head, .body:
+            context.write(data, promise: promise)
+        case .end:
+            self.answering = false
+            self.unanswered = max(0, self.unanswered - 1)
+            context.write(data, promise: promise)
+            if self.failed, self.unanswered == 0 { self.refuse(context: context) }
+        }
+    }
+
+    /// Writes the 400 and closes the connection once it is out.
+    private func refuse(context: ChannelHandlerContext) {
+        let head = HTTPResponseHead(version: .http1_1, status: .badRequest, headers: ["Connection": "close", "Content-Length": "0"])
+        context.write(Self.wrapOutboundOut(.head(head)), promise: nil)
+        context.writeAndFlush(Self.wrapOutboundOut(.end(nil))).whenComplete { _ in context.close(promise: nil) }
     }
 }
 
