@@ -28,7 +28,8 @@
  *     "state"   { state, code?, reason? }  every state change; "unauthorized" (close 4001 or a 401) is
  *                                          final: get a new token and make a new client
  *     "hello"   the hello frame            after each (re)connect, before the resume
- *     "resumed" { truncated }              the replay after a (re)connect is complete; truncated is
+ *     "resumed" { truncated }              a replay after a (re)connect is complete (once per 500
+ *                                          channels: a resume frame holds at most that many); truncated is
  *                                          { channel_id: first_seq } for each channel whose events
  *                                          below first_seq are no longer kept (retention trimmed
  *                                          them before this client saw them), else {}
@@ -40,11 +41,12 @@
  *                             loaded): the cursor moves up to seq, never back
  *
  * After every (re)connect the client sends {"type":"resume","cursors":…} with the last seq it
- * delivered per channel; the cursors live in storage under "relay.cursors.<user>/<session>", so a
+ * delivered per channel (several frames of up to 500 channels each for more); the cursors live in storage under "relay.cursors.<user>/<session>", so a
  * reloaded page resumes where it stopped (after each hello it also checks them against
  * GET /channels: a cursor above a channel's last seq is lowered, one of a channel left dropped). A silent socket (no frame for two heartbeat intervals,
  * heartbeat_ms from the hello; the client pings every half interval) is dropped and reopened. Close
- * 4008 (slow consumer) reconnects at once and resumes; 4001 stops.
+ * 4008 (slow consumer) reconnects at once and resumes; 4001 stops. The backoff starts again only
+ * once a connection got its first "resumed".
  *
  * Sending:
  *   send(channelId, text) -> Promise<ack>   queued while offline; resent with the same client_msg_id
@@ -70,6 +72,8 @@
  */
 
 const TRANSIENT = new Set(["unavailable", "rate_limited"]);
+/** Channels per resume frame: 500 cursors with 64-character ids make about 40 KB. */
+const RESUME_BATCH = 500;
 
 /** An error from the relay: an HTTP status (0 for a network failure or a socket answer) and the error code. */
 export class RelayError extends Error {
@@ -245,7 +249,15 @@ export class RelayClient {
         this._scheduleReconnect({ code: close.code, reason: close.reason }, close.code === 4008);
       }
     };
-    socket.onerror = () => {}; // a close follows
+    socket.onerror = () => {
+      // A close follows in browsers. Node's WebSocket may report a failed handshake with no close:
+      // once the events of this turn have run, a socket still in place and not open is given up.
+      setTimeout(() => {
+        if (socket !== this._socket || socket.readyState === WebSocket.OPEN) return;
+        this._dropSocket();
+        this._scheduleReconnect({ code: 0, reason: "the connection failed" });
+      }, 0);
+    };
     this._startWatchdog();
   }
 
@@ -370,10 +382,9 @@ export class RelayClient {
     this.session = frame.session_id;
     this._heartbeatMs = frame.heartbeat_ms > 0 ? frame.heartbeat_ms : 30000;
     this._helloSeen = true;
-    this._attempt = 0;
     this._lastPingAt = Date.now();
     this._emit("hello", frame);
-    this._write({ type: "resume", cursors: { ...this._cursors } });
+    this._resume(this._cursors);
     if (Object.keys(this._cursors).length) this._checkCursors(this._socket);
     for (const send of this._sends.values()) this._transmit(send);
     for (const [channel, waiters] of this._reads) {
@@ -434,8 +445,24 @@ export class RelayClient {
     this._emit("error", frame);
   }
 
+  /**
+   * Sends `cursors` as resume frames of at most RESUME_BATCH channels each: a frame is limited to
+   * 64 KiB, which one resume of about 800 channels with long ids would pass (and be closed with
+   * 1009, again on every reconnect). Each frame is answered with its own "resumed".
+   */
+  _resume(cursors) {
+    const entries = Object.entries(cursors);
+    if (entries.length === 0) this._write({ type: "resume", cursors: {} });
+    for (let start = 0; start < entries.length; start += RESUME_BATCH) {
+      this._write({ type: "resume", cursors: Object.fromEntries(entries.slice(start, start + RESUME_BATCH)) });
+    }
+  }
+
   /** After a resume: a channel whose early events were trimmed goes on from its first kept seq. */
   _resumed(frame) {
+    // A connection that got this far is sound: the next loss starts the backoff again from its start
+    // (not at the hello, so that a failure after it cannot make a client reconnect at once forever).
+    this._attempt = 0;
     const truncated = frame.truncated && typeof frame.truncated === "object" ? frame.truncated : {};
     for (const [channel, firstSeq] of Object.entries(truncated)) this._skipTo(channel, firstSeq);
     this._emit("resumed", { truncated });
@@ -551,7 +578,7 @@ export class RelayClient {
       }
     }
     this._scheduleSave();
-    if (Object.keys(lowered).length) this._write({ type: "resume", cursors: lowered });
+    if (Object.keys(lowered).length) this._resume(lowered);
   }
 
   cursors() {

@@ -566,6 +566,10 @@ struct WebSocketTests {
                 "\(kind): frames \(frames.map { ($0.opcode, String(decoding: $0.payload, as: UTF8.self)) })"
             )
             #expect(ended, "\(kind): the connection stayed open")
+            // The reason says which, as REST's 401 does: a token to renew, or one signed wrong.
+            let reason = frames.first { $0.opcode == 0x8 }.map { String(decoding: $0.payload.dropFirst(2), as: UTF8.self) } ?? ""
+            let expected = ["none": "no token", "expired": "expired", "wrong secret": "signature", "given twice": "no token"][kind]
+            if let expected { #expect(reason.contains(expected), "\(kind): \(reason)") }
             #expect(
                 !frames.contains { $0.opcode == 0x1 && String(decoding: $0.payload, as: UTF8.self).contains("hello") },
                 "\(kind): a hello for a bad token"

@@ -55,12 +55,18 @@ struct RelayHTTPChannel: ServerChildChannel, HTTPChannelHandler {
         }
     }
 
-    /// A request for `/ws` that asked for no upgrade: say how to get one.
+    /// A request for `/ws` that asked for no upgrade, or asked on a connection that served a
+    /// request before (only a connection's first request is upgraded): say how to get one.
     static func refuseUpgrade(_ request: Request, writer: consuming ResponseWriter, draining: Bool) async throws {
+        let asked = request.headers[values: .upgrade].contains { $0.lowercased().contains("websocket") }
+        let message =
+            asked
+            ? "a WebSocket handshake is upgraded only as the first request of its connection: open a new connection for it"
+            : "GET /ws is a WebSocket: upgrade to it"
         let (head, body) =
             draining
             ? Self.refusal(.serviceUnavailable, APIError(.unavailable, "this relay is stopping: connect again"))
-            : Self.refusal(.upgradeRequired, APIError(.badRequest, "GET /ws is a WebSocket: upgrade to it"), [.upgrade: "websocket"])
+            : Self.refusal(.upgradeRequired, APIError(.badRequest, message), [.upgrade: "websocket"])
         var bodyWriter = try await writer.writeHead(head)
         try await bodyWriter.write(body)
         try await bodyWriter.finish(nil)

@@ -28,18 +28,23 @@ enum RelayWebSocket {
             // Refusals are answered on the HTTP side, with the API's error body (RelayHTTPChannel).
             upgradePipelineHandler: { channel, head in
                 channel.eventLoop.makeCompletedFuture {
-                    let identity: LiveConnectionHandler.Identity?
-                    do {
-                        let claims = try verifier.verify(Self.token(head) ?? "")
-                        identity = .init(user: claims.userID, session: claims.sessionID, expiresAt: claims.expiresAt)
-                    } catch {
-                        identity = nil
+                    var identity: LiveConnectionHandler.Identity?
+                    // The close frame's reason says which, as REST's 401 does: a client can tell
+                    // a token to renew from one signed wrong.
+                    var refusal = "no token: give ?token= or one Authorization: Bearer header"
+                    if let token = Self.token(head) {
+                        do {
+                            let claims = try verifier.verify(token)
+                            identity = .init(user: claims.userID, session: claims.sessionID, expiresAt: claims.expiresAt)
+                        } catch {
+                            refusal = (error as? APIError)?.message ?? "invalid token"
+                        }
                     }
                     // The layout is the same for every socket (the start-up check and
                     // WebSocketPipelineTests pin it), and reading it costs as much as the rest of
                     // the upgrade: the first socket of the process is checked.
                     let checkLayout = !Self.layoutChecked.load(ordering: .relaxed)
-                    try Self.configure(channel, identity: identity, services: services, checkLayout: checkLayout)
+                    try Self.configure(channel, identity: identity, refusal: refusal, services: services, checkLayout: checkLayout)
                     if checkLayout { Self.layoutChecked.store(true, ordering: .relaxed) }
                     return .webSocket
                 }
@@ -52,10 +57,13 @@ enum RelayWebSocket {
     ///
     /// - Throws: ``PipelineLayoutError`` if the pipeline is not laid out as expected (the relay
     ///   checks this at start-up, on an embedded channel).
-    /// - Parameter checkLayout: whether to check the pipeline's layout first.
+    /// - Parameters:
+    ///   - refusal: the reason of the 4001 close frame when there is no identity.
+    ///   - checkLayout: whether to check the pipeline's layout first.
     static func configure(
         _ channel: any Channel,
         identity: LiveConnectionHandler.Identity?,
+        refusal: String = "invalid or expired token",
         services: LiveServices,
         checkLayout: Bool = true
     ) throws {
@@ -75,7 +83,7 @@ enum RelayWebSocket {
         if let identity {
             try pipeline.addHandler(LiveConnectionHandler(identity: identity, services: services), name: names[3])
         } else {
-            try pipeline.addHandler(RefusingHandler(code: 4001, reason: "invalid or expired token"), name: names[3])
+            try pipeline.addHandler(RefusingHandler(code: 4001, reason: refusal), name: names[3])
         }
     }
 
