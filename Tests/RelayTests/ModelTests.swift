@@ -144,7 +144,7 @@ struct RedisErrorAnswerTests {
         let oom = APIError(redis: RedisError(.serverError, reply))
         #expect(oom.code == .unavailable)
         #expect(oom.message == "Redis is out of memory (maxmemory reached): try again later")
-        for code in ["LOADING", "BUSY", "READONLY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN"] {
+        for code in ["LOADING", "BUSY", "READONLY", "MASTERDOWN", "UNBLOCKED", "TRYAGAIN", "CLUSTERDOWN"] {
             let error = APIError(redis: RedisError(.serverError, "\(code) something"))
             #expect(error.code == .unavailable && !error.message.contains("something"), "\(code): \(error.message)")
         }

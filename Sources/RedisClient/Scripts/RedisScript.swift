@@ -129,7 +129,16 @@ extension RedisClient {
         }
         let reply = try results[scriptIndex].get()
         if replicas > 0 {
-            let acknowledged = try results[scriptIndex + 1].get().int ?? 0
+            let acknowledged: Int64
+            switch results[scriptIndex + 1] {
+            case .success(let answer):
+                acknowledged = answer.int ?? 0
+            case .failure(let error):
+                // `WAIT` refused (`UNBLOCKED`: the node was made a replica while it waited): the
+                // write may be lost with it, and no one can say. Unavailable, as a late replica is
+                // (the caller's retry with the same id is safe), and nothing is pushed later.
+                throw RedisError(.unavailable, "the write's replicas could not be asked: \(error.message)")
+            }
             guard acknowledged >= replicas else {
                 if let lateReplication {
                     self.lateReplication.add(reply, on: connection, replicas: replicas, then: lateReplication)

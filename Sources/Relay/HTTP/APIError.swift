@@ -97,7 +97,7 @@ extension APIError {
         case "NOTMEMBER", "FORBIDDEN": self.init(.forbidden, detail)
         case "CONFLICT": self.init(.conflict, detail)
         case "BADREQUEST", "BADSEQ", "TOOMANY": self.init(.badRequest, detail)
-        case "LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "READONLY", "OOM":
+        case "LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "READONLY", "OOM", "UNBLOCKED":
             self.init(.unavailable, Self.unavailableReason(error.replyCode ?? ""))
         default: self.init(.internal, "unexpected Redis error")
         }
@@ -110,7 +110,7 @@ extension APIError {
         case "OOM": "Redis is out of memory (maxmemory reached): try again later"
         case "LOADING": "Redis is loading its data: try again shortly"
         case "BUSY": "Redis is busy running a script: try again shortly"
-        case "READONLY", "MASTERDOWN": "Redis is a replica, or lost its primary: try again shortly"
+        case "READONLY", "MASTERDOWN", "UNBLOCKED": "Redis is a replica, or lost its primary: try again shortly"
         default: "the Redis Cluster is moving or missing this channel's slot: try again shortly"
         }
     }
