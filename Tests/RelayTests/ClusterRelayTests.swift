@@ -83,15 +83,33 @@ import Glibc
     /// A cluster short of a shard (a primary gone, no replica to take over) refuses every
     /// command on a key, although its nodes still answer `PING`: `/healthz` says 503, so that a
     /// load balancer sends no one to a relay that can serve nothing, and 200 again once it is back.
+    ///
+    /// Meanwhile a pipeline of many commands for the lost shard fails within one retry budget
+    /// (about 4 s), not one per command (a resume of a few channels took a minute).
     @Test func healthSays503WhileTheClusterIsDown() async throws {
         _ = try await SharedRedisCluster.get()
         let cluster = try await RedisClusterProcess(primaries: 3, replicas: 0)
+        let victim = cluster.nodes[2]
+        var lostKeys: [String] = []
+        while lostKeys.count < 20 {
+            let key = TestRedis.uniqueName("lost")
+            let owner = try await cluster.owner(ofSlot: Int(HashSlot(key: key).rawValue), asSeenBy: cluster.nodes[0].port)
+            if owner?.port == victim.port { lostKeys.append(key) }
+        }
+        let redis = RedisClient(configuration: try RedisConfiguration(url: cluster.urls))
         try await withRelay(redisURL: cluster.urls) { relay in
             #expect(try await relay.request("GET", "/healthz").status == 200)
-            let victim = cluster.nodes[2]
             try await onOwnThread { victim.kill() }
             try await waitUntil("/healthz says 503", timeout: .seconds(30)) {
                 try await relay.request("GET", "/healthz").status == 503
+            }
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { try await redis.run() }
+                defer { group.cancelAll() }
+                let started = ContinuousClock.now
+                let results = try await redis.pipeline(lostKeys.map { RedisCommand("GET", key: $0, [$0]) })
+                #expect(results.allSatisfy { (try? $0.get()) == nil }, "every command for the lost shard fails")
+                #expect(ContinuousClock.now - started < .seconds(20), "one retry budget, not one per command")
             }
             try await onOwnThread { try victim.start() }
             try await waitUntil("/healthz says 200 again", timeout: .seconds(30)) {

@@ -267,11 +267,25 @@ final class RedisClusterClient: Sendable {
         // topology the others then use. (Not a task group of `(Int, Result<RESPValue,
         // RedisError>)`: with Swift 6.3.1 such a group's results, stored by index, trap in
         // release builds; a ten-line program does it too.)
+        // A node whose retried command failed after its whole retry budget (about 4 s: the node
+        // down, or the cluster refusing) fails the rest of its commands at once: retried one by
+        // one, a pipeline of many commands for a lost shard took that budget each (a minute for
+        // a resume of a few channels).
+        var failedNodes: [RedisEndpoint: RedisError] = [:]
         for index in retry {
+            let endpoint = commands[index].key.flatMap { self.topology.primary(for: HashSlot(key: $0)) }
+            if let endpoint, let failure = failedNodes[endpoint] {
+                results[index] = .failure(failure)
+                continue
+            }
             do {
                 results[index] = .success(try await self.execute(commands[index]))
             } catch {
-                results[index] = .failure(error as? RedisError ?? RedisError(.unavailable, "\(error)"))
+                let failure = error as? RedisError ?? RedisError(.unavailable, "\(error)")
+                results[index] = .failure(failure)
+                if let endpoint, failure.code != .serverError || RedisClusterRedirection(failure) != nil {
+                    failedNodes[endpoint] = failure
+                }
             }
         }
         return results.map { $0! }
