@@ -513,6 +513,26 @@ struct WebSocketTests {
                 #expect(error["code"].string == "bad_request", "\(text) → \(error)")
                 try await socket.ping()
             }
+            // The error names what is wrong, as REST does, and carries the send's ids.
+            let named: [(String, String, String?)] = [
+                (#"{"type":"send","channel_id":"\#(id)","text":"t"}"#, "missing field client_msg_id", id),
+                (#"{"type":"send","channel_id":"\#(id)","client_msg_id":"c","text":5}"#, "wrong type for text: a string", id),
+                (#"{"type":"send","channel_id":"\#(id)","client_msg_id":"c","text":""}"#, "text must not be empty", id),
+                (#"{"type":"read","channel_id":"\#(id)","seq":-1}"#, "seq must be a whole number, 0 or more", id),
+                (#"{"type":"read","seq":1}"#, "missing field channel_id", nil),
+            ]
+            for (text, message, channel) in named {
+                let start = socket.frames.count
+                try await socket.sendRaw(text: text)
+                let error = try await socket.waitFor("an error for \(text)", from: start, isError)
+                #expect(error["message"].string == message && error["channel_id"].string == channel, "\(text) → \(error)")
+            }
+            let other = try await relay.createGroup(TestRedis.uniqueName("bob"))
+            let refused = socket.frames.count
+            try await socket.send(json: ["type": "send", "channel_id": other, "client_msg_id": "x", "text": "t"])
+            let forbidden = try await socket.waitFor("forbidden", from: refused, isError)
+            #expect(forbidden["code"].string == "forbidden" && forbidden["channel_id"].string == other, "\(forbidden)")
+
             let start = socket.frames.count
             try await socket.sendBinary(Array(#"{"type":"ping"}"#.utf8))
             let binaryError = try await socket.waitFor("an error for a binary frame", from: start, isError)

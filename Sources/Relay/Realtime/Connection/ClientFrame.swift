@@ -62,43 +62,60 @@ enum ClientFrame: Equatable, Sendable {
             }
             return .frame(.resume(cursors: checked, invalid: invalid))
         case "send":
-            guard let channel = string("channel_id") ?? nil, let clientMessageID = string("client_msg_id") ?? nil,
-                let text = string("text") ?? nil
-            else {
+            // Named as REST names them; the error carries what the frame gave of the send's ids.
+            let givenChannel = object["channel_id"]?.string.flatMap { Identifier.isValid($0) ? $0 : nil }
+            for field in ["channel_id", "client_msg_id", "text"] where object[field]?.string == nil {
                 return .rejected(
                     .error(
                         code: .badRequest,
-                        message: "send needs channel_id, client_msg_id and text, as strings",
+                        message: object[field] == nil ? "missing field \(field)" : "wrong type for \(field): a string",
+                        channel: givenChannel,
                         clientMessageID: object["client_msg_id"]?.string
                     )
                 )
             }
+            let (channel, clientMessageID, text) = (
+                object["channel_id"]!.string!, object["client_msg_id"]!.string!, object["text"]!.string!
+            )
             guard Identifier.isValid(channel) else {
-                return .rejected(.error(code: .badRequest, message: "channel_id: not an id", clientMessageID: clientMessageID))
+                return .rejected(.error(code: .badRequest, message: "channel_id: \(Identifier.rule)", clientMessageID: clientMessageID))
             }
             guard !clientMessageID.isEmpty, clientMessageID.utf8.count <= limits.maxClientMessageIDBytes else {
                 return .rejected(
                     .error(
                         code: .badRequest,
                         message: "client_msg_id must be 1 to \(limits.maxClientMessageIDBytes) bytes",
+                        channel: channel,
                         clientMessageID: clientMessageID
                     )
                 )
             }
             guard !text.isEmpty else {
-                return .rejected(.error(code: .badRequest, message: "text must not be empty", clientMessageID: clientMessageID))
+                return .rejected(
+                    .error(code: .badRequest, message: "text must not be empty", channel: channel, clientMessageID: clientMessageID)
+                )
             }
             guard text.utf8.count <= limits.maxTextBytes else {
                 return .rejected(
-                    .error(code: .tooLarge, message: "text is over \(limits.maxTextBytes) bytes", clientMessageID: clientMessageID)
+                    .error(
+                        code: .tooLarge,
+                        message: "text is over \(limits.maxTextBytes) bytes",
+                        channel: channel,
+                        clientMessageID: clientMessageID
+                    )
                 )
             }
             return .frame(.send(channel: channel, clientMessageID: clientMessageID, text: text))
         case "read":
             guard let channel = object["channel_id"]?.string, Identifier.isValid(channel), let seq = object["seq"]?.int64, seq >= 0 else {
-                return .rejected(
-                    .error(code: .badRequest, message: "read needs channel_id and a seq", channel: object["channel_id"]?.string)
-                )
+                let message =
+                    switch (object["channel_id"], object["seq"]) {
+                    case (nil, _): "missing field channel_id"
+                    case (.some(let given), _) where given.string.map(Identifier.isValid) != true: "channel_id: \(Identifier.rule)"
+                    case (_, nil): "missing field seq"
+                    default: "seq must be a whole number, 0 or more"
+                    }
+                return .rejected(.error(code: .badRequest, message: message, channel: object["channel_id"]?.string))
             }
             return .frame(.read(channel: channel, seq: seq))
         default:

@@ -565,7 +565,7 @@ final class LiveConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
                     return (ack, created ? OwnEvent(channel: channel, seq: seq, json: event) : nil)
                 case .failure(let error):
                     let apiError = APIError(from: error)
-                    return (.error(code: apiError.code, message: apiError.message, clientMessageID: clientMessageID), nil)
+                    return (.error(code: apiError.code, message: apiError.message, channel: channel, clientMessageID: clientMessageID), nil)
                 }
             }
             // While a connection to the channel's node is up, the script goes out from here and
