@@ -34,11 +34,6 @@ enum ClientFrame: Equatable, Sendable {
         guard let object = StrictJSON.parse(payload.readableBytesView), let type = object["type"]?.string else {
             return .rejected(.error(code: .badRequest, message: "frames are JSON objects with a type and typed fields"))
         }
-        /// A field that must be a string if present: `nil` if absent, a rejection if mistyped.
-        func string(_ name: String) -> String?? {
-            guard let value = object[name] else { return .some(nil) }
-            return value.string.map { .some($0) } ?? nil
-        }
         switch type {
         case "ping":
             return .frame(.ping)
@@ -62,21 +57,20 @@ enum ClientFrame: Equatable, Sendable {
             }
             return .frame(.resume(cursors: checked, invalid: invalid))
         case "send":
-            // Named as REST names them; the error carries what the frame gave of the send's ids.
-            let givenChannel = object["channel_id"]?.string.flatMap { Identifier.isValid($0) ? $0 : nil }
-            for field in ["channel_id", "client_msg_id", "text"] where object[field]?.string == nil {
+            guard let channel = object["channel_id"]?.string, let clientMessageID = object["client_msg_id"]?.string,
+                let text = object["text"]?.string
+            else {
+                // Named as REST names them; the error carries what the frame gave of the send's ids.
+                let field = ["channel_id", "client_msg_id", "text"].first { object[$0]?.string == nil } ?? "text"
                 return .rejected(
                     .error(
                         code: .badRequest,
                         message: object[field] == nil ? "missing field \(field)" : "wrong type for \(field): a string",
-                        channel: givenChannel,
+                        channel: object["channel_id"]?.string.flatMap { Identifier.isValid($0) ? $0 : nil },
                         clientMessageID: object["client_msg_id"]?.string
                     )
                 )
             }
-            let (channel, clientMessageID, text) = (
-                object["channel_id"]!.string!, object["client_msg_id"]!.string!, object["text"]!.string!
-            )
             guard Identifier.isValid(channel) else {
                 return .rejected(.error(code: .badRequest, message: "channel_id: \(Identifier.rule)", clientMessageID: clientMessageID))
             }
