@@ -134,6 +134,7 @@ struct HardeningTests {
         try await withRelay { relay in
             for upgrade in [
                 "Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA", "Upgrade: foo",
+                "Upgrade: websocket/13",
             ] {
                 let request = "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\(upgrade)\r\n\r\n"
                 let (_, head) = try await RawWebSocket.open(port: relay.port, request: request, timeout: .seconds(5))
@@ -193,7 +194,8 @@ struct HardeningTests {
             _ = try? await cut.bytesToEnd(timeout: .seconds(5))
             let chunks = head + "Transfer-Encoding: chunked\r\n\r\n5\r\n{\"cli\r\nzz\r\n"
             let chunked = try await RawWebSocket.connect(port: relay.port, sending: Array(chunks.utf8))
-            _ = try? await chunked.bytesToEnd(timeout: .seconds(5))
+            let answers = String(decoding: try await chunked.bytesToEnd(timeout: .seconds(5)), as: UTF8.self)
+            #expect(answers.components(separatedBy: "HTTP/1.1 ").count == 2, "one answer, a 400: \(answers)")
             try await waitUntil("both are counted") {
                 let metrics = String(decoding: try await relay.request("GET", "/metrics").body, as: UTF8.self)
                 return metrics.contains(#"route="/channels/{channel}/messages",method="POST",status="400"} 2"#)

@@ -334,8 +334,10 @@ final class UnknownUpgradeFilter: ChannelInboundHandler, RemovableChannelHandler
             context.fireChannelRead(data)
             return
         }
+        // NIO's upgrade handler looks each token up as it is, in lower case: `websocket/13` is
+        // no protocol it knows.
         let protocols = head.headers[canonicalForm: "upgrade"]
-        if !protocols.isEmpty, !protocols.contains(where: { $0.lowercased().hasPrefix("websocket") }) {
+        if !protocols.isEmpty, !protocols.contains(where: { $0.lowercased() == "websocket" }) {
             head.headers.remove(name: "Upgrade")
         }
         context.fireChannelRead(Self.wrapInboundOut(.head(head)))
@@ -363,6 +365,9 @@ final class HTTPParseErrorHandler: ChannelDuplexHandler, RemovableChannelHandler
     private var answering = false
     /// A parse error came: nothing more is read, and the 400 is due (or written).
     private var failed = false
+    /// The 400 was written: nothing goes out after it (the handler of a request that failed
+    /// midway may still try to answer it).
+    private var refused = false
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard !self.failed else { return }
@@ -397,6 +402,10 @@ final class HTTPParseErrorHandler: ChannelDuplexHandler, RemovableChannelHandler
     }
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        guard !self.refused else {
+            promise?.fail(ChannelError.outputClosed)
+            return
+        }
         switch Self.unwrapOutboundIn(data) {
         case .head(let head) where head.status.code >= 200 || head.status == .switchingProtocols:
             self.answering = true
@@ -413,6 +422,8 @@ final class HTTPParseErrorHandler: ChannelDuplexHandler, RemovableChannelHandler
 
     /// Writes the 400 and closes the connection once it is out.
     private func refuse(context: ChannelHandlerContext) {
+        guard !self.refused else { return }
+        self.refused = true
         let head = HTTPResponseHead(version: .http1_1, status: .badRequest, headers: ["Connection": "close", "Content-Length": "0"])
         context.write(Self.wrapOutboundOut(.head(head)), promise: nil)
         context.writeAndFlush(Self.wrapOutboundOut(.end(nil))).whenComplete { _ in context.close(promise: nil) }

@@ -544,14 +544,14 @@ struct ChatStore: Sendable {
         for (index, id) in ids.enumerated() {
             let base = index * 3
             guard case .success(let seqReply) = results[base], case .success(let record) = results[base + 1],
-                case .success(let isMember) = results[base + 2]
+                case .success(let inMemberSet) = results[base + 2]
             else {
                 complete = false
                 continue
             }
             let seq = seqReply.string.flatMap { Int64($0) } ?? 0
             // Channels made before membership was recorded have no record: the set says.
-            let member = record.string.flatMap(MembershipRecord.init)?.isMember(after: seq) ?? (isMember.int == 1)
+            let member = record.string.flatMap(MembershipRecord.init)?.isMember(after: seq) ?? (inMemberSet.int == 1)
             if member { seqs[id] = seq }
         }
         return (seqs, complete)
