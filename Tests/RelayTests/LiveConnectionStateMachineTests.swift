@@ -528,6 +528,42 @@ extension LiveConnectionStateMachineTests {
         #expect(machine.liveEvent(channel: "c", seq: 3, frame: frame("c", 3), membership: nil) == .write(frame("c", 3)), "live again")
     }
 
+    /// A join whose `member_joined` the log does not show yet (with `--redis-wait`, replicas do
+    /// not hold it yet: the log is read no further) keeps its stream, out of the channel, after
+    /// the bounded reads: the event, once pushed live, reads again and starts the user there.
+    @Test func aJoinTheLogDoesNotShowYetWaitsForTheChannelsNextEvent() {
+        var machine = self.openMachine([:])
+        var read = Machine.LogRead(channel: "c", after: 11, limit: 3)
+        #expect(machine.joined(channel: "c", seq: 12).reads == [read])
+        var reads = 0
+        while reads < 10 {
+            let outcome = machine.logPage(read, events: [])
+            #expect(outcome.left.isEmpty)
+            guard let next = outcome.reads.first else { break }
+            read = next
+            reads += 1
+        }
+        #expect(reads == Machine.maxEmptyReads, "bounded")
+        #expect(machine.following == ["c"], "still waiting for its member_joined")
+        #expect(machine.liveEvent(channel: "c", seq: 12, frame: frame("c", 12), membership: .joined(user: "me")) == .read(read))
+        var events = logEvents("c", 12...12)
+        events[0].membership = .joined(user: "me")
+        #expect(machine.logPage(read, events: events).frames == [frame("c", 12)])
+        #expect(machine.liveEvent(channel: "c", seq: 13, frame: frame("c", 13), membership: nil) == .write(frame("c", 13)))
+    }
+
+    /// A join whose seq turned out to be another event (a failover lost the join, and the seq
+    /// went to the next event): the stream ends there, having written nothing.
+    @Test func aJoinWhoseSeqIsAnotherEventEndsTheStream() {
+        var machine = self.openMachine([:])
+        let read = Machine.LogRead(channel: "c", after: 11, limit: 3)
+        #expect(machine.joined(channel: "c", seq: 12).reads == [read])
+        let outcome = machine.logPage(read, events: logEvents("c", 12...12))
+        #expect(outcome.frames.isEmpty)
+        #expect(outcome.left == ["c"])
+        #expect(machine.following.isEmpty)
+    }
+
     @Test func anEmptyReadToTheEndIsNotRepeated() {
         var machine = self.openMachine(["c": 2])
         let read = Machine.LogRead(channel: "c", after: 2, limit: 3)

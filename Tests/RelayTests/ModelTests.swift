@@ -126,7 +126,7 @@ struct ModelTests {
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
         let directory = root.appendingPathComponent("lua")
         let files = try FileManager.default.contentsOfDirectory(atPath: directory.path).filter { $0.hasSuffix(".lua") }
-        #expect(files.count == 7)
+        #expect(files.count == 9)
         for file in files {
             let onDisk = try String(contentsOf: directory.appendingPathComponent(file), encoding: .utf8)
             #expect(LuaSources.byName[String(file.dropLast(4))] == onDisk, "\(file)")

@@ -31,13 +31,7 @@ struct RedisOutageTests {
             try await runOnOwnThread { redis.kill() }
 
             for index in 0..<3 {
-                let send = try await relay.request(
-                    "POST",
-                    "/channels/\(id)/messages",
-                    token: relay.token(alice),
-                    json: ["client_msg_id": "during-\(index)", "text": "during \(index)"]
-                )
-                expectError(send, 503, "unavailable")
+                try await relay.sendUnavailable(alice, id, "during \(index)", clientMessageID: "during-\(index)")
             }
             expectError(try await relay.request("GET", "/channels/\(id)/messages", token: relay.token(alice)), 503, "unavailable")
             expectError(try await relay.request("GET", "/channels", token: relay.token(bob)), 503, "unavailable")

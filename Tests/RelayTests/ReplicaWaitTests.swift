@@ -9,8 +9,11 @@ import Testing
 struct ReplicaWaitTests {
     /// Runs `body` with a relay that waits for one replica (`--redis-wait 1`, `timeout`) of a
     /// private primary, the replica in sync; afterwards the replica is let go (should `body` have
-    /// frozen it) and both are stopped.
-    static func withWaitingRelay(timeout: Duration, _ body: (RelayTestClient, RedisServerProcess) async throws -> Void) async throws {
+    /// frozen it) and both are stopped. `body` gets the relay, the replica and the primary.
+    static func withWaitingRelay(
+        timeout: Duration,
+        _ body: (RelayTestClient, RedisServerProcess, RedisServerProcess) async throws -> Void
+    ) async throws {
         let primary = try await runOnOwnThread { try RedisServerProcess() }
         let replica = try await runOnOwnThread { try RedisServerProcess(arguments: ["--replicaof", "127.0.0.1", "\(primary.port)"]) }
         defer {
@@ -28,7 +31,7 @@ struct ReplicaWaitTests {
             $0.redisWait = 1
             $0.redisWaitTimeout = timeout
         }
-        try await withRelay(configure, redisURL: primary.url) { relay in try await body(relay, replica) }
+        try await withRelay(configure, redisURL: primary.url) { relay in try await body(relay, replica, primary) }
     }
 
     /// A relay that waits for a replica the shared test Redis does not have: every write is
@@ -68,13 +71,7 @@ struct ReplicaWaitTests {
 
                     // Sent through the relay that waits for a replica, which never answers.
                     func sendUnheld() async throws {
-                        let response = try await waiting.request(
-                            "POST",
-                            "/channels/\(id)/messages",
-                            token: waiting.token(alice),
-                            json: ["client_msg_id": "unheld", "text": "no replica holds this"]
-                        )
-                        expectError(response, 503, "unavailable")
+                        try await waiting.sendUnavailable(alice, id, "no replica holds this", clientMessageID: "unheld")
                     }
                     try await sendUnheld()
                     // The primary logged it...
@@ -140,7 +137,7 @@ struct ReplicaWaitTests {
     /// open socket from its own `member_joined`, and listed in `GET /channels`.
     @Test func writesReplicasHoldLateArePushedLiveThen() async throws {
         let (alice, bob, carol) = (TestRedis.uniqueName("alice"), TestRedis.uniqueName("bob"), TestRedis.uniqueName("carol"))
-        try await Self.withWaitingRelay(timeout: .seconds(1)) { relay, replica in
+        try await Self.withWaitingRelay(timeout: .seconds(1)) { relay, replica, _ in
             let id = try await relay.createGroup(alice, members: [bob])
             try await withSockets { sockets in
                 let bobSocket = try await TestSocket.connect(relay, token: relay.token(bob), label: "bob")
@@ -149,13 +146,7 @@ struct ReplicaWaitTests {
 
                 // The replica is frozen through the calls' wait: they give up, the writes stay.
                 replica.pause()
-                let late = try await relay.request(
-                    "POST",
-                    "/channels/\(id)/messages",
-                    token: relay.token(alice),
-                    json: ["client_msg_id": "late", "text": "held late"]
-                )
-                expectError(late, 503, "unavailable")
+                try await relay.sendUnavailable(alice, id, "held late", clientMessageID: "late")
                 let added = try await relay.request("POST", "/channels/\(id)/members", token: relay.token(alice), json: ["user_id": carol])
                 expectError(added, 503, "unavailable")
                 replica.resume()
@@ -178,11 +169,58 @@ struct ReplicaWaitTests {
         }
     }
 
+    /// An event written while its replica does not answer (503) is not read from the log either
+    /// until the replica holds it: not by history, a channel's `last_seq`, a resume, nor taken as
+    /// seen by a socket opened meanwhile. A failover could still lose it, and the promoted
+    /// replica would give its seq to the next event, which such a reader would then never get.
+    /// Once the replica holds it, it comes live to every socket, history has it, and the
+    /// channel's next event follows it.
+    @Test func anEventNoReplicaHoldsYetIsNotReadFromTheLog() async throws {
+        let (alice, bob) = (TestRedis.uniqueName("alice"), TestRedis.uniqueName("bob"))
+        try await Self.withWaitingRelay(timeout: .milliseconds(500)) { relay, replica, primary in
+            let id = try await relay.createGroup(alice, members: [bob])
+            let first = try #require(try await relay.send(alice, id, "first")["seq"].int)
+            try await withSockets { sockets in
+                let before = try await TestSocket.connect(relay, token: relay.token(bob), label: "opened before")
+                sockets.append(before)
+
+                replica.pause()
+                try await relay.sendUnavailable(alice, id, "no replica holds this yet", clientMessageID: "unheld")
+                #expect(try await redisCLI(["GET", "ch:{\(id)}:seq"], port: primary.port) == ["\(first + 1)"], "the primary logged it")
+
+                #expect(seqs(try await relay.allEvents(bob, id)).last == first, "history")
+                #expect(try await relay.lastSeq(bob, id) == first, "GET /channels/{id}")
+                #expect(try await relay.listEntry(bob, id)?["last_seq"].int == first, "GET /channels")
+                let start = before.frames.count
+                _ = try await before.request(["type": "resume", "cursors": [id: first - 1]]) { $0["type"].string == "resumed" }
+                let replayed = before.frames[start...].filter { $0["channel_id"].string == id }.compactMap { $0["seq"].int }
+                #expect(replayed == [first], "the resume replays up to what the replica holds")
+                let opened = try await TestSocket.connect(relay, token: relay.token(bob), label: "opened meanwhile")
+                sockets.append(opened)
+
+                replica.resume()
+                for socket in sockets {
+                    let event = try await socket.waitFor("the event, once held", timeout: .seconds(15)) {
+                        $0["channel_id"].string == id && $0["seq"].int == first + 1
+                    }
+                    #expect(event["client_msg_id"].string == "unheld", "\(socket.label): \(event)")
+                }
+                #expect(seqs(try await relay.allEvents(bob, id)).last == first + 1, "history, once held")
+                let next = try #require(try await relay.send(alice, id, "next")["seq"].int)
+                #expect(next == first + 2)
+                for socket in sockets {
+                    try await socket.waitUntil("the next message") { _ in socket.seqs(id).contains(next) }
+                }
+                expectSeqs(opened.seqs(id), [first + 1, next], "the socket opened meanwhile")
+            }
+        }
+    }
+
     /// With a replica, every kind of write is acknowledged and pushed live as without waiting:
     /// messages (and a retry of one), edits, deletes, members added and removed, read cursors.
     @Test func writesReplicasHoldArePushedLive() async throws {
         let (alice, bob, carol) = (TestRedis.uniqueName("alice"), TestRedis.uniqueName("bob"), TestRedis.uniqueName("carol"))
-        try await Self.withWaitingRelay(timeout: .seconds(5)) { relay, replica in
+        try await Self.withWaitingRelay(timeout: .seconds(5)) { relay, replica, _ in
             let id = try await relay.createGroup(alice, members: [bob])
             try await withSockets { sockets in
                 let socket = try await TestSocket.connect(relay, token: relay.token(bob), label: "bob")

@@ -414,5 +414,38 @@ eq "only the new event is left" "3-0" "$(cli XRANGE "$(k "$A" log)" - + | awk 'N
 eq "the old message is forgotten in msgs" "m-a2" "$(cli HKEYS "$(k "$A" msgs)")"
 eq "seq kept" 3 "$(seq_of "$A")"
 
+# ---- commit.lua and log_page.lua (--redis-wait): publish what replicas hold, read no further
+for s in commit log_page; do
+  SHA[$s]="$(cli SCRIPT LOAD "$(cat "$LUA/$s.lua")" 2>&1)"   # standalone: no prelude
+  match "load $s" '^[0-9a-f]{40}$' "${SHA[$s]}"
+done
+C="${RUN}commit"
+create "$C" group "" alice alice
+for i in 1 2 3; do send "$C" alice "m-c$i" "c$i" "c$i"; done
+top="$(seq_of "$C")"
+ids() { awk 'NR % 3 == 1' <<<"$1" | tr '\n' ' '; }
+ev log_page 2 "$(k "$C" log)" "$(k "$C" meta)" 1 100
+eq "log_page without replicated_seq reads to the log's end" "$(cli XRANGE "$(k "$C" log)" - + | awk 'NR % 3 == 1' | tr '\n' ' ')" "$(ids "$OUT")"
+cli SSUBSCRIBE "$(k "$C" live)" >"$TMP/csub" 2>&1 &
+SUB_PIDS+=($!)
+for _ in $(seq 50); do grep -q '^ssubscribe$' "$TMP/csub" 2>/dev/null && break; sleep 0.1; done
+ev commit 1 "$(k "$C" meta)" "$(k "$C" live)" "$((top - 1)) {\"a\":1}" "$((top - 2)) {\"b\":2}"
+eq "commit answers the highest seq given" "$((top - 1))" "$OUT"
+eq "commit records it" "$((top - 1))" "$(cli HGET "$(k "$C" meta)" replicated_seq)"
+ev commit 1 "$(k "$C" meta)" "$(k "$C" live)" "1 {\"c\":3}"
+eq "replicated_seq never moves down" "$((top - 1))" "$OUT"
+for _ in $(seq 50); do [ "$(grep -c '^smessage$' "$TMP/csub")" -ge 3 ] && break; sleep 0.1; done
+eq "commit publishes every payload, in order" "$(printf '%s\n' "$((top - 1)) {\"a\":1}" "$((top - 2)) {\"b\":2}" "1 {\"c\":3}")" \
+  "$(awk '$0 == "smessage" { getline; getline; print }' "$TMP/csub")"
+ev log_page 2 "$(k "$C" log)" "$(k "$C" meta)" 1 100
+eq "log_page stops at replicated_seq" "$(seq 1 $((top - 1)) | sed 's/$/-0/' | tr '\n' ' ')" "$(ids "$OUT")"
+ev log_page 2 "$(k "$C" log)" "$(k "$C" meta)" 2 2
+eq "log_page takes at most COUNT entries from the first seq" "2-0 3-0 " "$(ids "$OUT")"
+ev log_page 2 "$(k "$C" log)" "$(k "$C" meta)" "$top" 100
+eq "log_page past replicated_seq is empty" "" "$OUT"
+ev commit 1 "$(k "$X" meta)" "$(k "$X" live)" "5 {}"
+eq "commit on no channel answers 0" 0 "$OUT"
+eq "and makes no channel" 0 "$(cli EXISTS "$(k "$X" meta)")"
+
 echo "$PASS passed, $FAIL failed"
 [ "$FAIL" -eq 0 ]

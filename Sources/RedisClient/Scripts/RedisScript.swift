@@ -84,6 +84,44 @@ extension RedisClient {
         return self.followingRedirection(reply, on: eventLoop) { try await self.run(script, evalsha) }
     }
 
+    /// Runs a script with no `WAIT` after it, whatever ``RedisConfiguration/replicaWait`` says,
+    /// and reads its reply in place with `decode` (which must copy what it keeps): for a script
+    /// that writes nothing, or whose writes need no replica's word. `NOSCRIPT` is answered as
+    /// ``run(_:keys:arguments:lateReplication:)`` answers it; routed and redirected as
+    /// ``execute(_:decode:)``.
+    package func runUnwaited<Value: Sendable>(
+        _ script: RedisScript,
+        keys: [String],
+        arguments: [any RedisArgument],
+        decode: @escaping @Sendable (RESPReply) throws -> Value
+    ) async throws -> Value {
+        let evalsha = Self.evalsha(script, keys: keys, arguments: arguments)
+        do {
+            return try await self.execute(evalsha, decode: decode)
+        } catch let error as RedisError where error.replyCode == "NOSCRIPT" {
+            return try await self.execute(Self.eval(script, replacing: evalsha), decode: decode)
+        }
+    }
+
+    /// ``runUnwaited(_:keys:arguments:decode:)`` for a caller on an event loop, with no task: nil
+    /// when no connection to the script's node is up (see ``executeImmediately(_:on:decode:)``).
+    package func runUnwaitedImmediately<Value: Sendable>(
+        _ script: RedisScript,
+        keys: [String],
+        arguments: [any RedisArgument],
+        on eventLoop: any EventLoop,
+        decode: @escaping @Sendable (RESPReply) throws -> Value
+    ) -> EventLoopFuture<Value>? {
+        let evalsha = Self.evalsha(script, keys: keys, arguments: arguments)
+        guard let reply = self.executeImmediately(evalsha, on: eventLoop, decode: decode) else { return nil }
+        return reply.flatMapError { error -> EventLoopFuture<Value> in
+            guard (error as? RedisError)?.replyCode == "NOSCRIPT" else { return eventLoop.makeFailedFuture(error) }
+            return eventLoop.makeFutureWithTask {
+                try await self.execute(Self.eval(script, replacing: evalsha), decode: decode)
+            }
+        }
+    }
+
     /// The `EVAL` of `script` with the keys and arguments of its `EVALSHA` command.
     static func eval(_ script: RedisScript, replacing evalsha: RedisCommand) -> RedisCommand {
         var command = RedisCommand("EVAL", key: evalsha.key)

@@ -84,8 +84,9 @@ struct ChatStore: Sendable {
         guard !meta.isEmpty else { throw ChatError.noSuchChannel }
         guard try results[1].get().int == 1 else { throw ChatError.notMember(channel: id) }
         var memberCount = Int(try results[2].get().int ?? 0)
-        let lastSeq = try results[3].get().int ?? 0
-        let firstSeq = Self.firstSeq(try results[4].get(), lastSeq: lastSeq)
+        let storedLastSeq = try results[3].get().int ?? 0
+        let firstSeq = Self.firstSeq(try results[4].get(), lastSeq: storedLastSeq)
+        let lastSeq = Self.readable(lastSeq: storedLastSeq, replicated: meta["replicated_seq"])
         var members: [String]?
         if memberCount <= ChatChannel.maxListedMembers {
             let listed = try await self.timed("channel") { try await self.redis.setMembers(keys.members) }.sorted()
@@ -224,7 +225,7 @@ struct ChatStore: Sendable {
         commands.reserveCapacity(ids.count * 5)
         for id in ids {
             let keys = RelayKeys.Channel(id)
-            commands.append(RedisCommand("HMGET", key: keys.meta, [keys.meta, "type", "name"]))
+            commands.append(RedisCommand("HMGET", key: keys.meta, [keys.meta, "type", "name", "replicated_seq"]))
             commands.append(RedisCommand("SISMEMBER", key: keys.members, [keys.members, user]))
             commands.append(RedisCommand("SCARD", key: keys.members, [keys.members]))
             commands.append(RedisCommand("GET", key: keys.seq, [keys.seq]))
@@ -242,7 +243,7 @@ struct ChatStore: Sendable {
             }
             let name = meta.count > 1 ? meta[1].string.flatMap { $0.isEmpty ? nil : $0 } : nil
             let count = try results[base + 2].get().int ?? 0
-            let lastSeq = try results[base + 3].get().int ?? 0
+            let lastSeq = Self.readable(lastSeq: try results[base + 3].get().int ?? 0, replicated: meta.count > 2 ? meta[2].string : nil)
             let lastRead = min(try results[base + 4].get().int ?? 0, lastSeq)
             entries.append(
                 ChannelSummary(
@@ -479,35 +480,41 @@ struct ChatStore: Sendable {
         let keys = RelayKeys.Channel(id)
         let access = try await self.timed("history") {
             try await self.redis.pipeline([
-                RedisCommand("EXISTS", key: keys.meta, [keys.meta]),
+                RedisCommand("HMGET", key: keys.meta, [keys.meta, "type", "replicated_seq"]),
                 RedisCommand("SISMEMBER", key: keys.members, [keys.members, caller]),
                 RedisCommand("GET", key: keys.seq, [keys.seq]),
                 RedisCommand("XRANGE", key: keys.log, [keys.log, "-", "+", "COUNT", "1"]),
             ])
         }
-        guard try access[0].get().int == 1 else { throw ChatError.noSuchChannel }
+        let meta = try access[0].get().array ?? []
+        guard meta.first?.string != nil else { throw ChatError.noSuchChannel }
         guard try access[1].get().int == 1 else { throw ChatError.notMember(channel: id) }
         let firstSeq = Self.firstSeq(try access[3].get(), lastSeq: try access[2].get().int ?? 0)
+        // With --redis-wait, the log is read no further than what replicas are known to hold.
+        let end = meta.count > 1 ? meta[1].string.flatMap { Int64($0) } : nil
+        let top = end.map { "\($0)-0" } ?? "+"
         let log = keys.log
         let count = limit + 1
         var entries: [RedisStreamEntry]
         var descending = false
         switch range {
         case .latest:
-            entries = try await self.timed("history") { try await self.redis.streamReverseRange(log, from: "+", to: "-", count: count) }
+            entries = try await self.timed("history") { try await self.redis.streamReverseRange(log, from: top, to: "-", count: count) }
             descending = true
         case .before(let seq):
             guard seq > 1 else { return HistoryPage(events: [], hasMore: false, firstSeq: firstSeq) }
+            let from = end.map { min($0, seq - 1) } ?? (seq - 1)
             entries = try await self.timed("history") {
-                try await self.redis.streamReverseRange(log, from: "\(seq - 1)-0", to: "-", count: count)
+                try await self.redis.streamReverseRange(log, from: "\(from)-0", to: "-", count: count)
             }
             descending = true
         case .after(let seq):
-            entries = try await self.timed("history") { try await self.redis.streamRange(log, from: "\(seq + 1)-0", to: "+", count: count) }
+            entries = try await self.timed("history") { try await self.redis.streamRange(log, from: "\(seq + 1)-0", to: top, count: count) }
         case .between(let after, let before):
             guard before - after > 1 else { return HistoryPage(events: [], hasMore: false, firstSeq: firstSeq) }
+            let to = end.map { min($0, before - 1) } ?? (before - 1)
             entries = try await self.timed("history") {
-                try await self.redis.streamRange(log, from: "\(after + 1)-0", to: "\(before - 1)-0", count: count)
+                try await self.redis.streamRange(log, from: "\(after + 1)-0", to: "\(to)-0", count: count)
             }
         }
         let hasMore = entries.count > limit
@@ -530,10 +537,15 @@ struct ChatStore: Sendable {
     /// channel could not be asked (a shard down): it is left out.
     func anchors(channels ids: [String], user: String) async throws -> (seqs: [String: Int64], complete: Bool) {
         guard !ids.isEmpty else { return ([:], true) }
+        // With --redis-wait, a channel's replicated_seq too: the anchor is no later than what
+        // replicas hold, so that an event a failover loses is not taken as seen.
+        let capped = !self.scripts.publishes
+        let stride = capped ? 4 : 3
         var commands = [RedisCommand]()
-        commands.reserveCapacity(ids.count * 3)
+        commands.reserveCapacity(ids.count * stride)
         for id in ids {
             let keys = RelayKeys.Channel(id)
+            if capped { commands.append(RedisCommand("HGET", key: keys.meta, [keys.meta, "replicated_seq"])) }
             commands.append(RedisCommand("GET", key: keys.seq, [keys.seq]))
             commands.append(RedisCommand("HGET", key: keys.membership, [keys.membership, user]))
             commands.append(RedisCommand("SISMEMBER", key: keys.members, [keys.members, user]))
@@ -542,14 +554,15 @@ struct ChatStore: Sendable {
         var seqs: [String: Int64] = [:]
         var complete = true
         for (index, id) in ids.enumerated() {
-            let base = index * 3
+            let base = index * stride + stride - 3
             guard case .success(let seqReply) = results[base], case .success(let record) = results[base + 1],
-                case .success(let inMemberSet) = results[base + 2]
+                case .success(let inMemberSet) = results[base + 2], !capped || (try? results[base - 1].get()) != nil
             else {
                 complete = false
                 continue
             }
-            let seq = seqReply.string.flatMap { Int64($0) } ?? 0
+            let replicated = capped ? (try? results[base - 1].get())?.string : nil
+            let seq = Self.readable(lastSeq: seqReply.string.flatMap { Int64($0) } ?? 0, replicated: replicated)
             // Channels made before membership was recorded have no record: the set says.
             let member = record.string.flatMap(MembershipRecord.init)?.isMember(after: seq) ?? (inMemberSet.int == 1)
             if member { seqs[id] = seq }
@@ -716,13 +729,27 @@ struct ChatStore: Sendable {
         return parts[1].array?.compactMap(\.bytes)
     }
 
-    /// Publishes `"<seq> <json>"` payloads on `channel`'s live topic. Best effort: sockets that
-    /// miss one find it in the log when the channel's next event arrives, or when they resume.
+    /// Publishes `"<seq> <json>"` payloads on `channel`'s live topic, once replicas hold them
+    /// (the scripts do not publish), and moves the channel's `replicated_seq` up to them
+    /// (`lua/commit.lua`). Best effort: sockets that miss one find it in the log when the
+    /// channel's next event arrives, or when they resume.
     private func publishLive(_ payloads: [[UInt8]], channel: String) async {
         guard !payloads.isEmpty else { return }
-        let topic = RelayKeys.Channel(channel).topic
-        let commands = payloads.map { RedisCommand("SPUBLISH", key: topic, [topic, $0]) }
-        _ = try? await self.timed("publish") { try await self.redis.pipeline(commands) }
+        let keys = RelayKeys.Channel(channel)
+        var arguments: [any RedisArgument] = [keys.topic]
+        arguments.append(contentsOf: payloads)
+        _ = try? await self.timed("publish") {
+            try await self.redis.runUnwaited(self.scripts.commit, keys: [keys.meta], arguments: arguments) { _ in () }
+        }
+    }
+
+    /// The last seq a reader of the log is shown: the channel's, or with `--redis-wait` no
+    /// later than its `replicated_seq` (absent: a channel with no event since the relay waits
+    /// for replicas). Events above it are being written, or were answered 503; a failover may
+    /// still lose them.
+    static func readable(lastSeq: Int64, replicated: String?) -> Int64 {
+        guard let replicated = replicated.flatMap({ Int64($0) }) else { return lastSeq }
+        return min(lastSeq, replicated)
     }
 
     /// The first seq from `XRANGE log - + COUNT 1`, or `lastSeq + 1` for an empty log.

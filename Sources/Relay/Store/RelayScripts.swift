@@ -6,7 +6,8 @@ import RedisClient
 ///
 /// Made with `publishing` false (the relay's `--redis-wait` above 0), the scripts publish
 /// nothing: each answers `{reply, payloads}`, and the relay publishes the payloads itself once
-/// replicas hold the write (see ``ChatStore``).
+/// replicas hold the write (``commit``, see ``ChatStore``). Readers of the log then stop at the
+/// last event replicas are known to hold (``logPage``).
 struct RelayScripts: Sendable {
     let send: RedisScript
     /// An edit or a deletion (`lua/change.lua`).
@@ -15,6 +16,11 @@ struct RelayScripts: Sendable {
     let addMembers: RedisScript
     let removeMember: RedisScript
     let read: RedisScript
+    /// Publishes events the relay kept, once replicas hold them, and moves the channel's
+    /// `replicated_seq` up to them (`lua/commit.lua`, no prelude).
+    let commit: RedisScript
+    /// A page of the log up to the channel's `replicated_seq` (`lua/log_page.lua`, no prelude).
+    let logPage: RedisScript
 
     /// Whether the scripts publish their events themselves (`SPUBLISH` in the prelude's `append`).
     let publishes: Bool
@@ -51,6 +57,12 @@ struct RelayScripts: Sendable {
         self.addMembers = script("members_add")
         self.removeMember = script("members_remove")
         self.read = script("read")
+        func standalone(_ name: String) -> RedisScript {
+            guard let source = LuaSources.byName[name] else { preconditionFailure("lua/\(name).lua was not embedded") }
+            return RedisScript(source)
+        }
+        self.commit = standalone("commit")
+        self.logPage = standalone("log_page")
     }
 
     static func prelude(retention: RelayRetention) -> String {

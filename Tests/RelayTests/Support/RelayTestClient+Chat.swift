@@ -41,6 +41,24 @@ extension RelayTestClient {
         return try #require(response.value["message"], "\(response)", sourceLocation: sourceLocation)
     }
 
+    /// A send answered `503 unavailable` (Redis down, or its replicas short: the write may have
+    /// happened all the same).
+    func sendUnavailable(
+        _ user: String,
+        _ channel: String,
+        _ text: String,
+        clientMessageID: String,
+        sourceLocation: SourceLocation = #_sourceLocation
+    ) async throws {
+        let response = try await request(
+            "POST",
+            "/channels/\(channel)/messages",
+            token: token(user),
+            json: ["client_msg_id": clientMessageID, "text": text]
+        )
+        expectError(response, 503, "unavailable", sourceLocation: sourceLocation)
+    }
+
     /// `GET /channels/{id}/messages?query` as `user` (expects 200).
     func history(
         _ user: String,

@@ -13,7 +13,7 @@ extension ChatStore {
         commands.reserveCapacity(channels.count * 5)
         for channel in channels {
             let keys = RelayKeys.Channel(channel)
-            commands.append(RedisCommand("EXISTS", key: keys.meta, [keys.meta]))
+            commands.append(RedisCommand("HMGET", key: keys.meta, [keys.meta, "type", "replicated_seq"]))
             commands.append(RedisCommand("SISMEMBER", key: keys.members, [keys.members, user]))
             commands.append(RedisCommand("GET", key: keys.seq, [keys.seq]))
             commands.append(RedisCommand("XRANGE", key: keys.log, [keys.log, "-", "+", "COUNT", "1"]))
@@ -27,7 +27,8 @@ extension ChatStore {
                 lookups[channel] = .unavailable
                 continue
             }
-            guard try results[base].get().int == 1 else {
+            let meta = try results[base].get().array ?? []
+            guard meta.first?.string != nil else {
                 lookups[channel] = .notFound
                 continue
             }
@@ -36,8 +37,10 @@ extension ChatStore {
                 lookups[channel] = ChannelType.isDirectMessage(channel) ? .notFound : .forbidden
                 continue
             }
-            let last = try results[base + 2].get().string.flatMap { Int64($0) } ?? 0
-            let first = Self.firstSeq(try results[base + 3].get(), lastSeq: last)
+            let stored = try results[base + 2].get().string.flatMap { Int64($0) } ?? 0
+            let first = Self.firstSeq(try results[base + 3].get(), lastSeq: stored)
+            // With --redis-wait, replayed no further than replicas are known to hold.
+            let last = Self.readable(lastSeq: stored, replicated: meta.count > 1 ? meta[1].string : nil)
             // Channels made before membership was recorded have none: replayed as before.
             let record = try results[base + 4].get().string.flatMap(MembershipRecord.init)
             lookups[channel] = .member(lastSeq: last, firstSeq: first, membership: record)
@@ -49,9 +52,20 @@ extension ChatStore {
 
     /// Events after `seq`, ascending, up to `limit`, each as a frame made straight from the
     /// reply's bytes (a replay: the JSON goes into the frame as the log holds it).
+    /// With `--redis-wait`, no further than the channel's `replicated_seq` (`lua/log_page.lua`):
+    /// an event above it may be one a failover loses, its seq given to another.
     func logEvents(channel id: String, after seq: Int64, limit: Int) async throws -> [LogEvent] {
         try await self.timed("replay") {
-            try await self.redis.execute(Self.logRange(channel: id, after: seq, limit: limit), decode: Self.logPage)
+            guard self.scripts.publishes else {
+                let call = Self.logPageCall(channel: id, after: seq, limit: limit)
+                return try await self.redis.runUnwaited(
+                    self.scripts.logPage,
+                    keys: call.keys,
+                    arguments: call.arguments,
+                    decode: Self.logPage
+                )
+            }
+            return try await self.redis.execute(Self.logRange(channel: id, after: seq, limit: limit), decode: Self.logPage)
         }
     }
 
@@ -64,8 +78,24 @@ extension ChatStore {
         on eventLoop: any EventLoop
     ) -> EventLoopFuture<[LogEvent]>? {
         self.timed("replay") {
-            self.redis.executeImmediately(Self.logRange(channel: id, after: seq, limit: limit), on: eventLoop, decode: Self.logPage)
+            guard self.scripts.publishes else {
+                let call = Self.logPageCall(channel: id, after: seq, limit: limit)
+                return self.redis.runUnwaitedImmediately(
+                    self.scripts.logPage,
+                    keys: call.keys,
+                    arguments: call.arguments,
+                    on: eventLoop,
+                    decode: Self.logPage
+                )
+            }
+            return self.redis.executeImmediately(Self.logRange(channel: id, after: seq, limit: limit), on: eventLoop, decode: Self.logPage)
         }
+    }
+
+    /// The keys and arguments of `lua/log_page.lua` for up to `limit` events after `seq`.
+    private static func logPageCall(channel id: String, after seq: Int64, limit: Int) -> (keys: [String], arguments: [any RedisArgument]) {
+        let keys = RelayKeys.Channel(id)
+        return ([keys.log, keys.meta], [seq + 1, limit])
     }
 
     /// `XRANGE` of a channel's log: up to `limit` entries after `seq`.

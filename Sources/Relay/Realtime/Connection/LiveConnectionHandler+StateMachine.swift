@@ -350,7 +350,7 @@ extension LiveConnectionHandler {
             stream.emptyReads = events.isEmpty ? stream.emptyReads + 1 : 0
             let behind = stream.target > stream.delivered && stream.emptyReads <= Self.maxEmptyReads
             let more = full || events.count >= read.limit || behind
-            if !stream.isMember && !more {
+            if !stream.isMember && !more && stream.delivered >= stream.target {
                 // Out of the channel, and the log read as far as it is known to go: stop following.
                 self.streams[read.channel] = nil
                 self.ended[read.channel] = stream.delivered
@@ -363,8 +363,11 @@ extension LiveConnectionHandler {
                 if let next = self.startRead(read.channel, toEnd: full || events.count >= read.limit) { outcome.reads.append(next) }
             } else {
                 stream.emptyReads = 0
-                // Caught up with the log's end as of this read.
-                stream.target = stream.delivered
+                // Caught up with the log's end as of this read. A stream still waiting for its
+                // user's own member_joined, which the log does not show yet (with --redis-wait,
+                // before replicas hold it), keeps waiting for it: the channel's next event reads
+                // again.
+                if stream.isMember { stream.target = stream.delivered }
                 self.streams[read.channel] = stream
                 outcome.merge(self.replayed(read.channel))
             }
