@@ -86,7 +86,7 @@ struct ChatStore: Sendable {
         var memberCount = Int(try results[2].get().int ?? 0)
         let storedLastSeq = try results[3].get().int ?? 0
         let firstSeq = Self.firstSeq(try results[4].get(), lastSeq: storedLastSeq)
-        let lastSeq = Self.readable(lastSeq: storedLastSeq, replicated: meta["replicated_seq"])
+        let lastSeq = Self.readable(lastSeq: storedLastSeq, replicated: meta[RelayKeys.Channel.replicatedSeq])
         var members: [String]?
         if memberCount <= ChatChannel.maxListedMembers {
             let listed = try await self.timed("channel") { try await self.redis.setMembers(keys.members) }.sorted()
@@ -225,7 +225,7 @@ struct ChatStore: Sendable {
         commands.reserveCapacity(ids.count * 5)
         for id in ids {
             let keys = RelayKeys.Channel(id)
-            commands.append(RedisCommand("HMGET", key: keys.meta, [keys.meta, "type", "name", "replicated_seq"]))
+            commands.append(RedisCommand("HMGET", key: keys.meta, [keys.meta, "type", "name", RelayKeys.Channel.replicatedSeq]))
             commands.append(RedisCommand("SISMEMBER", key: keys.members, [keys.members, user]))
             commands.append(RedisCommand("SCARD", key: keys.members, [keys.members]))
             commands.append(RedisCommand("GET", key: keys.seq, [keys.seq]))
@@ -480,7 +480,7 @@ struct ChatStore: Sendable {
         let keys = RelayKeys.Channel(id)
         let access = try await self.timed("history") {
             try await self.redis.pipeline([
-                RedisCommand("HMGET", key: keys.meta, [keys.meta, "type", "replicated_seq"]),
+                RedisCommand("HMGET", key: keys.meta, [keys.meta, "type", RelayKeys.Channel.replicatedSeq]),
                 RedisCommand("SISMEMBER", key: keys.members, [keys.members, caller]),
                 RedisCommand("GET", key: keys.seq, [keys.seq]),
                 RedisCommand("XRANGE", key: keys.log, [keys.log, "-", "+", "COUNT", "1"]),
@@ -523,77 +523,52 @@ struct ChatStore: Sendable {
         return HistoryPage(events: entries.compactMap { $0["e"].map { String(buffer: $0) } }, hasMore: hasMore, firstSeq: firstSeq)
     }
 
-    /// The channel's last seq (0 for a channel with no events, or none).
-    func lastSeq(channel id: String) async throws -> Int64 {
-        let reply = try await self.timed("seq") { try await self.redis.execute("GET", RelayKeys.Channel(id).seq) }
-        return reply.string.flatMap { Int64($0) } ?? 0
-    }
-
     /// Where a new connection starts following each of `user`'s channels, in one round trip: the
     /// channel's last seq, for each channel the user is a member of right after it. The seq is
     /// read before the membership, so that a removal between the two (its `member_left` after
     /// the seq) still reaches the connection, and a removal before both leaves the channel out:
-    /// its `member_left` came before the connection started. `complete` is false if some
-    /// channel could not be asked (a shard down): it is left out.
+    /// its `member_left` came before the connection started. With `--redis-wait` the seq is no
+    /// later than the channel's `replicated_seq` (``readable(lastSeq:replicated:)``), so that an
+    /// event a failover may still lose is not taken as seen. `complete` is false if some channel
+    /// could not be asked (a shard down): it is left out.
     func anchors(channels ids: [String], user: String) async throws -> (seqs: [String: Int64], complete: Bool) {
         guard !ids.isEmpty else { return ([:], true) }
-        // With --redis-wait, a channel's replicated_seq too: the anchor is no later than what
-        // replicas hold, so that an event a failover loses is not taken as seen.
         let capped = !self.scripts.publishes
         let stride = capped ? 4 : 3
         var commands = [RedisCommand]()
         commands.reserveCapacity(ids.count * stride)
         for id in ids {
             let keys = RelayKeys.Channel(id)
-            if capped { commands.append(RedisCommand("HGET", key: keys.meta, [keys.meta, "replicated_seq"])) }
             commands.append(RedisCommand("GET", key: keys.seq, [keys.seq]))
             commands.append(RedisCommand("HGET", key: keys.membership, [keys.membership, user]))
             commands.append(RedisCommand("SISMEMBER", key: keys.members, [keys.members, user]))
+            if capped { commands.append(keys.replicatedSeqCommand) }
         }
         let results = try await self.timed("seq") { try await self.redis.pipeline(commands) }
         var seqs: [String: Int64] = [:]
         var complete = true
         for (index, id) in ids.enumerated() {
-            let base = index * stride + stride - 3
+            let base = index * stride
             guard case .success(let seqReply) = results[base], case .success(let record) = results[base + 1],
-                case .success(let inMemberSet) = results[base + 2], !capped || (try? results[base - 1].get()) != nil
+                case .success(let inMemberSet) = results[base + 2]
             else {
                 complete = false
                 continue
             }
-            let replicated = capped ? (try? results[base - 1].get())?.string : nil
+            var replicated: String?
+            if capped {
+                guard case .success(let reply) = results[base + 3] else {
+                    complete = false
+                    continue
+                }
+                replicated = reply.string
+            }
             let seq = Self.readable(lastSeq: seqReply.string.flatMap { Int64($0) } ?? 0, replicated: replicated)
             // Channels made before membership was recorded have no record: the set says.
             let member = record.string.flatMap(MembershipRecord.init)?.isMember(after: seq) ?? (inMemberSet.int == 1)
             if member { seqs[id] = seq }
         }
         return (seqs, complete)
-    }
-
-    /// The lowest seq the channel's log still holds: 1 until retention trims it, `last seq + 1`
-    /// when the log holds nothing (0 + 1 for no channel). A resume from a cursor below
-    /// `firstSeq - 1` has lost events to retention (`truncated`).
-    func firstSeq(channel id: String) async throws -> Int64 {
-        try await self.firstSeqs(channels: [id])[id] ?? 1
-    }
-
-    /// Each channel's ``firstSeq(channel:)``, in one round trip.
-    func firstSeqs(channels ids: [String]) async throws -> [String: Int64] {
-        guard !ids.isEmpty else { return [:] }
-        var commands = [RedisCommand]()
-        commands.reserveCapacity(ids.count * 2)
-        for id in ids {
-            let keys = RelayKeys.Channel(id)
-            commands.append(RedisCommand("GET", key: keys.seq, [keys.seq]))
-            commands.append(RedisCommand("XRANGE", key: keys.log, [keys.log, "-", "+", "COUNT", "1"]))
-        }
-        let results = try await self.timed("seq") { try await self.redis.pipeline(commands) }
-        var seqs: [String: Int64] = [:]
-        for (index, id) in ids.enumerated() {
-            let lastSeq = try results[index * 2].get().string.flatMap { Int64($0) } ?? 0
-            seqs[id] = Self.firstSeq(try results[index * 2 + 1].get(), lastSeq: lastSeq)
-        }
-        return seqs
     }
 
     /// The channels `user` is a member of (the index, checked against each channel's members).

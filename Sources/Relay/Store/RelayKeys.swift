@@ -1,3 +1,5 @@
+import RedisClient
+
 /// Redis key and topic names. Every key of a channel carries the hash tag `{channel_id}` and
 /// every key of a user `{user_id}`, so that a cluster keeps each together (ids cannot contain
 /// braces, so the tag is always the id). The README lists each key with what it holds.
@@ -16,6 +18,11 @@ enum RelayKeys {
         var membership: String { "ch:{\(self.id)}:membership" }
         /// The keys of the scripts that change membership, in their `KEYS` order.
         var membershipScriptKeys: [String] { [self.meta, self.members, self.seq, self.log, self.messages, self.membership] }
+        /// The field of ``meta`` that holds, with `--redis-wait`, the highest seq replicas were
+        /// seen to hold (`lua/commit.lua`): readers of the log stop there.
+        static let replicatedSeq = "replicated_seq"
+        /// `HGET` of ``replicatedSeq``.
+        var replicatedSeqCommand: RedisCommand { RedisCommand("HGET", key: self.meta, [self.meta, Self.replicatedSeq]) }
         /// Sharded Pub/Sub topic on which every appended event is published as `<seq> <json>`.
         var topic: String { "ch:{\(self.id)}:live" }
 

@@ -13,7 +13,7 @@ extension ChatStore {
         commands.reserveCapacity(channels.count * 5)
         for channel in channels {
             let keys = RelayKeys.Channel(channel)
-            commands.append(RedisCommand("HMGET", key: keys.meta, [keys.meta, "type", "replicated_seq"]))
+            commands.append(RedisCommand("HMGET", key: keys.meta, [keys.meta, "type", RelayKeys.Channel.replicatedSeq]))
             commands.append(RedisCommand("SISMEMBER", key: keys.members, [keys.members, user]))
             commands.append(RedisCommand("GET", key: keys.seq, [keys.seq]))
             commands.append(RedisCommand("XRANGE", key: keys.log, [keys.log, "-", "+", "COUNT", "1"]))
@@ -145,18 +145,24 @@ extension ChatStore {
         // Few events are that new: the newest eight of every channel come in one round trip, and
         // a channel with more is read further back on its own.
         let firstPage = min(8, limit)
+        // With --redis-wait, no later than what replicas hold (as ``anchors(channels:user:)``).
+        let capped = !self.scripts.publishes
+        let stride = capped ? 3 : 2
         var commands: [RedisCommand] = []
-        commands.reserveCapacity(channels.count * 2)
+        commands.reserveCapacity(channels.count * stride)
         for channel in channels {
             let keys = RelayKeys.Channel(channel)
             commands.append(RedisCommand("GET", key: keys.seq, [keys.seq]))
             commands.append(RedisCommand("XREVRANGE", key: keys.log, [keys.log, "+", "-", "COUNT", firstPage]))
+            if capped { commands.append(keys.replicatedSeqCommand) }
         }
         let results = try await self.timed("seq") { try await self.redis.pipeline(commands) }
         var seqs: [String: Int64] = [:]
         for (index, channel) in channels.enumerated() {
-            var start = try results[index * 2].get().int ?? 0
-            var page = try results[index * 2 + 1].get()
+            let base = index * stride
+            let replicated = capped ? try results[base + 2].get().string : nil
+            var start = Self.readable(lastSeq: try results[base].get().int ?? 0, replicated: replicated)
+            var page = try results[base + 1].get()
             var pageSize = firstPage
             var read = 0
             while true {
