@@ -41,9 +41,11 @@ deps: ## install the missing apt packages (redis-server, libhiredis-dev, libssl-
 		"Install Swift 6 for Debian 12 from https://www.swift.org/install/linux/ and put its usr/bin on PATH." >&2; exit 1; }
 
 build: deps ## debug build
+	@bash scripts/embedded.sh
 	$(SWIFT) build $(SWIFT_FLAGS)
 
 release: deps ## release build
+	@bash scripts/embedded.sh
 	$(SWIFT) build $(SWIFT_FLAGS) -c release
 
 run: ## local Redis (AOF, data/redis) + the release relay in dev mode on RELAY_PORT (CLUSTER=1: make cluster)
@@ -70,10 +72,12 @@ redis-cli: ## redis-cli on the local Redis of `make run`
 
 test: deps ## all tests (Swift, then the web client in headless Chromium), against a private Redis on a free port
 	@bash scripts/deps.sh $(BROWSER_APT_PACKAGES) $(TEST_APT_PACKAGES)
+	@bash scripts/embedded.sh
 	@bash scripts/test.sh
 
 bench: ## benchmarks, each beside a baseline from the same run (docs/BENCHMARKS.md)
 	@bash scripts/deps.sh $(APT_PACKAGES) wrk
+	@bash scripts/embedded.sh
 	@bash scripts/bench.sh
 
 fmt: ## format Sources and Tests in place
