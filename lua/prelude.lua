@@ -2,8 +2,8 @@
 -- its own: the relay puts it in front of each script (and Tests/lua/check.sh does the same),
 -- so the log invariant (next seq, XADD <seq>-0, SPUBLISH, trim) is written once.
 --
--- Every appending script passes KEYS[3] = ch:{cid}:seq, KEYS[4] = ch:{cid}:log and
--- KEYS[5] = ch:{cid}:msgs.
+-- Every appending script passes KEYS[1] = ch:{cid}:meta, KEYS[3] = ch:{cid}:seq,
+-- KEYS[4] = ch:{cid}:log and KEYS[5] = ch:{cid}:msgs.
 --
 -- Retention: the relay rewrites the next line with its --retention-events and
 -- --retention-days (in ms); 0 means no limit.
@@ -15,12 +15,18 @@ local RETAIN_EVENTS, RETAIN_MS = 0, 0
 -- that no socket sees an event that a failover could still lose.
 local DEFERRED = nil
 
--- Publishes "<seq> <json>" on the channel's live topic, or keeps it for the relay.
-local function publish(topic, payload)
+-- Publishes "<seq> <json>" on the channel's live topic, or keeps it for the relay. Published at
+-- once, the event is as final as this relay makes any: should a relay that waits for replicas
+-- have given the channel a replicated_seq (commit.lua), where readers of the log stop, it moves
+-- up to this seq, so that they do not stop short of it.
+local function publish(topic, payload, seq)
   if DEFERRED then
     DEFERRED[#DEFERRED + 1] = payload
   else
     redis.call('SPUBLISH', topic, payload)
+    if redis.call('HEXISTS', KEYS[1], 'replicated_seq') == 1 then
+      redis.call('HSET', KEYS[1], 'replicated_seq', seq)
+    end
   end
 end
 
@@ -133,7 +139,7 @@ local function append(cid, topic, ev_body, created_at)
     redis.call('XADD', KEYS[4], seq .. '-0', 'e', json)
     redis.call('SET', KEYS[3], seq)
   end
-  publish(topic, seq .. ' ' .. json)
+  publish(topic, seq .. ' ' .. json, seq)
   trim(created_at)
   return json, seq
 end

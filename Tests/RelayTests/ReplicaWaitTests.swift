@@ -216,6 +216,33 @@ struct ReplicaWaitTests {
         }
     }
 
+    /// In a fleet where some relays wait for replicas and one does not, the events of the one
+    /// that does not are read by the others as they are published: history, `last_seq`, a new
+    /// socket's start and its gap fill do not stop at the last event written through a waiting
+    /// relay.
+    @Test func eventsOfARelayThatDoesNotWaitAreReadByOnesThatDo() async throws {
+        let (alice, bob) = (TestRedis.uniqueName("alice"), TestRedis.uniqueName("bob"))
+        try await Self.withWaitingRelay(timeout: .seconds(5)) { waiting, _, primary in
+            try await withRelay(redisURL: primary.url) { plain in
+                let id = try await waiting.createGroup(alice, members: [bob])
+                let held = try #require(try await waiting.send(alice, id, "through the waiting relay")["seq"].int)
+                var sent: [Int] = []
+                for index in 0..<3 {
+                    sent.append(try #require(try await plain.send(alice, id, "through the other \(index)")["seq"].int))
+                }
+                #expect(seqs(try await waiting.allEvents(bob, id)).suffix(4) == [held] + sent)
+                #expect(try await waiting.lastSeq(bob, id) == sent.last)
+                try await withSockets { sockets in
+                    let socket = try await TestSocket.connect(waiting, token: waiting.token(bob))
+                    sockets.append(socket)
+                    let next = try #require(try await plain.send(alice, id, "after the hello")["seq"].int)
+                    try await socket.waitUntil("the message sent after the hello") { _ in socket.seqs(id).contains(next) }
+                    #expect(socket.seqs(id) == [next])
+                }
+            }
+        }
+    }
+
     /// With a replica, every kind of write is acknowledged and pushed live as without waiting:
     /// messages (and a retry of one), edits, deletes, members added and removed, read cursors.
     @Test func writesReplicasHoldArePushedLive() async throws {

@@ -443,6 +443,9 @@ ev log_page 2 "$(k "$C" log)" "$(k "$C" meta)" 2 2
 eq "log_page takes at most COUNT entries from the first seq" "2-0 3-0 " "$(ids "$OUT")"
 ev log_page 2 "$(k "$C" log)" "$(k "$C" meta)" "$top" 100
 eq "log_page past replicated_seq is empty" "" "$OUT"
+send "$C" alice m-c4 "c4" c4
+eq "a script that publishes at once moves replicated_seq up to its event" "$((top + 1))" "$(cli HGET "$(k "$C" meta)" replicated_seq)"
+eq "and gives none to a channel that has none" 0 "$(cli HEXISTS "$(k "$G" meta)" replicated_seq)"
 ev commit 1 "$(k "$X" meta)" "$(k "$X" live)" "5 {}"
 eq "commit on no channel answers 0" 0 "$OUT"
 eq "and makes no channel" 0 "$(cli EXISTS "$(k "$X" meta)")"
