@@ -73,7 +73,9 @@ public enum RelayServer {
             connections: connections
         ).register(on: router)
         WebRoutes().register(on: router)
-        let api = router.group().add(middleware: AuthMiddleware(verifier: signer))
+        let limiter = configuration.limits.writesPerSecond > 0 ? RateLimiter(perSecond: configuration.limits.writesPerSecond) : nil
+        var api = router.group().add(middleware: AuthMiddleware(verifier: signer))
+        if let limiter { api = api.add(middleware: RateLimitMiddleware(limiter: limiter)) }
         ChannelRoutes(store: store, parsing: parsing, realtime: RealtimeNotifier(redis: redis)).register(on: api)
         let messages = MessageRoutes(store: store, parsing: parsing)
         messages.register(on: api)
@@ -93,7 +95,8 @@ public enum RelayServer {
             heartbeats: Heartbeats(interval: configuration.heartbeat),
             limits: configuration.limits,
             metrics: metrics,
-            maxQueuedBytes: configuration.limits.maxQueuedBytes
+            maxQueuedBytes: configuration.limits.maxQueuedBytes,
+            rateLimiter: limiter
         )
         try self.checkWebSocketPipeline(services)
 

@@ -53,6 +53,11 @@ struct Serve: AsyncParsableCommand {
             "Bytes the relay may owe one WebSocket before it counts as too slow and is closed with 4008 (env RELAY_MAX_QUEUED_BYTES; default 1048576)."
     )
     var maxQueuedBytes: Int?
+    @Option(
+        help:
+            "Writes a user may make a second through this relay: REST POST, PATCH and DELETE, WebSocket send and read; over it, rate_limited (env RELAY_RATE_LIMIT; default 0, no limit)."
+    )
+    var rateLimit: Int?
     @Option(help: "Days a channel keeps its events; older ones are trimmed as new ones come (env RELAY_RETENTION_DAYS; 0 = forever).")
     var retentionDays: Int?
     @Option(help: "Events a channel keeps at most, the newest (env RELAY_RETENTION_EVENTS; 0 = no cap).")
@@ -63,7 +68,7 @@ struct Serve: AsyncParsableCommand {
         "max-text-bytes": 1...(1 << 24), "max-body-bytes": 1024...(1 << 26), "max-group-members": 2...10_000_000,
         "max-queued-bytes": 65536...(1 << 30), "heartbeat": 1...86_400, "drain": 0...3600,
         "retention-days": RelayRetention.maxAgeDaysRange, "retention-events": RelayRetention.maxEventsRange,
-        "redis-wait": 0...64, "redis-wait-ms": 1...60_000,
+        "redis-wait": 0...64, "redis-wait-ms": 1...60_000, "rate-limit": 0...1_000_000,
     ]
 
     func validate() throws {
@@ -72,6 +77,7 @@ struct Serve: AsyncParsableCommand {
             ("max-text-bytes", maxTextBytes), ("max-body-bytes", maxBodyBytes), ("max-group-members", maxGroupMembers),
             ("max-queued-bytes", maxQueuedBytes), ("heartbeat", heartbeat), ("drain", drain), ("retention-days", retentionDays),
             ("retention-events", retentionEvents), ("redis-wait", redisWait), ("redis-wait-ms", redisWaitMS),
+            ("rate-limit", rateLimit),
         ]
         for case (let name, let value?) in limits {
             let range = Self.limitRanges[name]!
@@ -122,6 +128,9 @@ struct Serve: AsyncParsableCommand {
         configuration.limits.maxQueuedBytes =
             try self.maxQueuedBytes ?? integer(environment, "RELAY_MAX_QUEUED_BYTES", in: Self.limitRanges["max-queued-bytes"]!)
             ?? configuration.limits.maxQueuedBytes
+        configuration.limits.writesPerSecond =
+            try self.rateLimit ?? integer(environment, "RELAY_RATE_LIMIT", in: Self.limitRanges["rate-limit"]!)
+            ?? configuration.limits.writesPerSecond
         configuration.retention.maxAgeDays =
             try self.retentionDays ?? integer(environment, "RELAY_RETENTION_DAYS", in: RelayRetention.maxAgeDaysRange) ?? 0
         configuration.retention.maxEvents =

@@ -86,7 +86,7 @@ struct RelayExecutableTests {
             ("--retention-events", "9223372036854775807"), ("--max-text-bytes", "99999999999999999999"),
             ("--redis-wait", "-1"), ("--redis-wait", "65"), ("--redis-wait", "one"), ("--redis-wait-ms", "0"),
             ("--redis-wait-ms", "600001"), ("--redis", "redis://127.0.0.1:6379,http://x"), ("--drain", "-1"),
-            ("--drain", "3601"),
+            ("--drain", "3601"), ("--rate-limit", "-1"), ("--rate-limit", "1000001"), ("--rate-limit", "fast"),
         ]
     )
     func badValueNamesTheFlagOnTheFirstLineAndExitsNonZero(_ flag: String, _ value: String) async throws {

@@ -52,6 +52,9 @@ public struct RelayLimits: Sendable {
     /// yet; past it the client is too slow and is closed with 4008 (it resumes from its cursor
     /// and loses nothing).
     public var maxQueuedBytes = 1024 * 1024
+    /// Writes a user may make a second through one relay (REST `POST`/`PATCH`/`DELETE`,
+    /// WebSocket `send` and `read`); 0: no limit. Over it: `rate_limited` (429).
+    public var writesPerSecond = 0
     /// How long an HTTP connection may go without a request under way: its first request's head
     /// must arrive within it, and a kept-alive connection with no request is closed after it.
     public var httpIdleTimeout: Duration = .seconds(60)

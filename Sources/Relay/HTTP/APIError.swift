@@ -21,6 +21,8 @@ struct APIError: Error, Sendable {
 
     var code: Code
     var message: String
+    /// Seconds a refused caller should wait (`Retry-After`), for `rate_limited`.
+    var retryAfter: Int?
 
     init(_ code: Code, _ message: String) {
         self.code = code

@@ -16,7 +16,14 @@ struct ErrorMiddleware: RouterMiddleware {
             if apiError.code == .internal {
                 context.logger.error("request failed", metadata: ["error": "\(error)", "path": "\(request.uri.path)"])
             }
-            response = (try? .json(encoding: apiError.body, status: apiError.code.status)) ?? Response(status: apiError.code.status)
+            var answer =
+                (try? Response.json(encoding: apiError.body, status: apiError.code.status)) ?? Response(status: apiError.code.status)
+            if let seconds = apiError.retryAfter {
+                answer.headers[.retryAfter] = String(seconds)
+                // For a web page calling the API (CORS exposes it on the answer itself).
+                answer.headers[.accessControlExposeHeaders] = "Retry-After"
+            }
+            response = answer
         }
         self.metrics.request(route: context.endpointPath ?? "unmatched", method: request.method.rawValue, status: response.status.code)
         return response

@@ -67,6 +67,8 @@ struct LiveServices: Sendable {
     var metrics: RelayMetrics?
     /// Bytes a connection may be owed before it counts as too slow (4008).
     var maxQueuedBytes: Int
+    /// `send` and `read` frames count against their user's writes (`--rate-limit`), with REST's.
+    var rateLimiter: RateLimiter? = nil
     /// Events per read of the log.
     var pageSize = 200
 }

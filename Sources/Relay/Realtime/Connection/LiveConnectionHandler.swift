@@ -551,6 +551,10 @@ final class LiveConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         case .send(let channel, let clientMessageID, let text):
             let store = self.services.store
             let user = self.identity.user
+            if let refusal = self.rateLimited() {
+                self.answer(.error(code: refusal.code, message: refusal.message, channel: channel, clientMessageID: clientMessageID))
+                return
+            }
             /// The ack, and the event itself when it is new (for ``answered(_:ownEvent:)``).
             @Sendable func answer(_ result: Result<(created: Bool, event: String), any Error>) -> (ServerMessage, OwnEvent?) {
                 switch result {
@@ -600,6 +604,10 @@ final class LiveConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
             let store = self.services.store
             let user = self.identity.user
             let session = self.identity.session
+            if let refusal = self.rateLimited() {
+                self.answer(.error(code: refusal.code, message: refusal.message, channel: channel))
+                return
+            }
             let connection = self.connectionID
             self.answerLater {
                 do {
@@ -614,6 +622,12 @@ final class LiveConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
             for error in invalid { self.write(error) }
             self.resume(cursors)
         }
+    }
+
+    /// The refusal of a write frame over its user's rate limit, if it is (``RateLimiter``).
+    private func rateLimited() -> APIError? {
+        guard let limiter = self.services.rateLimiter, let seconds = limiter.take(self.identity.user) else { return nil }
+        return limiter.refusal(retryAfter: seconds)
     }
 
     /// Writes the answer to the frame being served and goes on with the next.
