@@ -15,6 +15,36 @@ struct LiveMembershipAndBudgetTests {
             .filter { $0["channel_id"].string == channel && $0["seq"].int != nil }
     }
 
+    /// A member added while the channel could not be written to its index (its user's shard
+    /// down; here the index key is of another type) is indexed again later: its open socket
+    /// then follows the channel from its own `member_joined`, and `GET /channels` lists it,
+    /// though the call that added it failed after its script ran and no one retried it.
+    @Test func aMemberWhoseIndexCouldNotBeWrittenIsIndexedLater() async throws {
+        try await withRelay { relay in
+            let (alice, bob) = (TestRedis.uniqueName("alice"), TestRedis.uniqueName("bob"))
+            let id = try await relay.createGroup(alice)
+            try await withSockets { sockets in
+                let socket = try await TestSocket.connect(relay, token: relay.token(bob))
+                sockets.append(socket)
+                let index = "user:{\(bob)}:channels"
+                _ = try await redisCLI(["SET", index, "not a set"])
+                let added = try await relay.request("POST", "/channels/\(id)/members", token: relay.token(alice), json: ["user_id": bob])
+                expectError(added, 500, "internal")
+                #expect(try await redisCLI(["SISMEMBER", "ch:{\(id)}:members", bob]) == ["1"], "the script ran")
+                _ = try await redisCLI(["DEL", index])
+
+                let joined = try await socket.waitFor("bob's own member_joined", timeout: .seconds(10)) {
+                    $0["channel_id"].string == id && $0["type"].string == "member_joined"
+                }
+                #expect(joined["user_id"].string == bob, "\(joined)")
+                #expect(try await relay.listEntry(bob, id) != nil)
+                let next = try #require(try await relay.send(alice, id, "after the repair")["seq"].int)
+                try await socket.waitUntil("the next message") { _ in socket.seqs(id).contains(next) }
+                #expect(socket.seqs(id) == [next - 1, next])
+            }
+        }
+    }
+
     /// A member removed while its socket is busy replaying thousands of events reads the
     /// channel up to and including its own `member_left`, and nothing after it: neither the
     /// rest of the replay nor what is posted live afterwards.

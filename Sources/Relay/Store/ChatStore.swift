@@ -1,6 +1,7 @@
 import COpenSSL
 import NIOCore
 import RedisClient
+import Synchronization
 
 /// The chat domain on Redis: channels, members, the per-channel log, read cursors, presence.
 ///
@@ -13,6 +14,8 @@ struct ChatStore: Sendable {
     let limits: RelayLimits
     let metrics: RelayMetrics
     let scripts: RelayScripts
+    /// Index entries waiting to be written again (``repairIndexLater(_:for:)``).
+    let indexRepairs = IndexRepairs()
 
     init(redis: RedisClient, limits: RelayLimits, metrics: RelayMetrics, retention: RelayRetention = RelayRetention()) {
         self.redis = redis
@@ -294,11 +297,38 @@ struct ChatStore: Sendable {
         do {
             reply = try await self.run(script, name, channel: id, keys: RelayKeys.Channel(id).membershipScriptKeys, arguments: arguments)
         } catch let error as RedisError where error.code == .unavailable {
-            try? await self.indexChannel(id, for: users)
+            if (try? await self.indexChannel(id, for: users)) == nil { self.repairIndexLater(id, for: users) }
             throw error
         }
-        try await self.indexChannel(id, for: users)
+        do {
+            try await self.indexChannel(id, for: users)
+        } catch {
+            self.repairIndexLater(id, for: users)
+            throw error
+        }
         return reply
+    }
+
+    /// The channel could not be added to the indexes of `users`, who may be members now (their
+    /// shard is down while the channel's is not, or the call was cut short): without the entry
+    /// their sockets never follow the channel and `GET /channels` does not list it, should the
+    /// caller not retry. Tries again every second for a minute; once written, their sockets
+    /// read their channels again. An entry for a user who is not a member is dropped when read.
+    private func repairIndexLater(_ id: String, for users: [String]) {
+        let repairs = self.indexRepairs
+        guard repairs.pending.add(users.count, ordering: .relaxed).newValue <= IndexRepairs.limit else {
+            repairs.pending.subtract(users.count, ordering: .relaxed)
+            return
+        }
+        Task {
+            defer { repairs.pending.subtract(users.count, ordering: .relaxed) }
+            for _ in 0..<IndexRepairs.attempts {
+                try? await Task.sleep(for: IndexRepairs.interval)
+                guard (try? await self.indexChannel(id, for: users)) != nil else { continue }
+                await RealtimeNotifier(redis: self.redis).channelsChanged(for: users)
+                return
+            }
+        }
     }
 
     /// Removes a member (itself, or anyone if the actor created the channel); logs `member_left`.
@@ -778,4 +808,13 @@ struct ChatStore: Sendable {
                 return byte < 16 ? "0" + hex : hex
             }.joined()
     }
+}
+
+/// Index entries a relay writes again later, because their users' shard could not take them
+/// when their channel's script ran: at most ``limit`` users' worth at a time.
+final class IndexRepairs: Sendable {
+    static let limit = 10_000
+    static let attempts = 60
+    static let interval: Duration = .seconds(1)
+    let pending = Atomic<Int>(0)
 }
