@@ -9,9 +9,10 @@ struct WebSocketLifecycleTests {
     @Test func aTokenThatExpiresWhileConnectedClosesTheSocketWith4001() async throws {
         try await withRelay { relay in
             let alice = TestRedis.uniqueName("alice")
-            // `exp` is in whole seconds, so this token lives 3 to 4 s: long enough for the hello on a loaded machine.
-            let socket = try await StalledSocket.open(port: relay.port, token: relay.token(alice, ttl: 4), receiveBuffer: 65_536)
-            let (bytes, ended) = try await socket.drain(timeout: .seconds(15))
+            // `exp` is in whole seconds, so this token lives 7 to 8 s: long enough for the hello on a
+            // loaded machine (3 to 4 s was not, once, with a cluster test running beside the suite).
+            let socket = try await StalledSocket.open(port: relay.port, token: relay.token(alice, ttl: 8), receiveBuffer: 65_536)
+            let (bytes, ended) = try await socket.drain(timeout: .seconds(20))
             let frames = StalledSocket.frames(in: bytes)
             let texts = frames.filter { $0.opcode == 0x1 }.map { String(decoding: $0.payload, as: UTF8.self) }
             #expect(texts.first?.contains("\"type\":\"hello\"") == true, "served until the token expired: \(texts)")
