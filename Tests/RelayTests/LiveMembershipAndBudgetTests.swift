@@ -45,6 +45,28 @@ struct LiveMembershipAndBudgetTests {
         }
     }
 
+    /// A member whose index entry was written and then lost (as to a primary that took it and
+    /// was demoted) has it written again a few seconds after the call: a socket it opened
+    /// meanwhile, which found no such channel, then follows it from its own `member_joined`.
+    @Test func aMemberWhoseIndexEntryWasLostIsIndexedAgain() async throws {
+        try await withRelay { relay in
+            let (alice, bob) = (TestRedis.uniqueName("alice"), TestRedis.uniqueName("bob"))
+            let id = try await relay.createGroup(alice)
+            let added = try await relay.request("POST", "/channels/\(id)/members", token: relay.token(alice), json: ["user_id": bob])
+            #expect(added.status == 200, "\(added)")
+            _ = try await redisCLI(["SREM", "user:{\(bob)}:channels", id])
+            try await withSockets { sockets in
+                let socket = try await TestSocket.connect(relay, token: relay.token(bob))
+                sockets.append(socket)
+                let joined = try await socket.waitFor("bob's own member_joined", timeout: .seconds(15)) {
+                    $0["channel_id"].string == id && $0["type"].string == "member_joined"
+                }
+                #expect(joined["user_id"].string == bob, "\(joined)")
+                #expect(try await relay.listEntry(bob, id) != nil)
+            }
+        }
+    }
+
     /// A member removed while its socket is busy replaying thousands of events reads the
     /// channel up to and including its own `member_left`, and nothing after it: neither the
     /// rest of the replay nor what is posted live afterwards.

@@ -14,7 +14,7 @@ struct ChatStore: Sendable {
     let limits: RelayLimits
     let metrics: RelayMetrics
     let scripts: RelayScripts
-    /// Index entries waiting to be written again (``repairIndexLater(_:for:)``).
+    /// Index entries waiting to be checked again (``checkIndexLater(_:for:written:)``).
     let indexRepairs = IndexRepairs()
 
     init(redis: RedisClient, limits: RelayLimits, metrics: RelayMetrics, retention: RelayRetention = RelayRetention()) {
@@ -297,38 +297,67 @@ struct ChatStore: Sendable {
         do {
             reply = try await self.run(script, name, channel: id, keys: RelayKeys.Channel(id).membershipScriptKeys, arguments: arguments)
         } catch let error as RedisError where error.code == .unavailable {
-            if (try? await self.indexChannel(id, for: users)) == nil { self.repairIndexLater(id, for: users) }
+            self.checkIndexLater(id, for: users, written: (try? await self.indexChannel(id, for: users)) != nil)
             throw error
         }
         do {
             try await self.indexChannel(id, for: users)
         } catch {
-            self.repairIndexLater(id, for: users)
+            self.checkIndexLater(id, for: users, written: false)
             throw error
         }
+        self.checkIndexLater(id, for: users, written: true)
         return reply
     }
 
-    /// The channel could not be added to the indexes of `users`, who may be members now (their
-    /// shard is down while the channel's is not, or the call was cut short): without the entry
-    /// their sockets never follow the channel and `GET /channels` does not list it, should the
-    /// caller not retry. Tries again every second for a minute; once written, their sockets
-    /// read their channels again. An entry for a user who is not a member is dropped when read.
-    private func repairIndexLater(_ id: String, for users: [String]) {
+    /// Makes sure that the indexes of `users`, who may be members of channel `id` now, hold it
+    /// after the call that made them so. The entry may not have been written (their shard down
+    /// while the channel's was not), or written and lost (by a primary that took it and was then
+    /// demoted). Without it their sockets never follow the channel and `GET /channels` does not
+    /// list it, should the caller not retry the call. Until it is written, it is tried every
+    /// second for a minute; then, ``IndexRepairs/checks`` after the call, it is written again for
+    /// those still members. Whenever an entry was missing, their sockets read their channels again.
+    /// Best effort: at most ``IndexRepairs/limit`` users' worth at a time, and lost with the relay.
+    private func checkIndexLater(_ id: String, for users: [String], written: Bool) {
         let repairs = self.indexRepairs
         guard repairs.pending.add(users.count, ordering: .relaxed).newValue <= IndexRepairs.limit else {
             repairs.pending.subtract(users.count, ordering: .relaxed)
             return
         }
+        let start = ContinuousClock.now
         Task {
             defer { repairs.pending.subtract(users.count, ordering: .relaxed) }
-            for _ in 0..<IndexRepairs.attempts {
+            var written = written
+            for _ in 0..<IndexRepairs.attempts where !written {
                 try? await Task.sleep(for: IndexRepairs.interval)
                 guard (try? await self.indexChannel(id, for: users)) != nil else { continue }
+                written = true
                 await RealtimeNotifier(redis: self.redis).channelsChanged(for: users)
-                return
+            }
+            guard written else { return }
+            for check in IndexRepairs.checks {
+                try? await Task.sleep(until: start + check)
+                let restored = (try? await self.restoreIndex(id, for: users)) ?? []
+                if !restored.isEmpty { await RealtimeNotifier(redis: self.redis).channelsChanged(for: restored) }
             }
         }
+    }
+
+    /// Adds channel `id` to the index of each of `users` that is still a member and lacks it.
+    /// - Returns: those whose entry was missing.
+    private func restoreIndex(_ id: String, for users: [String]) async throws -> [String] {
+        let members = RelayKeys.Channel(id).members
+        var arguments: [any RedisArgument] = [members]
+        arguments.append(contentsOf: users)
+        let reply = try await self.timed("index") { try await self.redis.execute(RedisCommand("SMISMEMBER", key: members, arguments)) }
+        let stillMembers = zip(users, reply.array ?? []).filter { $0.1.int == 1 }.map(\.0)
+        guard !stillMembers.isEmpty else { return [] }
+        let commands = stillMembers.map { user in
+            let key = RelayKeys.User(user).channels
+            return RedisCommand("SADD", key: key, [key, id])
+        }
+        let results = try await self.timed("index") { try await self.redis.pipeline(commands) }
+        return zip(stillMembers, results).filter { (try? $0.1.get())?.int == 1 }.map(\.0)
     }
 
     /// Removes a member (itself, or anyone if the actor created the channel); logs `member_left`.
@@ -810,11 +839,13 @@ struct ChatStore: Sendable {
     }
 }
 
-/// Index entries a relay writes again later, because their users' shard could not take them
-/// when their channel's script ran: at most ``limit`` users' worth at a time.
+/// Index entries a relay checks and writes again after a membership call, should their users'
+/// shard not have taken them, or lost them in a failover: at most ``limit`` users' worth at a time.
 final class IndexRepairs: Sendable {
     static let limit = 10_000
     static let attempts = 60
     static let interval: Duration = .seconds(1)
+    /// When, after the call, a written entry is checked again: past a primary's failover.
+    static let checks: [Duration] = [.seconds(5), .seconds(30)]
     let pending = Atomic<Int>(0)
 }
