@@ -45,16 +45,22 @@ struct LiveMembershipAndBudgetTests {
         }
     }
 
+    /// Bob added to Alice's group, whose entry in Bob's index is then lost.
+    static func addedWithItsIndexEntryLost(_ relay: RelayTestClient) async throws -> (alice: String, bob: String, channel: String) {
+        let (alice, bob) = (TestRedis.uniqueName("alice"), TestRedis.uniqueName("bob"))
+        let id = try await relay.createGroup(alice)
+        let added = try await relay.request("POST", "/channels/\(id)/members", token: relay.token(alice), json: ["user_id": bob])
+        #expect(added.status == 200, "\(added)")
+        _ = try await redisCLI(["SREM", "user:{\(bob)}:channels", id])
+        return (alice, bob, id)
+    }
+
     /// A member whose index entry was written and then lost (as to a primary that took it and
     /// was demoted) has it written again a few seconds after the call: a socket it opened
     /// meanwhile, which found no such channel, then follows it from its own `member_joined`.
     @Test func aMemberWhoseIndexEntryWasLostIsIndexedAgain() async throws {
         try await withRelay { relay in
-            let (alice, bob) = (TestRedis.uniqueName("alice"), TestRedis.uniqueName("bob"))
-            let id = try await relay.createGroup(alice)
-            let added = try await relay.request("POST", "/channels/\(id)/members", token: relay.token(alice), json: ["user_id": bob])
-            #expect(added.status == 200, "\(added)")
-            _ = try await redisCLI(["SREM", "user:{\(bob)}:channels", id])
+            let (_, bob, id) = try await Self.addedWithItsIndexEntryLost(relay)
             try await withSockets { sockets in
                 let socket = try await TestSocket.connect(relay, token: relay.token(bob))
                 sockets.append(socket)
@@ -63,6 +69,28 @@ struct LiveMembershipAndBudgetTests {
                 }
                 #expect(joined["user_id"].string == bob, "\(joined)")
                 #expect(try await relay.listEntry(bob, id) != nil)
+            }
+        }
+    }
+
+    /// A member whose index entry was lost, and who was removed before the entry was checked
+    /// again, still gets its window: its socket reads the channel from its own `member_joined`
+    /// to its own `member_left`, and nothing after.
+    @Test func aMemberWhoseIndexEntryWasLostAndWhoLeftGetsItsWindow() async throws {
+        try await withRelay { relay in
+            let (alice, bob, id) = try await Self.addedWithItsIndexEntryLost(relay)
+            try await withSockets { sockets in
+                let socket = try await TestSocket.connect(relay, token: relay.token(bob))
+                sockets.append(socket)
+                let during = try #require(try await relay.send(alice, id, "while bob is in")["seq"].int)
+                let removed = try await relay.request("DELETE", "/channels/\(id)/members/\(bob)", token: relay.token(alice))
+                #expect(removed.status == 200, "\(removed)")
+                let after = try #require(try await relay.send(alice, id, "after bob left")["seq"].int)
+                _ = try await socket.waitFor("bob's own member_left", timeout: .seconds(15)) {
+                    $0["channel_id"].string == id && $0["type"].string == "member_left"
+                }
+                try await Task.sleep(for: .milliseconds(300))
+                #expect(socket.seqs(id) == [during - 1, during, after - 1], "from its member_joined to its member_left")
             }
         }
     }

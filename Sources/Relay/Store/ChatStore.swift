@@ -335,29 +335,54 @@ struct ChatStore: Sendable {
                 await RealtimeNotifier(redis: self.redis).channelsChanged(for: users)
             }
             guard written else { return }
+            let notifier = RealtimeNotifier(redis: self.redis)
             for check in IndexRepairs.checks {
                 try? await Task.sleep(until: start + check)
-                let restored = (try? await self.restoreIndex(id, for: users)) ?? []
-                if !restored.isEmpty { await RealtimeNotifier(redis: self.redis).channelsChanged(for: restored) }
+                guard let found = try? await self.restoreIndex(id, for: users) else { continue }
+                if !found.restored.isEmpty { await notifier.channelsChanged(for: found.restored) }
+                // Those who left meanwhile may never have been told of their window: each
+                // connection reads it from the join, once (one that has is not moved).
+                await notifier.joined(channel: id, joins: found.left)
             }
         }
     }
 
     /// Adds channel `id` to the index of each of `users` that is still a member and lacks it.
-    /// - Returns: those whose entry was missing.
-    private func restoreIndex(_ id: String, for users: [String]) async throws -> [String] {
-        let members = RelayKeys.Channel(id).members
-        var arguments: [any RedisArgument] = [members]
+    /// - Returns: those whose entry was missing, and those no longer members, each with its
+    ///   latest recorded `member_joined`.
+    private func restoreIndex(
+        _ id: String,
+        for users: [String]
+    ) async throws -> (restored: [String], left: [(user: String, seq: Int64)]) {
+        let keys = RelayKeys.Channel(id)
+        var arguments: [any RedisArgument] = [keys.members]
         arguments.append(contentsOf: users)
-        let reply = try await self.timed("index") { try await self.redis.execute(RedisCommand("SMISMEMBER", key: members, arguments)) }
-        let stillMembers = zip(users, reply.array ?? []).filter { $0.1.int == 1 }.map(\.0)
-        guard !stillMembers.isEmpty else { return [] }
+        var records: [any RedisArgument] = [keys.membership]
+        records.append(contentsOf: users)
+        let replies = try await self.timed("index") {
+            try await self.redis.pipeline([
+                RedisCommand("SMISMEMBER", key: keys.members, arguments),
+                RedisCommand("HMGET", key: keys.membership, records),
+            ])
+        }
+        let inSet = try replies[0].get().array ?? []
+        let recorded = try replies[1].get().array ?? []
+        var stillMembers: [String] = []
+        var left: [(user: String, seq: Int64)] = []
+        for (index, user) in users.enumerated() {
+            if index < inSet.count, inSet[index].int == 1 {
+                stillMembers.append(user)
+            } else if index < recorded.count, let join = recorded[index].string.flatMap(MembershipRecord.init)?.latestJoin {
+                left.append((user, join))
+            }
+        }
+        guard !stillMembers.isEmpty else { return ([], left) }
         let commands = stillMembers.map { user in
             let key = RelayKeys.User(user).channels
             return RedisCommand("SADD", key: key, [key, id])
         }
         let results = try await self.timed("index") { try await self.redis.pipeline(commands) }
-        return zip(stillMembers, results).filter { (try? $0.1.get())?.int == 1 }.map(\.0)
+        return (zip(stillMembers, results).filter { (try? $0.1.get())?.int == 1 }.map(\.0), left)
     }
 
     /// Removes a member (itself, or anyone if the actor created the channel); logs `member_left`.

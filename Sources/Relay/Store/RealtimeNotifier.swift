@@ -22,15 +22,25 @@ struct RealtimeNotifier: Sendable {
     /// Members were added to `channel` by `events` (its new `member_joined` events): each
     /// added user's connections start following it from exactly that event.
     func joined(channel: String, events: [String]) async {
-        var commands: [RedisCommand] = []
+        var joins: [(user: String, seq: Int64)] = []
         for event in events {
             guard case .joined(let user)? = EventMembership.of(json: event),
-                let seq = EventJSON.field(.seq, in: event)
+                let seq = EventJSON.field(.seq, in: event).flatMap({ Int64($0) })
             else { continue }
-            let topic = RelayKeys.User(user).topic
-            commands.append(RedisCommand("SPUBLISH", key: topic, [topic, "joined \(channel) \(seq)"]))
+            joins.append((user, seq))
         }
-        guard !commands.isEmpty else { return }
+        await self.joined(channel: channel, joins: joins)
+    }
+
+    /// Each user's connections follow `channel` from that user's `member_joined` at its seq (to
+    /// its `member_left`, should it have left since); a connection that read past it already
+    /// takes it as old news.
+    func joined(channel: String, joins: [(user: String, seq: Int64)]) async {
+        guard !joins.isEmpty else { return }
+        let commands = joins.map { join in
+            let topic = RelayKeys.User(join.user).topic
+            return RedisCommand("SPUBLISH", key: topic, [topic, "joined \(channel) \(join.seq)"])
+        }
         _ = try? await self.redis.pipeline(commands)
     }
 }

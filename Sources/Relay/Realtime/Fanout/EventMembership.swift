@@ -79,6 +79,11 @@ struct MembershipRecord: Sendable, Equatable {
         return last.joined
     }
 
+    /// The seq of the user's latest `member_joined` recorded, whether it left since or not.
+    var latestJoin: Int64? {
+        self.changes.last(where: \.joined)?.seq
+    }
+
     /// The seq of the user's `member_joined` if the last change is one (the user is in).
     var currentJoin: Int64? {
         self.changes.last.flatMap { $0.joined ? $0.seq : nil }
