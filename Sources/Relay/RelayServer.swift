@@ -117,7 +117,7 @@ public enum RelayServer {
         defer { _ = try? channel.finish() }
         do {
             try channel.pipeline.syncOperations.addHandler(
-                ByteToMessageHandler(WebSocketFrameDecoder(maxFrameSize: services.limits.maxBodyBytes)),
+                WebSocketFrameReader(maxFrameSize: services.limits.maxBodyBytes),
                 name: PipelineLayoutError.expected[0]
             )
             try RelayWebSocket.configure(channel, identity: nil, services: services)

@@ -6,8 +6,9 @@ import Testing
 
 @testable import Relay
 
-/// The heartbeat on an embedded channel, whose clock the test moves: pings every interval,
-/// pongs kept from the WebSocket library, silence reported after two intervals and only once.
+/// The heartbeat on an embedded channel behind the frame reader, as in the relay, whose clock
+/// the test moves: pings every interval, pongs kept from the rest of the pipeline, silence
+/// reported after two intervals and only once.
 @Suite("Heartbeat")
 struct HeartbeatTests {
     final class Silences: Sendable {
@@ -32,17 +33,24 @@ struct HeartbeatTests {
         }
     }
 
-    /// An active embedded channel with a heartbeat handler every `interval`, on `loop`.
+    /// An active embedded channel with a frame reader and a heartbeat every `interval`, on `loop`.
     func channel(on loop: EmbeddedEventLoop, interval: Duration, silences: Silences) throws -> EmbeddedChannel {
+        try self.channel(on: loop, heartbeats: Heartbeats(interval: interval), silences: silences)
+    }
+
+    func channel(on loop: EmbeddedEventLoop, heartbeats: Heartbeats, silences: Silences) throws -> EmbeddedChannel {
         let channel = EmbeddedChannel(loop: loop)
         try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 9)).wait()
-        try channel.pipeline.syncOperations.addHandler(HeartbeatHandler(heartbeats: Heartbeats(interval: interval)))
-        try channel.pipeline.syncOperations.addHandler(SilenceCounter(silences))
+        let reader = WebSocketFrameReader(maxFrameSize: 1 << 16)
+        let heartbeat = HeartbeatHandler(heartbeats: heartbeats)
+        reader.heartbeat = heartbeat
+        try channel.pipeline.syncOperations.addHandlers([reader, heartbeat, SilenceCounter(silences)])
         return channel
     }
 
-    func frame(_ opcode: WebSocketOpcode, _ text: String = "") -> WebSocketFrame {
-        WebSocketFrame(fin: true, opcode: opcode, data: ByteBuffer(string: text))
+    /// A client's frame (masked), as it arrives.
+    func frame(_ opcode: WebSocketOpcode, _ text: String = "", mask: [UInt8]? = RawWebSocket.defaultMask) -> ByteBuffer {
+        ByteBuffer(bytes: RawWebSocket.clientFrame(opcode: UInt8(webSocketOpcode: opcode), payload: Array(text.utf8), mask: mask))
     }
 
     func pings(_ channel: EmbeddedChannel) throws -> Int {
@@ -54,7 +62,7 @@ struct HeartbeatTests {
         return count
     }
 
-    @Test func pingsEveryIntervalAndKeepsPongsFromTheLibrary() throws {
+    @Test func pingsEveryIntervalAndKeepsPongsFromThePipeline() throws {
         let loop = EmbeddedEventLoop()
         let silences = Silences()
         let channel = try self.channel(on: loop, interval: .seconds(8), silences: silences)
@@ -64,13 +72,15 @@ struct HeartbeatTests {
         #expect(try pings(channel) == 1)
 
         try channel.writeInbound(frame(.pong))
-        #expect(try channel.readInbound(as: WebSocketFrame.self) == nil, "a pong stops at the heartbeat")
+        #expect(try channel.readInbound(as: WebSocketFrame.self) == nil, "a pong stops at the reader")
         #expect(silences.readsCompleted.load(ordering: .relaxed) == 0, "and so does a read of pongs alone")
         try channel.writeInbound(frame(.text, "{\"type\":\"ping\"}"))
         #expect(try channel.readInbound(as: WebSocketFrame.self)?.opcode == .text, "other frames go on")
         #expect(silences.readsCompleted.load(ordering: .relaxed) == 1, "with the end of their read")
         try channel.writeInbound(frame(.ping))
         #expect(try channel.readInbound(as: WebSocketFrame.self)?.opcode == .ping, "the client's pings go on, to be answered")
+        try channel.writeInbound(frame(.pong, mask: nil))
+        #expect(try channel.readInbound(as: WebSocketFrame.self)?.opcode == .pong, "an unmasked one goes on, to be refused")
 
         // Answered every time: pinged once per interval, never reported.
         for _ in 0..<5 {
@@ -103,11 +113,7 @@ struct HeartbeatTests {
         let silences = Silences()
         let heartbeats = Heartbeats(interval: .seconds(8))
         func open() throws -> EmbeddedChannel {
-            let channel = EmbeddedChannel(loop: loop)
-            try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 9)).wait()
-            try channel.pipeline.syncOperations.addHandler(HeartbeatHandler(heartbeats: heartbeats))
-            try channel.pipeline.syncOperations.addHandler(SilenceCounter(silences))
-            return channel
+            try self.channel(on: loop, heartbeats: heartbeats, silences: silences)
         }
         let first = try open()
         loop.advanceTime(by: .seconds(3))

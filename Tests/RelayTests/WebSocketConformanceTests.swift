@@ -237,6 +237,12 @@ struct WebSocketConformanceTests {
                 code: 1002,
                 "all RSV bits on a close (3.7)"
             )
+            try await expectFailure(
+                target,
+                sending: RawWebSocket.clientFrame(opcode: 0xA, payload: [1], rsv: 1),
+                code: 1002,
+                "RSV3 on a pong"
+            )
 
             // A good message, then one with RSV2, then a ping: the first is answered, then the failure (3.2).
             let socket = try await connect(target)
@@ -520,6 +526,12 @@ struct WebSocketConformanceTests {
                 sending: RawWebSocket.clientFrame(opcode: 0x8, payload: [0x03, 0xE8], mask: nil),
                 code: 1002,
                 "an unmasked close"
+            )
+            try await expectFailure(
+                target,
+                sending: RawWebSocket.clientFrame(opcode: 0xA, payload: [1], mask: nil),
+                code: 1002,
+                "an unmasked pong"
             )
         }
     }

@@ -9,7 +9,7 @@ import Testing
 @testable import Relay
 
 /// The WebSocket pipeline the upgrade leaves behind is the one the relay's handlers were written
-/// for: frame decoder → heartbeat → RFC 6455 → connection, and no frame encoder (the relay writes
+/// for: frame reader → heartbeat → RFC 6455 → connection, and no frame encoder (the relay writes
 /// frames already encoded). The relay checks this at start-up; these tests pin the check.
 @Suite("WebSocket pipeline layout")
 struct WebSocketPipelineTests {
@@ -33,7 +33,7 @@ struct WebSocketPipelineTests {
         let channel = EmbeddedChannel()
         defer { _ = try? channel.finish() }
         try channel.pipeline.syncOperations.addHandler(
-            ByteToMessageHandler(WebSocketFrameDecoder(maxFrameSize: 1 << 16)),
+            WebSocketFrameReader(maxFrameSize: 1 << 16),
             name: PipelineLayoutError.expected[0]
         )
         try RelayWebSocket.configure(channel, identity: nil, services: self.services())
@@ -46,7 +46,7 @@ struct WebSocketPipelineTests {
         defer { _ = try? withEncoder.finish() }
         try withEncoder.pipeline.syncOperations.addHandler(WebSocketFrameEncoder())
         try withEncoder.pipeline.syncOperations.addHandler(
-            ByteToMessageHandler(WebSocketFrameDecoder(maxFrameSize: 1 << 16)),
+            WebSocketFrameReader(maxFrameSize: 1 << 16),
             name: PipelineLayoutError.expected[0]
         )
         #expect(throws: PipelineLayoutError.self) { try RelayWebSocket.configure(withEncoder, identity: nil, services: self.services()) }

@@ -76,7 +76,7 @@ struct WebSocketProtocolHandlerTests {
         }
     }
 
-    /// An active channel: decoder (64 KiB frames) → `head` recorder → protocol handler → `tail` recorder.
+    /// An active channel: frame reader (64 KiB frames) → `head` recorder → protocol handler → `tail` recorder.
     struct Setup {
         let loop = EmbeddedEventLoop()
         let channel: EmbeddedChannel
@@ -87,7 +87,7 @@ struct WebSocketProtocolHandlerTests {
             self.channel = EmbeddedChannel(loop: self.loop)
             try self.channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 9)).wait()
             try self.channel.pipeline.syncOperations.addHandlers([
-                ByteToMessageHandler(WebSocketFrameDecoder(maxFrameSize: 64 * 1024)),
+                WebSocketFrameReader(maxFrameSize: 64 * 1024),
                 self.head,
                 WebSocketProtocolHandler(maxMessageBytes: maxMessageBytes, closeTimeout: .seconds(2), drainTimeout: .seconds(60)),
                 self.tail,

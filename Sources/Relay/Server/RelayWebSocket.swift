@@ -7,7 +7,7 @@ import Synchronization
 
 /// The WebSocket upgrade of `GET /ws` (RFC 6455 section 4.2), and the pipeline it leaves behind:
 ///
-///     ByteToMessageHandler<WebSocketFrameDecoder> → HeartbeatHandler → WebSocketProtocolHandler → LiveConnectionHandler
+///     WebSocketFrameReader → HeartbeatHandler → WebSocketProtocolHandler → LiveConnectionHandler
 ///
 /// with no frame encoder: every handler writes whole, already encoded frames (a server's frames
 /// are not masked, so an event is encoded once for every socket). A handshake it refuses (no
@@ -52,7 +52,7 @@ enum RelayWebSocket {
         )
     }
 
-    /// Adds the WebSocket handlers after the frame decoder; a bad token gets a connection that is
+    /// Adds the WebSocket handlers after the frame reader; a bad token gets a connection that is
     /// closed with 4001 at once (browsers cannot read an HTTP 401 on an upgrade).
     ///
     /// - Throws: ``PipelineLayoutError`` if the pipeline is not laid out as expected (the relay
@@ -69,7 +69,8 @@ enum RelayWebSocket {
     ) throws {
         let pipeline = channel.pipeline.syncOperations
         let names = PipelineLayoutError.expected
-        try pipeline.addHandler(HeartbeatHandler(heartbeats: services.heartbeats), name: names[1])
+        let heartbeat = HeartbeatHandler(heartbeats: services.heartbeats)
+        try pipeline.addHandler(heartbeat, name: names[1])
         // A close frame behind unread output waits as long as a silent client would be kept.
         let protocolHandler = WebSocketProtocolHandler(
             maxMessageBytes: services.limits.maxBodyBytes,
@@ -80,6 +81,12 @@ enum RelayWebSocket {
         if checkLayout {
             try PipelineLayoutError.check(channel.pipeline, names: names.dropLast())
         }
+        // The reader tells the heartbeat of the pongs it keeps; without one, the relay would
+        // close every idle client as silent.
+        guard let reader = try? pipeline.handler(type: WebSocketFrameReader.self) else {
+            throw PipelineLayoutError(description: "WebSocket pipeline has no WebSocketFrameReader")
+        }
+        reader.heartbeat = heartbeat
         if let identity {
             try pipeline.addHandler(LiveConnectionHandler(identity: identity, services: services), name: names[3])
         } else {

@@ -6,10 +6,11 @@ import Synchronization
 /// interval, and reported once nothing (no frame at all, pongs included) has been heard from it
 /// for two intervals: a ``Silent`` event goes up the pipeline, once.
 ///
-/// Pongs stop here: they are an idle connection's only traffic. Every other frame goes on.
-/// It sits right after the frame decoder; the pings come from its event loop's
-/// ``Heartbeats/Wheel``, not from a timer per connection. Once the connection is closing
-/// (``WebSocketProtocolHandler/Closing`` passes it on the way out), it pings no more.
+/// It sits right after the frame reader, which tells it of the pongs it keeps from the rest of
+/// the pipeline (``heard(at:)``); every frame that reaches this handler goes on. The pings come
+/// from its event loop's ``Heartbeats/Wheel``, not from a timer per connection. Once the
+/// connection is closing (``WebSocketProtocolHandler/Closing`` passes it on the way out), it
+/// pings no more.
 final class HeartbeatHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = WebSocketFrame
     typealias InboundOut = WebSocketFrame
@@ -35,8 +36,6 @@ final class HeartbeatHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private var context: ChannelHandlerContext?
     /// The wheel's slot this handler is in, while it is in one.
     fileprivate var slot: Int?
-    /// Whether a frame went on up the pipeline since the last read completed.
-    private var passedFrameOn = false
     /// Whether a handler after this one holds back reading the client's frames (``ReadsHeld``).
     private var readsHeld = false
 
@@ -83,19 +82,14 @@ final class HeartbeatHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        self.lastHeard = context.eventLoop.now
-        self.pingedSinceHeard = nil
-        let frame = self.unwrapInboundIn(data)
-        if frame.opcode == .pong { return }
-        self.passedFrameOn = true
+        self.heard(at: context.eventLoop.now)
         context.fireChannelRead(data)
     }
 
-    /// Passed on only after a frame was: a read of pongs alone is this handler's business.
-    func channelReadComplete(context: ChannelHandlerContext) {
-        guard self.passedFrameOn else { return }
-        self.passedFrameOn = false
-        context.fireChannelReadComplete()
+    /// The client was heard from at `now`: a frame, pongs included.
+    func heard(at now: NIODeadline) {
+        self.lastHeard = now
+        self.pingedSinceHeard = nil
     }
 
     private func stop(on eventLoop: any EventLoop) {

@@ -1,7 +1,7 @@
 import NIOCore
 import NIOWebSocket
 
-/// RFC 6455 for one upgraded connection, between the frame decoder (and the heartbeat) and the
+/// RFC 6455 for one upgraded connection, between the frame reader (and the heartbeat) and the
 /// relay's connection handler: it refuses what breaks the protocol (with close codes 1002,
 /// 1007, 1009), answers pings, reassembles fragmented messages, validates text as UTF-8 and
 /// runs the closing handshake. The connection handler sees complete messages only.
@@ -26,7 +26,7 @@ import NIOWebSocket
 ///
 /// After a close frame was written (by either side's initiative, or on a protocol failure),
 /// every outbound write is dropped and its promise failed with `ChannelError.outputClosed`.
-/// Errors other than the frame decoder's are passed on unchanged.
+/// Errors other than the frame reader's are passed on unchanged.
 final class WebSocketProtocolHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = WebSocketFrame
     typealias InboundOut = WebSocketInboundMessage
@@ -141,8 +141,6 @@ final class WebSocketProtocolHandler: ChannelDuplexHandler, RemovableChannelHand
                 self.cancelCloseTimer()
                 context.close(promise: nil)
             }
-        } else if case ByteToMessageDecoderError.dataReceivedInErrorState = error {
-            // Bytes after a decoder error: the connection is already being failed.
         } else {
             context.fireErrorCaught(error)
         }

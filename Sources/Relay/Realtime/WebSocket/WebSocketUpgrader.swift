@@ -6,7 +6,7 @@ import NIOWebSocket
 /// checks the handshake and builds the 101 response, but its `upgrade` adds NIO's
 /// `WebSocketFrameEncoder`, which cannot be removed from a pipeline (it is not a
 /// `RemovableChannelHandler`) and cannot carry the ready-made frames (`ByteBuffer`s) the
-/// relay writes. This upgrader adds only the frame decoder, then runs `upgradePipelineHandler`,
+/// relay writes. This upgrader adds only the frame reader, then runs `upgradePipelineHandler`,
 /// which adds the rest (``WebSocketProtocolHandler`` and the connection's handlers).
 ///
 /// A refused handshake (no `Sec-WebSocket-Key`, a version other than 13, `shouldUpgrade`
@@ -18,7 +18,7 @@ struct WebSocketUpgrader<UpgradeResult: Sendable>: NIOTypedHTTPServerProtocolUpg
     let supportedProtocol = "websocket"
     let requiredUpgradeHeaders: [String] = []
 
-    /// The name of the frame decoder in the pipeline.
+    /// The name of the frame reader (``WebSocketFrameReader``) in the pipeline.
     static var decoderName: String { "ws.decoder" }
 
     private let handshake: NIOTypedWebSocketServerUpgrader<UpgradeResult>
@@ -26,10 +26,10 @@ struct WebSocketUpgrader<UpgradeResult: Sendable>: NIOTypedHTTPServerProtocolUpg
     private let upgradePipelineHandler: @Sendable (any Channel, HTTPRequestHead) -> EventLoopFuture<UpgradeResult>
 
     /// - Parameters:
-    ///   - maxFrameSize: the largest frame the decoder accepts; a larger one reaches
+    ///   - maxFrameSize: the largest frame the reader accepts; a larger one reaches
     ///     ``WebSocketProtocolHandler`` as `NIOWebSocketError.invalidFrameLength` (1009).
     ///   - shouldUpgrade: the extra headers of the 101 response, or nil to refuse the upgrade.
-    ///   - upgradePipelineHandler: called once the decoder is in the pipeline (named
+    ///   - upgradePipelineHandler: called once the reader is in the pipeline (named
     ///     ``decoderName``), after the 101 was written; adds the handlers after it.
     init(
         maxFrameSize: Int = 64 * 1024,
@@ -67,7 +67,7 @@ struct WebSocketUpgrader<UpgradeResult: Sendable>: NIOTypedHTTPServerProtocolUpg
     func upgrade(channel: any Channel, upgradeRequest: HTTPRequestHead) -> EventLoopFuture<UpgradeResult> {
         channel.eventLoop.makeCompletedFuture {
             try channel.pipeline.syncOperations.addHandler(
-                ByteToMessageHandler(WebSocketFrameDecoder(maxFrameSize: self.maxFrameSize)),
+                WebSocketFrameReader(maxFrameSize: self.maxFrameSize),
                 name: Self.decoderName
             )
         }.flatMap {
