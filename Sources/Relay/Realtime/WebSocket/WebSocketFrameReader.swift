@@ -18,7 +18,8 @@ final class WebSocketFrameReader: ChannelInboundHandler, RemovableChannelHandler
     private let parser: WebSocketFrameParser
     /// The start of a frame whose rest has not arrived.
     private var partial: ByteBuffer?
-    /// A frame broke a limit: what the client sends from then on is dropped.
+    /// A frame broke a limit, or the handler was removed: what the client sends from then on
+    /// is dropped.
     private var failed = false
     /// Whether a frame went on up the pipeline since the last read completed.
     private var passedFrameOn = false
@@ -32,6 +33,7 @@ final class WebSocketFrameReader: ChannelInboundHandler, RemovableChannelHandler
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
+        self.failed = true
         self.heartbeat = nil
         self.partial = nil
     }
@@ -61,6 +63,8 @@ final class WebSocketFrameReader: ChannelInboundHandler, RemovableChannelHandler
             case .frame(let frame):
                 self.passedFrameOn = true
                 context.fireChannelRead(Self.wrapInboundOut(frame))
+                // The channel may have closed meanwhile, and taken this handler out.
+                guard !self.failed else { return }
             }
         }
     }
