@@ -28,6 +28,10 @@ struct RelayHTTPChannel: ServerChildChannel, HTTPChannelHandler {
     /// The upgrader's refusal: the HTTP side answers the request instead.
     struct NotUpgraded: Error {}
 
+    /// The sizes of a connection's receive buffers: from 1 KiB, growing up to 64 KiB while
+    /// reads fill them.
+    static let receiveBuffers = AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 1024, maximum: 65536)
+
     let responder: HTTPChannelHandler.Responder
     let upgrader: WebSocketUpgrader<UpgradeResult>
     let connections: LiveConnections
@@ -86,6 +90,10 @@ struct RelayHTTPChannel: ServerChildChannel, HTTPChannelHandler {
 
     func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
         channel.eventLoop.makeCompletedFuture {
+            // NIO keeps a channel's largest receive buffer for its later reads, for as long as
+            // the channel lives: with its default first size (2 KiB), a quarter of an idle
+            // WebSocket's memory. A handshake fits in 1 KiB; larger reads still grow the buffer.
+            try channel.syncOptions?.setOption(.recvAllocator, value: Self.receiveBuffers)
             let http1 = self.http1
             let limits = self.limits
             let attempted = NIOLoopBoundBox<HTTPRequestHead?>(nil, eventLoop: channel.eventLoop)
