@@ -8,8 +8,9 @@ import PackagePlugin
 /// Every embedded file is an input of the build command, so editing one regenerates the tables
 /// on the next build. The list is made when SwiftPM plans the build, which it does again only
 /// when the manifest or a target's own files change: after adding or removing a file, touch
-/// `Package.swift` (the Makefile's builds do, through `scripts/embedded.sh`). A missing `web/` yields an empty table. Hidden
-/// files (a path component starting with ".") are left out, so `.DS_Store` is never served.
+/// `Package.swift` (the Makefile's builds do, through `scripts/embedded.sh`). A missing `web/`
+/// yields an empty table. Hidden files (a path component starting with ".") are left out, so
+/// `.DS_Store` is never served.
 @main
 struct EmbedResources: BuildToolPlugin {
     func createBuildCommands(context: PluginContext, target: any Target) throws -> [Command] {

@@ -1,5 +1,4 @@
 import Foundation
-import Relay
 import TestSupport
 import Testing
 

@@ -315,8 +315,8 @@ struct ChatStore: Sendable {
     /// while the channel's was not), or written and lost (by a primary that took it and was then
     /// demoted). Without it their sockets never follow the channel and `GET /channels` does not
     /// list it, should the caller not retry the call. Until it is written, it is tried every
-    /// second for a minute; then, ``IndexRepairs/checks`` after the call, it is written again for
-    /// those still members. Whenever an entry was missing, their sockets read their channels again.
+    /// second for a minute; then, ``IndexRepairs/checks`` after it was written, it is written
+    /// again for those still members. Whenever an entry was missing, their sockets read their channels again.
     /// Best effort: at most ``IndexRepairs/limit`` users' worth at a time, and lost with the relay.
     private func checkIndexLater(_ id: String, for users: [String], written: Bool) {
         let repairs = self.indexRepairs
@@ -324,20 +324,23 @@ struct ChatStore: Sendable {
             repairs.pending.subtract(users.count, ordering: .relaxed)
             return
         }
-        let start = ContinuousClock.now
         Task {
             defer { repairs.pending.subtract(users.count, ordering: .relaxed) }
+            let notifier = RealtimeNotifier(redis: self.redis)
+            var attempts = 0
             var written = written
-            for _ in 0..<IndexRepairs.attempts where !written {
+            while !written && attempts < IndexRepairs.attempts {
+                attempts += 1
                 try? await Task.sleep(for: IndexRepairs.interval)
                 guard (try? await self.indexChannel(id, for: users)) != nil else { continue }
                 written = true
-                await RealtimeNotifier(redis: self.redis).channelsChanged(for: users)
+                await notifier.channelsChanged(for: users)
             }
             guard written else { return }
-            let notifier = RealtimeNotifier(redis: self.redis)
+            // Timed from the write, not the call: a write that took a while is checked as late.
+            let writtenAt = ContinuousClock.now
             for check in IndexRepairs.checks {
-                try? await Task.sleep(until: start + check)
+                try? await Task.sleep(until: writtenAt + check)
                 guard let found = try? await self.restoreIndex(id, for: users) else { continue }
                 if !found.restored.isEmpty { await notifier.channelsChanged(for: found.restored) }
                 // Those who left meanwhile may never have been told of their window: each
@@ -870,7 +873,7 @@ final class IndexRepairs: Sendable {
     static let limit = 10_000
     static let attempts = 60
     static let interval: Duration = .seconds(1)
-    /// When, after the call, a written entry is checked again: past a primary's failover.
+    /// When, after it was written, an entry is checked again: past a primary's failover.
     static let checks: [Duration] = [.seconds(5), .seconds(30)]
     let pending = Atomic<Int>(0)
 }
