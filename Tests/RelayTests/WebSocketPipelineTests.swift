@@ -9,8 +9,9 @@ import Testing
 @testable import Relay
 
 /// The WebSocket pipeline the upgrade leaves behind is the one the relay's handlers were written
-/// for: frame reader → heartbeat → RFC 6455 → connection, and no frame encoder (the relay writes
-/// frames already encoded). The relay checks this at start-up; these tests pin the check.
+/// for: frame reader → heartbeat → RFC 6455 → connection, and no other handler that takes
+/// outbound data (the relay writes its frames, already encoded, straight to the channel). The
+/// relay checks this at start-up; these tests pin the check.
 @Suite("WebSocket pipeline layout")
 struct WebSocketPipelineTests {
     func services() throws -> LiveServices {
@@ -51,8 +52,28 @@ struct WebSocketPipelineTests {
         )
         #expect(throws: PipelineLayoutError.self) { try RelayWebSocket.configure(withEncoder, identity: nil, services: self.services()) }
 
+        // Anything before the reader that takes outbound data would be gone past: the relay
+        // writes its frames straight to the channel.
+        let withOutbound = EmbeddedChannel()
+        defer { _ = try? withOutbound.finish() }
+        try withOutbound.pipeline.syncOperations.addHandler(OutboundPassThrough(), name: "http.encoder")
+        try withOutbound.pipeline.syncOperations.addHandler(
+            WebSocketFrameReader(maxFrameSize: 1 << 16),
+            name: PipelineLayoutError.expected[0]
+        )
+        #expect {
+            try RelayWebSocket.configure(withOutbound, identity: nil, services: self.services())
+        } throws: { error in
+            "\(error)".contains("[\"http.encoder\"]")
+        }
+
         let withoutDecoder = EmbeddedChannel()
         defer { _ = try? withoutDecoder.finish() }
         #expect(throws: PipelineLayoutError.self) { try RelayWebSocket.configure(withoutDecoder, identity: nil, services: self.services()) }
     }
+}
+
+/// An outbound handler that passes on what it is given.
+private final class OutboundPassThrough: ChannelOutboundHandler {
+    typealias OutboundIn = ByteBuffer
 }

@@ -10,7 +10,8 @@ import Synchronization
 ///     WebSocketFrameReader → HeartbeatHandler → WebSocketProtocolHandler → LiveConnectionHandler
 ///
 /// with no frame encoder: every handler writes whole, already encoded frames (a server's frames
-/// are not masked, so an event is encoded once for every socket). A handshake it refuses (no
+/// are not masked, so an event is encoded once for every socket), and the connection and the
+/// heartbeat write theirs straight to the channel (``ChannelOutput``). A handshake it refuses (no
 /// key, a version other than 13, another path, a relay that is draining) is not upgraded, and
 /// the HTTP side answers it (``RelayHTTPChannel``).
 enum RelayWebSocket {
@@ -118,23 +119,37 @@ struct PipelineLayoutError: Error, CustomStringConvertible {
     /// The names of the WebSocket handlers, in their order at the pipeline's end.
     static let expected = [WebSocketUpgrader<RelayHTTPChannel.UpgradeResult>.decoderName, "ws.heartbeat", "ws.protocol", "ws.connection"]
 
-    /// Checks that the pipeline ends with the relay's WebSocket handlers, in order, and holds no
-    /// frame encoder (which would take the relay's encoded frames for `WebSocketFrame`s).
+    /// Checks that the pipeline ends with the relay's WebSocket handlers, in order, and that no
+    /// other handler in it takes outbound data: the relay writes its frames, already encoded,
+    /// straight to the channel (``ChannelOutput``), past any such handler (a frame encoder would
+    /// take them for `WebSocketFrame`s; an HTTP encoder left behind, for HTTP parts).
     /// Call it on the channel's event loop.
     static func check(_ pipeline: ChannelPipeline, names expected: ArraySlice<String> = ArraySlice(PipelineLayoutError.expected)) throws {
-        let layout = Self.names(pipeline.debugDescription)
+        let description = pipeline.debugDescription
+        let layout = Self.names(description)
         guard layout.suffix(expected.count) == expected else {
             throw PipelineLayoutError(description: "WebSocket pipeline is \(layout), not one ending in \(Array(expected))")
         }
-        guard (try? pipeline.syncOperations.context(handlerType: WebSocketFrameEncoder.self)) == nil else {
-            throw PipelineLayoutError(description: "WebSocket pipeline has a frame encoder: it would take the relay's encoded frames")
+        let others = Self.names(description, outboundOnly: true).filter { !expected.contains($0) }
+        guard others.isEmpty else {
+            throw PipelineLayoutError(
+                description:
+                    "WebSocket pipeline has outbound handlers \(others): the relay's frames would go past them, straight to the socket"
+            )
         }
     }
 
-    /// The handler names in a pipeline's description (`[name]` ending each handler's line), in order.
-    static func names(_ description: String) -> [String] {
+    /// The handler names in a pipeline's description (`[name]` ending each handler's line), in
+    /// order; with `outboundOnly`, those of the handlers that take outbound data (a type after the
+    /// line's `↓↑`).
+    static func names(_ description: String, outboundOnly: Bool = false) -> [String] {
         description.split(separator: "\n").compactMap { line in
             guard line.hasSuffix("]"), !line.contains("[I] ↓↑ [O]"), let open = line.lastIndex(of: "[") else { return nil }
+            if outboundOnly {
+                guard let arrow = line.firstIndex(of: "↑"), line[line.index(after: arrow)..<open].contains(where: { $0 != " " }) else {
+                    return nil
+                }
+            }
             return String(line[line.index(after: open)..<line.index(before: line.endIndex)])
         }
     }

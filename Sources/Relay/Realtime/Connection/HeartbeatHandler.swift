@@ -34,6 +34,8 @@ final class HeartbeatHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// When the last ping went out, since the client was last heard from.
     private var pingedSinceHeard: NIODeadline?
     private var context: ChannelHandlerContext?
+    /// Where pings go: straight to the channel (the handlers before this one only read).
+    private var output: ChannelOutput?
     /// The wheel's slot this handler is in, while it is in one.
     fileprivate var slot: Int?
     /// Whether a handler after this one holds back reading the client's frames (``ReadsHeld``).
@@ -50,6 +52,7 @@ final class HeartbeatHandler: ChannelDuplexHandler, RemovableChannelHandler {
     func handlerAdded(context: ChannelHandlerContext) {
         self.lastHeard = context.eventLoop.now
         self.context = context
+        self.output = ChannelOutput(context.channel)
         if context.channel.isActive {
             self.heartbeats.wheel(on: context.eventLoop).add(self)
         }
@@ -95,20 +98,21 @@ final class HeartbeatHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private func stop(on eventLoop: any EventLoop) {
         if self.slot != nil { self.heartbeats.wheel(on: eventLoop).remove(self) }
         self.context = nil
+        self.output = nil
     }
 
     /// The wheel's turn: pings, or reports the silence.
     /// - Returns: false once the connection is silent (the wheel lets go of it).
     fileprivate func beat(now: NIODeadline, interval: TimeAmount) -> Bool {
         // A handler is in the wheel only while its channel is active: `stop` takes it out.
-        guard let context else { return false }
+        guard let context, let output else { return false }
         // Silent: nothing heard for two intervals, although a ping went out at least an interval
         // ago (a loop running late must not close a client it never gave the chance to answer).
         if !self.readsHeld, now - self.lastHeard >= interval * 2, let pinged = self.pingedSinceHeard, now - pinged >= interval {
             context.fireUserInboundEventTriggered(Silent())
             return false
         }
-        context.writeAndFlush(self.wrapOutboundOut(Self.ping), promise: nil)
+        output.writeAndFlush(Self.ping)
         if self.pingedSinceHeard == nil { self.pingedSinceHeard = now }
         return true
     }

@@ -34,12 +34,11 @@ final class LiveConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
     private let services: LiveServices
     private var machine: StateMachine
     private var context: ChannelHandlerContext?
-    /// Where frames are written and flushed: the heartbeat's context, so that they go straight to
-    /// the head, past the protocol handler and the heartbeat, neither of which does anything with
-    /// them (fan-out writes and flushes one socket per event). In their stead, this handler
-    /// writes nothing once told ``WebSocketProtocolHandler/Closing`` (or once it closes): no
-    /// frame follows a close frame. Its own context in a pipeline without a heartbeat (tests).
-    private var output: ChannelHandlerContext?
+    /// Where frames are written and flushed: the channel itself, past the protocol handler and the
+    /// heartbeat, neither of which does anything with them (fan-out writes and flushes one socket
+    /// per event). In their stead, this handler writes nothing once told
+    /// ``WebSocketProtocolHandler/Closing`` (or once it closes): no frame follows a close frame.
+    private var output: ChannelOutput?
     /// The hub's handle on this connection; set while the handler is in the pipeline.
     private var handle: LiveConnection?
     /// The client sent its close frame: the connection closes once its earlier frames are answered.
@@ -80,7 +79,7 @@ final class LiveConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
-        self.output = (try? context.pipeline.syncOperations.context(handlerType: HeartbeatHandler.self)) ?? context
+        self.output = ChannelOutput(context.channel)
         let handle = LiveConnection(handler: self, eventLoop: context.eventLoop)
         self.handle = handle
         // The socket counts as full at half the budget at most (NIO's default is 64 KiB): what a
@@ -337,9 +336,9 @@ final class LiveConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
     /// Writes a whole frame, within the budget: past it the client is too slow, and is closed.
     /// With `flush`, everything written so far goes out with it.
     private func writeWire(_ wire: ByteBuffer, flush: Bool = false) {
-        guard !self.closing, let context = self.output else { return }
+        guard !self.closing, let output = self.output else { return }
         // The machine's flag follows channelWritabilityChanged: cheaper than asking the channel.
-        if !self.machine.isWritable {
+        if !self.machine.isWritable, let context = self.context {
             let buffered = (try? context.channel.syncOptions?.getOption(.bufferedWritableBytes)) ?? 0
             if buffered + wire.readableBytes > self.services.maxQueuedBytes {
                 self.services.metrics?.slowConsumerClosed()
@@ -348,9 +347,9 @@ final class LiveConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
             }
         }
         if flush {
-            context.writeAndFlush(self.wrapOutboundOut(wire), promise: nil)
+            output.writeAndFlush(wire)
         } else {
-            context.write(self.wrapOutboundOut(wire), promise: nil)
+            output.write(wire)
         }
     }
 
@@ -420,7 +419,7 @@ final class LiveConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
     private func logRead(_ read: StateMachine.LogRead, page: [StateMachine.LogEvent]?) {
         if let page {
             // Pages of several channels may land together: each writes what room is left.
-            let buffered = (try? self.output?.channel.syncOptions?.getOption(.bufferedWritableBytes)) ?? 0
+            let buffered = (try? self.context?.channel.syncOptions?.getOption(.bufferedWritableBytes)) ?? 0
             self.apply(self.machine.logPage(read, events: page, buffered: buffered))
         } else {
             self.apply(self.machine.logReadFailed(read))
