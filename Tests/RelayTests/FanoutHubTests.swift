@@ -111,6 +111,35 @@ struct FanoutHubTests {
         return receiver
     }
 
+    /// A receiver keys its state by the channel names the hub shares: every event of the
+    /// channel carries that very string (the same storage, not only the same bytes).
+    @Test func eventsCarryTheChannelNameTheHubShares() async throws {
+        func sameStorage(_ a: String, _ b: String) -> Bool {
+            unsafeBitCast(a, to: (UInt64, UInt64).self) == unsafeBitCast(b, to: (UInt64, UInt64).self)
+        }
+        // Two strings of the same name, each in storage of its own (longer than a small string).
+        let name = TestRedis.uniqueName("a-channel-name-of-some-length")
+        let first = String(decoding: Array(name.utf8), as: UTF8.self)
+        let second = String(decoding: Array(name.utf8), as: UTF8.self)
+        #expect(first == second && !sameStorage(first, second))
+        let topic = RelayKeys.Channel(name).topic
+        try await withHub(url: TestRedis.url) { hub, client in
+            let receivers = [RecordingReceiver(eventLoop: MultiThreadedEventLoopGroup.singleton.next()), RecordingReceiver()]
+            await hub.attach(receivers[0], channels: [first])
+            await hub.attach(receivers[1], channels: [second])
+            let shared = hub.shared([second, "not-followed"])
+            #expect(shared == [name, "not-followed"])
+            #expect(sameStorage(shared[0], first), "the first follower's string")
+            try await waitUntil("the hub subscribes") { try await shardSubscribers(client, topic) == 1 }
+            try await client.shardPublish(topic, "1 {\"seq\":1}")
+            try await waitUntil("both receivers have the event") { receivers.allSatisfy { $0.events.count == 1 } }
+            for receiver in receivers {
+                #expect(sameStorage(receiver.events[0].channel, shared[0]))
+            }
+            for receiver in receivers { hub.detach(receiver, channels: [name]) }
+        }
+    }
+
     @Test func oneSubscriptionServesEveryLocalReceiverWithTheSameBytes() async throws {
         let channel = TestRedis.uniqueName("c")
         let topic = RelayKeys.Channel(channel).topic

@@ -139,10 +139,11 @@ final class LiveConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         let eventLoop = handle.loop
         Task {
             let listed = try? await services.store.memberChannels(user: user)
-            let channels = listed?.channels ?? []
             // Subscribed before the anchors are read: whatever is published after the read comes
             // live or, should the subscription not be up yet, with `mayHaveMissed` from the log.
-            await services.hub.attach(handle, channels: channels, user: user)
+            await services.hub.attach(handle, channels: listed?.channels ?? [], user: user)
+            // The connection's state is keyed by the names its events carry.
+            let channels = services.hub.shared(listed?.channels ?? [])
             var found: (seqs: [String: Int64], complete: Bool)?
             if let listed, let anchors = try? await services.store.anchors(channels: channels, user: user) {
                 found = (anchors.seqs, listed.complete && anchors.complete)

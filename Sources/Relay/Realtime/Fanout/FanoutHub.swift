@@ -87,6 +87,9 @@ final class FanoutHub: Service, Sendable {
     /// The receivers of one topic, grouped by the event loop they are called on, so that one
     /// event costs one hop per event loop, not one per receiver.
     struct Followers {
+        /// The channel's name, for a channel's topic: one string, which every event of the
+        /// channel carries and receivers may key their state by (``shared(_:)``).
+        var channel: String?
         var byLoop: [ObjectIdentifier: (loop: any EventLoop, backlog: LoopBacklog, receivers: [ObjectIdentifier: any LiveReceiver])] = [:]
         var direct: [ObjectIdentifier: any LiveReceiver] = [:]
 
@@ -134,14 +137,26 @@ final class FanoutHub: Service, Sendable {
     /// - Returns: `true` if every subscription is confirmed, so events published from now on arrive.
     @discardableResult
     func attach(_ receiver: any LiveReceiver, channels: some Sequence<String>, user: String? = nil) async -> Bool {
-        var topics = channels.map { RelayKeys.Channel($0).topic }
-        if let user { topics.append(RelayKeys.User(user).topic) }
+        var topics: [(topic: String, channel: String?)] = channels.map { (RelayKeys.Channel($0).topic, $0) }
+        if let user { topics.append((RelayKeys.User(user).topic, nil)) }
         self.state.withLock { state in
-            for topic in topics { state.followers[topic, default: Followers()].insert(receiver, backlogs: &state.backlogs) }
+            for (topic, channel) in topics {
+                state.followers[topic, default: Followers(channel: channel)].insert(receiver, backlogs: &state.backlogs)
+            }
         }
         // Sends SSUBSCRIBE only for topics not yet subscribed, and waits for any still unconfirmed,
         // another receiver's included: events published after this returns will arrive.
-        return await self.subscriber.subscribe(topics)
+        return await self.subscriber.subscribe(topics.map(\.topic))
+    }
+
+    /// `channels` as the hub holds them while a receiver follows them (any other, as it is): the
+    /// events of a channel carry one string for its name, and a receiver that keys its state by
+    /// that string finds it by identity, without comparing bytes it has not touched for a while
+    /// (in a fan-out, once per socket per event).
+    func shared(_ channels: [String]) -> [String] {
+        self.state.withLock { state in
+            channels.map { state.followers[RelayKeys.Channel($0).topic]?.channel ?? $0 }
+        }
     }
 
     /// Stops handing `receiver` the events of `channels` (and the notices for `user`); a topic
@@ -222,6 +237,10 @@ final class FanoutHub: Service, Sendable {
 
     private func send(_ signal: LiveSignal, to topic: String) {
         guard let followers = self.state.withLock({ $0.followers[topic] }) else { return }
+        var signal = signal
+        if case .event(_, let seq, let frame) = signal, let channel = followers.channel {
+            signal = .event(channel: channel, seq: seq, frame: frame)
+        }
         for (loop, backlog, receivers) in followers.byLoop.values {
             // A sender's own message went out with its ack: no hop to its loop (it would only be
             // dropped there as a duplicate) unless another receiver there needs it.
