@@ -207,19 +207,22 @@ final class FanoutHub: Service, Sendable {
     }
 
     private func dispatch(topic: String, payload: ByteBuffer) {
-        if let channel = RelayKeys.channelID(fromTopic: topic) {
-            // "<seq> <json>": the seq for ordering, the JSON as the frame, sliced not copied.
-            guard let space = payload.readableBytesView.firstIndex(of: UInt8(ascii: " ")),
-                let seq = Int64(String(decoding: payload.readableBytesView[payload.readerIndex..<space], as: UTF8.self)),
-                let frame = payload.getSlice(at: space + 1, length: payload.writerIndex - space - 1)
-            else {
-                self.logger.warning("malformed live event", metadata: ["topic": "\(topic)"])
-                return
-            }
-            self.send(.event(channel: String(channel), seq: seq, frame: LiveFrame(json: frame)), to: topic)
-        } else {
-            self.send(Self.userNotice(payload), to: topic)
+        // No local receiver (any more): nothing to decode or frame.
+        guard let followers = self.state.withLock({ $0.followers[topic] }) else { return }
+        guard let channel = followers.channel else {
+            self.send(Self.userNotice(payload), to: followers, of: topic)
+            return
         }
+        // "<seq> <json>": the seq for ordering, the JSON as the frame, sliced not copied.
+        guard let space = payload.readableBytesView.firstIndex(of: UInt8(ascii: " ")),
+            let seq = Int64(String(decoding: payload.readableBytesView[payload.readerIndex..<space], as: UTF8.self)),
+            let frame = payload.getSlice(at: space + 1, length: payload.writerIndex - space - 1)
+        else {
+            self.logger.warning("malformed live event", metadata: ["topic": "\(topic)"])
+            return
+        }
+        // The channel's name as the hub shares it (``shared(_:)``).
+        self.send(.event(channel: channel, seq: seq, frame: LiveFrame(json: frame)), to: followers, of: topic)
     }
 
     /// A notice on a user's topic: `joined <channel> <seq>`, `read <connection> <session>
@@ -237,10 +240,10 @@ final class FanoutHub: Service, Sendable {
 
     private func send(_ signal: LiveSignal, to topic: String) {
         guard let followers = self.state.withLock({ $0.followers[topic] }) else { return }
-        var signal = signal
-        if case .event(_, let seq, let frame) = signal, let channel = followers.channel {
-            signal = .event(channel: channel, seq: seq, frame: frame)
-        }
+        self.send(signal, to: followers, of: topic)
+    }
+
+    private func send(_ signal: LiveSignal, to followers: Followers, of topic: String) {
         for (loop, backlog, receivers) in followers.byLoop.values {
             // A sender's own message went out with its ack: no hop to its loop (it would only be
             // dropped there as a duplicate) unless another receiver there needs it.
