@@ -222,4 +222,26 @@ struct WebSocketFrameReaderTests {
         #expect(tail.readsCompleted == 1)
         #expect(head.reads == 2)
     }
+
+    /// Closes its channel on the first frame it is passed, and counts the frames.
+    final class ClosingOnFirstFrame: ChannelInboundHandler {
+        typealias InboundIn = WebSocketFrame
+        var frames = 0
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            self.frames += 1
+            context.close(promise: nil)
+        }
+    }
+
+    /// A frame passed on may close the channel, which takes the reader out of the pipeline in the
+    /// middle of its read: the rest of that read is dropped, not passed on to a closed channel.
+    @Test func whatFollowsAFrameThatClosedTheChannelIsDropped() throws {
+        let closer = ClosingOnFirstFrame()
+        let channel = EmbeddedChannel()
+        try channel.pipeline.syncOperations.addHandlers([WebSocketFrameReader(maxFrameSize: 1000), closer])
+        let text = RawWebSocket.text("{}")
+        try channel.writeInbound(ByteBuffer(bytes: text + text + text))
+        #expect(closer.frames == 1)
+        #expect(!channel.isActive)
+    }
 }

@@ -18,8 +18,8 @@ final class WebSocketFrameReader: ChannelInboundHandler, RemovableChannelHandler
     private let parser: WebSocketFrameParser
     /// The start of a frame whose rest has not arrived.
     private var partial: ByteBuffer?
-    /// A frame broke a limit, or the handler was removed: what the client sends from then on
-    /// is dropped.
+    /// A frame broke a limit, the channel closed, or the handler was removed: what the client
+    /// sends from then on is dropped.
     private var failed = false
     /// Whether a frame went on up the pipeline since the last read completed.
     private var passedFrameOn = false
@@ -36,6 +36,14 @@ final class WebSocketFrameReader: ChannelInboundHandler, RemovableChannelHandler
         self.failed = true
         self.heartbeat = nil
         self.partial = nil
+    }
+
+    /// A frame this handler passed on may close the channel in the middle of a read: NIO tells
+    /// the handlers at once, and takes them out of the pipeline only a turn of the loop later.
+    func channelInactive(context: ChannelHandlerContext) {
+        self.failed = true
+        self.partial = nil
+        context.fireChannelInactive()
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -63,7 +71,7 @@ final class WebSocketFrameReader: ChannelInboundHandler, RemovableChannelHandler
             case .frame(let frame):
                 self.passedFrameOn = true
                 context.fireChannelRead(Self.wrapInboundOut(frame))
-                // The channel may have closed meanwhile, and taken this handler out.
+                // The frame may have closed the channel: the rest of this read is dropped.
                 guard !self.failed else { return }
             }
         }
