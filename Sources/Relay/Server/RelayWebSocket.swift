@@ -70,12 +70,16 @@ enum RelayWebSocket {
     ) throws {
         let pipeline = channel.pipeline.syncOperations
         let names = PipelineLayoutError.expected
-        let heartbeat = HeartbeatHandler(heartbeats: services.heartbeats)
+        // One output for the handlers that write to the socket, so that a frame sent straight to
+        // the kernel never overtakes one that NIO still holds.
+        let output = ChannelOutput(channel)
+        let heartbeat = HeartbeatHandler(heartbeats: services.heartbeats, output: output)
         try pipeline.addHandler(heartbeat, name: names[1])
         // A close frame behind unread output waits as long as a silent client would be kept.
         let protocolHandler = WebSocketProtocolHandler(
             maxMessageBytes: services.limits.maxBodyBytes,
-            drainTimeout: services.heartbeats.interval * 2
+            drainTimeout: services.heartbeats.interval * 2,
+            output: output
         )
         try pipeline.addHandler(protocolHandler, name: names[2])
         // Checked before the connection's handler is added: it writes at once.
@@ -89,7 +93,7 @@ enum RelayWebSocket {
         }
         reader.heartbeat = heartbeat
         if let identity {
-            try pipeline.addHandler(LiveConnectionHandler(identity: identity, services: services), name: names[3])
+            try pipeline.addHandler(LiveConnectionHandler(identity: identity, services: services, output: output), name: names[3])
         } else {
             try pipeline.addHandler(RefusingHandler(code: 4001, reason: refusal), name: names[3])
         }

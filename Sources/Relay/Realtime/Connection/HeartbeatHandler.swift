@@ -44,15 +44,19 @@ final class HeartbeatHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// A ping with no payload, as a server sends it (unmasked).
     private static let ping: ByteBuffer = ByteBuffer(bytes: [0x89, 0x00])
 
-    /// - Parameter heartbeats: the relay's heartbeats: the interval, and a wheel per event loop.
-    init(heartbeats: Heartbeats) {
+    /// - Parameters:
+    ///   - heartbeats: the relay's heartbeats: the interval, and a wheel per event loop.
+    ///   - output: the socket's output, shared with the other handlers that write to it; `nil`:
+    ///     one of this handler's own.
+    init(heartbeats: Heartbeats, output: ChannelOutput? = nil) {
         self.heartbeats = heartbeats
+        self.output = output
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.lastHeard = context.eventLoop.now
         self.context = context
-        self.output = ChannelOutput(context.channel)
+        if self.output == nil { self.output = ChannelOutput(context.channel) }
         if context.channel.isActive {
             self.heartbeats.wheel(on: context.eventLoop).add(self)
         }

@@ -67,8 +67,11 @@ final class LiveConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
     /// back.
     private var readsShown: [String: Int64] = [:]
 
-    init(identity: Identity, services: LiveServices) {
+    /// - Parameter output: the socket's output, shared with the other handlers that write to it;
+    ///   `nil`: one of this handler's own.
+    init(identity: Identity, services: LiveServices, output: ChannelOutput? = nil) {
         self.identity = identity
+        self.output = output
         self.connectionID = Identifier.make(prefix: "w")
         self.services = services
         // A page of the log may fill half the budget: the rest is for live events meanwhile.
@@ -79,7 +82,7 @@ final class LiveConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
-        self.output = ChannelOutput(context.channel)
+        if self.output == nil { self.output = ChannelOutput(context.channel) }
         let handle = LiveConnection(handler: self, eventLoop: context.eventLoop)
         self.handle = handle
         // The socket counts as full at half the budget at most (NIO's default is 64 KiB): what a

@@ -1,19 +1,48 @@
 import NIOCore
 
-/// Writes whole, encoded frames straight to a WebSocket's channel, past every outbound handler
-/// of its pipeline: after the upgrade no handler between the relay's own and the socket does
-/// anything with what they write (``PipelineLayoutError`` pins the layout). A fan-out writes once
-/// per socket per event, and the trip from context to context to the pipeline's head touched as
-/// many objects as the channel's own write did.
-struct ChannelOutput {
-    private let core: any ChannelCore
+#if canImport(Glibc)
+import Glibc
+#endif
 
-    /// Call on the channel's event loop, as every method here.
+/// Writes whole, encoded frames of one WebSocket straight to its socket, past every outbound
+/// handler of its pipeline: after the upgrade no handler between the relay's own and the socket
+/// does anything with what they write (``PipelineLayoutError`` pins the layout). One per socket,
+/// shared by every handler that writes to it (``RelayWebSocket/configure(_:identity:refusal:services:checkLayout:)``).
+///
+/// A fan-out writes once per socket per event. A frame written and flushed while NIO holds
+/// nothing of this socket goes to the kernel in one `send` from here, without NIO's write path
+/// (its pending-writes queue, the channel's lifecycle checks, the socket's own write), about 30 %
+/// of a fan-out's CPU. What the kernel does not take, and every frame written while NIO
+/// holds any, is handed to NIO, in order: NIO then writes it as the socket drains, counts it
+/// against the write buffer's water marks, and fails the channel if the socket failed. A channel
+/// without a file descriptor (an `EmbeddedChannel`) is always written through NIO.
+///
+/// Call every method on the channel's event loop.
+final class ChannelOutput {
+    private let channel: any Channel
+    private let core: any ChannelCore
+    /// The socket's descriptor; `-1`: none, or not sent to directly on this platform.
+    private let descriptor: CInt
+    /// NIO may hold bytes of this socket, flushed or not (it is told when unsure, as at the start,
+    /// where the upgrade's answer may still be in its queue): a frame may not overtake them.
+    private var nioMayHoldBytes = true
+    /// Frames sent from here, straight to the kernel (whole or in part).
+    private(set) var directSends = 0
+
     init(_ channel: any Channel) {
+        self.channel = channel
         self.core = channel._channelCore
+        #if os(Linux)
+        let descriptor = try? channel.pipeline.syncOperations.withUnsafeTransportIfAvailable(of: NIOBSDSocket.Handle.self) { $0 }
+        self.descriptor = (descriptor ?? nil) ?? -1
+        #else
+        self.descriptor = -1
+        #endif
     }
 
+    /// Queues `bytes` behind what was written before; they go out with the next flush.
     func write(_ bytes: ByteBuffer) {
+        self.nioMayHoldBytes = true
         self.core.write0(NIOAny(bytes), promise: nil)
     }
 
@@ -22,8 +51,45 @@ struct ChannelOutput {
         self.core.flush0()
     }
 
+    /// Writes `bytes` behind everything written before, and flushes it all.
     func writeAndFlush(_ bytes: ByteBuffer) {
-        self.core.write0(NIOAny(bytes), promise: nil)
-        self.core.flush0()
+        #if os(Linux)
+        guard self.descriptor >= 0, self.nioHoldsNothing() else {
+            self.write(bytes)
+            self.flush()
+            return
+        }
+        self.directSends += 1
+        let sent = bytes.withUnsafeReadableBytes { bytes in
+            Glibc.send(self.descriptor, bytes.baseAddress, bytes.count, CInt(MSG_NOSIGNAL))
+        }
+        if sent == bytes.readableBytes { return }
+        // The kernel's buffer is full (`EAGAIN`), took a part, or the socket failed: NIO writes
+        // the rest when the socket drains, or meets the same failure and closes the channel.
+        var rest = bytes
+        if sent > 0 { rest.moveReaderIndex(forwardBy: sent) }
+        self.write(rest)
+        #else
+        self.write(bytes)
+        #endif
+        self.flush()
+    }
+
+    /// A handler is about to write a frame through the pipeline (to NIO, past this output): what
+    /// is written here waits behind it.
+    func writingThroughPipeline() {
+        self.nioMayHoldBytes = true
+    }
+
+    /// Whether the socket is open and NIO holds none of its bytes, so that a frame sent now comes
+    /// after everything written before it. NIO closes the descriptor and marks the channel
+    /// inactive in one step, before any handler hears of it, so an active channel's descriptor
+    /// is still this socket's (a closed one's number may already be another socket's).
+    private func nioHoldsNothing() -> Bool {
+        guard self.channel.isActive else { return false }
+        guard self.nioMayHoldBytes else { return true }
+        guard let held = try? self.channel.syncOptions?.getOption(.bufferedWritableBytes), held == 0 else { return false }
+        self.nioMayHoldBytes = false
+        return true
     }
 }

@@ -71,6 +71,9 @@ final class WebSocketProtocolHandler: ChannelDuplexHandler, RemovableChannelHand
     private let closeTimeout: TimeAmount
     private let drainTimeout: TimeAmount
     private var closeTimer: Scheduled<Void>?
+    /// The socket's output, which the connection and the heartbeat write to past this handler:
+    /// told of each frame written through the pipeline, so that none of theirs overtakes it.
+    private let output: ChannelOutput?
 
     /// - Parameters:
     ///   - maxMessageBytes: the largest message accepted, fragments reassembled; a larger one
@@ -80,10 +83,17 @@ final class WebSocketProtocolHandler: ChannelDuplexHandler, RemovableChannelHand
     ///   - drainTimeout: how long a close frame may wait to be written, behind what the client
     ///     has not read yet (a slow consumer's 4008), before the channel is closed anyway: a
     ///     client that reads again within it gets everything it was owed, then the close frame.
-    init(maxMessageBytes: Int = 64 * 1024, closeTimeout: Duration = .seconds(2), drainTimeout: Duration = .seconds(60)) {
+    ///   - output: the socket's output, if other handlers write to it.
+    init(
+        maxMessageBytes: Int = 64 * 1024,
+        closeTimeout: Duration = .seconds(2),
+        drainTimeout: Duration = .seconds(60),
+        output: ChannelOutput? = nil
+    ) {
         self.stateMachine = StateMachine(maxMessageBytes: maxMessageBytes)
         self.closeTimeout = TimeAmount(closeTimeout)
         self.drainTimeout = TimeAmount(drainTimeout)
+        self.output = output
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
@@ -105,6 +115,7 @@ final class WebSocketProtocolHandler: ChannelDuplexHandler, RemovableChannelHand
             context.fireChannelRead(Self.wrapInboundOut(message))
         case .pong(let payload):
             let pong = WebSocketWire.frame(opcode: .pong, payload: payload, allocator: context.channel.allocator)
+            self.output?.writingThroughPipeline()
             context.writeAndFlush(Self.wrapOutboundOut(pong), promise: nil)
         case .peerClosing(let code):
             // The timer first: the connection handler may answer at once, on hearing it.
@@ -149,6 +160,7 @@ final class WebSocketProtocolHandler: ChannelDuplexHandler, RemovableChannelHand
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         switch self.stateMachine.outboundWrite() {
         case .write:
+            self.output?.writingThroughPipeline()
             context.write(data, promise: promise)
         case .drop:
             promise?.fail(ChannelError.outputClosed)
@@ -185,6 +197,7 @@ final class WebSocketProtocolHandler: ChannelDuplexHandler, RemovableChannelHand
         context.triggerUserOutboundEvent(Closing(code: code), promise: nil)
         context.fireUserInboundEventTriggered(Closing(code: code))
         let frame = WebSocketWire.close(code: code, reason: reason, allocator: context.channel.allocator)
+        self.output?.writingThroughPipeline()
         let written = context.writeAndFlush(Self.wrapOutboundOut(frame))
         written.assumeIsolated().whenComplete { result in
             if thenClose || (try? result.get()) == nil {
