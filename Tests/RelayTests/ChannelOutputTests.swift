@@ -136,10 +136,16 @@ struct ChannelOutputTests {
     }
 
     /// Once NIO closed the socket its descriptor's number is free for the next socket the
-    /// process opens: a frame written then is not sent from here (NIO drops it).
+    /// process opens: the handlers that write to the output tell it at once (here the
+    /// heartbeat, the first of them in the pipeline), and a frame written then is not sent from
+    /// here (NIO drops it).
     @Test func nothingIsSentOnceTheChannelIsClosed() async throws {
         let connection = try await Connection.open()
         let output = try await connection.makeOutput()
+        let heartbeats = Heartbeats(interval: .seconds(3600))
+        try await connection.onLoop(output) { output in
+            try? connection.channel.pipeline.syncOperations.addHandler(HeartbeatHandler(heartbeats: heartbeats, output: output))
+        }
         try await connection.channel.close()
         let sends = try await connection.onLoop(output) { output in
             output.writeAndFlush(Self.bytes("late"))

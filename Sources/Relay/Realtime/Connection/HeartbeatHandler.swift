@@ -63,10 +63,13 @@ final class HeartbeatHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
+        self.output?.channelClosed()
         self.stop(on: context.eventLoop)
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        // Before anything else: the handlers after this one may write as they hear of it.
+        self.output?.channelClosed()
         self.stop(on: context.eventLoop)
         context.fireChannelInactive()
     }

@@ -106,12 +106,14 @@ final class LiveConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
+        self.output?.channelClosed()
         self.finish()
         self.context = nil
         self.output = nil
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        self.output?.channelClosed()
         self.finish()
         context.fireChannelInactive()
     }

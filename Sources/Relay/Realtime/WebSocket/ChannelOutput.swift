@@ -26,6 +26,8 @@ final class ChannelOutput {
     /// NIO may hold bytes of this socket, flushed or not (it is told when unsure, as at the start,
     /// where the upgrade's answer may still be in its queue): a frame may not overtake them.
     private var nioMayHoldBytes = true
+    /// Until ``channelClosed()``: the descriptor is still this socket's.
+    private var open = true
     /// Frames sent from here, straight to the kernel (whole or in part).
     private(set) var directSends = 0
 
@@ -75,6 +77,15 @@ final class ChannelOutput {
         self.flush()
     }
 
+    /// The channel closed, or a handler that writes here left the pipeline: from now on every
+    /// frame goes to NIO (which drops what is written to a closed channel), and nothing is sent
+    /// on the descriptor, whose number the next socket the process opens may have. NIO closes
+    /// the descriptor and then tells the pipeline's handlers at once, before anything else runs
+    /// on the loop; the handlers that write here pass it on as soon as they hear of it.
+    func channelClosed() {
+        self.open = false
+    }
+
     /// A handler is about to write a frame through the pipeline (to NIO, past this output): what
     /// is written here waits behind it.
     func writingThroughPipeline() {
@@ -82,11 +93,10 @@ final class ChannelOutput {
     }
 
     /// Whether the socket is open and NIO holds none of its bytes, so that a frame sent now comes
-    /// after everything written before it. NIO closes the descriptor and marks the channel
-    /// inactive in one step, before any handler hears of it, so an active channel's descriptor
-    /// is still this socket's (a closed one's number may already be another socket's).
+    /// after everything written before it.
     private func nioHoldsNothing() -> Bool {
-        guard self.channel.isActive else { return false }
+        guard self.open else { return false }
+        assert(self.channel.isActive, "a closed channel's output was not told (channelClosed())")
         guard self.nioMayHoldBytes else { return true }
         guard let held = try? self.channel.syncOptions?.getOption(.bufferedWritableBytes), held == 0 else { return false }
         self.nioMayHoldBytes = false
