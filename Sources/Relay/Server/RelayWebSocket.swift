@@ -11,7 +11,8 @@ import Synchronization
 ///
 /// with no frame encoder: every handler writes whole, already encoded frames (a server's frames
 /// are not masked, so an event is encoded once for every socket), and the connection and the
-/// heartbeat write theirs straight to the channel (``ChannelOutput``). A handshake it refuses (no
+/// heartbeat write theirs past the pipeline, through one ``ChannelOutput`` per socket that sends
+/// them to the kernel itself while NIO holds nothing of the socket. A handshake it refuses (no
 /// key, a version other than 13, another path, a relay that is draining) is not upgraded, and
 /// the HTTP side answers it (``RelayHTTPChannel``).
 enum RelayWebSocket {
@@ -125,7 +126,7 @@ struct PipelineLayoutError: Error, CustomStringConvertible {
 
     /// Checks that the pipeline ends with the relay's WebSocket handlers, in order, and that no
     /// other handler in it takes outbound data: the relay writes its frames, already encoded,
-    /// straight to the channel (``ChannelOutput``), past any such handler (a frame encoder would
+    /// past the pipeline (``ChannelOutput``), past any such handler (a frame encoder would
     /// take them for `WebSocketFrame`s; an HTTP encoder left behind, for HTTP parts).
     /// Call it on the channel's event loop.
     static func check(_ pipeline: ChannelPipeline, names expected: ArraySlice<String> = ArraySlice(PipelineLayoutError.expected)) throws {

@@ -34,7 +34,8 @@ final class HeartbeatHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// When the last ping went out, since the client was last heard from.
     private var pingedSinceHeard: NIODeadline?
     private var context: ChannelHandlerContext?
-    /// Where pings go: straight to the channel (the handlers before this one only read).
+    /// Where pings go: the socket's output, past the pipeline (the handlers before this one only
+    /// read). It is told first of the channel's close, before any handler that writes to it.
     private var output: ChannelOutput?
     /// The wheel's slot this handler is in, while it is in one.
     fileprivate var slot: Int?
@@ -47,7 +48,7 @@ final class HeartbeatHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// - Parameters:
     ///   - heartbeats: the relay's heartbeats: the interval, and a wheel per event loop.
     ///   - output: the socket's output, shared with the other handlers that write to it; `nil`:
-    ///     one of this handler's own.
+    ///     one of this handler's own (only where no other handler writes to the channel).
     init(heartbeats: Heartbeats, output: ChannelOutput? = nil) {
         self.heartbeats = heartbeats
         self.output = output

@@ -34,9 +34,9 @@ final class LiveConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
     private let services: LiveServices
     private var machine: StateMachine
     private var context: ChannelHandlerContext?
-    /// Where frames are written and flushed: the channel itself, past the protocol handler and the
+    /// Where frames are written and flushed: the socket's output, past the protocol handler and the
     /// heartbeat, neither of which does anything with them (fan-out writes and flushes one socket
-    /// per event). In their stead, this handler writes nothing once told
+    /// per event), and shared with them. In their stead, this handler writes nothing once told
     /// ``WebSocketProtocolHandler/Closing`` (or once it closes): no frame follows a close frame.
     private var output: ChannelOutput?
     /// The hub's handle on this connection; set while the handler is in the pipeline.
@@ -68,7 +68,7 @@ final class LiveConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
     private var readsShown: [String: Int64] = [:]
 
     /// - Parameter output: the socket's output, shared with the other handlers that write to it;
-    ///   `nil`: one of this handler's own.
+    ///   `nil`: one of this handler's own (only where no other handler writes to the channel).
     init(identity: Identity, services: LiveServices, output: ChannelOutput? = nil) {
         self.identity = identity
         self.output = output
