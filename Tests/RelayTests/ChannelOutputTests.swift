@@ -13,8 +13,8 @@ import Testing
 @Suite("Socket output past NIO")
 struct ChannelOutputTests {
     /// A channel accepted on loopback, and the plain socket connected to it (never read until
-    /// ``read(_:count:)``), with a small receive buffer so that the server's writes fill it.
-    struct Connection: @unchecked Sendable {
+    /// ``read(count:)``), with a small receive buffer so that the server's writes fill it.
+    struct Connection: Sendable {
         var server: any Channel
         var channel: any Channel
         var client: Int32
