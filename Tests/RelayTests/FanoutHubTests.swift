@@ -207,7 +207,11 @@ struct FanoutHubTests {
     @Test func aConnectionHasItsChannelUpToTheLastMessageItWroteWithItsAck() throws {
         let loop = EmbeddedEventLoop()
         let identity = LiveConnectionHandler.Identity(user: "alice", session: "default", expiresAt: .max)
-        let handler = LiveConnectionHandler(identity: identity, services: try WebSocketPipelineTests().services())
+        let handler = LiveConnectionHandler(
+            identity: identity,
+            services: try WebSocketPipelineTests().services(),
+            output: ChannelOutput(EmbeddedChannel(loop: loop))
+        )
         let connection = LiveConnection(handler: handler, eventLoop: loop)
         #expect(!connection.alreadyHas(channel: "c1", seq: 1), "nothing written yet")
         connection.wroteOwnEvent(channel: "c1", seq: 7)

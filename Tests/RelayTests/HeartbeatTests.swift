@@ -42,7 +42,7 @@ struct HeartbeatTests {
         let channel = EmbeddedChannel(loop: loop)
         try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 9)).wait()
         let reader = WebSocketFrameReader(maxFrameSize: 1 << 16)
-        let heartbeat = HeartbeatHandler(heartbeats: heartbeats)
+        let heartbeat = HeartbeatHandler(heartbeats: heartbeats, output: ChannelOutput(channel))
         reader.heartbeat = heartbeat
         try channel.pipeline.syncOperations.addHandlers([reader, heartbeat, SilenceCounter(silences)])
         return channel

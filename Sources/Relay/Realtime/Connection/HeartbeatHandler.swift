@@ -35,8 +35,9 @@ final class HeartbeatHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private var pingedSinceHeard: NIODeadline?
     private var context: ChannelHandlerContext?
     /// Where pings go: the socket's output, past the pipeline (the handlers before this one only
-    /// read). It is told first of the channel's close, before any handler that writes to it.
-    private var output: ChannelOutput?
+    /// read). Kept until the handler leaves, closing or not: it tells the output of the channel's
+    /// close, first of the handlers that write to it.
+    private let output: ChannelOutput
     /// The wheel's slot this handler is in, while it is in one.
     fileprivate var slot: Int?
     /// Whether a handler after this one holds back reading the client's frames (``ReadsHeld``).
@@ -47,9 +48,8 @@ final class HeartbeatHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     /// - Parameters:
     ///   - heartbeats: the relay's heartbeats: the interval, and a wheel per event loop.
-    ///   - output: the socket's output, shared with the other handlers that write to it; `nil`:
-    ///     one of this handler's own (only where no other handler writes to the channel).
-    init(heartbeats: Heartbeats, output: ChannelOutput? = nil) {
+    ///   - output: the socket's output, shared with the other handlers that write to it.
+    init(heartbeats: Heartbeats, output: ChannelOutput) {
         self.heartbeats = heartbeats
         self.output = output
     }
@@ -57,20 +57,19 @@ final class HeartbeatHandler: ChannelDuplexHandler, RemovableChannelHandler {
     func handlerAdded(context: ChannelHandlerContext) {
         self.lastHeard = context.eventLoop.now
         self.context = context
-        if self.output == nil { self.output = ChannelOutput(context.channel) }
         if context.channel.isActive {
             self.heartbeats.wheel(on: context.eventLoop).add(self)
         }
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
-        self.output?.channelClosed()
+        self.output.channelClosed()
         self.stop(on: context.eventLoop)
     }
 
     func channelInactive(context: ChannelHandlerContext) {
         // Before anything else: the handlers after this one may write as they hear of it.
-        self.output?.channelClosed()
+        self.output.channelClosed()
         self.stop(on: context.eventLoop)
         context.fireChannelInactive()
     }
@@ -106,21 +105,20 @@ final class HeartbeatHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private func stop(on eventLoop: any EventLoop) {
         if self.slot != nil { self.heartbeats.wheel(on: eventLoop).remove(self) }
         self.context = nil
-        self.output = nil
     }
 
     /// The wheel's turn: pings, or reports the silence.
     /// - Returns: false once the connection is silent (the wheel lets go of it).
     fileprivate func beat(now: NIODeadline, interval: TimeAmount) -> Bool {
         // A handler is in the wheel only while its channel is active: `stop` takes it out.
-        guard let context, let output else { return false }
+        guard let context else { return false }
         // Silent: nothing heard for two intervals, although a ping went out at least an interval
         // ago (a loop running late must not close a client it never gave the chance to answer).
         if !self.readsHeld, now - self.lastHeard >= interval * 2, let pinged = self.pingedSinceHeard, now - pinged >= interval {
             context.fireUserInboundEventTriggered(Silent())
             return false
         }
-        output.writeAndFlush(Self.ping)
+        self.output.writeAndFlush(Self.ping)
         if self.pingedSinceHeard == nil { self.pingedSinceHeard = now }
         return true
     }

@@ -38,7 +38,7 @@ final class LiveConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
     /// heartbeat, neither of which does anything with them (fan-out writes and flushes one socket
     /// per event), and shared with them. In their stead, this handler writes nothing once told
     /// ``WebSocketProtocolHandler/Closing`` (or once it closes): no frame follows a close frame.
-    private var output: ChannelOutput?
+    private let output: ChannelOutput
     /// The hub's handle on this connection; set while the handler is in the pipeline.
     private var handle: LiveConnection?
     /// The client sent its close frame: the connection closes once its earlier frames are answered.
@@ -67,9 +67,8 @@ final class LiveConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
     /// back.
     private var readsShown: [String: Int64] = [:]
 
-    /// - Parameter output: the socket's output, shared with the other handlers that write to it;
-    ///   `nil`: one of this handler's own (only where no other handler writes to the channel).
-    init(identity: Identity, services: LiveServices, output: ChannelOutput? = nil) {
+    /// - Parameter output: the socket's output, shared with the other handlers that write to it.
+    init(identity: Identity, services: LiveServices, output: ChannelOutput) {
         self.identity = identity
         self.output = output
         self.connectionID = Identifier.make(prefix: "w")
@@ -82,7 +81,6 @@ final class LiveConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
-        if self.output == nil { self.output = ChannelOutput(context.channel) }
         let handle = LiveConnection(handler: self, eventLoop: context.eventLoop)
         self.handle = handle
         // The socket counts as full at half the budget at most (NIO's default is 64 KiB): what a
@@ -106,14 +104,13 @@ final class LiveConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
-        self.output?.channelClosed()
+        self.output.channelClosed()
         self.finish()
         self.context = nil
-        self.output = nil
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        self.output?.channelClosed()
+        self.output.channelClosed()
         self.finish()
         context.fireChannelInactive()
     }
@@ -342,25 +339,25 @@ final class LiveConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
     /// Writes a whole frame, within the budget: past it the client is too slow, and is closed.
     /// With `flush`, everything written so far goes out with it.
     private func writeWire(_ wire: ByteBuffer, flush: Bool = false) {
-        guard !self.closing, let output = self.output else { return }
+        // Out of the pipeline: nothing more to write.
+        guard !self.closing, self.context != nil else { return }
         // The machine's flag follows channelWritabilityChanged: cheaper than asking the channel.
-        if !self.machine.isWritable, let context = self.context {
-            let buffered = (try? context.channel.syncOptions?.getOption(.bufferedWritableBytes)) ?? 0
-            if buffered + wire.readableBytes > self.services.maxQueuedBytes {
+        if !self.machine.isWritable {
+            if self.output.heldByNIO + wire.readableBytes > self.services.maxQueuedBytes {
                 self.services.metrics?.slowConsumerClosed()
                 self.close(code: 4008, reason: "slow consumer: resume from your cursor")
                 return
             }
         }
         if flush {
-            output.writeAndFlush(wire)
+            self.output.writeAndFlush(wire)
         } else {
-            output.write(wire)
+            self.output.write(wire)
         }
     }
 
     private func flush() {
-        self.output?.flush()
+        self.output.flush()
     }
 
     // MARK: Plans
@@ -425,8 +422,7 @@ final class LiveConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
     private func logRead(_ read: StateMachine.LogRead, page: [StateMachine.LogEvent]?) {
         if let page {
             // Pages of several channels may land together: each writes what room is left.
-            let buffered = (try? self.context?.channel.syncOptions?.getOption(.bufferedWritableBytes)) ?? 0
-            self.apply(self.machine.logPage(read, events: page, buffered: buffered))
+            self.apply(self.machine.logPage(read, events: page, buffered: self.output.heldByNIO))
         } else {
             self.apply(self.machine.logReadFailed(read))
         }

@@ -34,7 +34,7 @@ final class ChannelOutput {
     init(_ channel: any Channel) {
         self.channel = channel
         self.core = channel._channelCore
-        #if os(Linux)
+        #if canImport(Glibc)
         let descriptor = try? channel.pipeline.syncOperations.withUnsafeTransportIfAvailable(of: NIOBSDSocket.Handle.self) { $0 }
         self.descriptor = (descriptor ?? nil) ?? -1
         #else
@@ -55,7 +55,7 @@ final class ChannelOutput {
 
     /// Writes `bytes` behind everything written before, and flushes it all.
     func writeAndFlush(_ bytes: ByteBuffer) {
-        #if os(Linux)
+        #if canImport(Glibc)
         guard self.descriptor >= 0, self.nioHoldsNothing() else {
             self.write(bytes)
             self.flush()
@@ -92,13 +92,20 @@ final class ChannelOutput {
         self.nioMayHoldBytes = true
     }
 
+    /// The bytes NIO holds for the socket, written or flushed but not yet taken by the kernel
+    /// (what counts against the connection's budget: what the kernel took is on its way); 0 once
+    /// the channel is closed.
+    var heldByNIO: Int {
+        (try? self.channel.syncOptions?.getOption(.bufferedWritableBytes)) ?? 0
+    }
+
     /// Whether the socket is open and NIO holds none of its bytes, so that a frame sent now comes
     /// after everything written before it.
     private func nioHoldsNothing() -> Bool {
         guard self.open else { return false }
         assert(self.channel.isActive, "a closed channel's output was not told (channelClosed())")
         guard self.nioMayHoldBytes else { return true }
-        guard let held = try? self.channel.syncOptions?.getOption(.bufferedWritableBytes), held == 0 else { return false }
+        guard self.heldByNIO == 0 else { return false }
         self.nioMayHoldBytes = false
         return true
     }
