@@ -552,6 +552,26 @@ extension LiveConnectionStateMachineTests {
         #expect(machine.liveEvent(channel: "c", seq: 13, frame: frame("c", 13), membership: nil) == .write(frame("c", 13)))
     }
 
+    /// A join's `member_joined` pushed live (once replicas hold it) while the last of the bounded
+    /// reads for it is on its way, a read Redis served before the event was readable: the stream
+    /// reads once more, rather than wait for the channel's next event, which may never come.
+    @Test func aJoinPushedDuringTheLastEmptyReadIsReadAgain() throws {
+        var machine = self.openMachine([:])
+        var read = Machine.LogRead(channel: "c", after: 11, limit: 3)
+        #expect(machine.joined(channel: "c", seq: 12).reads == [read])
+        for _ in 0..<Machine.maxEmptyReads {
+            read = try #require(machine.logPage(read, events: []).reads.first)
+        }
+        // The last read is in flight: the event arrives live, and waits for it.
+        #expect(machine.liveEvent(channel: "c", seq: 12, frame: frame("c", 12), membership: .joined(user: "me")) == .none)
+        let empty = machine.logPage(read, events: [])
+        #expect(empty.reads == [read], "the event is in the log by now: read again")
+        var events = logEvents("c", 12...12)
+        events[0].membership = .joined(user: "me")
+        #expect(machine.logPage(read, events: events).frames == [frame("c", 12)])
+        #expect(machine.liveEvent(channel: "c", seq: 13, frame: frame("c", 13), membership: nil) == .write(frame("c", 13)))
+    }
+
     /// A join whose seq turned out to be another event (a failover lost the join, and the seq
     /// went to the next event): the stream ends there, having written nothing.
     @Test func aJoinWhoseSeqIsAnotherEventEndsTheStream() {

@@ -391,8 +391,11 @@ extension LiveConnectionHandler {
             guard var stream = self.streams[channel] else { return nil }
             guard stream.reading == nil else {
                 // The read in flight may have been served before what this one is for: one more
-                // read after it.
+                // read after it, even if it comes back empty after others that did (the event
+                // that asks, say a join's `member_joined` pushed once replicas hold it, is in the
+                // log by now, and nothing may ask again).
                 if toEnd { stream.target = max(stream.target, stream.delivered + 1) }
+                stream.emptyReads = 0
                 self.streams[channel] = stream
                 return nil
             }
