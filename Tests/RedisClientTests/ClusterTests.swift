@@ -81,6 +81,20 @@ import Testing
         }
     }
 
+    /// Commands run for their effect alone on a cluster: each node's share goes to that node.
+    @Test func commandsRunWithoutRepliesReachEveryKeysOwner() async throws {
+        let cluster = try await SharedRedisCluster.get()
+        try await withRedisClient(try configuration(url: cluster.seedURL)) { client in
+            let keys = self.keysOnEveryShard(TestRedis.uniqueName("silent"), count: 90)
+            try await client.executeWithoutReplies(
+                keys.map { RedisEncodedCommand(RedisCommand("SET", key: $0, [$0, "v-\($0)"])) },
+                batch: 40
+            )
+            #expect(client.isCluster)
+            for key in keys { #expect(try await client.get(key).map { String(buffer: $0) } == "v-\(key)") }
+        }
+    }
+
     @Test func scriptsRunOnTheirSlotsNodeAndAreLoadedThereWhenMissing() async throws {
         let cluster = try await SharedRedisCluster.get()
         let script = RedisScript("redis.call('SET', KEYS[1], ARGV[1]); return redis.call('GET', KEYS[1])")

@@ -56,6 +56,76 @@ struct RedisClientIntegrationTests {
         }
     }
 
+    /// Commands run for their effect alone: they run, Redis writes no reply for them (its
+    /// output grows by the one reply that ends each write, not one per command), and callers
+    /// whose commands go out between them on the same connection each get their own reply.
+    @Test func commandsRunWithoutRepliesAreNotAnswered() async throws {
+        let server = try RedisServerProcess()
+        defer { server.stop() }
+        let run = try await Self.runWithoutReplies(url: server.url)
+        #expect(run.mismatches == 0)
+        // 2,500 `+OK` would be 12,500 bytes; the ends of the three writes are 15.
+        #expect(run.outputBytes < 200, "Redis wrote \(run.outputBytes) bytes of replies")
+    }
+
+    /// Where an ACL denies `CLIENT`, commands run for their effect alone go as a pipeline whose
+    /// replies are read and dropped: they run, and every other caller still gets its own reply.
+    @Test func commandsRunWithoutRepliesWhereClientReplyIsDenied() async throws {
+        let server = try RedisServerProcess()
+        defer { server.stop() }
+        let admin = try await RedisConnection.connect(
+            configuration: configuration(url: server.url),
+            eventLoop: MultiThreadedEventLoopGroup.singleton.any()
+        )
+        defer { admin.close() }
+        _ = try await admin.execute(RedisCommand("ACL", ["SETUSER", "limited", "on", ">secret", "~*", "&*", "+@all", "-client"]))
+        let run = try await Self.runWithoutReplies(url: "redis://limited:secret@127.0.0.1:\(server.port)")
+        #expect(run.mismatches == 0)
+        #expect(run.outputBytes >= 2500 * 5, "Redis answered each command")
+    }
+
+    /// Runs 2,500 `SET`s without replies on a one-connection client of a private server, 20
+    /// tasks sending `ECHO`s meanwhile, then checks every key; and, alone, measures the bytes
+    /// Redis wrote for them (`total_net_output_bytes`, less what an `INFO` itself takes).
+    private static func runWithoutReplies(url: String) async throws -> (mismatches: Int, outputBytes: Int64) {
+        var settings = try configuration(url: url)
+        settings.poolSize = 1
+        return try await withRedisClient(settings) { client in
+            func commands(_ round: Int) -> [RedisEncodedCommand] {
+                (0..<2500).map { RedisEncodedCommand(RedisCommand("SET", key: "k\($0)", ["k\($0)", "v\(round)-\($0)"])) }
+            }
+            async let silent: Void = client.executeWithoutReplies(commands(1), batch: 1000)
+            let mismatches = try await withThrowingTaskGroup(of: Int.self) { group in
+                for task in 0..<20 {
+                    group.addTask {
+                        var mismatches = 0
+                        for index in 0..<200 {
+                            let token = "\(task):\(index)"
+                            if try await client.execute("ECHO", token).string != token { mismatches += 1 }
+                        }
+                        return mismatches
+                    }
+                }
+                return try await group.reduce(0, +)
+            }
+            try await silent
+            #expect(try await client.execute("DBSIZE").int == 2500)
+            #expect(try await client.execute("GET", "k1234").string == "v1-1234")
+
+            func output() async throws -> Int64 {
+                let info = try #require(try await client.execute("INFO", "stats").string)
+                let line = try #require(info.split(whereSeparator: \.isNewline).first { $0.hasPrefix("total_net_output_bytes:") })
+                return try #require(Int64(line.dropFirst("total_net_output_bytes:".count)))
+            }
+            let first = try await output()
+            let second = try await output()
+            try await client.executeWithoutReplies(commands(2), batch: 1000)
+            let third = try await output()
+            #expect(try await client.execute("GET", "k2499").string == "v2-2499")
+            return (mismatches, third - second - (second - first))
+        }
+    }
+
     @Test func typedHelpersRoundTripBinaryValues() async throws {
         let key = TestRedis.uniqueName("bin")
         try await withRedisClient(try configuration()) { client in

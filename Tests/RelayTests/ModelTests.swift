@@ -26,6 +26,10 @@ struct ModelTests {
         // The clock's 50 bits in Crockford base32, most significant first.
         #expect(ids[0].hasPrefix("m01kb60t4g0"))
         #expect(Identifier.make(prefix: "ch-", now: 0).hasPrefix("ch-0000000000"))
+        // Made in the same millisecond, ids differ by their random part alone (drawn 256 words
+        // at a time: these cross several draws).
+        let sameMillisecond = (0..<1000).map { _ in Identifier.make(prefix: "m", now: 7) }
+        #expect(Set(sameMillisecond).count == sameMillisecond.count)
     }
 
     @Test func quotedTextIsJSONThatDecodesToTheSameString() throws {

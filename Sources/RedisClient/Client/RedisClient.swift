@@ -416,6 +416,26 @@ public final class RedisClient: Service, Sendable {
         "FLUSHDB", "DEBUG", "COMMAND", "MEMORY", "SLOWLOG", "LATENCY", "ROLE", "READONLY", "READWRITE", "ASKING",
     ]
 
+    /// Runs `commands` for their effect alone, in writes of up to `batch` commands, each sent
+    /// after the one before it is done: their replies are neither sent by Redis nor read
+    /// (``RedisEncodedCommand``; where Redis refuses `CLIENT REPLY`, read and dropped). On a
+    /// Redis Cluster each node's share goes as a pipeline, redirections followed, replies dropped.
+    ///
+    /// - Throws: ``RedisError`` when a write could not be made or its end was not answered;
+    ///   the commands' own errors are not told.
+    public func executeWithoutReplies(_ commands: [RedisEncodedCommand], batch: Int = 1000) async throws {
+        precondition(batch > 0, "a batch holds at least one command")
+        var start = 0
+        while start < commands.count {
+            let end = min(start + batch, commands.count)
+            switch try await self.route() {
+            case .connection(let connection): try await connection.executeWithoutReplies(commands[start..<end])
+            case .cluster(let cluster): _ = await cluster.pipeline(commands[start..<end].map(\.command))
+            }
+            start = end
+        }
+    }
+
     /// Sends every command in one write on one connection; results come back in order.
     ///
     /// In cluster mode the commands are split by the node that serves each key, every node's

@@ -12,6 +12,8 @@ public final class RedisConnection: Sendable {
     private let handler: NIOLoopBound<RedisChannelHandler>
     private let nextID = Atomic<UInt64>(0)
     private let commandTimeout: TimeAmount
+    /// Whether Redis takes `CLIENT REPLY` on this connection (0: not asked yet, 1: yes, 2: no).
+    private let silencing = Atomic<UInt8>(0)
 
     private init(channel: any Channel, handler: NIOLoopBound<RedisChannelHandler>, commandTimeout: TimeAmount) {
         self.channel = channel
@@ -115,11 +117,60 @@ public final class RedisConnection: Sendable {
         return promise.futureResult
     }
 
+    /// Runs `commands` for their effect alone, in one write between `CLIENT REPLY OFF` and
+    /// `CLIENT REPLY ON`: Redis sends one reply for them all (`ON`'s), so none is parsed, and
+    /// Redis writes none. Returns once that reply is here, every command having run; their own
+    /// errors are not sent either. Where Redis refuses `CLIENT REPLY` (the command renamed away,
+    /// or denied by an ACL; asked once per connection), they go as a pipeline, replies dropped.
+    ///
+    /// - Throws: ``RedisError`` as ``execute(_:)`` throws one, for the write as a whole.
+    func executeWithoutReplies(_ commands: some Collection<RedisEncodedCommand>) async throws {
+        guard !commands.isEmpty else { return }
+        if self.silencing.load(ordering: .relaxed) == 0 {
+            // Should Redis not take it, every command's reply would come back and be handed to
+            // the callers after these: asked on its own first.
+            do {
+                _ = try await self.execute(RedisCommand("CLIENT", ["REPLY", "ON"]))
+                self.silencing.store(1, ordering: .relaxed)
+            } catch let error as RedisError where error.code == .serverError {
+                self.silencing.store(2, ordering: .relaxed)
+            }
+        }
+        guard self.silencing.load(ordering: .relaxed) == 1 else {
+            _ = await self.pipeline(commands.map(\.command))
+            return
+        }
+        let size = commands.reduce(Self.repliesOff.bytes.count + Self.repliesOn.bytes.count) { $0 + $1.bytes.count }
+        var buffer = self.channel.allocator.buffer(capacity: size)
+        buffer.writeBytes(Self.repliesOff.bytes)
+        for command in commands { buffer.writeBytes(command.bytes) }
+        buffer.writeBytes(Self.repliesOn.bytes)
+        let id = self.nextID.add(1, ordering: .relaxed).newValue
+        let handler = self.handler
+        let eventLoop = self.channel.eventLoop
+        let bytes = buffer
+        _ = try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { continuation in
+                self.send(encoded: bytes, id: id, completion: .single(continuation))
+            }
+        } onCancel: {
+            eventLoop.execute { handler.value.cancel(id: id) }
+        }
+    }
+
+    private static let repliesOff = RedisEncodedCommand(RedisCommand("CLIENT", ["REPLY", "OFF"]))
+    private static let repliesOn = RedisEncodedCommand(RedisCommand("CLIENT", ["REPLY", "ON"]))
+
     /// Encodes `command` here and hands it, with whoever waits for its reply, to the connection's loop.
     private func send(_ command: RedisCommand, id: UInt64, completion: RedisChannelHandler.Completion) {
         var buffer = self.channel.allocator.buffer(capacity: 32 + command.storage.count + 16 * command.argumentCount)
         command.encode(into: &buffer)
-        let bytes = buffer
+        self.send(encoded: buffer, id: id, completion: completion)
+    }
+
+    /// Hands `bytes`, commands that Redis answers with one reply in all, with whoever waits for
+    /// it, to the connection's loop.
+    private func send(encoded bytes: ByteBuffer, id: UInt64, completion: RedisChannelHandler.Completion) {
         let deadline = NIODeadline.now() + self.commandTimeout
         let handler = self.handler
         self.channel.eventLoop.execute {

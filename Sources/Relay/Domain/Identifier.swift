@@ -1,4 +1,6 @@
+import COpenSSL
 import Foundation
+import Synchronization
 
 /// Ids of users, sessions and channels: 1 to 64 characters of `A-Z a-z 0-9 . _ -`, other than
 /// `.` and `..`.
@@ -32,8 +34,7 @@ enum Identifier {
     /// A new random id, `prefix` then 20 characters of Crockford base32, time-ordered: the
     /// first 10 encode the millisecond clock, so ids sort by creation time.
     static func make(prefix: String, now: UInt64 = Clock.milliseconds()) -> String {
-        var random = SystemRandomNumberGenerator()
-        let bits = random.next() as UInt64
+        let bits = Self.random.withLock { $0.next() }
         let prefix = prefix.utf8
         // Written byte by byte into the string's own storage (one per message sent: no
         // `Character`s, no intermediate array).
@@ -57,6 +58,26 @@ enum Identifier {
     }
 
     private static let alphabet = Array("0123456789abcdefghjkmnpqrstvwxyz".utf8)
+
+    /// The random part of ids: one id per message sent, and the system's generator asks the
+    /// kernel (`getrandom`) on every call, a syscall per message.
+    private static let random = Mutex(RandomWords())
+}
+
+/// Random 64-bit words from OpenSSL's CSPRNG, drawn 256 at a time.
+struct RandomWords {
+    private var words = [UInt64](repeating: 0, count: 256)
+    private var used = 256
+
+    mutating func next() -> UInt64 {
+        if self.used == self.words.count {
+            let drawn = self.words.withUnsafeMutableBytes { RAND_bytes($0.baseAddress, Int32($0.count)) }
+            precondition(drawn == 1, "RAND_bytes failed: no secure randomness available")
+            self.used = 0
+        }
+        defer { self.used += 1 }
+        return self.words[self.used]
+    }
 }
 
 /// Wall-clock milliseconds since the epoch.
