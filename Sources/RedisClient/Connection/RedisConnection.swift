@@ -12,8 +12,12 @@ public final class RedisConnection: Sendable {
     private let handler: NIOLoopBound<RedisChannelHandler>
     private let nextID = Atomic<UInt64>(0)
     private let commandTimeout: TimeAmount
-    /// Whether Redis takes `CLIENT REPLY` on this connection (0: not asked yet, 1: yes, 2: no).
-    private let silencing = Atomic<UInt8>(0)
+    /// Whether Redis takes `CLIENT REPLY` on this connection (a ``Silencing``'s raw value).
+    private let silencing = Atomic<UInt8>(Silencing.unasked.rawValue)
+
+    private enum Silencing: UInt8 {
+        case unasked, taken, refused
+    }
 
     private init(channel: any Channel, handler: NIOLoopBound<RedisChannelHandler>, commandTimeout: TimeAmount) {
         self.channel = channel
@@ -126,17 +130,17 @@ public final class RedisConnection: Sendable {
     /// - Throws: ``RedisError`` as ``execute(_:)`` throws one, for the write as a whole.
     func executeWithoutReplies(_ commands: some Collection<RedisEncodedCommand>) async throws {
         guard !commands.isEmpty else { return }
-        if self.silencing.load(ordering: .relaxed) == 0 {
+        if self.silencing.load(ordering: .relaxed) == Silencing.unasked.rawValue {
             // Should Redis not take it, every command's reply would come back and be handed to
             // the callers after these: asked on its own first.
             do {
                 _ = try await self.execute(RedisCommand("CLIENT", ["REPLY", "ON"]))
-                self.silencing.store(1, ordering: .relaxed)
+                self.silencing.store(Silencing.taken.rawValue, ordering: .relaxed)
             } catch let error as RedisError where error.code == .serverError {
-                self.silencing.store(2, ordering: .relaxed)
+                self.silencing.store(Silencing.refused.rawValue, ordering: .relaxed)
             }
         }
-        guard self.silencing.load(ordering: .relaxed) == 1 else {
+        guard self.silencing.load(ordering: .relaxed) == Silencing.taken.rawValue else {
             _ = await self.pipeline(commands.map(\.command))
             return
         }

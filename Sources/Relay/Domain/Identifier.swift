@@ -62,21 +62,21 @@ enum Identifier {
     /// The random part of ids: one id per message sent, and the system's generator asks the
     /// kernel (`getrandom`) on every call, a syscall per message.
     private static let random = Mutex(RandomWords())
-}
 
-/// Random 64-bit words from OpenSSL's CSPRNG, drawn 256 at a time.
-struct RandomWords {
-    private var words = [UInt64](repeating: 0, count: 256)
-    private var used = 256
+    /// Random 64-bit words from OpenSSL's CSPRNG, drawn 256 at a time.
+    private struct RandomWords {
+        private var words = [UInt64](repeating: 0, count: 256)
+        private var used = 256
 
-    mutating func next() -> UInt64 {
-        if self.used == self.words.count {
-            let drawn = self.words.withUnsafeMutableBytes { RAND_bytes($0.baseAddress, Int32($0.count)) }
-            precondition(drawn == 1, "RAND_bytes failed: no secure randomness available")
-            self.used = 0
+        mutating func next() -> UInt64 {
+            if self.used == self.words.count {
+                let drawn = self.words.withUnsafeMutableBytes { RAND_bytes($0.baseAddress, Int32($0.count)) }
+                precondition(drawn == 1, "RAND_bytes failed: no secure randomness available")
+                self.used = 0
+            }
+            defer { self.used += 1 }
+            return self.words[self.used]
         }
-        defer { self.used += 1 }
-        return self.words[self.used]
     }
 }
 
