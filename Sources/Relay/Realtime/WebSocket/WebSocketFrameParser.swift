@@ -49,19 +49,19 @@ struct WebSocketFrameParser {
         }
         try Self.check(firstByte: first, length: length, maxFrameSize: self.maxFrameSize)
 
-        var maskKey: WebSocketMaskingKey?
-        if second & 0x80 != 0 {
-            guard let key = buffer.viewBytes(at: offset, length: 4) else { return .needMoreData }
-            maskKey = WebSocketMaskingKey(key)
-            offset += 4
-        }
+        let masked = second & 0x80 != 0
+        let keyOffset = offset
+        if masked { offset += 4 }
         guard buffer.writerIndex - offset >= length else { return .needMoreData }
 
-        // A final pong (0x8A), masked: all the protocol handler would do with it is nothing.
-        if first == 0x8A, maskKey != nil {
+        // A final pong (0x8A), masked: all the protocol handler would do with it is nothing. Its
+        // key is not made: NIO's initializer is generic, and reading a buffer's bytes through
+        // it allocates (one `malloc` per pong was most of an idle relay's allocations).
+        if first == 0x8A, masked {
             buffer.moveReaderIndex(to: offset + length)
             return .pong
         }
+        let maskKey = masked ? buffer.viewBytes(at: keyOffset, length: 4).flatMap(WebSocketMaskingKey.init) : nil
         buffer.moveReaderIndex(to: offset)
         let data = buffer.readSlice(length: length)!
         let frame = WebSocketFrame(
