@@ -10,20 +10,26 @@ import Testing
 struct RedisClientIntegrationTests {
     @Test func oneHundredThousandCommandsFromOneHundredTasksAreAnsweredInOrder() async throws {
         try await withRedisClient(try configuration()) { client in
-            let mismatches = try await withThrowingTaskGroup(of: Int.self) { group in
-                for task in 0..<100 {
-                    group.addTask {
-                        var mismatches = 0
-                        for index in 0..<1000 {
-                            let token = "\(task):\(index)"
-                            if try await client.execute("ECHO", token).string != token { mismatches += 1 }
-                        }
-                        return mismatches
-                    }
-                }
-                return try await group.reduce(0, +)
-            }
+            let mismatches = try await Self.echoMismatches(client, tasks: 100, each: 1000)
             #expect(mismatches == 0)
+        }
+    }
+
+    /// `tasks` tasks each send `each` `ECHO`s of their own tokens, one after the other.
+    /// - Returns: how many answers were not the token sent.
+    private static func echoMismatches(_ client: RedisClient, tasks: Int, each: Int) async throws -> Int {
+        try await withThrowingTaskGroup(of: Int.self) { group in
+            for task in 0..<tasks {
+                group.addTask {
+                    var mismatches = 0
+                    for index in 0..<each {
+                        let token = "\(task):\(index)"
+                        if try await client.execute("ECHO", token).string != token { mismatches += 1 }
+                    }
+                    return mismatches
+                }
+            }
+            return try await group.reduce(0, +)
         }
     }
 
@@ -95,19 +101,7 @@ struct RedisClientIntegrationTests {
                 (0..<2500).map { RedisEncodedCommand(RedisCommand("SET", key: "k\($0)", ["k\($0)", "v\(round)-\($0)"])) }
             }
             async let silent: Void = client.executeWithoutReplies(commands(1), batch: 1000)
-            let mismatches = try await withThrowingTaskGroup(of: Int.self) { group in
-                for task in 0..<20 {
-                    group.addTask {
-                        var mismatches = 0
-                        for index in 0..<200 {
-                            let token = "\(task):\(index)"
-                            if try await client.execute("ECHO", token).string != token { mismatches += 1 }
-                        }
-                        return mismatches
-                    }
-                }
-                return try await group.reduce(0, +)
-            }
+            let mismatches = try await Self.echoMismatches(client, tasks: 20, each: 200)
             try await silent
             #expect(try await client.execute("DBSIZE").int == 2500)
             #expect(try await client.execute("GET", "k1234").string == "v1-1234")
