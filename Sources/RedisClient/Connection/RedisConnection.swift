@@ -80,12 +80,17 @@ public final class RedisConnection: Sendable {
     /// - Throws: ``RedisError`` with ``RedisError/Code/serverError`` for an error reply, or a
     ///   transport code; `CancellationError` if the task is cancelled first.
     public func execute(_ command: RedisCommand) async throws -> RESPValue {
+        try await self.execute(encoded: self.encode(command))
+    }
+
+    /// ``execute(_:)`` for `bytes`, commands that Redis answers with one reply in all.
+    private func execute(encoded bytes: ByteBuffer) async throws -> RESPValue {
         let id = self.nextID.add(1, ordering: .relaxed).newValue
         let handler = self.handler
         let eventLoop = self.channel.eventLoop
         return try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { continuation in
-                self.send(command, id: id, completion: .single(continuation))
+                self.send(encoded: bytes, id: id, completion: .single(continuation))
             }
         } onCancel: {
             eventLoop.execute { handler.value.cancel(id: id) }
@@ -134,7 +139,7 @@ public final class RedisConnection: Sendable {
             // Should Redis not take it, every command's reply would come back and be handed to
             // the callers after these: asked on its own first.
             do {
-                _ = try await self.execute(RedisCommand("CLIENT", ["REPLY", "ON"]))
+                _ = try await self.execute(Self.repliesOn.command)
                 self.silencing.store(Silencing.taken.rawValue, ordering: .relaxed)
             } catch let error as RedisError where error.code == .serverError {
                 self.silencing.store(Silencing.refused.rawValue, ordering: .relaxed)
@@ -149,17 +154,7 @@ public final class RedisConnection: Sendable {
         buffer.writeBytes(Self.repliesOff.bytes)
         for command in commands { buffer.writeBytes(command.bytes) }
         buffer.writeBytes(Self.repliesOn.bytes)
-        let id = self.nextID.add(1, ordering: .relaxed).newValue
-        let handler = self.handler
-        let eventLoop = self.channel.eventLoop
-        let bytes = buffer
-        _ = try await withTaskCancellationHandler {
-            try await withCheckedThrowingContinuation { continuation in
-                self.send(encoded: bytes, id: id, completion: .single(continuation))
-            }
-        } onCancel: {
-            eventLoop.execute { handler.value.cancel(id: id) }
-        }
+        _ = try await self.execute(encoded: buffer)
     }
 
     private static let repliesOff = RedisEncodedCommand(RedisCommand("CLIENT", ["REPLY", "OFF"]))
@@ -167,9 +162,13 @@ public final class RedisConnection: Sendable {
 
     /// Encodes `command` here and hands it, with whoever waits for its reply, to the connection's loop.
     private func send(_ command: RedisCommand, id: UInt64, completion: RedisChannelHandler.Completion) {
+        self.send(encoded: self.encode(command), id: id, completion: completion)
+    }
+
+    private func encode(_ command: RedisCommand) -> ByteBuffer {
         var buffer = self.channel.allocator.buffer(capacity: 32 + command.storage.count + 16 * command.argumentCount)
         command.encode(into: &buffer)
-        self.send(encoded: buffer, id: id, completion: completion)
+        return buffer
     }
 
     /// Hands `bytes`, commands that Redis answers with one reply in all, with whoever waits for

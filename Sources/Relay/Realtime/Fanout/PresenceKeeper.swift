@@ -5,8 +5,8 @@ import Synchronization
 
 /// Keeps the presence key of every user connected to this relay alive: one round of
 /// `SET user:{U}:presence … PX <two heartbeats>` per heartbeat for all of them, in writes of
-/// ``batch``, rather than a timer and a round trip per connection. A user's key lapses within two heartbeats after its
-/// last connection (on any relay) ends.
+/// ``batch``, rather than a timer and a round trip per connection. A user's key lapses within
+/// two heartbeats after its last connection (on any relay) ends.
 final class PresenceKeeper: Service, Sendable {
     private let redis: RedisClient
     private let heartbeat: Duration
