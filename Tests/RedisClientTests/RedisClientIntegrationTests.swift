@@ -332,6 +332,55 @@ struct RedisClientIntegrationTests {
         #expect(eval.description == "EVAL \(script.source) 2 \(key) k2 x 7 ")
     }
 
+    /// With a connection per event loop, each loop has one of its own, whichever connection
+    /// asked the server what it is: a caller's commands then go out and come back on its loop.
+    @Test func eachEventLoopGetsAConnectionOfItsOwn() async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
+        let loops = Array(group.makeIterator())
+        var configuration = try configuration()
+        configuration.poolSize = loops.count
+        // Several clients in turn: the group hands out its loops in turn, so the first connection
+        // of each is not made on the same loop.
+        for _ in 0..<4 {
+            try await withRedisClient(configuration, eventLoopGroup: group) { client in
+                try await waitUntil("each loop has a connection of its own", timeout: .seconds(5)) {
+                    loops.allSatisfy { loop in client.readyConnection(forKey: nil, on: loop)?.channel.eventLoop === loop }
+                }
+            }
+        }
+        try await group.shutdownGracefully()
+    }
+
+    /// Commands sent from their connection's loop go out at once, those of tasks as tasks of the
+    /// loop: in whatever order the two meet, each reply reaches its own caller.
+    @Test func commandsFromTheConnectionsLoopAndFromTasksGetTheirOwnReplies() async throws {
+        let loop = MultiThreadedEventLoopGroup.singleton.any()
+        try await withRedisClient(try configuration()) { client in
+            try await waitUntil("the loop has a connection of its own") {
+                client.readyConnection(forKey: nil, on: loop)?.channel.eventLoop === loop
+            }
+            @Sendable func text(_ reply: RESPReply) -> String? { reply.value().string }
+            async let fromTasks = Self.echoMismatches(client, tasks: 20, each: 200)
+            var fromLoop: [EventLoopFuture<String?>] = []
+            for burst in 0..<20 {
+                let futures = try await loop.submit {
+                    (0..<100).map { index in
+                        client.executeImmediately(RedisCommand("ECHO", ["loop-\(burst)-\(index)"]), on: loop, decode: text)
+                    }
+                }.get()
+                fromLoop += futures.compactMap { $0 }
+                #expect(futures.allSatisfy { $0 != nil })
+            }
+            var mismatches = 0
+            for (number, future) in fromLoop.enumerated() where try await future.get() != "loop-\(number / 100)-\(number % 100)" {
+                mismatches += 1
+            }
+            #expect(fromLoop.count == 2000)
+            #expect(mismatches == 0)
+            #expect(try await fromTasks == 0)
+        }
+    }
+
     @Test func aCommandTimesOutAgainstAPausedServer() async throws {
         let server = try RedisServerProcess()
         let admin = try await RedisConnection.connect(

@@ -1,5 +1,6 @@
 import Foundation
 import NIOCore
+import NIOPosix
 import RedisClient
 import Synchronization
 import TestSupport
@@ -8,9 +9,10 @@ import Testing
 /// Runs `body` with a client whose connections are kept by `run()` in a child task.
 func withRedisClient<T: Sendable>(
     _ configuration: RedisConfiguration,
+    eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
     _ body: (RedisClient) async throws -> T
 ) async throws -> T {
-    let client = RedisClient(configuration: configuration)
+    let client = RedisClient(configuration: configuration, eventLoopGroup: eventLoopGroup)
     return try await withThrowingTaskGroup(of: Void.self) { group in
         group.addTask { try await client.run() }
         defer { group.cancelAll() }

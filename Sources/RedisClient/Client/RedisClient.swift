@@ -30,7 +30,8 @@ public final class RedisClient: Service, Sendable {
         var lastConnectFailed = false
         var isShutDown = false
         var mode: Mode
-        /// The connection that found the server standalone, for the pool's first connection.
+        /// The connection that found the server standalone, opened on the loop of the pool's
+        /// first connection (slot 0), which it becomes.
         var probe: RedisConnection?
 
         enum Mode {
@@ -123,7 +124,7 @@ public final class RedisClient: Service, Sendable {
                 let discovery = try await RedisClusterTopology.discover(
                     [seed],
                     configuration: self.configuration,
-                    eventLoop: self.eventLoopGroup.next(),
+                    eventLoop: self.eventLoop(forSlot: 0),
                     keepingStandalone: seed == RedisEndpoint(host: self.configuration.host, port: self.configuration.port)
                 )
                 switch discovery {
@@ -216,11 +217,16 @@ public final class RedisClient: Service, Sendable {
         var backoff = RedisBackoff(minimum: self.configuration.minimumBackoff, maximum: self.configuration.maximumBackoff)
         while !Task.isCancelled {
             do {
-                // The first pool connection is the one that asked the server what it is, if still up.
-                let probe = self.state.withLock { state in
-                    defer { state.probe = nil }
-                    return state.probe
-                }
+                // Slot 0's first connection is the one that asked the server what it is, if still
+                // up: it is on slot 0's loop. Taken by another slot, it would leave one loop
+                // with two connections and another with none, whose sockets' commands would then
+                // hop to a loop of another thread and back.
+                let probe =
+                    slot == 0
+                    ? self.state.withLock { state in
+                        defer { state.probe = nil }
+                        return state.probe
+                    } : nil
                 let connection: RedisConnection
                 if let probe, probe.isActive {
                     connection = probe

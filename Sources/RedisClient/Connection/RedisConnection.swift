@@ -172,9 +172,14 @@ public final class RedisConnection: Sendable {
     }
 
     /// Hands `bytes`, commands that Redis answers with one reply in all, with whoever waits for
-    /// it, to the connection's loop.
+    /// it, to the connection's loop: at once when called there (a socket's command on its own
+    /// loop's connection), else as a task of that loop.
     private func send(encoded bytes: ByteBuffer, id: UInt64, completion: RedisChannelHandler.Completion) {
         let deadline = NIODeadline.now() + self.commandTimeout
+        if self.channel.eventLoop.inEventLoop {
+            self.handler.value.send(bytes, id: id, completion: completion, deadline: deadline)
+            return
+        }
         let handler = self.handler
         self.channel.eventLoop.execute {
             handler.value.send(bytes, id: id, completion: completion, deadline: deadline)
@@ -202,6 +207,10 @@ public final class RedisConnection: Sendable {
         let last = self.nextID.add(count, ordering: .relaxed).newValue
         let ids = (last - count + 1)..<(last + 1)
         let deadline = NIODeadline.now() + self.commandTimeout
+        if self.channel.eventLoop.inEventLoop {
+            self.handler.value.send(bytes, ids: ids, completions: completions, deadline: deadline)
+            return
+        }
         let handler = self.handler
         self.channel.eventLoop.execute {
             handler.value.send(bytes, ids: ids, completions: completions, deadline: deadline)
