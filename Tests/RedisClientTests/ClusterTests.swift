@@ -172,8 +172,14 @@ import Testing
             let tag = TestRedis.uniqueName("now")
             let moved = "{\(tag)}:moved"
             try await client.set(moved, to: "m")
-            func run(_ value: String) async throws -> String? {
-                try await #require(client.runImmediately(script, keys: [moved], arguments: [value], on: eventLoop)).get().string
+            @Sendable func text(_ reply: RESPReply) throws -> String {
+                var cursor = reply.cursor
+                guard case .bulkString(let bytes)? = cursor.next() else { throw TestFailure("not a bulk string") }
+                return String(decoding: bytes, as: UTF8.self)
+            }
+            func run(_ value: String) async throws -> String {
+                try await #require(client.runUnwaitedImmediately(script, keys: [moved], arguments: [value], on: eventLoop, decode: text))
+                    .get()
             }
             #expect(try await run("direct") == "direct")
             // Half-way through a migration, the key already at the target: the source answers ASK.

@@ -7,7 +7,7 @@ public struct RedisConfiguration: Sendable {
     public var database: Int = 0
     /// Multiplexed connections in the client's pool, spread over the event loops of its group.
     /// A caller on an event loop with a connection of its own sends there
-    /// (`RedisClient/runImmediately`); with fewer connections than loops, some calls hop.
+    /// (`RedisClient/runUnwaitedImmediately`); with fewer connections than loops, some calls hop.
     public var poolSize: Int = 2
     /// How long a command may wait for its reply (and for a connection, when none is up yet).
     public var commandTimeout: Duration = .seconds(5)

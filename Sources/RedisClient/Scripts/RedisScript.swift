@@ -61,29 +61,6 @@ extension RedisClient {
         }
     }
 
-    /// ``run(_:keys:arguments:)`` for a caller on an event loop, with no task (for the relay's
-    /// live connections, which live on their loops; the public API stays `async`): when a connection
-    /// to the script's node is up and no replica must acknowledge, the script goes out at once
-    /// and the future completes on `eventLoop`. Should a cluster node redirect it (a redirected
-    /// script did not run), ``run(_:keys:arguments:)`` takes over. Otherwise nil: use
-    /// ``run(_:keys:arguments:)``, which waits for a connection and for replicas.
-    package func runImmediately(
-        _ script: RedisScript,
-        keys: [String],
-        arguments: [any RedisArgument],
-        on eventLoop: any EventLoop
-    ) -> EventLoopFuture<RESPValue>? {
-        guard self.configuration.replicaWait == 0, let connection = self.readyConnection(forKey: keys.first, on: eventLoop) else {
-            return nil
-        }
-        let evalsha = Self.evalsha(script, keys: keys, arguments: arguments)
-        let reply = connection.execute(evalsha, on: eventLoop).flatMapError { error -> EventLoopFuture<RESPValue> in
-            guard (error as? RedisError)?.replyCode == "NOSCRIPT" else { return eventLoop.makeFailedFuture(error) }
-            return connection.execute(Self.eval(script, replacing: evalsha), on: eventLoop)
-        }
-        return self.followingRedirection(reply, on: eventLoop) { try await self.run(script, evalsha) }
-    }
-
     /// Runs a script with no `WAIT` after it, whatever ``RedisConfiguration/replicaWait`` says,
     /// and reads its reply in place with `decode` (which must copy what it keeps): for a script
     /// that writes nothing, or whose writes need no replica's word. `NOSCRIPT` is answered as
@@ -95,7 +72,15 @@ extension RedisClient {
         arguments: [any RedisArgument],
         decode: @escaping @Sendable (RESPReply) throws -> Value
     ) async throws -> Value {
-        let evalsha = Self.evalsha(script, keys: keys, arguments: arguments)
+        try await self.runUnwaited(script, Self.evalsha(script, keys: keys, arguments: arguments), decode: decode)
+    }
+
+    /// ``runUnwaited(_:keys:arguments:decode:)`` with its `EVALSHA` command made.
+    private func runUnwaited<Value: Sendable>(
+        _ script: RedisScript,
+        _ evalsha: RedisCommand,
+        decode: @escaping @Sendable (RESPReply) throws -> Value
+    ) async throws -> Value {
         do {
             return try await self.execute(evalsha, decode: decode)
         } catch let error as RedisError where error.replyCode == "NOSCRIPT" {
@@ -105,6 +90,8 @@ extension RedisClient {
 
     /// ``runUnwaited(_:keys:arguments:decode:)`` for a caller on an event loop, with no task: nil
     /// when no connection to the script's node is up (see ``executeImmediately(_:on:decode:)``).
+    /// A script refused before it ran (`NOSCRIPT`, or a cluster node's redirection) is run
+    /// again by ``runUnwaited(_:keys:arguments:decode:)``, in a task.
     package func runUnwaitedImmediately<Value: Sendable>(
         _ script: RedisScript,
         keys: [String],
@@ -113,11 +100,14 @@ extension RedisClient {
         decode: @escaping @Sendable (RESPReply) throws -> Value
     ) -> EventLoopFuture<Value>? {
         let evalsha = Self.evalsha(script, keys: keys, arguments: arguments)
-        guard let reply = self.executeImmediately(evalsha, on: eventLoop, decode: decode) else { return nil }
-        return reply.flatMapError { error -> EventLoopFuture<Value> in
-            guard (error as? RedisError)?.replyCode == "NOSCRIPT" else { return eventLoop.makeFailedFuture(error) }
+        guard let connection = self.readyConnection(forKey: evalsha.key, on: eventLoop) else { return nil }
+        // One step for both refusals, rather than one each: every reply passes through it.
+        return connection.execute(evalsha, on: eventLoop, decode: decode).flatMapError { error -> EventLoopFuture<Value> in
+            guard let redisError = error as? RedisError,
+                redisError.replyCode == "NOSCRIPT" || (RedisClusterRedirection(redisError) != nil && self.isCluster)
+            else { return eventLoop.makeFailedFuture(error) }
             return eventLoop.makeFutureWithTask {
-                try await self.execute(Self.eval(script, replacing: evalsha), decode: decode)
+                try await self.runUnwaited(script, evalsha, decode: decode)
             }
         }
     }

@@ -456,7 +456,7 @@ struct ChatStore: Sendable {
     }
 
     /// ``send(channel:sender:clientMessageID:text:)`` for a caller on `eventLoop`, with no task:
-    /// nil when the script cannot go out at once (see `RedisClient.runImmediately`).
+    /// nil when the script cannot go out at once (see `RedisClient.runUnwaitedImmediately`).
     func sendImmediately(
         channel id: String,
         sender: String,
@@ -467,16 +467,28 @@ struct ChatStore: Sendable {
         // Waiting for replicas, then publishing, is the `async` path's.
         guard self.scripts.publishes else { return nil }
         let call = self.sendCall(channel: id, sender: sender, clientMessageID: clientMessageID, text: text)
+        let metrics = self.metrics
+        // The reply is read where it lies: only the event is copied out of it.
         let sent = self.timed("send") {
-            self.redis.runImmediately(self.scripts.send, keys: call.keys, arguments: call.arguments, on: eventLoop)
+            self.redis.runUnwaitedImmediately(self.scripts.send, keys: call.keys, arguments: call.arguments, on: eventLoop) { reply in
+                let sent = try Self.sent(reply)
+                if sent.created { metrics.appended() }
+                return sent
+            }
         }
-        guard let reply = sent else { return nil }
-        return reply.flatMapThrowing { reply in
-            try self.sent(reply)
-        }.flatMapErrorThrowing { error in
+        return sent?.flatMapErrorThrowing { error in
             if let error = error as? RedisError { throw ChatError(script: error, channel: id) ?? error }
             throw error
         }
+    }
+
+    /// ``sent(_:)`` read in place.
+    @Sendable private static func sent(_ reply: RESPReply) throws -> (created: Bool, event: String) {
+        var cursor = reply.cursor
+        guard case .array(count: 2)? = cursor.next(), case .integer(let created)? = cursor.next(),
+            case .bulkString(let event)? = cursor.next()
+        else { throw RedisError(.protocolViolation, "send.lua answered something other than {created, event}") }
+        return (created == 1, String(decoding: event, as: UTF8.self))
     }
 
     /// The keys and arguments of `send.lua` for one message.
