@@ -219,8 +219,8 @@ public final class RedisClient: Service, Sendable {
             do {
                 // Slot 0's first connection is the one that asked the server what it is, if still
                 // up: it is on slot 0's loop. Taken by another slot, it would leave one loop
-                // with two connections and another with none, whose sockets' commands would then
-                // hop to a loop of another thread and back.
+                // with two connections and another with none, whose callers' commands would then
+                // go to another loop's thread and their replies come back from it.
                 let probe =
                     slot == 0
                     ? self.state.withLock { state in

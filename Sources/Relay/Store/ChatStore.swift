@@ -476,10 +476,13 @@ struct ChatStore: Sendable {
                 return sent
             }
         }
-        return sent?.flatMapErrorThrowing { error in
-            if let error = error as? RedisError { throw ChatError(script: error, channel: id) ?? error }
-            throw error
-        }
+        return sent?.flatMapErrorThrowing { throw Self.scriptError($0, channel: id) }
+    }
+
+    /// A script's error reply as the ``ChatError`` it stands for; any other error as it is.
+    private static func scriptError(_ error: any Error, channel: String) -> any Error {
+        guard let error = error as? RedisError else { return error }
+        return ChatError(script: error, channel: channel) ?? error
     }
 
     /// ``sent(_:)`` read in place.
@@ -728,6 +731,51 @@ struct ChatStore: Sendable {
         guard value <= seq else { return value }
         let topic = RelayKeys.User(user).topic
         _ = try? await self.redis.execute(RedisCommand("SPUBLISH", key: topic, [topic, "read \(connection) \(session) \(id) \(value)"]))
+        return value
+    }
+
+    /// ``markRead(channel:user:session:seq:connection:)`` for a caller on `eventLoop`, with no
+    /// task: nil when the script cannot go out at once (see `RedisClient.runUnwaitedImmediately`).
+    /// The notice to the session's other sockets goes out as the answer does, not before it.
+    func markReadImmediately(
+        channel id: String,
+        user: String,
+        session: String,
+        seq: Int64,
+        connection: String,
+        on eventLoop: any EventLoop
+    ) -> EventLoopFuture<Int64>? {
+        // Waiting for replicas is the `async` path's.
+        guard self.scripts.publishes else { return nil }
+        let keys = RelayKeys.Channel(id)
+        let read = self.timed("read") {
+            self.redis.runUnwaitedImmediately(
+                self.scripts.read,
+                keys: [keys.meta, keys.members, keys.seq, keys.reads],
+                arguments: [user, session, seq],
+                on: eventLoop,
+                decode: Self.readCursor
+            )
+        }
+        let redis = self.redis
+        return read?.flatMapErrorThrowing { throw Self.scriptError($0, channel: id) }.map { value in
+            // Above the seq read: the cursor was there already, and the other sockets show it.
+            guard value <= seq else { return value }
+            let topic = RelayKeys.User(user).topic
+            let notice = RedisCommand("SPUBLISH", key: topic, [topic, "read \(connection) \(session) \(id) \(value)"])
+            if redis.executeImmediately(notice, on: eventLoop, decode: { _ in }) == nil {
+                Task { _ = try? await redis.execute(notice) }
+            }
+            return value
+        }
+    }
+
+    /// `read.lua`'s reply, the cursor, read in place.
+    @Sendable private static func readCursor(_ reply: RESPReply) throws -> Int64 {
+        var cursor = reply.cursor
+        guard case .integer(let value)? = cursor.next() else {
+            throw RedisError(.protocolViolation, "read.lua answered something other than an integer")
+        }
         return value
     }
 

@@ -610,13 +610,37 @@ final class LiveConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
                 return
             }
             let connection = self.connectionID
-            self.answerLater {
-                do {
-                    let last = try await store.markRead(channel: channel, user: user, session: session, seq: seq, connection: connection)
+            @Sendable func answer(_ result: Result<Int64, any Error>) -> ServerMessage {
+                switch result {
+                case .success(let last):
                     return .readOK(channel: channel, lastReadSeq: last)
-                } catch {
+                case .failure(let error):
                     let apiError = APIError(from: error)
                     return .error(code: apiError.code, message: apiError.message, channel: channel)
+                }
+            }
+            // As a send: from here while a connection to the channel's node is up.
+            if let handle = self.handle,
+                let read = store.markReadImmediately(
+                    channel: channel,
+                    user: user,
+                    session: session,
+                    seq: seq,
+                    connection: connection,
+                    on: handle.loop
+                )
+            {
+                let loopBound = NIOLoopBound(self, eventLoop: handle.loop)
+                read.whenComplete { result in loopBound.value.answered(answer(result)) }
+                return
+            }
+            self.answerLater {
+                do {
+                    return answer(
+                        .success(try await store.markRead(channel: channel, user: user, session: session, seq: seq, connection: connection))
+                    )
+                } catch {
+                    return answer(.failure(error))
                 }
             }
         case .resume(let cursors, let invalid):
