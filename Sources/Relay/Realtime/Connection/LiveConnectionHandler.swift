@@ -573,34 +573,13 @@ final class LiveConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
                     return (.error(code: apiError.code, message: apiError.message, channel: channel, clientMessageID: clientMessageID), nil)
                 }
             }
-            // While a connection to the channel's node is up, the script goes out from here and
-            // its reply comes back to this loop, with no task in between; otherwise (no connection
-            // yet, replicas to wait for) a task runs it.
-            if let handle = self.handle,
-                let sent = store.sendImmediately(
-                    channel: channel,
-                    sender: user,
-                    clientMessageID: clientMessageID,
-                    text: text,
-                    on: handle.loop
-                )
-            {
-                let loopBound = NIOLoopBound(self, eventLoop: handle.loop)
-                sent.whenComplete { result in
-                    let (ack, event) = answer(result)
-                    loopBound.value.answered(ack, ownEvent: event)
-                }
-                return
-            }
-            self.answerLater {
-                do {
-                    return answer(
-                        .success(try await store.send(channel: channel, sender: user, clientMessageID: clientMessageID, text: text))
-                    ).0
-                } catch {
-                    return answer(.failure(error)).0
-                }
-            }
+            self.answer(
+                now: self.handle.flatMap { handle in
+                    store.sendImmediately(channel: channel, sender: user, clientMessageID: clientMessageID, text: text, on: handle.loop)
+                },
+                later: { try await store.send(channel: channel, sender: user, clientMessageID: clientMessageID, text: text) },
+                with: answer
+            )
         case .read(let channel, let seq):
             let store = self.services.store
             let user = self.identity.user
@@ -619,30 +598,20 @@ final class LiveConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
                     return .error(code: apiError.code, message: apiError.message, channel: channel)
                 }
             }
-            // As a send: from here while a connection to the channel's node is up.
-            if let handle = self.handle,
-                let read = store.markReadImmediately(
-                    channel: channel,
-                    user: user,
-                    session: session,
-                    seq: seq,
-                    connection: connection,
-                    on: handle.loop
-                )
-            {
-                let loopBound = NIOLoopBound(self, eventLoop: handle.loop)
-                read.whenComplete { result in loopBound.value.answered(answer(result)) }
-                return
-            }
-            self.answerLater {
-                do {
-                    return answer(
-                        .success(try await store.markRead(channel: channel, user: user, session: session, seq: seq, connection: connection))
+            self.answer(
+                now: self.handle.flatMap { handle in
+                    store.markReadImmediately(
+                        channel: channel,
+                        user: user,
+                        session: session,
+                        seq: seq,
+                        connection: connection,
+                        on: handle.loop
                     )
-                } catch {
-                    return answer(.failure(error))
-                }
-            }
+                },
+                later: { try await store.markRead(channel: channel, user: user, session: session, seq: seq, connection: connection) },
+                with: { (answer($0), nil) }
+            )
         case .resume(let cursors, let invalid):
             for error in invalid { self.write(error) }
             self.resume(cursors)
@@ -659,6 +628,32 @@ final class LiveConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
     private func answer(_ message: ServerMessage) {
         self.write(message)
         self.machine.frameServed()
+    }
+
+    /// Answers the frame being served with what `answer` makes of an operation's result: the
+    /// operation sent from this loop (`now`: its reply comes back here, with no task in
+    /// between), or, when it could not go out at once (`now` nil: no connection to its node
+    /// yet, replicas to wait for), `later` run in a task (which passes on no own event).
+    private func answer<Value: Sendable>(
+        now: EventLoopFuture<Value>?,
+        later: @escaping @Sendable () async throws -> Value,
+        with answer: @escaping @Sendable (Result<Value, any Error>) -> (ServerMessage, OwnEvent?)
+    ) {
+        if let now, let handle = self.handle {
+            let loopBound = NIOLoopBound(self, eventLoop: handle.loop)
+            now.whenComplete { result in
+                let (message, event) = answer(result)
+                loopBound.value.answered(message, ownEvent: event)
+            }
+            return
+        }
+        self.answerLater {
+            do {
+                return answer(.success(try await later())).0
+            } catch {
+                return answer(.failure(error)).0
+            }
+        }
     }
 
     /// Answers the frame being served once `body` has run (off the event loop).
