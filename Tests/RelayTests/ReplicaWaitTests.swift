@@ -291,6 +291,12 @@ struct ReplicaWaitTests {
                 // A read cursor, the one write that logs no event.
                 let read = try await relay.request("POST", "/channels/\(id)/read", token: relay.token(bob), json: ["seq": seq + 4])
                 #expect(read.status == 200 && read.value["last_read_seq"].int == seq + 4, "\(read)")
+                // Over the socket (run in a task when the relay waits for replicas), on the same
+                // cursor: it does not move back.
+                let readOK = try await socket.request(["type": "read", "channel_id": id, "seq": seq + 1]) {
+                    ["read_ok", "error"].contains($0["type"].string ?? "")
+                }
+                #expect(readOK["type"].string == "read_ok" && readOK["last_read_seq"].int == seq + 4, "\(readOK)")
                 // The replica holds all of it.
                 let replicated = try await redisCLI(["XLEN", "ch:{\(id)}:log"], port: replica.port)
                 #expect(replicated == ["\(seq + 4)"])
