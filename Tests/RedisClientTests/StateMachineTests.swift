@@ -1,4 +1,6 @@
 import NIOCore
+import NIOEmbedded
+import NIOPosix
 import Testing
 
 @testable import RedisClient
@@ -103,5 +105,29 @@ struct StateMachineTests {
         #expect(RedisChannelHandler.isPush(message))
         #expect(!RedisChannelHandler.isPush(pong))
         #expect(!RedisChannelHandler.isPush(reply))
+    }
+
+    /// A connection that failed refuses what is sent after, but not within the call: a caller
+    /// on its loop that sends again on each failure would otherwise go one call deeper each time.
+    @Test func aCommandRefusedByAFailedConnectionFailsAfterTheCall() throws {
+        let channel = EmbeddedChannel()
+        let handler = RedisChannelHandler()
+        try channel.pipeline.syncOperations.addHandler(handler)
+        // A read error: the connection fails what it holds and closes.
+        channel.pipeline.fireErrorCaught(IOError(errnoCode: ECONNRESET, reason: "read"))
+        for pipelined in [false, true] {
+            let promise = channel.eventLoop.makePromise(of: RESPValue.self)
+            let failed = NIOLoopBoundBox(false, eventLoop: channel.eventLoop)
+            promise.futureResult.whenFailure { _ in failed.value = true }
+            let ping = ByteBuffer(string: "*1\r\n$4\r\nPING\r\n")
+            if pipelined {
+                handler.send(ping, ids: 1..<2, completions: [.promise(promise)], deadline: .distantFuture)
+            } else {
+                handler.send(ping, id: 1, completion: .promise(promise), deadline: .distantFuture)
+            }
+            #expect(!failed.value, "failed within the call (pipelined: \(pipelined))")
+            channel.embeddedEventLoop.run()
+            #expect(failed.value, "never failed (pipelined: \(pipelined))")
+        }
     }
 }

@@ -55,6 +55,8 @@ final class RedisChannelHandler: ChannelInboundHandler {
     private var stateMachine = StateMachine<Completion>()
     private let reader = RESPReader()
     private var context: ChannelHandlerContext?
+    /// The channel's loop, kept after the handler leaves: a command refused then fails on it.
+    private var eventLoop: (any EventLoop)?
     private var flushScheduled = false
     private var timer: Scheduled<Void>?
     private var timerDeadline: NIODeadline?
@@ -67,6 +69,7 @@ final class RedisChannelHandler: ChannelInboundHandler {
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+        self.eventLoop = context.eventLoop
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
@@ -76,15 +79,24 @@ final class RedisChannelHandler: ChannelInboundHandler {
 
     // MARK: Outbound
 
-    /// Writes an encoded command whose reply goes to `completion`.
+    /// Writes an encoded command whose reply goes to `completion`, which is never completed
+    /// within this call: a caller on the loop (``RedisConnection`` calls at once from there) may
+    /// be in the middle of its own work, and the next command it sends on failure would fail
+    /// the same way, one call deeper each time.
     func send(_ bytes: ByteBuffer, id: UInt64, completion: Completion, deadline: NIODeadline) {
         switch self.stateMachine.send(id: id, continuation: completion, deadline: deadline) {
         case .write:
             self.write(bytes)
             self.armTimer(for: deadline)
         case .fail(let completion, let error):
-            completion.fail(error)
+            self.failLater(completion, error)
         }
+    }
+
+    /// Fails `completion` once the current call has returned.
+    private func failLater(_ completion: Completion, _ error: RedisError) {
+        guard let eventLoop = self.eventLoop else { return completion.fail(error) }
+        eventLoop.execute { completion.fail(error) }
     }
 
     /// Writes a pipeline: every command is registered, then all go out in one flush.
@@ -93,7 +105,7 @@ final class RedisChannelHandler: ChannelInboundHandler {
         for (id, completion) in zip(ids, completions) {
             switch self.stateMachine.send(id: id, continuation: completion, deadline: deadline) {
             case .write: written = true
-            case .fail(let completion, let error): completion.fail(error)
+            case .fail(let completion, let error): self.failLater(completion, error)
             }
         }
         if written {
