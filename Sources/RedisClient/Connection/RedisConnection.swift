@@ -80,7 +80,7 @@ public final class RedisConnection: Sendable {
     /// - Throws: ``RedisError`` with ``RedisError/Code/serverError`` for an error reply, or a
     ///   transport code; `CancellationError` if the task is cancelled first.
     public func execute(_ command: RedisCommand) async throws -> RESPValue {
-        try await self.execute(encoded: self.encode(command))
+        try await self.execute(encoded: command.encoded(allocator: self.channel.allocator))
     }
 
     /// ``execute(_:)`` for `bytes`, commands that Redis answers with one reply in all.
@@ -162,13 +162,7 @@ public final class RedisConnection: Sendable {
 
     /// Encodes `command` here and hands it, with whoever waits for its reply, to the connection's loop.
     private func send(_ command: RedisCommand, id: UInt64, completion: RedisChannelHandler.Completion) {
-        self.send(encoded: self.encode(command), id: id, completion: completion)
-    }
-
-    private func encode(_ command: RedisCommand) -> ByteBuffer {
-        var buffer = self.channel.allocator.buffer(capacity: 32 + command.storage.count + 16 * command.argumentCount)
-        command.encode(into: &buffer)
-        return buffer
+        self.send(encoded: command.encoded(allocator: self.channel.allocator), id: id, completion: completion)
     }
 
     /// Hands `bytes`, commands that Redis answers with one reply in all, with whoever waits for

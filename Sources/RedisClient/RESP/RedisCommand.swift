@@ -76,6 +76,13 @@ public struct RedisCommand: Sendable {
         String(decoding: self.storage.prefix(self.lengths.first ?? 0), as: UTF8.self).uppercased()
     }
 
+    /// The command encoded (``encode(into:)``) into a buffer of about its size.
+    func encoded(allocator: ByteBufferAllocator) -> ByteBuffer {
+        var buffer = allocator.buffer(capacity: 32 + self.storage.count + 16 * self.argumentCount)
+        self.encode(into: &buffer)
+        return buffer
+    }
+
     /// Encodes the command as a RESP array of bulk strings with hiredis's argv formatter (its
     /// `sds` form, which writes the lengths itself: the plain form calls `sprintf` for each).
     func encode(into buffer: inout ByteBuffer) {

@@ -11,9 +11,7 @@ public final class RedisEncodedCommand: Sendable {
     let bytes: [UInt8]
 
     public init(_ command: RedisCommand) {
-        var buffer = ByteBufferAllocator().buffer(capacity: 32 + command.storage.count + 16 * command.argumentCount)
-        command.encode(into: &buffer)
         self.command = command
-        self.bytes = Array(buffer.readableBytesView)
+        self.bytes = Array(command.encoded(allocator: ByteBufferAllocator()).readableBytesView)
     }
 }
