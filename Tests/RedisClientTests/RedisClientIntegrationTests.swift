@@ -347,6 +347,53 @@ struct RedisClientIntegrationTests {
         #expect(eval.description == "EVAL \(script.source) 2 \(key) k2 x 7 ")
     }
 
+    /// The callback form, for a caller on the loop: its result comes on the caller's loop, once,
+    /// after the call that sent the script: for a script new to Redis (run again from its
+    /// source, in a task), for one Redis holds, and for an error reply.
+    @Test func scriptCallbacksComeOnTheCallersLoopAfterTheCall() async throws {
+        let script = RedisScript("return ARGV[1] .. '\(TestRedis.uniqueName())'")
+        let refusing = RedisScript("return redis.error_reply('NOTMEMBER ' .. ARGV[1])")
+        let key = TestRedis.uniqueName("script")
+        let eventLoop = MultiThreadedEventLoopGroup.singleton.any()
+        @Sendable func text(_ reply: RESPReply) throws -> String {
+            var cursor = reply.cursor
+            guard case .bulkString(let bytes)? = cursor.next() else { throw TestFailure("not a bulk string") }
+            return String(decoding: bytes, as: UTF8.self)
+        }
+        final class Returned: Sendable {
+            let value = Atomic(false)
+        }
+        /// Runs `script` from the loop; returns its result, whether it came on the loop, and
+        /// whether the call that sent it had returned by then.
+        func run(_ script: RedisScript, _ argument: String, on client: RedisClient) async throws -> (Result<String, any Error>, Bool, Bool)
+        {
+            try await withCheckedThrowingContinuation { continuation in
+                eventLoop.execute {
+                    let returned = Returned()
+                    let sent = client.runUnwaitedImmediately(script, keys: [key], arguments: [argument], on: eventLoop, decode: text) {
+                        continuation.resume(returning: ($0, eventLoop.inEventLoop, returned.value.load(ordering: .relaxed)))
+                    }
+                    returned.value.store(true, ordering: .relaxed)
+                    if !sent { continuation.resume(throwing: TestFailure("no connection was ready")) }
+                }
+            }
+        }
+        try await withRedisClient(try configuration()) { client in
+            try await waitForRecovery(client)
+            for round in 0..<2 {
+                let (result, onLoop, afterTheCall) = try await run(script, "r\(round)", on: client)
+                #expect(try result.get().hasPrefix("r\(round)"), "round \(round)")
+                #expect(onLoop, "round \(round)")
+                #expect(afterTheCall, "round \(round)")
+            }
+            let (result, onLoop, afterTheCall) = try await run(refusing, "bob", on: client)
+            #expect(throws: RedisError.self) { try result.get() }
+            if case .failure(let error as RedisError) = result { #expect(error.replyCode == "NOTMEMBER") }
+            #expect(onLoop)
+            #expect(afterTheCall)
+        }
+    }
+
     /// With a connection per event loop, each loop has one of its own, whichever connection
     /// asked the server what it is: a caller's commands then go out and come back on its loop.
     @Test func eachEventLoopGetsAConnectionOfItsOwn() async throws {

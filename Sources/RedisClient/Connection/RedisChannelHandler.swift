@@ -272,20 +272,28 @@ protocol RESPReplyDecoder: Sendable {
     func fail(_ error: any Error)
 }
 
-/// A decoder whose result completes a promise.
-struct RESPDecodingPromise<Value: Sendable>: RESPReplyDecoder {
-    let promise: EventLoopPromise<Value>
+/// A decoder whose result, or the error that took its place, is handed to `then` on
+/// `eventLoop`: at once when the reply was read there (a socket's command on its own loop's
+/// connection), else as a task of that loop.
+struct RESPDecodingCallback<Value: Sendable>: RESPReplyDecoder {
+    let eventLoop: any EventLoop
     let body: @Sendable (RESPReply) throws -> Value
+    let then: @Sendable (Result<Value, any Error>) -> Void
 
     func decode(_ reply: RESPReply) {
-        do {
-            self.promise.succeed(try self.body(reply))
-        } catch {
-            self.promise.fail(error)
-        }
+        self.complete(Result { try self.body(reply) })
     }
 
     func fail(_ error: any Error) {
-        self.promise.fail(error)
+        self.complete(.failure(error))
+    }
+
+    private func complete(_ result: Result<Value, any Error>) {
+        guard self.eventLoop.inEventLoop else {
+            let then = self.then
+            self.eventLoop.execute { then(result) }
+            return
+        }
+        self.then(result)
     }
 }

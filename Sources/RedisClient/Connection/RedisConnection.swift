@@ -116,14 +116,26 @@ public final class RedisConnection: Sendable {
         decode: @escaping @Sendable (RESPReply) throws -> Value
     ) -> EventLoopFuture<Value> {
         let promise = eventLoop.makePromise(of: Value.self)
-        let decoder = RedisChannelHandler.Completion.decoder(RESPDecodingPromise(promise: promise, body: decode))
+        self.execute(command, asking: asking, on: eventLoop, decode: decode, then: promise.completeWith)
+        return promise.futureResult
+    }
+
+    /// ``execute(_:asking:on:decode:)`` with no future: `then` is called once, on `eventLoop`,
+    /// and never within this call.
+    package func execute<Value: Sendable>(
+        _ command: RedisCommand,
+        asking: Bool = false,
+        on eventLoop: any EventLoop,
+        decode: @escaping @Sendable (RESPReply) throws -> Value,
+        then: @escaping @Sendable (Result<Value, any Error>) -> Void
+    ) {
+        let decoder = RedisChannelHandler.Completion.decoder(RESPDecodingCallback(eventLoop: eventLoop, body: decode, then: then))
         guard asking else {
             self.send(command, id: self.nextID.add(1, ordering: .relaxed).newValue, completion: decoder)
-            return promise.futureResult
+            return
         }
         // ASKING's own answer tells nothing the command's does not.
         self.send([RedisCommand("ASKING"), command], completions: [.promise(eventLoop.makePromise()), decoder])
-        return promise.futureResult
     }
 
     /// Runs `commands` for their effect alone, in one write between `CLIENT REPLY OFF` and

@@ -99,17 +99,52 @@ extension RedisClient {
         on eventLoop: any EventLoop,
         decode: @escaping @Sendable (RESPReply) throws -> Value
     ) -> EventLoopFuture<Value>? {
+        let promise = eventLoop.makePromise(of: Value.self)
+        let sent = self.runUnwaitedImmediately(
+            script,
+            keys: keys,
+            arguments: arguments,
+            on: eventLoop,
+            decode: decode,
+            then: promise.completeWith
+        )
+        guard sent else {
+            // Completed, so that it is not reported as leaked; no one holds its future.
+            promise.fail(RedisError(.connectionClosed, "no connection to the script's node is up"))
+            return nil
+        }
+        return promise.futureResult
+    }
+
+    /// ``runUnwaitedImmediately(_:keys:arguments:on:decode:)`` with no future: false (and
+    /// `then` never called) when the script could not go out at once; otherwise `then` is
+    /// called once, on `eventLoop`, and never within this call.
+    package func runUnwaitedImmediately<Value: Sendable>(
+        _ script: RedisScript,
+        keys: [String],
+        arguments: [any RedisArgument],
+        on eventLoop: any EventLoop,
+        decode: @escaping @Sendable (RESPReply) throws -> Value,
+        then: @escaping @Sendable (Result<Value, any Error>) -> Void
+    ) -> Bool {
         let evalsha = Self.evalsha(script, keys: keys, arguments: arguments)
-        guard let connection = self.readyConnection(forKey: evalsha.key, on: eventLoop) else { return nil }
-        // One step for both refusals, rather than one each: every reply passes through it.
-        return connection.execute(evalsha, on: eventLoop, decode: decode).flatMapError { error -> EventLoopFuture<Value> in
-            guard let redisError = error as? RedisError,
-                redisError.replyCode == "NOSCRIPT" || (RedisClusterRedirection(redisError) != nil && self.isCluster)
-            else { return eventLoop.makeFailedFuture(error) }
-            return eventLoop.makeFutureWithTask {
-                try await self.runUnwaited(script, evalsha, decode: decode)
+        guard let connection = self.readyConnection(forKey: evalsha.key, on: eventLoop) else { return false }
+        connection.execute(evalsha, on: eventLoop, decode: decode) { result in
+            // One check for both refusals, rather than a step each: every reply passes here.
+            guard case .failure(let error as RedisError) = result,
+                error.replyCode == "NOSCRIPT" || (RedisClusterRedirection(error) != nil && self.isCluster)
+            else { return then(result) }
+            Task {
+                let retried: Result<Value, any Error>
+                do {
+                    retried = .success(try await self.runUnwaited(script, evalsha, decode: decode))
+                } catch {
+                    retried = .failure(error)
+                }
+                eventLoop.execute { then(retried) }
             }
         }
+        return true
     }
 
     /// The `EVAL` of `script` with the keys and arguments of its `EVALSHA` command.

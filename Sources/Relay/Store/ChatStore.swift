@@ -455,28 +455,37 @@ struct ChatStore: Sendable {
         return sent
     }
 
-    /// ``send(channel:sender:clientMessageID:text:)`` for a caller on `eventLoop`, with no task:
-    /// nil when the script cannot go out at once (see `RedisClient.runUnwaitedImmediately`).
+    /// ``send(channel:sender:clientMessageID:text:)`` for a caller on `eventLoop`, with no task
+    /// and no future: false when the script cannot go out at once (see
+    /// `RedisClient.runUnwaitedImmediately`); otherwise `then` is called once, on `eventLoop`,
+    /// after this call.
     func sendImmediately(
         channel id: String,
         sender: String,
         clientMessageID: String,
         text: String,
-        on eventLoop: any EventLoop
-    ) -> EventLoopFuture<(created: Bool, event: String)>? {
+        on eventLoop: any EventLoop,
+        then: @escaping @Sendable (Result<(created: Bool, event: String), any Error>) -> Void
+    ) -> Bool {
         // Waiting for replicas, then publishing, is the `async` path's.
-        guard self.scripts.publishes else { return nil }
+        guard self.scripts.publishes else { return false }
         let call = self.sendCall(channel: id, sender: sender, clientMessageID: clientMessageID, text: text)
         let metrics = self.metrics
+        let start = ContinuousClock.now
         // The reply is read where it lies: only the event is copied out of it.
-        let sent = self.timed("send") {
-            self.redis.runUnwaitedImmediately(self.scripts.send, keys: call.keys, arguments: call.arguments, on: eventLoop) { reply in
-                let sent = try Self.sent(reply)
-                if sent.created { metrics.appended() }
-                return sent
-            }
+        return self.redis.runUnwaitedImmediately(
+            self.scripts.send,
+            keys: call.keys,
+            arguments: call.arguments,
+            on: eventLoop
+        ) { reply in
+            let sent = try Self.sent(reply)
+            if sent.created { metrics.appended() }
+            return sent
+        } then: { result in
+            metrics.redisLatency("send", ContinuousClock.now - start)
+            then(result.mapError { Self.scriptError($0, channel: id) })
         }
-        return sent?.flatMapErrorThrowing { throw Self.scriptError($0, channel: id) }
     }
 
     /// A script's error reply as the ``ChatError`` it stands for; any other error as it is.
@@ -735,38 +744,42 @@ struct ChatStore: Sendable {
     }
 
     /// ``markRead(channel:user:session:seq:connection:)`` for a caller on `eventLoop`, with no
-    /// task: nil when the script cannot go out at once (see `RedisClient.runUnwaitedImmediately`).
-    /// The notice to the session's other sockets goes out as the answer does, not before it.
+    /// task and no future: false when the script cannot go out at once (see
+    /// `RedisClient.runUnwaitedImmediately`); otherwise `then` is called once, on `eventLoop`,
+    /// after this call. The notice to the session's other sockets goes out as the answer does,
+    /// not before it.
     func markReadImmediately(
         channel id: String,
         user: String,
         session: String,
         seq: Int64,
         connection: String,
-        on eventLoop: any EventLoop
-    ) -> EventLoopFuture<Int64>? {
+        on eventLoop: any EventLoop,
+        then: @escaping @Sendable (Result<Int64, any Error>) -> Void
+    ) -> Bool {
         // Waiting for replicas is the `async` path's.
-        guard self.scripts.publishes else { return nil }
+        guard self.scripts.publishes else { return false }
         let keys = RelayKeys.Channel(id)
-        let read = self.timed("read") {
-            self.redis.runUnwaitedImmediately(
-                self.scripts.read,
-                keys: [keys.meta, keys.members, keys.seq, keys.reads],
-                arguments: [user, session, seq],
-                on: eventLoop,
-                decode: Self.readCursor
-            )
-        }
         let redis = self.redis
-        return read?.flatMapErrorThrowing { throw Self.scriptError($0, channel: id) }.map { value in
+        let metrics = self.metrics
+        let start = ContinuousClock.now
+        return redis.runUnwaitedImmediately(
+            self.scripts.read,
+            keys: [keys.meta, keys.members, keys.seq, keys.reads],
+            arguments: [user, session, seq],
+            on: eventLoop,
+            decode: Self.readCursor
+        ) { result in
+            metrics.redisLatency("read", ContinuousClock.now - start)
             // Above the seq read: the cursor was there already, and the other sockets show it.
-            guard value <= seq else { return value }
-            let topic = RelayKeys.User(user).topic
-            let notice = RedisCommand("SPUBLISH", key: topic, [topic, "read \(connection) \(session) \(id) \(value)"])
-            if redis.executeImmediately(notice, on: eventLoop, decode: { _ in }) == nil {
-                Task { _ = try? await redis.execute(notice) }
+            if case .success(let value) = result, value <= seq {
+                let topic = RelayKeys.User(user).topic
+                let notice = RedisCommand("SPUBLISH", key: topic, [topic, "read \(connection) \(session) \(id) \(value)"])
+                if redis.executeImmediately(notice, on: eventLoop, decode: { _ in }) == nil {
+                    Task { _ = try? await redis.execute(notice) }
+                }
             }
-            return value
+            then(result.mapError { Self.scriptError($0, channel: id) })
         }
     }
 

@@ -574,8 +574,15 @@ final class LiveConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
                 }
             }
             self.answer(
-                now: self.handle.flatMap { handle in
-                    store.sendImmediately(channel: channel, sender: user, clientMessageID: clientMessageID, text: text, on: handle.loop)
+                now: { loop, then in
+                    store.sendImmediately(
+                        channel: channel,
+                        sender: user,
+                        clientMessageID: clientMessageID,
+                        text: text,
+                        on: loop,
+                        then: then
+                    )
                 },
                 later: { try await store.send(channel: channel, sender: user, clientMessageID: clientMessageID, text: text) },
                 with: answer
@@ -599,14 +606,15 @@ final class LiveConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
                 }
             }
             self.answer(
-                now: self.handle.flatMap { handle in
+                now: { loop, then in
                     store.markReadImmediately(
                         channel: channel,
                         user: user,
                         session: session,
                         seq: seq,
                         connection: connection,
-                        on: handle.loop
+                        on: loop,
+                        then: then
                     )
                 },
                 later: { try await store.markRead(channel: channel, user: user, session: session, seq: seq, connection: connection) },
@@ -631,21 +639,22 @@ final class LiveConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
     }
 
     /// Answers the frame being served with what `answer` makes of an operation's result: the
-    /// operation sent from this loop (`now`: its reply comes back here, with no task in
-    /// between), or, when it could not go out at once (`now` nil: no connection to its node
-    /// yet, replicas to wait for), `later` run in a task (which passes on no own event).
+    /// operation sent from this loop (`now`, given the loop and the callback for its result:
+    /// its reply comes back here, with no task in between), or, when it could not go out at
+    /// once (`now` answered false: no connection to its node yet, replicas to wait for), `later`
+    /// run in a task (which passes on no own event).
     private func answer<Value: Sendable>(
-        now: EventLoopFuture<Value>?,
+        now: (any EventLoop, @escaping @Sendable (Result<Value, any Error>) -> Void) -> Bool,
         later: @escaping @Sendable () async throws -> Value,
         with answer: @escaping @Sendable (Result<Value, any Error>) -> (ServerMessage, OwnEvent?)
     ) {
-        if let now, let handle = self.handle {
+        if let handle = self.handle {
             let loopBound = NIOLoopBound(self, eventLoop: handle.loop)
-            now.whenComplete { result in
+            let sent = now(handle.loop) { result in
                 let (message, event) = answer(result)
                 loopBound.value.answered(message, ownEvent: event)
             }
-            return
+            if sent { return }
         }
         self.answerLater {
             do {
