@@ -237,6 +237,20 @@ struct StrictJSONTests {
         #expect(StrictJSON.parse(Array(#"{"n":1.5}"#.utf8))?["n"]?.int64 == nil)
     }
 
+    /// Bytes read where they lie (an array, a buffer's view) and bytes copied first (a collection
+    /// with no contiguous storage) parse alike, strings with and without escapes.
+    @Test func parsesBytesWhereverTheyLie() throws {
+        let text = #"{"plain":"café été","e":"\t\u00e9\\","long":"a string longer than fifteen bytes","n":7}"#
+        let bytes = Array(text.utf8)
+        let value = try #require(StrictJSON.parse(bytes))
+        #expect(value["plain"]?.string == "café été")
+        #expect(value["e"]?.string == "\t\u{e9}\\")
+        #expect(value["long"]?.string == "a string longer than fifteen bytes")
+        #expect(StrictJSON.parse(ByteBuffer(bytes: bytes).readableBytesView) == value)
+        #expect(StrictJSON.parse(bytes.lazy.map { $0 }) == value)
+        #expect(StrictJSON.parse(Array(#"{"a":"b\"#.utf8).lazy.map { $0 }) == nil)
+    }
+
     /// Names are the same only if their UTF-8 is: canonically equivalent names (Swift's `String`
     /// equality) are two names, not one given twice; the same name escaped is one.
     @Test func namesAreComparedByTheirBytes() throws {

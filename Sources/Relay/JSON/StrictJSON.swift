@@ -59,7 +59,8 @@ struct StrictJSON {
         }
     }
 
-    private let bytes: [UInt8]
+    /// The bytes being parsed, valid for the parse only.
+    private let bytes: UnsafeBufferPointer<UInt8>
     private var index = 0
 
     /// Whether `bytes` are one strict JSON value.
@@ -67,16 +68,22 @@ struct StrictJSON {
         Self.parse(bytes) != nil
     }
 
-    /// The value `bytes` hold, or `nil` if they are not exactly one strict JSON value.
+    /// The value `bytes` hold, or `nil` if they are not exactly one strict JSON value. Read
+    /// where they lie when they are contiguous (a request body, a frame's payload).
     static func parse(_ bytes: some Collection<UInt8>) -> Value? {
-        var parser = StrictJSON(bytes: Array(bytes))
+        if let value = bytes.withContiguousStorageIfAvailable(Self.parse) { return value }
+        return Array(bytes).withUnsafeBufferPointer(Self.parse)
+    }
+
+    private static func parse(_ bytes: UnsafeBufferPointer<UInt8>) -> Value? {
+        var parser = StrictJSON(bytes: bytes)
         parser.skipWhitespace()
         guard let value = parser.value(depth: 0) else { return nil }
         parser.skipWhitespace()
         return parser.index == parser.bytes.count ? value : nil
     }
 
-    private init(bytes: [UInt8]) {
+    private init(bytes: UnsafeBufferPointer<UInt8>) {
         self.bytes = bytes
     }
 
@@ -146,15 +153,20 @@ struct StrictJSON {
     /// no overlong forms, no surrogates, nothing above U+10FFFF) or a lone surrogate escape.
     private mutating func string() -> String? {
         self.index += 1
+        // Filled only once an escape is met: a string without one is made from its bytes.
         var out: [UInt8] = []
+        var hasEscapes = false
         var start = self.index
         while let byte = self.current {
             switch byte {
             case UInt8(ascii: "\""):
-                out.append(contentsOf: self.bytes[start..<self.index])
+                let end = self.index
                 self.index += 1
+                guard hasEscapes else { return String(decoding: UnsafeBufferPointer(rebasing: self.bytes[start..<end]), as: UTF8.self) }
+                out.append(contentsOf: self.bytes[start..<end])
                 return String(decoding: out, as: UTF8.self)
             case UInt8(ascii: "\\"):
+                hasEscapes = true
                 out.append(contentsOf: self.bytes[start..<self.index])
                 self.index += 1
                 guard let escaped = self.current else { return nil }
