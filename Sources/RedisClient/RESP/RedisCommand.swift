@@ -69,6 +69,14 @@ public struct RedisCommand: Sendable {
         self.lengths.append(self.storage.count - before)
     }
 
+    /// Appends one argument whose bytes `write` appends, after what is there (which it must
+    /// leave as it is): a key built of its parts without a string made of them first.
+    public mutating func appendArgument(_ write: (inout [UInt8]) -> Void) {
+        let before = self.storage.count
+        write(&self.storage)
+        self.lengths.append(self.storage.count - before)
+    }
+
     public var argumentCount: Int { self.lengths.count }
 
     /// The command's name, upper-cased (for metrics and logs).

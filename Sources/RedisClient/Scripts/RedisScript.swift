@@ -43,8 +43,9 @@ extension RedisClient {
         try await self.run(script, Self.evalsha(script, keys: keys, arguments: arguments), lateReplication: lateReplication)
     }
 
-    /// ``run(_:keys:arguments:lateReplication:)`` with its `EVALSHA` command made.
-    func run(
+    /// ``run(_:keys:arguments:lateReplication:)`` with its `EVALSHA` command made
+    /// (``evalsha(_:keyCount:routedBy:bytes:arguments:)``).
+    package func run(
         _ script: RedisScript,
         _ evalsha: RedisCommand,
         lateReplication: (@Sendable (RESPValue) async -> Void)? = nil
@@ -127,7 +128,24 @@ extension RedisClient {
         decode: @escaping @Sendable (RESPReply) throws -> Value,
         then: @escaping @Sendable (Result<Value, any Error>) -> Void
     ) -> Bool {
-        let evalsha = Self.evalsha(script, keys: keys, arguments: arguments)
+        self.runUnwaitedImmediately(
+            script,
+            Self.evalsha(script, keys: keys, arguments: arguments),
+            on: eventLoop,
+            decode: decode,
+            then: then
+        )
+    }
+
+    /// ``runUnwaitedImmediately(_:keys:arguments:on:decode:then:)`` with its `EVALSHA` command
+    /// made (``evalsha(_:keyCount:routedBy:bytes:arguments:)``).
+    package func runUnwaitedImmediately<Value: Sendable>(
+        _ script: RedisScript,
+        _ evalsha: RedisCommand,
+        on eventLoop: any EventLoop,
+        decode: @escaping @Sendable (RESPReply) throws -> Value,
+        then: @escaping @Sendable (Result<Value, any Error>) -> Void
+    ) -> Bool {
         guard let connection = self.readyConnection(forKey: evalsha.key, on: eventLoop) else { return false }
         connection.execute(evalsha, on: eventLoop, decode: decode) { result in
             // One check for both refusals, rather than a step each: every reply passes here.
@@ -212,16 +230,37 @@ extension RedisClient {
         return reply
     }
 
-    static func evalsha(_ script: RedisScript, keys: [String], arguments: [any RedisArgument]) -> RedisCommand {
-        var command = RedisCommand("EVALSHA", key: keys.first)
+    /// `script`'s `EVALSHA` with `keys` and `arguments`, routed by its first key.
+    package static func evalsha(_ script: RedisScript, keys: [String], arguments: [any RedisArgument]) -> RedisCommand {
         // Room for the keys and about as much again for the arguments: the storage is not
         // grown argument by argument.
         let keyBytes = keys.reduce(0) { $0 + $1.utf8.count }
-        command.reserveCapacity(bytes: 64 + 2 * keyBytes + 256, arguments: 3 + keys.count + arguments.count)
-        command.append(script.sha1)
-        command.append(keys.count)
+        var command = Self.evalsha(
+            script,
+            keyCount: keys.count,
+            routedBy: keys.first,
+            bytes: 2 * keyBytes + 256,
+            arguments: arguments.count
+        )
         for key in keys { command.append(key) }
         for argument in arguments { argument.append(to: &command) }
+        return command
+    }
+
+    /// The start of `script`'s `EVALSHA` (its name, SHA-1 and key count), for the caller to
+    /// append its `keyCount` keys, then its arguments, with room for about `bytes` of them.
+    /// `key` is where a cluster sends it: its first key, or any key of the same slot.
+    package static func evalsha(
+        _ script: RedisScript,
+        keyCount: Int,
+        routedBy key: String?,
+        bytes: Int,
+        arguments: Int
+    ) -> RedisCommand {
+        var command = RedisCommand("EVALSHA", key: key)
+        command.reserveCapacity(bytes: 64 + bytes, arguments: 3 + keyCount + arguments)
+        command.append(script.sha1)
+        command.append(keyCount)
         return command
     }
 }

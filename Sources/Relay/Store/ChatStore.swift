@@ -445,7 +445,7 @@ struct ChatStore: Sendable {
     /// Appends a message, or returns the first event of the same `(sender, client_msg_id)`.
     func send(channel id: String, sender: String, clientMessageID: String, text: String) async throws -> (created: Bool, event: String) {
         let call = self.sendCall(channel: id, sender: sender, clientMessageID: clientMessageID, text: text)
-        let reply = try await self.run(self.scripts.send, "send", channel: id, keys: call.keys, arguments: call.arguments)
+        let reply = try await self.run(self.scripts.send, call, "send", channel: id)
         let sent = try self.sent(reply)
         if !sent.created, !self.scripts.publishes, let seq = EventJSON.field(.seq, in: sent.event) {
             // A retry: the first attempt's event may never have gone out live (its replicas
@@ -473,12 +473,7 @@ struct ChatStore: Sendable {
         let metrics = self.metrics
         let start = ContinuousClock.now
         // The reply is read where it lies: only the event is copied out of it.
-        return self.redis.runUnwaitedImmediately(
-            self.scripts.send,
-            keys: call.keys,
-            arguments: call.arguments,
-            on: eventLoop
-        ) { reply in
+        return self.redis.runUnwaitedImmediately(self.scripts.send, call, on: eventLoop) { reply in
             let sent = try Self.sent(reply)
             if sent.created { metrics.appended() }
             return sent
@@ -503,13 +498,9 @@ struct ChatStore: Sendable {
         return (created == 1, String(decoding: event, as: UTF8.self))
     }
 
-    /// The keys and arguments of `send.lua` for one message.
-    private func sendCall(
-        channel id: String,
-        sender: String,
-        clientMessageID: String,
-        text: String
-    ) -> (keys: [String], arguments: [any RedisArgument]) {
+    /// `send.lua`'s `EVALSHA` for one message, its keys written into it as they are appended
+    /// (no string is made of each).
+    func sendCall(channel id: String, sender: String, clientMessageID: String, text: String) -> RedisCommand {
         let keys = RelayKeys.Channel(id)
         let messageID = Identifier.make(prefix: "m")
         var body = "\"type\":\"message\",\"message_id\":\""
@@ -521,16 +512,30 @@ struct ChatStore: Sendable {
         body += JSONText.quoted(text)
         body += ",\"client_msg_id\":"
         body += JSONText.quoted(clientMessageID)
-        return (
-            [
-                keys.meta, keys.members, keys.seq, keys.log, keys.messages, keys.dedup, keys.dedupExpiry,
-            ],
-            [
-                sender, messageID, body, id, keys.topic,
-                RelayKeys.Channel.dedupEntry(sender: sender, clientMessageID: clientMessageID),
-                self.limits.dedupWindowSeconds,
-            ]
+        let keyNames: [RelayKeys.Channel.Name] = [.meta, .members, .seq, .log, .messages, .dedup, .dedupExpiry]
+        var command = RedisClient.evalsha(
+            self.scripts.send,
+            keyCount: keyNames.count,
+            // A cluster routes it by the channel's slot: the channel's id is the hash tag of
+            // every key of the script, and holds no brace, so its own slot is theirs.
+            routedBy: id,
+            bytes: 2 * keyNames.count * (id.utf8.count + 16) + body.utf8.count + 64,
+            arguments: 7
         )
+        for name in keyNames { keys.append(name, to: &command) }
+        command.append(sender)
+        command.append(messageID)
+        command.append(body)
+        command.append(id)
+        keys.append(.topic, to: &command)
+        command.appendArgument { bytes in
+            // The dedup entry (``RelayKeys/Channel/dedupEntry(sender:clientMessageID:)``).
+            bytes.append(contentsOf: sender.utf8)
+            bytes.append(UInt8(ascii: ":"))
+            bytes.append(contentsOf: clientMessageID.utf8)
+        }
+        command.append(self.limits.dedupWindowSeconds)
+        return command
     }
 
     /// `send.lua`'s reply: whether the event is new, and the event.
@@ -832,6 +837,11 @@ struct ChatStore: Sendable {
         keys: [String],
         arguments: [any RedisArgument]
     ) async throws -> RESPValue {
+        try await self.run(script, RedisClient.evalsha(script, keys: keys, arguments: arguments), name, channel: channel)
+    }
+
+    /// ``run(_:_:channel:keys:arguments:)`` with its `EVALSHA` command made.
+    private func run(_ script: RedisScript, _ evalsha: RedisCommand, _ name: String, channel: String) async throws -> RESPValue {
         let reply: RESPValue
         // Replicas that acknowledge a write only after its call gave up (503): its events go
         // out live then, rather than only with the channel's next event.
@@ -845,7 +855,7 @@ struct ChatStore: Sendable {
         }
         do {
             reply = try await self.timed(name) {
-                try await self.redis.run(script, keys: keys, arguments: arguments, lateReplication: late)
+                try await self.redis.run(script, evalsha, lateReplication: late)
             }
         } catch let error as RedisError {
             throw ChatError(script: error, channel: channel) ?? error

@@ -8,14 +8,35 @@ enum RelayKeys {
         let id: String
         init(_ id: String) { self.id = id }
 
-        var meta: String { "ch:{\(self.id)}:meta" }
-        var members: String { "ch:{\(self.id)}:members" }
-        var seq: String { "ch:{\(self.id)}:seq" }
-        var log: String { "ch:{\(self.id)}:log" }
-        var messages: String { "ch:{\(self.id)}:msgs" }
-        var reads: String { "ch:{\(self.id)}:reads" }
+        /// The last part of each of the channel's keys, after `ch:{<id>}:`.
+        enum Name: String {
+            case meta, members, seq, log, reads, membership, dedup
+            case messages = "msgs"
+            case topic = "live"
+            case dedupExpiry = "dedupx"
+        }
+
+        /// The channel's key `name`.
+        func key(_ name: Name) -> String { "ch:{\(self.id)}:\(name.rawValue)" }
+
+        /// Appends the channel's key `name` to `command`, without a string made of it.
+        func append(_ name: Name, to command: inout RedisCommand) {
+            command.appendArgument { bytes in
+                bytes.append(contentsOf: "ch:{".utf8)
+                bytes.append(contentsOf: self.id.utf8)
+                bytes.append(contentsOf: "}:".utf8)
+                bytes.append(contentsOf: name.rawValue.utf8)
+            }
+        }
+
+        var meta: String { self.key(.meta) }
+        var members: String { self.key(.members) }
+        var seq: String { self.key(.seq) }
+        var log: String { self.key(.log) }
+        var messages: String { self.key(.messages) }
+        var reads: String { self.key(.reads) }
         /// Each user's `member_joined` and `member_left` seqs (``MembershipRecord``): a hash.
-        var membership: String { "ch:{\(self.id)}:membership" }
+        var membership: String { self.key(.membership) }
         /// The keys of the scripts that change membership, in their `KEYS` order.
         var membershipScriptKeys: [String] { [self.meta, self.members, self.seq, self.log, self.messages, self.membership] }
         /// The field of ``meta`` that holds, with `--redis-wait`, the highest seq replicas were
@@ -24,13 +45,13 @@ enum RelayKeys {
         /// `HGET` of ``replicatedSeq``.
         var replicatedSeqCommand: RedisCommand { RedisCommand("HGET", key: self.meta, [self.meta, Self.replicatedSeq]) }
         /// Sharded Pub/Sub topic on which every appended event is published as `<seq> <json>`.
-        var topic: String { "ch:{\(self.id)}:live" }
+        var topic: String { self.key(.topic) }
 
         /// The first event's seq of each `<sender>:<client_msg_id>` sent in the channel
         /// (``dedupEntry(sender:clientMessageID:)``), while its entry lives.
-        var dedup: String { "ch:{\(self.id)}:dedup" }
+        var dedup: String { self.key(.dedup) }
         /// When each entry of ``dedup`` expires (ms): a sorted set.
-        var dedupExpiry: String { "ch:{\(self.id)}:dedupx" }
+        var dedupExpiry: String { self.key(.dedupExpiry) }
 
         /// A ``dedup`` entry's field: ids hold no `:`, so the sender ends at the first.
         static func dedupEntry(sender: String, clientMessageID: String) -> String {

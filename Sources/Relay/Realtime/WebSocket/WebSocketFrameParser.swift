@@ -55,13 +55,12 @@ struct WebSocketFrameParser {
         guard buffer.writerIndex - offset >= length else { return .needMoreData }
 
         // A final pong (0x8A), masked: all the protocol handler would do with it is nothing. Its
-        // key is not made: NIO's initializer is generic, and reading a buffer's bytes through
-        // it allocates (one `malloc` per pong was most of an idle relay's allocations).
+        // key is not made.
         if first == 0x8A, masked {
             buffer.moveReaderIndex(to: offset + length)
             return .pong
         }
-        let maskKey = masked ? buffer.viewBytes(at: keyOffset, length: 4).flatMap(WebSocketMaskingKey.init) : nil
+        let maskKey = masked ? buffer.getInteger(at: keyOffset, as: UInt32.self).flatMap { WebSocketMaskingKey(KeyBytes($0)) } : nil
         buffer.moveReaderIndex(to: offset)
         let data = buffer.readSlice(length: length)!
         let frame = WebSocketFrame(
@@ -82,5 +81,24 @@ struct WebSocketFrameParser {
         let isControl = firstByte & 0x08 != 0
         if isControl && firstByte & 0x80 == 0 { throw .fragmentedControlFrame }
         if isControl && length > WebSocketWire.maxControlPayload { throw .multiByteControlFrameLength }
+    }
+}
+
+/// A masking key's four bytes, read as one integer, as the collection NIO's `WebSocketMaskingKey`
+/// initializer takes: that initializer is generic and not specialized for the relay's types,
+/// and reading a `ByteBufferView` through it allocated (a `malloc` and a `free` per frame).
+private struct KeyBytes: RandomAccessCollection {
+    let word: UInt32
+
+    init(_ word: UInt32) {
+        self.word = word
+    }
+
+    var startIndex: Int { 0 }
+    var endIndex: Int { 4 }
+
+    /// The byte at `position`, in network order.
+    subscript(position: Int) -> UInt8 {
+        UInt8(truncatingIfNeeded: self.word >> (24 - 8 * position))
     }
 }
