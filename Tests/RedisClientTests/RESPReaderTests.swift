@@ -32,6 +32,29 @@ struct RESPReaderTests {
         )
     }
 
+    /// A subscriber's `message` and `smessage` pushes are read in place into their topic and
+    /// payload; every other push, and a reply that is no push, is left to be made a value.
+    @Test func messagePushesAreReadInPlace() throws {
+        let reader = RESPReader()
+        let wire =
+            "*3\r\n$8\r\nsmessage\r\n$11\r\nch:{g}:live\r\n$9\r\n7 {\"a\":1}\r\n"
+            + "*3\r\n$7\r\nmessage\r\n$1\r\nt\r\n$0\r\n\r\n"
+            + "*3\r\n$10\r\nssubscribe\r\n$1\r\nt\r\n:1\r\n"
+            + "*4\r\n$8\r\npmessage\r\n$1\r\n*\r\n$1\r\nt\r\n$1\r\nx\r\n"
+            + "*3\r\n$8\r\nsmessage\r\n$1\r\nt\r\n:5\r\n"
+            + "$8\r\nsmessage\r\n"
+        try reader.feed(ByteBuffer(string: wire))
+        var read: [String] = []
+        while let reply = try reader.nextReply() {
+            switch RedisChannelHandler.message(reply, allocator: ByteBufferAllocator()) {
+            case .message(let topic, let payload)?: read.append("\(topic)|\(String(buffer: payload))")
+            case .other?: Issue.record("a message is never .other")
+            case nil: read.append("-")
+            }
+        }
+        #expect(read == ["ch:{g}:live|7 {\"a\":1}", "t|", "-", "-", "-", "-"])
+    }
+
     @Test func nestedArrays() throws {
         let wire = "*2\r\n*2\r\n*1\r\n:1\r\n$-1\r\n*3\r\n+x\r\n-E y\r\n*0\r\n"
         let values = try parseAll(Array(wire.utf8))

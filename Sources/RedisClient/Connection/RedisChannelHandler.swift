@@ -61,9 +61,9 @@ final class RedisChannelHandler: ChannelInboundHandler {
     private var timer: Scheduled<Void>?
     private var timerDeadline: NIODeadline?
     /// Set on a subscriber connection: receives every Pub/Sub push.
-    private let onPush: ((RESPValue) -> Void)?
+    private let onPush: ((RedisPush) -> Void)?
 
-    init(onPush: ((RESPValue) -> Void)? = nil) {
+    init(onPush: ((RedisPush) -> Void)? = nil) {
         self.onPush = onPush
     }
 
@@ -151,9 +151,15 @@ final class RedisChannelHandler: ChannelInboundHandler {
                 // On a subscriber, pushes (and cluster refusals) go to its handler, not to a request.
                 var value: RESPValue?
                 if let onPush = self.onPush {
+                    // A message, a subscriber's traffic, is read in place: only its topic and
+                    // payload are copied out.
+                    if let message = Self.message(reply, allocator: context.channel.allocator) {
+                        onPush(message)
+                        continue
+                    }
                     let pushed = reply.value()
                     if Self.isPush(pushed) || Self.isClusterRefusal(pushed) {
-                        onPush(pushed)
+                        onPush(.other(pushed))
                         continue
                     }
                     value = pushed
@@ -213,6 +219,16 @@ final class RedisChannelHandler: ChannelInboundHandler {
         }
     }
 
+    /// A `message` or `smessage` push (`[kind, topic, payload]`) as a ``RedisPush/message(topic:payload:)``.
+    static func message(_ reply: RESPReply, allocator: ByteBufferAllocator) -> RedisPush? {
+        var cursor = reply.cursor
+        guard case .array(count: 3)? = cursor.next(), case .bulkString(let kind)? = cursor.next(),
+            kind.elementsEqual("smessage".utf8) || kind.elementsEqual("message".utf8),
+            case .bulkString(let topic)? = cursor.next(), case .bulkString(let payload)? = cursor.next()
+        else { return nil }
+        return .message(topic: String(decoding: topic, as: UTF8.self), payload: allocator.buffer(bytes: payload))
+    }
+
     /// Pub/Sub messages and subscription confirmations, as RESP2 sends them on a subscriber.
     static func isPush(_ value: RESPValue) -> Bool {
         guard case .array(let elements) = value, elements.count >= 3, case .bulkString(let kind) = elements[0] else {
@@ -239,6 +255,15 @@ final class RedisChannelHandler: ChannelInboundHandler {
         "message", "smessage", "pmessage", "subscribe", "ssubscribe", "psubscribe",
         "unsubscribe", "sunsubscribe", "punsubscribe",
     ]
+}
+
+/// What a subscriber connection hands its push handler.
+public enum RedisPush: Sendable {
+    /// A `message` or `smessage` push, read where it lay.
+    case message(topic: String, payload: ByteBuffer)
+    /// Any other push (a subscription's confirmation, an unasked `sunsubscribe`), or a cluster
+    /// node's refusal of a subscription.
+    case other(RESPValue)
 }
 
 /// Collects the replies of one pipeline and resumes its caller once all have arrived.

@@ -32,7 +32,7 @@ public final class RedisConnection: Sendable {
     public static func connect(
         configuration: RedisConfiguration,
         eventLoop: any EventLoop,
-        onPush: (@Sendable (RESPValue) -> Void)? = nil
+        onPush: (@Sendable (RedisPush) -> Void)? = nil
     ) async throws -> RedisConnection {
         let timeout = TimeAmount(configuration.commandTimeout)
         let channel: any Channel

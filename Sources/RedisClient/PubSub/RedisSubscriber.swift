@@ -321,6 +321,16 @@ public final class RedisSubscriber: Service, Sendable {
     }
 
     /// Handles a push on the connection's event loop: it must not block.
+    private func received(_ push: RedisPush) {
+        switch push {
+        case .message(let topic, let payload):
+            let subscribed = self.state.withLock { $0.topics.contains(topic) }
+            if subscribed { self.eventSink.yield(.message(topic: topic, payload: payload)) }
+        case .other(let value):
+            self.received(value)
+        }
+    }
+
     private func received(_ push: RESPValue) {
         if case .error(let message) = push {
             // A subscription refused by a cluster node that does not own the slot (any more).

@@ -117,8 +117,9 @@ struct StrictJSON {
     private mutating func object(depth: Int) -> Value? {
         self.index += 1
         self.skipWhitespace()
-        var fields: [Key: Value] = [:]
-        if self.consume(UInt8(ascii: "}")) { return .object(fields) }
+        if self.consume(UInt8(ascii: "}")) { return .object([:]) }
+        // Room for a frame's or a typical body's fields at once, rather than grown twice.
+        var fields = [Key: Value](minimumCapacity: 6)
         while true {
             guard self.current == UInt8(ascii: "\""), let key = self.string() else { return nil }
             self.skipWhitespace()
