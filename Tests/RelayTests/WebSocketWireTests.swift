@@ -33,6 +33,16 @@ struct WebSocketWireTests {
         #expect(bytes(WebSocketWire.text("{}")) == [0x81, 0x02, 0x7B, 0x7D])
     }
 
+    /// An ack and its own event in one buffer: the two frames, back to back, each as it would be
+    /// alone, whatever length form the event takes.
+    @Test func anAckAndItsEventShareABuffer() {
+        let ack = ServerMessage.ack(clientMessageID: "c1", channel: "g1", seq: 9, messageID: "m1")
+        for length in [2, 125, 126, 65_535, 65_536] {
+            let json = "{" + String(repeating: "a", count: length - 2) + "}"
+            #expect(bytes(ack.frame(followedBy: json)) == bytes(ack.frame) + bytes(WebSocketWire.text(json)), "\(length)")
+        }
+    }
+
     @Test func closeFrames() {
         #expect(bytes(WebSocketWire.close(code: nil, reason: "dropped")) == [0x88, 0x00])
         #expect(bytes(WebSocketWire.close(code: 1000, reason: "")) == [0x88, 0x02, 0x03, 0xE8])

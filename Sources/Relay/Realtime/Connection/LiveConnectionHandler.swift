@@ -684,7 +684,7 @@ final class LiveConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
     }
 
     /// On the loop: the answer to the frame being served is ready; the next frames follow. A
-    /// message the connection just sent goes out right after its ack, in the same write, when
+    /// message the connection just sent goes out right after its ack, in the same buffer, when
     /// it continues the channel's stream (``StateMachine/ownEvent(channel:seq:)``).
     private func answered(_ message: ServerMessage, ownEvent event: OwnEvent? = nil) {
         guard !self.closing else { return }
@@ -695,10 +695,12 @@ final class LiveConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
             self.readsShown[channel] = shown
             message = .readOK(channel: channel, lastReadSeq: shown)
         }
-        self.answer(message)
         if let event, self.machine.ownEvent(channel: event.channel, seq: event.seq) {
-            self.writeWire(WebSocketWire.text(event.json))
+            self.writeWire(message.frame(followedBy: event.json))
+            self.machine.frameServed()
             self.handle?.wroteOwnEvent(channel: event.channel, seq: event.seq)
+        } else {
+            self.answer(message)
         }
         self.serveFrames()
         self.flush()

@@ -1,4 +1,5 @@
 import NIOCore
+import NIOWebSocket
 
 /// What the relay says to a WebSocket client besides events (contract section 5), encoded from
 /// its fields: whatever a client sent comes back only as a quoted, bounded string.
@@ -23,6 +24,18 @@ enum ServerMessage: Equatable, Sendable {
     /// The message as a whole text frame, encoded in one buffer.
     var frame: ByteBuffer {
         WebSocketWire.textFrame { self.writeJSON(to: &$0) }
+    }
+
+    /// The message's frame followed by a text frame of `json` (an event after its ack), in one
+    /// buffer: one allocation and one write for both.
+    func frame(followedBy json: String) -> ByteBuffer {
+        let length = json.utf8.count
+        var buffer = WebSocketWire.textFrame(capacity: 128 + WebSocketWire.headerLength(payloadLength: length) + length) {
+            self.writeJSON(to: &$0)
+        }
+        WebSocketWire.writeHeader(opcode: .text, payloadLength: length, into: &buffer)
+        buffer.writeString(json)
+        return buffer
     }
 
     /// Appends the message's JSON to `buffer`.
