@@ -331,6 +331,7 @@ public final class RedisSubscriber: Service, Sendable {
         }
     }
 
+    /// Any other push, or a cluster node's refusal of a subscription.
     private func received(_ push: RESPValue) {
         if case .error(let message) = push {
             // A subscription refused by a cluster node that does not own the slot (any more).

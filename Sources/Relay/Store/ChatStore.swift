@@ -528,12 +528,7 @@ struct ChatStore: Sendable {
         command.append(body)
         command.append(id)
         keys.append(.topic, to: &command)
-        command.appendArgument { bytes in
-            // The dedup entry (``RelayKeys/Channel/dedupEntry(sender:clientMessageID:)``).
-            bytes.append(contentsOf: sender.utf8)
-            bytes.append(UInt8(ascii: ":"))
-            bytes.append(contentsOf: clientMessageID.utf8)
-        }
+        RelayKeys.Channel.appendDedupEntry(sender: sender, clientMessageID: clientMessageID, to: &command)
         command.append(self.limits.dedupWindowSeconds)
         return command
     }

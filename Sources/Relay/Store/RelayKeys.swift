@@ -48,14 +48,19 @@ enum RelayKeys {
         var topic: String { self.key(.topic) }
 
         /// The first event's seq of each `<sender>:<client_msg_id>` sent in the channel
-        /// (``dedupEntry(sender:clientMessageID:)``), while its entry lives.
+        /// (``appendDedupEntry(sender:clientMessageID:to:)``), while its entry lives.
         var dedup: String { self.key(.dedup) }
         /// When each entry of ``dedup`` expires (ms): a sorted set.
         var dedupExpiry: String { self.key(.dedupExpiry) }
 
-        /// A ``dedup`` entry's field: ids hold no `:`, so the sender ends at the first.
-        static func dedupEntry(sender: String, clientMessageID: String) -> String {
-            "\(sender):\(clientMessageID)"
+        /// Appends a ``dedup`` entry's field, `<sender>:<client_msg_id>`, to `command` (without a
+        /// string made of it): ids hold no `:`, so the sender ends at the first.
+        static func appendDedupEntry(sender: String, clientMessageID: String, to command: inout RedisCommand) {
+            command.appendArgument { bytes in
+                bytes.append(contentsOf: sender.utf8)
+                bytes.append(UInt8(ascii: ":"))
+                bytes.append(contentsOf: clientMessageID.utf8)
+            }
         }
     }
 

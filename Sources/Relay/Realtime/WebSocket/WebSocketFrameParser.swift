@@ -86,7 +86,7 @@ struct WebSocketFrameParser {
 
 /// A masking key's four bytes, read as one integer, as the collection NIO's `WebSocketMaskingKey`
 /// initializer takes: that initializer is generic and not specialized for the relay's types,
-/// and reading a `ByteBufferView` through it allocated (a `malloc` and a `free` per frame).
+/// and reading a `ByteBufferView` through it allocated, several times per frame.
 private struct KeyBytes: RandomAccessCollection {
     let word: UInt32
 
