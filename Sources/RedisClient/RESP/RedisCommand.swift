@@ -46,15 +46,18 @@ public struct RedisCommand: Sendable {
         self.append(bytes: name.utf8)
     }
 
+    /// A command with room for `bytes` bytes of arguments in all and `arguments` arguments, the
+    /// name included, made before the name goes in: its storage is allocated once.
+    public init(_ name: String, key: String? = nil, reservingBytes bytes: Int, arguments: Int) {
+        self.key = key
+        self.storage.reserveCapacity(bytes)
+        self.lengths.reserveCapacity(arguments)
+        self.append(bytes: name.utf8)
+    }
+
     public init(_ name: String, key: String? = nil, _ arguments: [any RedisArgument]) {
         self.init(name, key: key)
         for argument in arguments { argument.append(to: &self) }
-    }
-
-    /// Makes room for `bytes` bytes of arguments in all and `arguments` arguments, the name included.
-    public mutating func reserveCapacity(bytes: Int, arguments: Int) {
-        self.storage.reserveCapacity(bytes)
-        self.lengths.reserveCapacity(arguments)
     }
 
     /// Appends one argument.

@@ -257,8 +257,7 @@ extension RedisClient {
         bytes: Int,
         arguments: Int
     ) -> RedisCommand {
-        var command = RedisCommand("EVALSHA", key: key)
-        command.reserveCapacity(bytes: 64 + bytes, arguments: 3 + keyCount + arguments)
+        var command = RedisCommand("EVALSHA", key: key, reservingBytes: 64 + bytes, arguments: 3 + keyCount + arguments)
         command.append(script.sha1)
         command.append(keyCount)
         return command

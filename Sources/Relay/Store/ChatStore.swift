@@ -512,7 +512,7 @@ struct ChatStore: Sendable {
         body += JSONText.quoted(text)
         body += ",\"client_msg_id\":"
         body += JSONText.quoted(clientMessageID)
-        let keyNames: [RelayKeys.Channel.Name] = [.meta, .members, .seq, .log, .messages, .dedup, .dedupExpiry]
+        let keyNames = Self.sendKeyNames
         var command = RedisClient.evalsha(
             self.scripts.send,
             keyCount: keyNames.count,
@@ -532,6 +532,9 @@ struct ChatStore: Sendable {
         command.append(self.limits.dedupWindowSeconds)
         return command
     }
+
+    /// `send.lua`'s keys, in its `KEYS` order.
+    private static let sendKeyNames: [RelayKeys.Channel.Name] = [.meta, .members, .seq, .log, .messages, .dedup, .dedupExpiry]
 
     /// `send.lua`'s reply: whether the event is new, and the event.
     private func sent(_ reply: RESPValue) throws -> (created: Bool, event: String) {

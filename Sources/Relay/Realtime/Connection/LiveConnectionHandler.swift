@@ -632,9 +632,10 @@ final class LiveConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         return limiter.refusal(retryAfter: seconds)
     }
 
-    /// Writes the answer to the frame being served and goes on with the next.
-    private func answer(_ message: ServerMessage) {
-        self.write(message)
+    /// Writes the answer to the frame being served (followed, in the same buffer, by `event`'s
+    /// frame, when given) and goes on with the next.
+    private func answer(_ message: ServerMessage, followedBy event: String? = nil) {
+        self.writeWire(event.map(message.frame(followedBy:)) ?? message.frame)
         self.machine.frameServed()
     }
 
@@ -695,13 +696,9 @@ final class LiveConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
             self.readsShown[channel] = shown
             message = .readOK(channel: channel, lastReadSeq: shown)
         }
-        if let event, self.machine.ownEvent(channel: event.channel, seq: event.seq) {
-            self.writeWire(message.frame(followedBy: event.json))
-            self.machine.frameServed()
-            self.handle?.wroteOwnEvent(channel: event.channel, seq: event.seq)
-        } else {
-            self.answer(message)
-        }
+        let ownEvent = event.flatMap { self.machine.ownEvent(channel: $0.channel, seq: $0.seq) ? $0 : nil }
+        self.answer(message, followedBy: ownEvent?.json)
+        if let ownEvent { self.handle?.wroteOwnEvent(channel: ownEvent.channel, seq: ownEvent.seq) }
         self.serveFrames()
         self.flush()
     }
