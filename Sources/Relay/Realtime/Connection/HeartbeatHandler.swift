@@ -11,6 +11,15 @@ import Synchronization
 /// from its event loop's ``Heartbeats/Wheel``, not from a timer per connection. Once the
 /// connection is closing (``WebSocketProtocolHandler/Closing`` passes it on the way out), it
 /// pings no more.
+///
+/// A pong wakes no one. With a ping the socket's low-water mark (`SO_RCVLOWAT`) goes to 7
+/// bytes, one more than a client's pong, and the pong is read at the next beat, past NIO
+/// (``ChannelOutput/receiveWaiting()``): NIO's path for a read was most of an idle
+/// connection's CPU. Anything else the client sends is 7 bytes or more, or comes behind the
+/// pong, and wakes NIO at once; NIO's first read puts the mark back to 1 byte until the next
+/// ping. So only a frame of 6 bytes (an empty payload) that finds nothing waiting waits: for the
+/// pong, a round trip, or, from a client that answers no ping, for the next beat. While reads
+/// are held, nothing is read here either.
 final class HeartbeatHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = WebSocketFrame
     typealias InboundOut = WebSocketFrame
@@ -42,6 +51,11 @@ final class HeartbeatHandler: ChannelDuplexHandler, RemovableChannelHandler {
     fileprivate var slot: Int?
     /// Whether a handler after this one holds back reading the client's frames (``ReadsHeld``).
     private var readsHeld = false
+    /// The frame reader before this handler, handed what the heartbeat reads past NIO.
+    var reader: WebSocketFrameReader?
+    /// Whether the socket's low-water mark keeps a pong from waking the event loop: set with the
+    /// ping, and the pong read at the next beat, past NIO (``pongLowWater``).
+    private var pongsWaitInKernel = false
 
     /// A ping with no payload, as a server sends it (unmasked).
     private static let ping: ByteBuffer = ByteBuffer(bytes: [0x89, 0x00])
@@ -105,12 +119,32 @@ final class HeartbeatHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private func stop(on eventLoop: any EventLoop) {
         if self.slot != nil { self.heartbeats.wheel(on: eventLoop).remove(self) }
         self.context = nil
+        self.reader = nil
+        // Closing: the client's answer, an empty close frame included, wakes NIO at once.
+        self.readThroughNIO()
+    }
+
+    /// NIO reads the client's bytes from here on as they come: nothing may wait in the kernel
+    /// unseen (a frame of 6 bytes, an empty ping or close, would), until the next ping. Called
+    /// by the frame reader on each of NIO's reads, which took whatever waited.
+    func readThroughNIO() {
+        guard self.pongsWaitInKernel else { return }
+        self.pongsWaitInKernel = false
+        self.output.setReceiveLowWater(1)
     }
 
     /// The wheel's turn: pings, or reports the silence.
     /// - Returns: false once the connection is silent (the wheel lets go of it).
     fileprivate func beat(now: NIODeadline, interval: TimeAmount) -> Bool {
         // A handler is in the wheel only while its channel is active: `stop` takes it out.
+        guard self.context != nil else { return false }
+        // The pong to the last ping, which woke no one (and anything else the client sent with
+        // it, under the low-water mark): read here, unless reads are held.
+        if self.pongsWaitInKernel, !self.readsHeld, let bytes = self.output.receiveWaiting() {
+            // Anything but whole pongs: the rest of it, or the client's next frame, may be
+            // under the mark; NIO reads it as it comes.
+            if self.reader?.receivedPastNIO(bytes) != true { self.readThroughNIO() }
+        }
         guard let context else { return false }
         // Silent: nothing heard for two intervals, although a ping went out at least an interval
         // ago (a loop running late must not close a client it never gave the chance to answer).
@@ -120,8 +154,16 @@ final class HeartbeatHandler: ChannelDuplexHandler, RemovableChannelHandler {
         }
         self.output.writeAndFlush(Self.ping)
         if self.pingedSinceHeard == nil { self.pingedSinceHeard = now }
+        if !self.pongsWaitInKernel, !self.readsHeld {
+            self.pongsWaitInKernel = self.output.setReceiveLowWater(Self.pongLowWater)
+        }
         return true
     }
+
+    /// The low-water mark set with a ping: a client's pong is 6 bytes (masked, no payload), so
+    /// it waits in the kernel; any frame with a payload byte, or a frame after the pong, is 7
+    /// or more and wakes the event loop at once, as does the end of the stream.
+    static let pongLowWater: CInt = 7
 }
 
 /// The relay's heartbeats: the interval, and one timer per event loop for every connection on it.

@@ -30,6 +30,8 @@ final class ChannelOutput {
     private var open = true
     /// Frames sent from here, straight to the kernel (whole or in part).
     private(set) var directSends = 0
+    /// Reads from here, past NIO, that brought bytes (``receiveWaiting()``).
+    private(set) var directReceives = 0
 
     init(_ channel: any Channel) {
         self.channel = channel
@@ -76,6 +78,50 @@ final class ChannelOutput {
         #endif
         self.flush()
     }
+
+    /// What the client sent that waits in the kernel, read past NIO without waiting (at most
+    /// ``maxBytesReceivedPastNIO``); nil if nothing waits, the socket is closed, or there is none.
+    /// An end of the stream or an error is left for NIO, which the kernel tells of it.
+    func receiveWaiting() -> ByteBuffer? {
+        #if canImport(Glibc)
+        guard self.descriptor >= 0, self.open else { return nil }
+        var received: ByteBuffer?
+        withUnsafeTemporaryAllocation(byteCount: 256, alignment: 1) { chunk in
+            while (received?.readableBytes ?? 0) < Self.maxBytesReceivedPastNIO {
+                let count = Glibc.recv(self.descriptor, chunk.baseAddress, chunk.count, CInt(MSG_DONTWAIT))
+                guard count > 0 else { return }
+                let bytes = UnsafeRawBufferPointer(rebasing: chunk[..<count])
+                if received == nil {
+                    received = Self.allocator.buffer(bytes: bytes)
+                } else {
+                    received!.writeBytes(bytes)
+                }
+                if count < chunk.count { return }
+            }
+        }
+        if received != nil { self.directReceives += 1 }
+        return received
+        #else
+        return nil
+        #endif
+    }
+
+    /// Sets the socket's `SO_RCVLOWAT`: the kernel wakes the event loop for the client's bytes
+    /// only once this many wait (or the stream ends, or fails). Returns whether it was set.
+    @discardableResult
+    func setReceiveLowWater(_ bytes: CInt) -> Bool {
+        #if canImport(Glibc)
+        guard self.descriptor >= 0, self.open else { return false }
+        var value = bytes
+        return setsockopt(self.descriptor, SOL_SOCKET, SO_RCVLOWAT, &value, socklen_t(MemoryLayout<CInt>.size)) == 0
+        #else
+        return false
+        #endif
+    }
+
+    /// Read past NIO at most at once (``receiveWaiting()``); what is left wakes NIO.
+    static let maxBytesReceivedPastNIO = 4096
+    private static let allocator = ByteBufferAllocator()
 
     /// The channel closed, or a handler that writes here left the pipeline: from now on every
     /// frame goes to NIO (which drops what is written to a closed channel), and nothing is sent

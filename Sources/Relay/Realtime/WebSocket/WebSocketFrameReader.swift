@@ -11,6 +11,9 @@ import NIOWebSocket
 /// what that costs per read: a frame made and passed through two more handlers for every pong.
 ///
 /// Bytes of a frame not whole yet are kept until the rest comes, in a buffer of their size.
+///
+/// Its heartbeat may read the client's bytes itself, past NIO (``receivedPastNIO(_:)``): they go
+/// the same way.
 final class WebSocketFrameReader: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
     typealias InboundOut = WebSocketFrame
@@ -25,6 +28,7 @@ final class WebSocketFrameReader: ChannelInboundHandler, RemovableChannelHandler
     private var passedFrameOn = false
     /// Told of the pongs that stop here; the pipeline's ``HeartbeatHandler``, once it is in.
     var heartbeat: HeartbeatHandler?
+    private var context: ChannelHandlerContext?
 
     /// - Parameter maxFrameSize: the largest payload accepted; a larger frame fails the
     ///   connection (`NIOWebSocketError.invalidFrameLength`, 1009).
@@ -32,10 +36,15 @@ final class WebSocketFrameReader: ChannelInboundHandler, RemovableChannelHandler
         self.parser = WebSocketFrameParser(maxFrameSize: maxFrameSize)
     }
 
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+    }
+
     func handlerRemoved(context: ChannelHandlerContext) {
         self.failed = true
         self.heartbeat = nil
         self.partial = nil
+        self.context = nil
     }
 
     /// A frame this handler passed on may close the channel in the middle of a read: NIO tells
@@ -48,7 +57,25 @@ final class WebSocketFrameReader: ChannelInboundHandler, RemovableChannelHandler
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard !self.failed else { return }
-        var buffer = Self.unwrapInboundIn(data)
+        self.heartbeat?.readThroughNIO()
+        self.process(Self.unwrapInboundIn(data), context: context)
+    }
+
+    /// The client's bytes that the heartbeat read from the kernel itself, past NIO (pongs,
+    /// which wake no one: ``HeartbeatHandler``), handled as NIO's read of them would be.
+    /// - Returns: whether they were whole pongs and nothing else: no frame passed on, and no
+    ///   start of one kept.
+    func receivedPastNIO(_ bytes: ByteBuffer) -> Bool {
+        guard !self.failed, let context = self.context else { return false }
+        self.process(bytes, context: context)
+        guard self.passedFrameOn else { return self.partial == nil && !self.failed }
+        self.passedFrameOn = false
+        context.fireChannelReadComplete()
+        return false
+    }
+
+    private func process(_ bytes: ByteBuffer, context: ChannelHandlerContext) {
+        var buffer = bytes
         if var partial = self.partial.take() {
             partial.writeBuffer(&buffer)
             buffer = partial

@@ -1,0 +1,140 @@
+import Glibc
+import NIOCore
+import NIOPosix
+import NIOWebSocket
+import Synchronization
+import TestSupport
+import Testing
+
+@testable import Relay
+
+/// The heartbeat on a real loopback socket: a pong waits in the kernel under the socket's
+/// low-water mark and is read at the next beat, past NIO, while anything else the client sends
+/// reaches the pipeline at once, as NIO reads it.
+@Suite("Heartbeat on a socket", .timeLimit(.minutes(1)))
+struct HeartbeatSocketTests {
+    /// What reached the pipeline: NIO's reads (before the frame reader), and the frames and
+    /// silences after the heartbeat.
+    final class Seen: Sendable {
+        let nioReads = Atomic<Int>(0)
+        let silences = Atomic<Int>(0)
+        let frames = Mutex<[(opcode: WebSocketOpcode, at: ContinuousClock.Instant)]>([])
+    }
+
+    final class ReadCounter: ChannelInboundHandler {
+        typealias InboundIn = ByteBuffer
+        typealias InboundOut = ByteBuffer
+        let seen: Seen
+        init(_ seen: Seen) { self.seen = seen }
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            self.seen.nioReads.add(1, ordering: .relaxed)
+            context.fireChannelRead(data)
+        }
+    }
+
+    final class Recorder: ChannelInboundHandler {
+        typealias InboundIn = WebSocketFrame
+        let seen: Seen
+        init(_ seen: Seen) { self.seen = seen }
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            let opcode = Self.unwrapInboundIn(data).opcode
+            self.seen.frames.withLock { $0.append((opcode, ContinuousClock.now)) }
+        }
+        func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+            if event is HeartbeatHandler.Silent { self.seen.silences.add(1, ordering: .relaxed) }
+        }
+    }
+
+    /// The relay's reader and heartbeat on an accepted loopback socket, a pipeline of
+    /// `ReadCounter`, reader, heartbeat, `Recorder`.
+    func open(interval: Duration) async throws -> (ChannelOutputTests.Connection, NIOLoopBound<ChannelOutput>, Seen) {
+        let connection = try await ChannelOutputTests.Connection.open(clientReceiveBuffer: 65_536)
+        let seen = Seen()
+        let heartbeats = Heartbeats(interval: interval)
+        let channel = connection.channel
+        // Accepted, but maybe not active yet: the heartbeat starts with an active channel, as
+        // after an upgrade.
+        for _ in 0..<1000 where !channel.isActive { try await Task.sleep(for: .milliseconds(2)) }
+        try #require(channel.isActive)
+        let output = try await channel.eventLoop.submit {
+            let output = ChannelOutput(channel)
+            let reader = WebSocketFrameReader(maxFrameSize: 1 << 16)
+            let heartbeat = HeartbeatHandler(heartbeats: heartbeats, output: output)
+            reader.heartbeat = heartbeat
+            heartbeat.reader = reader
+            try channel.pipeline.syncOperations.addHandlers([ReadCounter(seen), reader, heartbeat, Recorder(seen)])
+            return NIOLoopBound(output, eventLoop: channel.eventLoop)
+        }.get()
+        return (connection, output, seen)
+    }
+
+    /// Sends a client's (masked) frame from the plain socket.
+    func send(_ connection: ChannelOutputTests.Connection, _ opcode: WebSocketOpcode, _ payload: [UInt8] = []) throws {
+        let frame = RawWebSocket.clientFrame(opcode: UInt8(webSocketOpcode: opcode), payload: payload, mask: RawWebSocket.defaultMask)
+        let sent = frame.withUnsafeBytes { Glibc.send(connection.client, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        guard sent == frame.count else { throw TestFailure("send(): errno \(errno)") }
+    }
+
+    /// Reads the next ping and answers it with a pong (6 bytes, masked, empty).
+    func answerPing(_ connection: ChannelOutputTests.Connection) async throws {
+        let ping = try await connection.read(count: 2)
+        try #require(ping == [0x89, 0x00], "a ping: \(ping)")
+        try self.send(connection, .pong)
+    }
+
+    @Test func pongsWaitInTheKernelAndAreReadAtTheNextBeat() async throws {
+        let (connection, output, seen) = try await self.open(interval: .milliseconds(300))
+        for _ in 0..<5 { try await self.answerPing(connection) }
+        // The fifth pong waits for the sixth beat; the first four were read past NIO.
+        _ = try await connection.read(count: 2)
+        let receives = try await connection.onLoop(output) { $0.directReceives }
+        #expect(receives >= 4, "pongs read past NIO: \(receives)")
+        #expect(seen.nioReads.load(ordering: .relaxed) == 0, "no read of NIO's for a pong")
+        #expect(seen.silences.load(ordering: .relaxed) == 0, "a client that answers is not silent")
+        #expect(seen.frames.withLock { $0.isEmpty }, "pongs stop at the reader")
+        await connection.close()
+    }
+
+    /// A frame with a payload wakes NIO although a pong is waiting; after it, even a frame of 6
+    /// bytes (an empty ping) does, long before the next beat. A client that answers nothing
+    /// more is silent after two intervals, as before.
+    @Test func whatElseTheClientSendsReachesThePipelineAtOnce() async throws {
+        let interval = Duration.seconds(2)
+        let (connection, _, seen) = try await self.open(interval: interval)
+        try await self.answerPing(connection)
+        try await Task.sleep(for: .milliseconds(100))
+        #expect(seen.nioReads.load(ordering: .relaxed) == 0, "the pong waits")
+
+        func arrives(_ opcode: WebSocketOpcode, _ payload: [UInt8], _ what: String) async throws {
+            let before = seen.frames.withLock { $0.count }
+            let sent = ContinuousClock.now
+            try self.send(connection, opcode, payload)
+            let deadline = sent + .seconds(1)
+            while seen.frames.withLock({ $0.count }) == before, ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(5))
+            }
+            let arrived = seen.frames.withLock { $0.count > before ? $0[before] : nil }
+            #expect(arrived?.opcode == opcode, "\(what) reached the pipeline")
+            if let arrived { #expect(arrived.at - sent < .milliseconds(500), "\(what) within half a second, not at the next beat") }
+        }
+        try await arrives(.text, Array("{}".utf8), "a text frame behind a waiting pong")
+        try await arrives(.ping, [], "an empty ping after NIO's read")
+        #expect(seen.nioReads.load(ordering: .relaxed) >= 2)
+
+        // The next ping raises the mark again: an empty ping behind its pong wakes NIO too.
+        try await self.answerPing(connection)
+        try await Task.sleep(for: .milliseconds(100))
+        let reads = seen.nioReads.load(ordering: .relaxed)
+        try await arrives(.ping, [], "an empty ping behind a waiting pong")
+        #expect(seen.nioReads.load(ordering: .relaxed) == reads + 1, "one read: the pong and the ping")
+
+        // Silent from here: reported once nothing was heard for two intervals.
+        let silentSince = ContinuousClock.now
+        while seen.silences.load(ordering: .relaxed) == 0, ContinuousClock.now - silentSince < interval * 4 {
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        #expect(seen.silences.load(ordering: .relaxed) == 1)
+        #expect(ContinuousClock.now - silentSince >= interval * 2 - .milliseconds(500))
+        await connection.close()
+    }
+}
