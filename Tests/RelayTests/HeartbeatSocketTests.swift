@@ -95,6 +95,40 @@ struct HeartbeatSocketTests {
         await connection.close()
     }
 
+    /// A frame under way when the mark goes up: its rest, 6 bytes shaped like a pong, is the
+    /// frame's, and reaches the pipeline with it at the next beat.
+    @Test func theRestOfAFrameUnderWayIsNeverTakenForAPong() async throws {
+        let (connection, _, seen) = try await self.open(interval: .milliseconds(400))
+        // A masked text frame of 4 bytes whose masking key ends 0x8A 0x80: its last 6 bytes
+        // begin as a pong does.
+        let mask: [UInt8] = [0x11, 0x22, 0x8A, 0x80]
+        let payload = Array("pong".utf8).enumerated().map { $0.element ^ mask[$0.offset % 4] }
+        let frame: [UInt8] = [0x81, 0x84] + mask + payload
+        let sent = frame[..<4].withUnsafeBytes { Glibc.send(connection.client, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        try #require(sent == 4)
+        // The relay pings (the start of the frame read by then) and raises the mark.
+        let ping = try await connection.read(count: 2)
+        try #require(ping == [0x89, 0x00])
+        let rest = frame[4...].withUnsafeBytes { Glibc.send(connection.client, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        try #require(rest == 6)
+        let deadline = ContinuousClock.now + .seconds(3)
+        while seen.frames.withLock({ $0.isEmpty }), ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(10)) }
+        #expect(seen.frames.withLock { $0.map(\.opcode) } == [.text], "the frame, whole")
+        await connection.close()
+    }
+
+    @Test func wholeEmptyPongsAreTold() {
+        func pongs(_ bytes: [UInt8]) -> Bool { bytes.withUnsafeBytes { ChannelOutput.arePongs($0) } }
+        #expect(pongs([0x8A, 0x80, 1, 2, 3, 4]))
+        #expect(pongs([0x8A, 0x80, 1, 2, 3, 4, 0x8A, 0x80, 5, 6, 7, 8]))
+        #expect(!pongs([]))
+        #expect(!pongs([0x8A, 0x80, 1, 2, 3]), "not whole")
+        #expect(!pongs([0x8A, 0x81, 1, 2, 3, 4]), "a payload")
+        #expect(!pongs([0x89, 0x80, 1, 2, 3, 4]), "a ping")
+        #expect(!pongs([0x8A, 0x00, 1, 2, 3, 4]), "unmasked")
+        #expect(!pongs([0x8A, 0x80, 1, 2, 3, 4, 0x81, 0x80, 5, 6, 7, 8]), "a pong, then an empty text frame")
+    }
+
     /// A frame with a payload wakes NIO although a pong is waiting; after it, even a frame of 6
     /// bytes (an empty ping) does, long before the next beat. A client that answers nothing
     /// more is silent after two intervals, as before.

@@ -14,7 +14,7 @@ import Synchronization
 ///
 /// A pong wakes no one. With a ping the socket's low-water mark (`SO_RCVLOWAT`) goes to 7
 /// bytes, one more than a client's pong, and the pong is read at the next beat, past NIO
-/// (``ChannelOutput/receiveWaiting()``): NIO's path for a read was most of an idle
+/// (``ChannelOutput/receiveWaiting(pongsAlone:)``): NIO's path for a read was most of an idle
 /// connection's CPU. Anything else the client sends is 7 bytes or more, or comes behind the
 /// pong, and wakes NIO at once; NIO's first read puts the mark back to 1 byte until the next
 /// ping. So only a frame of 6 bytes (an empty payload) that finds nothing waiting waits: for the
@@ -56,6 +56,9 @@ final class HeartbeatHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// Whether the socket's low-water mark keeps a pong from waking the event loop: set with the
     /// ping, and the pong read at the next beat, past NIO (``pongLowWater``).
     private var pongsWaitInKernel = false
+    /// Whether no frame of the client's was under way when the mark went up: then bytes that are
+    /// whole pongs are pongs, and are only told (no buffer, no trip through the reader).
+    private var pongsAlone = false
 
     /// A ping with no payload, as a server sends it (unmasked).
     private static let ping: ByteBuffer = ByteBuffer(bytes: [0x89, 0x00])
@@ -140,10 +143,17 @@ final class HeartbeatHandler: ChannelDuplexHandler, RemovableChannelHandler {
         guard self.context != nil else { return false }
         // The pong to the last ping, which woke no one (and anything else the client sent with
         // it, under the low-water mark): read here, unless reads are held.
-        if self.pongsWaitInKernel, !self.readsHeld, let bytes = self.output.receiveWaiting() {
-            // Anything but whole pongs: the rest of it, or the client's next frame, may be
-            // under the mark; NIO reads it as it comes.
-            if self.reader?.receivedPastNIO(bytes) != true { self.readThroughNIO() }
+        if self.pongsWaitInKernel, !self.readsHeld {
+            switch self.output.receiveWaiting(pongsAlone: self.pongsAlone) {
+            case .nothing:
+                break
+            case .pongs:
+                self.heard(at: now)
+            case .bytes(let bytes):
+                // Anything but whole pongs: the rest of it, or the client's next frame, may be
+                // under the mark; NIO reads it as it comes.
+                if self.reader?.receivedPastNIO(bytes) != true { self.readThroughNIO() }
+            }
         }
         guard let context else { return false }
         // Silent: nothing heard for two intervals, although a ping went out at least an interval
@@ -156,6 +166,7 @@ final class HeartbeatHandler: ChannelDuplexHandler, RemovableChannelHandler {
         if self.pingedSinceHeard == nil { self.pingedSinceHeard = now }
         if !self.pongsWaitInKernel, !self.readsHeld {
             self.pongsWaitInKernel = self.output.setReceiveLowWater(Self.pongLowWater)
+            self.pongsAlone = self.reader?.holdsPartialFrame == false
         }
         return true
     }

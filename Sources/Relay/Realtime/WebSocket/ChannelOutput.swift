@@ -30,7 +30,7 @@ final class ChannelOutput {
     private var open = true
     /// Frames sent from here, straight to the kernel (whole or in part).
     private(set) var directSends = 0
-    /// Reads from here, past NIO, that brought bytes (``receiveWaiting()``).
+    /// Reads from here, past NIO, that brought bytes (``receiveWaiting(pongsAlone:)``).
     private(set) var directReceives = 0
 
     init(_ channel: any Channel) {
@@ -79,31 +79,55 @@ final class ChannelOutput {
         self.flush()
     }
 
+    /// What ``receiveWaiting(pongsAlone:)`` found.
+    enum Received {
+        case nothing
+        /// Whole pongs of a client (empty, masked), and nothing else.
+        case pongs
+        case bytes(ByteBuffer)
+    }
+
     /// What the client sent that waits in the kernel, read past NIO without waiting (at most
-    /// ``maxBytesReceivedPastNIO``); nil if nothing waits, the socket is closed, or there is none.
-    /// An end of the stream or an error is left for NIO, which the kernel tells of it.
-    func receiveWaiting() -> ByteBuffer? {
+    /// ``maxBytesReceivedPastNIO``); nothing if nothing waits, the socket is closed, or there is
+    /// none. With `pongsAlone` (no frame of the client's is under way), whole pongs and nothing
+    /// else are only told, not kept. An end of the stream or an error is left for NIO, which the
+    /// kernel tells of it.
+    func receiveWaiting(pongsAlone: Bool) -> Received {
         #if canImport(Glibc)
-        guard self.descriptor >= 0, self.open else { return nil }
+        guard self.descriptor >= 0, self.open else { return .nothing }
         var received: ByteBuffer?
-        withUnsafeTemporaryAllocation(byteCount: 256, alignment: 1) { chunk in
+        let onlyPongs = withUnsafeTemporaryAllocation(byteCount: 256, alignment: 1) { chunk -> Bool in
             while (received?.readableBytes ?? 0) < Self.maxBytesReceivedPastNIO {
                 let count = Glibc.recv(self.descriptor, chunk.baseAddress, chunk.count, CInt(MSG_DONTWAIT))
-                guard count > 0 else { return }
+                guard count > 0 else { return false }
                 let bytes = UnsafeRawBufferPointer(rebasing: chunk[..<count])
                 if received == nil {
+                    if pongsAlone, count < chunk.count, Self.arePongs(bytes) { return true }
                     received = Self.allocator.buffer(bytes: bytes)
                 } else {
                     received!.writeBytes(bytes)
                 }
-                if count < chunk.count { return }
+                if count < chunk.count { return false }
             }
+            return false
         }
-        if received != nil { self.directReceives += 1 }
-        return received
+        if onlyPongs {
+            self.directReceives += 1
+            return .pongs
+        }
+        guard let received else { return .nothing }
+        self.directReceives += 1
+        return .bytes(received)
         #else
-        return nil
+        return .nothing
         #endif
+    }
+
+    /// Whether `bytes` are whole client pongs with no payload (`0x8A 0x80` and a masking key),
+    /// one or more, and nothing else.
+    static func arePongs(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        guard !bytes.isEmpty, bytes.count % 6 == 0 else { return false }
+        return stride(from: 0, to: bytes.count, by: 6).allSatisfy { bytes[$0] == 0x8A && bytes[$0 + 1] == 0x80 }
     }
 
     /// Sets the socket's `SO_RCVLOWAT`: the kernel wakes the event loop for the client's bytes
@@ -119,7 +143,7 @@ final class ChannelOutput {
         #endif
     }
 
-    /// Read past NIO at most at once (``receiveWaiting()``); what is left wakes NIO.
+    /// Read past NIO at most at once (``receiveWaiting(pongsAlone:)``); what is left wakes NIO.
     static let maxBytesReceivedPastNIO = 4096
     private static let allocator = ByteBufferAllocator()
 

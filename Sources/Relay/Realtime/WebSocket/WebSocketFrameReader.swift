@@ -36,6 +36,9 @@ final class WebSocketFrameReader: ChannelInboundHandler, RemovableChannelHandler
         self.parser = WebSocketFrameParser(maxFrameSize: maxFrameSize)
     }
 
+    /// Whether the start of a frame waits for its rest.
+    var holdsPartialFrame: Bool { self.partial != nil }
+
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
     }
