@@ -155,11 +155,12 @@ final class HeartbeatHandler: ChannelDuplexHandler, RemovableChannelHandler {
                 if self.reader?.receivedPastNIO(bytes) != true { self.readThroughNIO() }
             }
         }
-        guard let context else { return false }
+        // What the client sent may have closed the channel.
+        guard self.context != nil else { return false }
         // Silent: nothing heard for two intervals, although a ping went out at least an interval
         // ago (a loop running late must not close a client it never gave the chance to answer).
         if !self.readsHeld, now - self.lastHeard >= interval * 2, let pinged = self.pingedSinceHeard, now - pinged >= interval {
-            context.fireUserInboundEventTriggered(Silent())
+            self.context?.fireUserInboundEventTriggered(Silent())
             return false
         }
         self.output.writeAndFlush(Self.ping)

@@ -17,6 +17,10 @@ import Glibc
 /// against the write buffer's water marks, and fails the channel if the socket failed. A channel
 /// without a file descriptor (an `EmbeddedChannel`) is always written through NIO.
 ///
+/// For the heartbeat it also reads, past NIO, what the client sent that waits in the kernel
+/// under the socket's low-water mark (``setReceiveLowWater(_:)``, ``receiveWaiting(pongsAlone:)``):
+/// pongs, which so wake no one (``HeartbeatHandler``).
+///
 /// Call every method on the channel's event loop.
 final class ChannelOutput {
     private let channel: any Channel
