@@ -369,7 +369,8 @@ struct RedisClientIntegrationTests {
             try await withCheckedThrowingContinuation { continuation in
                 eventLoop.execute {
                     let returned = Returned()
-                    let sent = client.runUnwaitedImmediately(script, keys: [key], arguments: [argument], on: eventLoop, decode: text) {
+                    let evalsha = RedisClient.evalsha(script, keys: [key], arguments: [argument])
+                    let sent = client.runUnwaitedImmediately(script, evalsha, on: eventLoop, decode: text) {
                         continuation.resume(returning: ($0, eventLoop.inEventLoop, returned.value.load(ordering: .relaxed)))
                     }
                     returned.value.store(true, ordering: .relaxed)

@@ -61,7 +61,6 @@ struct HeartbeatSocketTests {
             let reader = WebSocketFrameReader(maxFrameSize: 1 << 16)
             let heartbeat = HeartbeatHandler(heartbeats: heartbeats, output: output)
             reader.heartbeat = heartbeat
-            heartbeat.reader = reader
             try channel.pipeline.syncOperations.addHandlers([ReadCounter(seen), reader, heartbeat, Recorder(seen)])
             return NIOLoopBound(output, eventLoop: channel.eventLoop)
         }.get()

@@ -331,7 +331,8 @@ public final class RedisSubscriber: Service, Sendable {
         }
     }
 
-    /// Any other push, or a cluster node's refusal of a subscription.
+    /// Any other push (a confirmation, an unasked `sunsubscribe`), or a cluster node's refusal
+    /// of a subscription.
     private func received(_ push: RESPValue) {
         if case .error(let message) = push {
             // A subscription refused by a cluster node that does not own the slot (any more).
@@ -342,11 +343,8 @@ public final class RedisSubscriber: Service, Sendable {
         guard case .array(let elements) = push, elements.count >= 3,
             let kind = elements[0].string, let topic = elements[1].string
         else { return }
+        // Messages came as ``RedisPush/message(topic:payload:)``.
         switch kind {
-        case "smessage", "message":
-            guard case .bulkString(let payload) = elements[2] else { return }
-            let subscribed = self.state.withLock { $0.topics.contains(topic) }
-            if subscribed { self.eventSink.yield(.message(topic: topic, payload: payload)) }
         case "ssubscribe", "subscribe":
             let waiters = self.state.withLock { state -> [PendingSubscription] in
                 guard state.topics.contains(topic) else { return [] }

@@ -103,8 +103,7 @@ extension RedisClient {
         let promise = eventLoop.makePromise(of: Value.self)
         let sent = self.runUnwaitedImmediately(
             script,
-            keys: keys,
-            arguments: arguments,
+            Self.evalsha(script, keys: keys, arguments: arguments),
             on: eventLoop,
             decode: decode,
             then: promise.completeWith
@@ -117,28 +116,10 @@ extension RedisClient {
         return promise.futureResult
     }
 
-    /// ``runUnwaitedImmediately(_:keys:arguments:on:decode:)`` with no future: false (and
-    /// `then` never called) when the script could not go out at once; otherwise `then` is
-    /// called once, on `eventLoop`, and never within this call.
-    package func runUnwaitedImmediately<Value: Sendable>(
-        _ script: RedisScript,
-        keys: [String],
-        arguments: [any RedisArgument],
-        on eventLoop: any EventLoop,
-        decode: @escaping @Sendable (RESPReply) throws -> Value,
-        then: @escaping @Sendable (Result<Value, any Error>) -> Void
-    ) -> Bool {
-        self.runUnwaitedImmediately(
-            script,
-            Self.evalsha(script, keys: keys, arguments: arguments),
-            on: eventLoop,
-            decode: decode,
-            then: then
-        )
-    }
-
-    /// ``runUnwaitedImmediately(_:keys:arguments:on:decode:then:)`` with its `EVALSHA` command
-    /// made (``evalsha(_:keyCount:routedBy:bytes:arguments:)``).
+    /// ``runUnwaitedImmediately(_:keys:arguments:on:decode:)`` with its `EVALSHA` command made
+    /// (``evalsha(_:keys:arguments:)``, ``evalsha(_:keyCount:routedBy:bytes:arguments:)``) and no
+    /// future: false (and `then` never called) when the script could not go out at once;
+    /// otherwise `then` is called once, on `eventLoop`, and never within this call.
     package func runUnwaitedImmediately<Value: Sendable>(
         _ script: RedisScript,
         _ evalsha: RedisCommand,

@@ -93,7 +93,6 @@ enum RelayWebSocket {
             throw PipelineLayoutError(description: "WebSocket pipeline has no WebSocketFrameReader")
         }
         reader.heartbeat = heartbeat
-        heartbeat.reader = reader
         if let identity {
             try pipeline.addHandler(LiveConnectionHandler(identity: identity, services: services, output: output), name: names[3])
         } else {

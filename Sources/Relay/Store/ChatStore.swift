@@ -471,16 +471,18 @@ struct ChatStore: Sendable {
         guard self.scripts.publishes else { return false }
         let call = self.sendCall(channel: id, sender: sender, clientMessageID: clientMessageID, text: text)
         let metrics = self.metrics
-        let start = ContinuousClock.now
         // The reply is read where it lies: only the event is copied out of it.
-        return self.redis.runUnwaitedImmediately(self.scripts.send, call, on: eventLoop) { reply in
-            let sent = try Self.sent(reply)
-            if sent.created { metrics.appended() }
-            return sent
-        } then: { result in
-            metrics.redisLatency("send", ContinuousClock.now - start)
-            then(result.mapError { Self.scriptError($0, channel: id) })
-        }
+        return self.redis.runUnwaitedImmediately(
+            self.scripts.send,
+            call,
+            on: eventLoop,
+            decode: { reply in
+                let sent = try Self.sent(reply)
+                if sent.created { metrics.appended() }
+                return sent
+            },
+            then: self.timed("send", channel: id, then: then)
+        )
     }
 
     /// A script's error reply as the ``ChatError`` it stands for; any other error as it is.
@@ -764,16 +766,17 @@ struct ChatStore: Sendable {
         guard self.scripts.publishes else { return false }
         let keys = RelayKeys.Channel(id)
         let redis = self.redis
-        let metrics = self.metrics
-        let start = ContinuousClock.now
+        let answer = self.timed("read", channel: id, then: then)
         return redis.runUnwaitedImmediately(
             self.scripts.read,
-            keys: [keys.meta, keys.members, keys.seq, keys.reads],
-            arguments: [user, session, seq],
+            RedisClient.evalsha(
+                self.scripts.read,
+                keys: [keys.meta, keys.members, keys.seq, keys.reads],
+                arguments: [user, session, seq]
+            ),
             on: eventLoop,
             decode: Self.readCursor
         ) { result in
-            metrics.redisLatency("read", ContinuousClock.now - start)
             // Above the seq read: the cursor was there already, and the other sockets show it.
             if case .success(let value) = result, value <= seq {
                 let topic = RelayKeys.User(user).topic
@@ -782,7 +785,7 @@ struct ChatStore: Sendable {
                     Task { _ = try? await redis.execute(notice) }
                 }
             }
-            then(result.mapError { Self.scriptError($0, channel: id) })
+            answer(result)
         }
     }
 
@@ -821,6 +824,22 @@ struct ChatStore: Sendable {
         let metrics = self.metrics
         future.whenComplete { _ in metrics.redisLatency(operation, ContinuousClock.now - start) }
         return future
+    }
+
+    /// ``timed(_:_:)`` for a script of channel `channel` answered through a callback: what is
+    /// handed to the returned callback goes on to `then`, its error replies as ``ChatError``s,
+    /// once its latency is recorded.
+    func timed<T>(
+        _ operation: String,
+        channel: String,
+        then: @escaping @Sendable (Result<T, any Error>) -> Void
+    ) -> @Sendable (Result<T, any Error>) -> Void {
+        let start = ContinuousClock.now
+        let metrics = self.metrics
+        return { result in
+            metrics.redisLatency(operation, ContinuousClock.now - start)
+            then(result.mapError { Self.scriptError($0, channel: channel) })
+        }
     }
 
     /// Runs a script of channel `channel`, turning its error replies into ``ChatError``s.

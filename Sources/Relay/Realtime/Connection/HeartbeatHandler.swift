@@ -51,7 +51,8 @@ final class HeartbeatHandler: ChannelDuplexHandler, RemovableChannelHandler {
     fileprivate var slot: Int?
     /// Whether a handler after this one holds back reading the client's frames (``ReadsHeld``).
     private var readsHeld = false
-    /// The frame reader before this handler, handed what the heartbeat reads past NIO.
+    /// The frame reader before this handler, handed what the heartbeat reads past NIO; set by
+    /// the reader as it is given this heartbeat (``WebSocketFrameReader/heartbeat``).
     var reader: WebSocketFrameReader?
     /// Whether the socket's low-water mark keeps a pong from waking the event loop: set with the
     /// ping, and the pong read at the next beat, past NIO (``pongLowWater``).

@@ -26,8 +26,11 @@ final class WebSocketFrameReader: ChannelInboundHandler, RemovableChannelHandler
     private var failed = false
     /// Whether a frame went on up the pipeline since the last read completed.
     private var passedFrameOn = false
-    /// Told of the pongs that stop here; the pipeline's ``HeartbeatHandler``, once it is in.
-    var heartbeat: HeartbeatHandler?
+    /// Told of the pongs that stop here; the pipeline's ``HeartbeatHandler``, once it is in,
+    /// which then hands this reader what it reads past NIO.
+    var heartbeat: HeartbeatHandler? {
+        didSet { self.heartbeat?.reader = self }
+    }
     private var context: ChannelHandlerContext?
 
     /// - Parameter maxFrameSize: the largest payload accepted; a larger frame fails the

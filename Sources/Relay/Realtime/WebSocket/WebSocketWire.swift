@@ -97,11 +97,6 @@ enum WebSocketWire {
         return buffer
     }
 
-    /// A text frame carrying `text`.
-    static func text(_ text: String, allocator: ByteBufferAllocator = ByteBufferAllocator()) -> ByteBuffer {
-        Self.frame(opcode: .text, bytes: text.utf8, allocator: allocator)
-    }
-
     /// A close frame: no payload when `code` is nil (the reason is then dropped: RFC 6455 allows
     /// a reason only after a code), else the code and as much of `reason` as fits in the 125
     /// bytes of a control frame, cut on a character boundary so that it stays valid UTF-8.
