@@ -315,10 +315,13 @@ struct ChatStore: Sendable {
     /// while the channel's was not), or written and lost (by a primary that took it and was then
     /// demoted). Without it their sockets never follow the channel and `GET /channels` does not
     /// list it, should the caller not retry the call. Until it is written, it is tried every
-    /// second for a minute; then, ``IndexRepairs/checks`` after it was written, it is written
-    /// again for those still members. Whenever an entry was missing, their sockets read their channels again.
+    /// second for a minute; then, where a failover can lose it (``rechecksIndex``),
+    /// ``IndexRepairs/checks`` after it was written, it is written again for those still
+    /// members. Whenever an entry was missing, their sockets read their channels again.
     /// Best effort: at most ``IndexRepairs/limit`` users' worth at a time, and lost with the relay.
     private func checkIndexLater(_ id: String, for users: [String], written: Bool) {
+        let recheck = self.rechecksIndex
+        guard !written || recheck else { return }
         let repairs = self.indexRepairs
         guard repairs.pending.add(users.count, ordering: .relaxed).newValue <= IndexRepairs.limit else {
             repairs.pending.subtract(users.count, ordering: .relaxed)
@@ -336,7 +339,7 @@ struct ChatStore: Sendable {
                 written = true
                 await notifier.channelsChanged(for: users)
             }
-            guard written else { return }
+            guard written, recheck else { return }
             // Timed from the write, not the call: a write that took a while is checked as late.
             let writtenAt = ContinuousClock.now
             for check in IndexRepairs.checks {
@@ -348,6 +351,16 @@ struct ChatStore: Sendable {
                 await notifier.joined(channel: id, joins: found.left)
             }
         }
+    }
+
+    /// Whether an index entry, once written, can still be lost while the call that made its
+    /// user a member stands: on a Redis Cluster (a user's index lives on another shard than the
+    /// channel, whose primary may fail alone), or with replicas to wait for (the script waits
+    /// for them, the index write after it does not). On one Redis without, a failover loses
+    /// the call itself as readily (README: what `--redis-wait` buys), and rewriting the entry
+    /// protects nothing: nothing is scheduled.
+    private var rechecksIndex: Bool {
+        self.redis.configuration.replicaWait > 0 || self.redis.isCluster
     }
 
     /// Adds channel `id` to the index of each of `users` that is still a member and lacks it.
