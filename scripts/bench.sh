@@ -275,6 +275,20 @@ if wants scenarios; then
     results=$dir/results.jsonl
     : >"$results"
 
+    # settle PIDS...: waits (30 s at most) until the servers and Redis take under 20 ms of CPU in a second, so
+    # that no work left from the last scenario (sockets closing, keys expiring) is counted in the next.
+    settle() {
+        local ticks before after
+        ticks() { local p t=0; for p in "$@"; do t=$((t + $(awk '{ print $14 + $15 }' "/proc/$p/stat" 2>/dev/null || echo 0))); done; echo "$t"; }
+        for _ in $(seq 1 30); do
+            before=$(ticks "$@")
+            sleep 1
+            after=$(ticks "$@")
+            [ $((after - before)) -lt 2 ] && return 0
+        done
+        echo "(servers still busy after 30 s)"
+    }
+
     # scenario TARGET ARGS...: one relay-bench scenario against the relay or nchan; prints its block and keeps
     # its JSON line.
     scenario() {
@@ -285,6 +299,8 @@ if wants scenarios; then
             pids=$(bash scripts/nchan.sh pids "$dir/nchan")
             target_url=http://127.0.0.1:$nchan_port
         fi
+        # shellcheck disable=SC2046 # one pid per word
+        settle "$relay_pid" "$redis_pid" $([ "$NCHAN" = 1 ] && bash scripts/nchan.sh pids "$dir/nchan" 2>/dev/null | tr , ' ')
         echo
         if ! run "$SCENARIO_TIMEOUT" "$BENCH" "$name" --target "$target" --url "$target_url" --jwt-secret "$secret" \
             --redis "$url" --server-pids "$pids" --redis-pid "$redis_pid" --threads "$THREADS" --json "$@" >"$dir/last.out" 2>&1; then
