@@ -279,7 +279,7 @@ if wants scenarios; then
     # that no work left from the last scenario (sockets closing, keys expiring) is counted in the next.
     settle() {
         local ticks before after
-        ticks() { local p t=0; for p in "$@"; do t=$((t + $(awk '{ print $14 + $15 }' "/proc/$p/stat" 2>/dev/null || echo 0))); done; echo "$t"; }
+        ticks() { local p t=0; for p in "$@"; do [ -n "$p" ] || continue; t=$((t + $(awk '{ print $14 + $15 }' "/proc/$p/stat" 2>/dev/null || echo 0))); done; echo "$t"; }
         for _ in $(seq 1 30); do
             before=$(ticks "$@")
             sleep 1
