@@ -278,7 +278,7 @@ if wants scenarios; then
     # settle PIDS...: waits (30 s at most) until the servers and Redis take under 20 ms of CPU in a second, so
     # that no work left from the last scenario (sockets closing, keys expiring) is counted in the next.
     settle() {
-        local ticks before after
+        local before after
         ticks() { local p t=0; for p in "$@"; do [ -n "$p" ] || continue; t=$((t + $(awk '{ print $14 + $15 }' "/proc/$p/stat" 2>/dev/null || echo 0))); done; echo "$t"; }
         for _ in $(seq 1 30); do
             before=$(ticks "$@")

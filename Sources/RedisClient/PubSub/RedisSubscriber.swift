@@ -343,7 +343,7 @@ public final class RedisSubscriber: Service, Sendable {
         guard case .array(let elements) = push, elements.count >= 3,
             let kind = elements[0].string, let topic = elements[1].string
         else { return }
-        // Messages came as ``RedisPush/message(topic:payload:)``.
+        // Messages come as ``RedisPush/message(topic:payload:)``, not here.
         switch kind {
         case "ssubscribe", "subscribe":
             let waiters = self.state.withLock { state -> [PendingSubscription] in
